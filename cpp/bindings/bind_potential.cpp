@@ -1,0 +1,96 @@
+// Potential and evaluation of whole structures.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <cstring>
+
+#include "aceuq/evaluator.hpp"
+#include "aceuq/potential.hpp"
+
+namespace py = pybind11;
+using namespace aceuq;
+
+namespace {
+
+ProjectionMode parse_mode(const std::string& s) {
+    if (s == "none") return ProjectionMode::None;
+    if (s == "linear") return ProjectionMode::Linear;
+    if (s == "full") return ProjectionMode::Full;
+    throw std::invalid_argument("projections must be 'none', 'linear' or 'full', got '" + s + "'");
+}
+
+template <class T>
+py::array_t<T> to_array(const std::vector<T>& v, std::vector<py::ssize_t> shape) {
+    py::array_t<T> a(shape);
+    if (!v.empty()) std::memcpy(a.mutable_data(), v.data(), v.size() * sizeof(T));
+    return a;
+}
+
+}  // namespace
+
+void bind_potential(py::module_& m) {
+    static py::exception<InputError> input_error(m, "InputError", PyExc_ValueError);
+    (void)input_error;
+
+    py::class_<Potential, std::shared_ptr<Potential>>(m, "Potential")
+        .def(py::init([](const std::string& path) { return Potential::load(path); }), py::arg("path"))
+        .def_property_readonly("path", &Potential::path)
+        .def_property_readonly("elements", &Potential::elements)
+        .def_property_readonly("cutoff", &Potential::cutoff_max)
+        .def_property_readonly("lmax", &Potential::lmax)
+        .def_property_readonly("nradmax", &Potential::nradmax)
+        .def_property_readonly("nradbase", &Potential::nradbase)
+        .def_property_readonly("rankmax", &Potential::rankmax)
+        .def("element_index", &Potential::element_index)
+        .def("ndensity", [](const Potential& p, int mu) { return p.embedding(mu).ndensity; })
+        .def("n_functions", &Potential::n_functions)
+        .def("coefficients", [](const Potential& p, int mu) {
+            auto c = p.coefficients(mu);
+            return to_array(c, {py::ssize_t(p.n_functions(mu)), py::ssize_t(p.embedding(mu).ndensity)});
+        })
+        .def("set_coefficients", [](Potential& p, int mu, py::array_t<double, py::array::c_style | py::array::forcecast> c) {
+            p.set_coefficients(mu, std::vector<double>(c.data(), c.data() + c.size()));
+        })
+        .def("functions", [](const Potential& p, int mu) {
+            // (rank, mus, ns, ls, LS) per function in projection order
+            py::list out;
+            for (const auto* g : {&p.rank1(mu), &p.higher(mu)})
+                for (const auto& f : *g) out.append(py::make_tuple(f.rank, f.mus, f.ns, f.ls, f.LS));
+            return out;
+        })
+        .def_property_readonly("fingerprint", &Potential::basis_fingerprint);
+
+    py::class_<AtomEvaluator>(m, "Evaluator")
+        .def(py::init<std::shared_ptr<const Potential>>(), py::arg("potential"))
+        .def("evaluate",
+             [](AtomEvaluator& ev, py::array_t<double, py::array::c_style | py::array::forcecast> positions,
+                py::array_t<double, py::array::c_style | py::array::forcecast> cell, std::vector<bool> pbc,
+                py::array_t<int, py::array::c_style | py::array::forcecast> types, bool forces,
+                const std::string& projections) {
+                 const int n = int(types.size());
+                 if (positions.ndim() != 2 || positions.shape(0) != n || positions.shape(1) != 3)
+                     throw std::invalid_argument("positions must have shape (n_atoms, 3)");
+                 if (cell.size() != 9) throw std::invalid_argument("cell must be 3x3");
+                 if (pbc.size() != 3) throw std::invalid_argument("pbc must have 3 entries");
+                 bool pb[3] = {pbc[0], pbc[1], pbc[2]};
+                 const ProjectionMode mode = parse_mode(projections);
+                 StructureResult r;
+                 {
+                     py::gil_scoped_release nogil;
+                     r = evaluate_structure(ev, n, positions.data(), cell.data(), pb, types.data(), forces, mode);
+                 }
+                 py::dict d;
+                 d["energy"] = r.energy;
+                 d["energies"] = to_array(r.energies, {n});
+                 if (forces) {
+                     d["forces"] = to_array(r.forces, {n, 3});
+                     d["virial"] = to_array(r.virial, {3, 3});
+                 }
+                 if (mode != ProjectionMode::None)
+                     d["projections"] = to_array(r.projections, {n, r.projection_width});
+                 return d;
+             },
+             py::arg("positions"), py::arg("cell"), py::arg("pbc"), py::arg("types"), py::arg("forces") = true,
+             py::arg("projections") = "none");
+}

@@ -1,0 +1,437 @@
+#include "aceuq/evaluator.hpp"
+
+#include <cmath>
+#include <stdexcept>
+
+#include "aceuq/neighbors.hpp"
+
+namespace aceuq {
+namespace {
+
+using cdouble = std::complex<double>;
+
+// Smooth step from 1 (x <= x_in - delta) to 0 (x >= x_in): the polynomial the reference uses
+// for inner cutoffs, so that energies match it exactly.
+void poly_cutoff(double x, double x_in, double delta, double& f, double& df) {
+    if (x <= x_in - delta) {
+        f = 1;
+        df = 0;
+    } else if (x >= x_in) {
+        f = 0;
+        df = 0;
+    } else {
+        const double t = 1 - 2 * (1 + (x - x_in) / delta);
+        const double t2 = t * t;
+        f = 0.5 + 3.75 * (t / 4 - t * t2 / 6 + t * t2 * t2 / 20);
+        df = -7.5 / delta * (0.25 - t2 / 2 + t2 * t2 / 4);
+    }
+}
+
+// Finnis-Sinclair embedding terms F(rho) and dF/drho.
+void embed_fs(double rho, double m, double& F, double& dF) {
+    const double w = 1e6;
+    const double lambda = std::pow(1.0 / w, m - 1.0);
+    if (std::abs(rho) <= 1e-10) {
+        F = lambda * rho;
+        dF = lambda;
+        return;
+    }
+    const double a = std::abs(rho);
+    const double am = std::pow(a, m);
+    const double wa3 = std::pow(w * a, 3);
+    const double g = wa3 > 30.0 ? 0.0 : std::exp(-wa3);
+    const double sign = std::signbit(rho) ? -1.0 : 1.0;
+    F = sign * ((1.0 - g) * am + lambda * g * a);
+    const double dg = -3.0 * w * w * w * a * a * g;
+    dF = m * std::pow(a, m - 1.0) * (1.0 - g) - am * dg + lambda * dg * a + lambda * g;
+}
+
+void embed_fs_shifted_scaled(double rho, double m, double& F, double& dF) {
+    if (std::abs(m - 1.0) < 1e-10) {
+        F = rho;
+        dF = 1;
+        return;
+    }
+    const double a = std::abs(rho);
+    const double e = std::exp(-a);
+    const double nx = 1.0 / m;
+    const double xoff = std::pow(nx, nx / (1.0 - nx)) * e;
+    const double yoff = std::pow(nx, 1.0 / (1.0 - nx)) * e;
+    const double sign = std::signbit(rho) ? -1.0 : 1.0;
+    F = sign * (std::pow(xoff + a, m) - yoff);
+    dF = yoff + m * (1.0 - xoff) * std::pow(xoff + a, m - 1.0);
+}
+
+}  // namespace
+
+// Per element: the higher-rank functions flattened into products of A's.
+struct ElementPlan {
+    int ndensity = 1;
+    int n_rank1 = 0, n_higher = 0;
+    std::vector<int> r1_index;       // A1 index (mu_j * nradbase + n) per rank-1 function
+    std::vector<double> r1_coeff;    // [n_rank1][ndensity]
+    std::vector<int> f_rank, f_term_begin;  // per higher function; term range in terms
+    std::vector<double> f_coeff;     // [n_higher][ndensity]
+    std::vector<int> t_factor_begin; // per term: first entry in factors
+    std::vector<double> t_cg;        // per term
+    std::vector<int> factors;        // A index per factor
+};
+
+struct AtomEvaluator::Scratch {
+    int ne, nradbase, nradmax, lmax, L2, nlm_half, nfr;
+    std::vector<ElementPlan> plans;
+    SphericalHarmonics sh;
+    RadialValues rv;
+    std::vector<cdouble> A, W;          // [ne][nradmax][L2] (all m)
+    std::vector<double> A1, W1;         // [ne][nradbase]
+    std::vector<cdouble> dB;            // per factor of the current element
+    std::vector<double> B;              // per higher function
+    // per neighbour caches
+    std::vector<int> nb_mu, nb_index;
+    std::vector<double> nb_r, nb_rhat, nb_R, nb_dR, nb_dg, nb_dcr;
+    std::vector<cdouble> nb_Y, nb_dY;
+    std::vector<double> rho, dF;
+    explicit Scratch(int lmax_) : sh(lmax_) {}
+    int a_index(int mu, int n, int l, int m) const { return (mu * nradmax + n) * L2 + l * l + l + m; }
+};
+
+AtomEvaluator::AtomEvaluator(std::shared_ptr<const Potential> potential) : pot_(std::move(potential)) {
+    const Potential& p = *pot_;
+    s_ = std::make_shared<Scratch>(p.lmax());
+    Scratch& s = *s_;
+    s.ne = p.nelements();
+    s.nradbase = p.nradbase();
+    s.nradmax = p.nradmax();
+    s.lmax = p.lmax();
+    s.L2 = (s.lmax + 1) * (s.lmax + 1);
+    s.nlm_half = (s.lmax + 1) * (s.lmax + 2) / 2;
+    s.nfr = s.nradmax * (s.lmax + 1);
+    s.A.assign(size_t(s.ne) * s.nradmax * s.L2, 0.0);
+    s.W = s.A;
+    s.A1.assign(size_t(s.ne) * s.nradbase, 0.0);
+    s.W1 = s.A1;
+    s.rho.resize(p.ndensitymax());
+    s.dF.resize(p.ndensitymax());
+    s.plans.resize(s.ne);
+    for (int mu = 0; mu < s.ne; ++mu) {
+        ElementPlan& ep = s.plans[mu];
+        ep.ndensity = p.embedding(mu).ndensity;
+        for (const auto& f : p.rank1(mu)) {
+            ep.r1_index.push_back(f.mus[0] * s.nradbase + f.ns[0] - 1);
+            ep.r1_coeff.insert(ep.r1_coeff.end(), f.coeff.begin(), f.coeff.end());
+        }
+        ep.n_rank1 = int(p.rank1(mu).size());
+        for (const auto& f : p.higher(mu)) {
+            ep.f_rank.push_back(f.rank);
+            ep.f_term_begin.push_back(int(ep.t_cg.size()));
+            ep.f_coeff.insert(ep.f_coeff.end(), f.coeff.begin(), f.coeff.end());
+            const BCouplings& c = f.couplings;
+            for (int t = 0; t < c.num_ms_combs(); ++t) {
+                ep.t_factor_begin.push_back(int(ep.factors.size()));
+                ep.t_cg.push_back(c.gen_cg[t]);
+                for (int r = 0; r < f.rank; ++r)
+                    ep.factors.push_back(s.a_index(f.mus[r], f.ns[r] - 1, f.ls[r], c.ms[size_t(t) * f.rank + r]));
+            }
+        }
+        ep.n_higher = int(p.higher(mu).size());
+        ep.f_term_begin.push_back(int(ep.t_cg.size()));
+        ep.t_factor_begin.push_back(int(ep.factors.size()));
+    }
+}
+
+void AtomEvaluator::compute(int mu_i, int nneigh, const int* mu_j, const double* rij, bool need_forces,
+                            ProjectionMode mode, AtomResult& out) {
+    const Potential& p = *pot_;
+    Scratch& s = *s_;
+    if (mu_i < 0 || mu_i >= s.ne) throw std::invalid_argument("AtomEvaluator: bad central element index");
+    const ElementPlan& ep = s.plans[mu_i];
+    const int nd = ep.ndensity;
+    const bool zbl = p.inner_cutoff_type() == "zbl";
+
+    std::fill(s.A.begin(), s.A.end(), 0.0);
+    std::fill(s.A1.begin(), s.A1.end(), 0.0);
+    s.nb_mu.clear();
+    s.nb_index.clear();
+    s.nb_r.clear();
+    s.nb_rhat.clear();
+    const size_t nfr = s.nfr, nlm = s.nlm_half;
+    s.nb_R.resize(nneigh * nfr);
+    s.nb_dR.resize(nneigh * nfr);
+    s.nb_Y.resize(nneigh * nlm);
+    s.nb_dY.resize(nneigh * nlm * 3);
+    s.nb_dg.resize(size_t(nneigh) * s.nradbase);
+    s.nb_dcr.resize(nneigh);
+
+    double rho_core = 0;
+    int nearest = -1;
+    double d_nearest = p.cutoff_max();
+    int k = 0;  // neighbours within the cutoff
+    for (int jj = 0; jj < nneigh; ++jj) {
+        const int mj = mu_j[jj];
+        if (mj < 0) continue;
+        const double* d = rij + 3 * jj;
+        const double r = std::sqrt(d[0] * d[0] + d[1] * d[1] + d[2] * d[2]);
+        const RadialTable& tab = p.radial(mu_i, mj);
+        if (r >= tab.cutoff()) continue;
+        if (zbl) {
+            const BondSpec& b = p.bond(mu_i, mj);
+            const double dd = r - (b.r_in - b.delta_in);
+            if (dd < d_nearest) {
+                d_nearest = dd;
+                nearest = k;
+            }
+        }
+        const double inv_r = 1.0 / r;
+        const double x = d[0] * inv_r, y = d[1] * inv_r, z = d[2] * inv_r;
+        s.nb_mu.push_back(mj);
+        s.nb_index.push_back(jj);
+        s.nb_r.push_back(r);
+        s.nb_rhat.insert(s.nb_rhat.end(), {x, y, z});
+
+        tab.evaluate(r, s.rv);
+        s.sh.compute(x, y, z);
+        double* A1 = &s.A1[size_t(mj) * s.nradbase];
+        double* dg = &s.nb_dg[size_t(k) * s.nradbase];
+        for (int n = 0; n < s.nradbase; ++n) {
+            A1[n] += s.rv.gr[n];  // Y00 = 1 for rank 1, as in the reference
+            dg[n] = s.rv.dgr[n];
+        }
+        cdouble* Y = &s.nb_Y[k * nlm];
+        cdouble* dY = &s.nb_dY[k * nlm * 3];
+        for (int l = 0, lm = 0; l <= s.lmax; ++l)
+            for (int m = 0; m <= l; ++m, ++lm) {
+                Y[lm] = s.sh.ylm(l, m);
+                const cdouble* g = s.sh.dylm(l, m);
+                dY[3 * lm] = g[0];
+                dY[3 * lm + 1] = g[1];
+                dY[3 * lm + 2] = g[2];
+            }
+        double* R = &s.nb_R[k * nfr];
+        double* dR = &s.nb_dR[k * nfr];
+        for (size_t q = 0; q < nfr; ++q) {
+            R[q] = s.rv.fr[q];
+            dR[q] = s.rv.dfr[q];
+        }
+        for (int n = 0; n < s.nradmax; ++n) {
+            cdouble* A = &s.A[s.a_index(mj, n, 0, 0)];
+            for (int l = 0; l <= s.lmax; ++l) {
+                const double Rnl = R[n * (s.lmax + 1) + l];
+                const cdouble* Yl = &Y[l * (l + 1) / 2];
+                for (int m = 0; m <= l; ++m) A[l * l + l + m] += Rnl * Yl[m];
+            }
+        }
+        rho_core += s.rv.cr;
+        s.nb_dcr[k] = s.rv.dcr;
+        ++k;
+    }
+    const int nk = k;
+
+    // A(l,-m) = (-1)^m conj(A(l,m))
+    for (int mu = 0; mu < s.ne; ++mu)
+        for (int n = 0; n < s.nradmax; ++n) {
+            cdouble* A = &s.A[s.a_index(mu, n, 0, 0)];
+            for (int l = 1; l <= s.lmax; ++l)
+                for (int m = 1; m <= l; ++m)
+                    A[l * l + l - m] = (m % 2 ? -1.0 : 1.0) * std::conj(A[l * l + l + m]);
+        }
+
+    // ---- energy: densities from B = Re(sum_c g_c prod_t A) ----
+    std::fill(s.rho.begin(), s.rho.end(), 0.0);
+    const int nf = ep.n_rank1 + ep.n_higher;
+    const bool want_proj = mode != ProjectionMode::None;
+    std::vector<double>& proj = out.projections;
+    if (want_proj)
+        proj.assign(mode == ProjectionMode::Full ? size_t(nf) * nd : size_t(nf), 0.0);
+    for (int f = 0; f < ep.n_rank1; ++f) {
+        const double a = s.A1[ep.r1_index[f]];
+        if (want_proj) proj[f] = a;
+        for (int q = 0; q < nd; ++q) s.rho[q] += ep.r1_coeff[f * nd + q] * a;
+    }
+    s.dB.resize(ep.factors.size());
+    s.B.resize(ep.n_higher);
+    for (int f = 0; f < ep.n_higher; ++f) {
+        const int rank = ep.f_rank[f];
+        double Bf = 0;
+        for (int t = ep.f_term_begin[f]; t < ep.f_term_begin[f + 1]; ++t) {
+            const int* fac = &ep.factors[ep.t_factor_begin[t]];
+            cdouble* dB = &s.dB[ep.t_factor_begin[t]];
+            // prefix products in dB, then multiply by suffix products: dB[r] = prod_{s != r} A_s
+            cdouble prod = 1.0;
+            for (int r = 0; r < rank; ++r) {
+                dB[r] = prod;
+                prod *= s.A[fac[r]];
+            }
+            cdouble suffix = 1.0;
+            for (int r = rank - 1; r >= 0; --r) {
+                dB[r] *= suffix;
+                suffix *= s.A[fac[r]];
+            }
+            Bf += ep.t_cg[t] * prod.real();
+        }
+        s.B[f] = Bf;
+        if (want_proj) proj[ep.n_rank1 + f] = Bf;
+        for (int q = 0; q < nd; ++q) s.rho[q] += ep.f_coeff[f * nd + q] * Bf;
+    }
+
+    const Embedding& emb = p.embedding(mu_i);
+    double e_emb = 0;
+    for (int q = 0; q < nd; ++q) {
+        double F, dF;
+        if (emb.npoti == "FinnisSinclairShiftedScaled")
+            embed_fs_shifted_scaled(s.rho[q], emb.parameters[2 * q + 1], F, dF);
+        else
+            embed_fs(s.rho[q], emb.parameters[2 * q + 1], F, dF);
+        e_emb += emb.parameters[2 * q] * F;
+        s.dF[q] = emb.parameters[2 * q] * dF;
+    }
+    if (mode == ProjectionMode::Full)  // dE/dc, density-major
+        for (int q = nd - 1; q >= 0; --q)
+            for (int f = 0; f < nf; ++f) proj[size_t(q) * nf + f] = s.dF[q] * proj[f];
+
+    double fcut, dfcut, dE_drho_core, dE_dfcut = 0;
+    if (zbl) {
+        if (nearest >= 0) {
+            const BondSpec& b = p.bond(mu_i, s.nb_mu[nearest]);
+            poly_cutoff(b.delta_in - d_nearest, b.delta_in, b.delta_in, fcut, dfcut);
+            dfcut = -dfcut;
+        } else {
+            fcut = 1;
+            dfcut = 0;
+        }
+        out.energy = e_emb * fcut + rho_core * (1 - fcut);
+        dE_drho_core = 1 - fcut;
+        dE_dfcut = (e_emb - rho_core) * dfcut;
+    } else {
+        const double rc = emb.rho_core_cut, drc = emb.drho_core_cut;
+        if (rho_core >= rc) {
+            fcut = 0;
+            dfcut = 0;
+        } else if (rho_core <= rc - drc) {
+            fcut = 1;
+            dfcut = 0;
+        } else {
+            poly_cutoff(rho_core, rc, drc, fcut, dfcut);
+        }
+        out.energy = e_emb * fcut + rho_core;
+        dE_drho_core = e_emb * dfcut + 1;
+    }
+    if (!need_forces) return;
+
+    // ---- forces: W = dE/dA, then dE/dr_ij through dA/dr_ij ----
+    for (int q = 0; q < nd; ++q) s.dF[q] *= fcut;
+    std::fill(s.W.begin(), s.W.end(), 0.0);
+    std::fill(s.W1.begin(), s.W1.end(), 0.0);
+    for (int f = 0; f < ep.n_rank1; ++f) {
+        double w = 0;
+        for (int q = 0; q < nd; ++q) w += s.dF[q] * ep.r1_coeff[f * nd + q];
+        s.W1[ep.r1_index[f]] += w;
+    }
+    for (int f = 0; f < ep.n_higher; ++f) {
+        double theta = 0;
+        for (int q = 0; q < nd; ++q) theta += s.dF[q] * ep.f_coeff[f * nd + q];
+        if (theta == 0) continue;
+        const int rank = ep.f_rank[f];
+        for (int t = ep.f_term_begin[f]; t < ep.f_term_begin[f + 1]; ++t) {
+            const double w = theta * ep.t_cg[t];
+            const int* fac = &ep.factors[ep.t_factor_begin[t]];
+            const cdouble* dB = &s.dB[ep.t_factor_begin[t]];
+            for (int r = 0; r < rank; ++r) s.W[fac[r]] += w * dB[r];
+        }
+    }
+    // dA(l,-m) = (-1)^m conj(dA(l,m)): fold the -m weights onto +m
+    for (int mu = 0; mu < s.ne; ++mu)
+        for (int n = 0; n < s.nradmax; ++n) {
+            cdouble* W = &s.W[s.a_index(mu, n, 0, 0)];
+            for (int l = 1; l <= s.lmax; ++l)
+                for (int m = 1; m <= l; ++m)
+                    W[l * l + l + m] += (m % 2 ? -1.0 : 1.0) * std::conj(W[l * l + l - m]);
+        }
+
+    out.dE_drij.assign(size_t(3) * nneigh, 0.0);
+    for (int kk = 0; kk < nk; ++kk) {
+        const int mj = s.nb_mu[kk];
+        const double* rh = &s.nb_rhat[3 * kk];
+        const double inv_r = 1.0 / s.nb_r[kk];
+        double radial_part = 0;  // coefficient of r_hat
+        double g[3] = {0, 0, 0};
+        const double* W1 = &s.W1[size_t(mj) * s.nradbase];
+        const double* dg = &s.nb_dg[size_t(kk) * s.nradbase];
+        for (int n = 0; n < s.nradbase; ++n) radial_part += W1[n] * dg[n];
+        const double* R = &s.nb_R[kk * nfr];
+        const double* dR = &s.nb_dR[kk * nfr];
+        const cdouble* Y = &s.nb_Y[kk * nlm];
+        const cdouble* dY = &s.nb_dY[kk * nlm * 3];
+        for (int n = 0; n < s.nradmax; ++n) {
+            const cdouble* W = &s.W[s.a_index(mj, n, 0, 0)];
+            for (int l = 0; l <= s.lmax; ++l) {
+                const double Rr = R[n * (s.lmax + 1) + l] * inv_r;
+                const double dRnl = dR[n * (s.lmax + 1) + l];
+                const int lm0 = l * (l + 1) / 2;
+                for (int m = 0; m <= l; ++m) {
+                    const cdouble w = W[l * l + l + m];
+                    if (w == 0.0) continue;
+                    const int lm = lm0 + m;
+                    // Re(w * z) with z = Y dR rhat + dY R/r
+                    radial_part += dRnl * (w.real() * Y[lm].real() - w.imag() * Y[lm].imag());
+                    for (int c = 0; c < 3; ++c)
+                        g[c] += Rr * (w.real() * dY[3 * lm + c].real() - w.imag() * dY[3 * lm + c].imag());
+                }
+            }
+        }
+        radial_part += dE_drho_core * s.nb_dcr[kk];
+        if (zbl && kk == nearest) radial_part += dE_dfcut;
+        double* o = &out.dE_drij[3 * s.nb_index[kk]];
+        for (int c = 0; c < 3; ++c) o[c] = radial_part * rh[c] + g[c];
+    }
+}
+
+StructureResult evaluate_structure(AtomEvaluator& ev, int n, const double* positions, const double* cell,
+                                   const bool* pbc, const int* types, bool need_forces, ProjectionMode mode) {
+    const Potential& p = ev.potential();
+    for (int i = 0; i < n; ++i)
+        if (types[i] < 0 || types[i] >= p.nelements())
+            throw std::invalid_argument("evaluate_structure: atom " + std::to_string(i) + " has no element of the potential");
+    NeighborList nl = build_neighbor_list(n, positions, cell, pbc, p.cutoff_max());
+    StructureResult res;
+    res.energies.assign(n, 0.0);
+    if (need_forces) {
+        res.forces.assign(size_t(3) * n, 0.0);
+        res.virial.assign(9, 0.0);
+    }
+    if (mode != ProjectionMode::None) {
+        int width = 0;
+        for (int mu = 0; mu < p.nelements(); ++mu)
+            width = std::max(width, p.n_functions(mu) * (mode == ProjectionMode::Full ? p.embedding(mu).ndensity : 1));
+        res.projection_width = width;
+        res.projections.assign(size_t(n) * width, 0.0);
+    }
+    AtomResult ar;
+    std::vector<int> mu_j;
+    for (int i = 0; i < n; ++i) {
+        const long b = nl.offsets[i], e = nl.offsets[i + 1];
+        const int nn = int(e - b);
+        mu_j.resize(nn);
+        for (int q = 0; q < nn; ++q) mu_j[q] = types[nl.index[b + q]];
+        ev.compute(types[i], nn, mu_j.data(), nl.dvec.data() + 3 * b, need_forces, mode, ar);
+        res.energies[i] = ar.energy;
+        res.energy += ar.energy;
+        if (need_forces) {
+            for (int q = 0; q < nn; ++q) {
+                const double* g = &ar.dE_drij[3 * q];
+                const int j = nl.index[b + q];
+                const double* d = &nl.dvec[3 * (b + q)];
+                for (int c = 0; c < 3; ++c) {
+                    res.forces[3 * i + c] += g[c];
+                    res.forces[3 * j + c] -= g[c];
+                    for (int c2 = 0; c2 < 3; ++c2) res.virial[3 * c + c2] += d[c] * g[c2];
+                }
+            }
+        }
+        if (mode != ProjectionMode::None)
+            std::copy(ar.projections.begin(), ar.projections.end(),
+                      res.projections.begin() + size_t(i) * res.projection_width);
+    }
+    return res;
+}
+
+}  // namespace aceuq

@@ -1,0 +1,29 @@
+"""``aceuq VERB ...``: dispatch to the verb's module."""
+from __future__ import annotations
+
+import importlib
+import sys
+
+VERBS = {
+    "evaluate": "energies, forces, stress of structures with an ACE potential",
+}
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print("usage: aceuq VERB [options]\n\nverbs:")
+        for verb, text in VERBS.items():
+            print(f"  {verb:<12} {text}")
+        print("\n'aceuq VERB --help' describes a verb.")
+        return 0 if argv else 2
+    verb, rest = argv[0], argv[1:]
+    if verb not in VERBS:
+        print(f"aceuq: unknown verb '{verb}' (known: {', '.join(VERBS)})", file=sys.stderr)
+        return 2
+    module = importlib.import_module(f"aceuq.cli.{verb}")
+    return module.main(rest)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,96 @@
+"""Reading datasets (extended XYZ and anything ASE reads; pacemaker pickled DataFrames) and
+writing extended XYZ atomically."""
+from __future__ import annotations
+
+import os
+import tempfile
+from typing import Iterable, List, Sequence, Union
+
+import numpy as np
+from ase import Atoms
+from ase.calculators.singlepoint import SinglePointCalculator
+
+from ._core import InputError
+
+PathLike = Union[str, os.PathLike]
+_PICKLE_SUFFIXES = (".pkl.gzip", ".pckl.gzip", ".pkl.gz", ".pckl.gz", ".pkl", ".pckl")
+
+
+def is_pacemaker_pickle(path: PathLike) -> bool:
+    return os.fspath(path).endswith(_PICKLE_SUFFIXES)
+
+
+def read_structures(paths: Union[PathLike, Sequence[PathLike]]) -> List[Atoms]:
+    """All structures of the given files, in order.
+
+    Extended XYZ (and every format ASE reads) keeps energies and forces as ASE results;
+    pacemaker DataFrames (``.pkl.gzip``) give ``ase_atoms`` with ``energy_corrected`` (or
+    ``energy``) and ``forces``. Pickles run code when loaded: only read files you trust.
+    """
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    frames: List[Atoms] = []
+    for path in paths:
+        path = os.fspath(path)
+        if not os.path.exists(path):
+            raise InputError(f"structure file '{path}': no such file")
+        frames.extend(_read_pickle(path) if is_pacemaker_pickle(path) else _read_ase(path))
+    return frames
+
+
+def _read_ase(path: str) -> List[Atoms]:
+    import ase.io
+
+    try:
+        frames = ase.io.read(path, index=":", parallel=False)
+    except Exception as exc:  # ASE raises many kinds; the user needs the file and the reason
+        raise InputError(f"structure file '{path}': cannot be read by ASE ({type(exc).__name__}: {exc})") from None
+    if isinstance(frames, Atoms):
+        frames = [frames]
+    if not frames:
+        raise InputError(f"structure file '{path}': holds no structures")
+    return frames
+
+
+def _read_pickle(path: str) -> List[Atoms]:
+    try:
+        import pandas as pd
+    except ImportError:
+        raise InputError(f"'{path}': reading pacemaker DataFrames needs pandas (pip install 'aceuq[pacemaker]')") from None
+    try:
+        df = pd.read_pickle(path, compression="gzip" if path.endswith(("gzip", ".gz")) else None)
+    except Exception as exc:
+        raise InputError(f"'{path}': not a readable pacemaker DataFrame pickle ({type(exc).__name__}: {exc})") from None
+    if "ase_atoms" not in getattr(df, "columns", []):
+        raise InputError(f"'{path}': DataFrame has no 'ase_atoms' column")
+    ecol = "energy_corrected" if "energy_corrected" in df.columns else ("energy" if "energy" in df.columns else None)
+    frames = []
+    for _, row in df.iterrows():
+        atoms = row["ase_atoms"].copy()
+        results = {}
+        if ecol is not None:
+            results["energy"] = float(row[ecol])
+        if "forces" in df.columns and row["forces"] is not None:
+            results["forces"] = np.asarray(row["forces"], dtype=float).reshape(-1, 3)
+        if results:
+            atoms.calc = SinglePointCalculator(atoms, **results)
+        frames.append(atoms)
+    return frames
+
+
+def write_extxyz_atomic(path: PathLike, frames: Iterable[Atoms]) -> None:
+    """Write extended XYZ through a temporary file and a rename: readers never see half a file."""
+    import ase.io
+
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".aceuq-", suffix=".extxyz.tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            ase.io.write(fh, list(frames), format="extxyz", parallel=False)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise

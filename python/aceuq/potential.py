@@ -1,0 +1,160 @@
+"""ACE potentials in the pacemaker ``.yaml`` format, evaluated by the C++ core."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Dict, Iterable, List, Optional, Sequence, Union
+
+import numpy as np
+from ase import Atoms
+
+from . import _core
+from ._core import InputError
+
+_MODES = (None, "linear", "full")
+
+
+@dataclass
+class EvaluationResult:
+    """What the potential says about one structure (ASE units: eV, eV/Å, eV/Å³)."""
+
+    energy: float
+    energies: np.ndarray                  # (n_atoms,)
+    forces: Optional[np.ndarray] = None   # (n_atoms, 3)
+    stress: Optional[np.ndarray] = None   # Voigt (xx, yy, zz, yz, xz, xy), ASE sign; None if not periodic
+    virial: Optional[np.ndarray] = None   # (3, 3) dE/dstrain
+    projections: Optional[np.ndarray] = None  # (n_atoms, width); rows of each element padded with zeros
+
+
+class Potential:
+    """A pacemaker B-basis ACE potential.
+
+    >>> pot = Potential("output_potential.yaml")
+    >>> res = pot.evaluate(atoms)             # energy, energies, forces, stress
+    >>> proj = pot.projections(list_of_atoms) # {element: (n_atoms_of_element, n_functions)}
+    """
+
+    def __init__(self, path: Union[str, os.PathLike]):
+        self.path = os.fspath(path)
+        self._pot = _core.Potential(self.path)
+        self._ev = _core.Evaluator(self._pot)
+
+    # ---- basis facts ----
+    @property
+    def elements(self) -> List[str]:
+        return list(self._pot.elements)
+
+    @property
+    def cutoff(self) -> float:
+        return self._pot.cutoff
+
+    @property
+    def fingerprint(self) -> str:
+        """Identifies the basis (not its coefficients): active sets record it."""
+        return self._pot.fingerprint
+
+    def n_functions(self, element: str) -> int:
+        return self._pot.n_functions(self._element_index(element))
+
+    def ndensity(self, element: str) -> int:
+        return self._pot.ndensity(self._element_index(element))
+
+    def n_projections(self, element: str, mode: str = "linear") -> int:
+        n = self.n_functions(element)
+        return n * self.ndensity(element) if mode == "full" else n
+
+    def coefficients(self, element: str) -> np.ndarray:
+        """(n_functions, ndensity) coefficients of the element's B functions, projection order."""
+        return self._pot.coefficients(self._element_index(element))
+
+    def set_coefficients(self, element: str, coefficients: np.ndarray) -> None:
+        self._pot.set_coefficients(self._element_index(element), np.asarray(coefficients, dtype=float))
+
+    def _element_index(self, element: str) -> int:
+        mu = self._pot.element_index(element)
+        if mu < 0:
+            raise InputError(f"element '{element}' is not in potential '{self.path}' (elements: {', '.join(self.elements)})")
+        return mu
+
+    def types_of(self, atoms: Atoms) -> np.ndarray:
+        symbols = atoms.get_chemical_symbols()
+        lookup = {el: self._pot.element_index(el) for el in set(symbols)}
+        missing = sorted(el for el, mu in lookup.items() if mu < 0)
+        if missing:
+            raise InputError(
+                f"structure has element(s) {', '.join(missing)} that potential '{self.path}' does not describe "
+                f"(elements: {', '.join(self.elements)})"
+            )
+        return np.array([lookup[s] for s in symbols], dtype=np.int32)
+
+    # ---- evaluation ----
+    def evaluate(self, atoms: Union[Atoms, Sequence[Atoms]], forces: bool = True,
+                 projections: Optional[str] = None, progress: bool = False):
+        """Evaluate one structure (returns an EvaluationResult) or a list (returns a list)."""
+        if projections not in _MODES:
+            raise ValueError(f"projections must be one of {_MODES}, got {projections!r}")
+        if isinstance(atoms, Atoms):
+            return self._evaluate_one(atoms, forces, projections)
+        frames = list(atoms)
+        return [self._evaluate_one(a, forces, projections) for a in _progress(frames, progress, "evaluate")]
+
+    def _evaluate_one(self, atoms: Atoms, forces: bool, projections: Optional[str]) -> EvaluationResult:
+        positions = np.ascontiguousarray(atoms.get_positions(), dtype=float)
+        if not np.all(np.isfinite(positions)):
+            raise InputError("structure has non-finite (NaN or inf) positions")
+        out = self._ev.evaluate(
+            positions, np.ascontiguousarray(atoms.cell.array, dtype=float), [bool(p) for p in atoms.pbc],
+            self.types_of(atoms), forces, projections or "none",
+        )
+        res = EvaluationResult(energy=float(out["energy"]), energies=out["energies"])
+        if forces:
+            res.forces = out["forces"]
+            res.virial = out["virial"]
+            if atoms.pbc.all() and atoms.cell.volume > 0:
+                s = out["virial"] / atoms.cell.volume
+                s = 0.5 * (s + s.T)
+                res.stress = np.array([s[0, 0], s[1, 1], s[2, 2], s[1, 2], s[0, 2], s[0, 1]])
+        if projections:
+            res.projections = out["projections"]
+        return res
+
+    def projections(self, structures: Iterable[Atoms], mode: str = "linear", progress: bool = False
+                    ) -> Dict[str, "ElementProjections"]:
+        """Projections of every atom of every structure, grouped by element.
+
+        Returns {element: ElementProjections(values (n, n_proj), structure (n,), atom (n,))}.
+        """
+        if mode not in ("linear", "full"):
+            raise ValueError("mode must be 'linear' or 'full'")
+        chunks: Dict[str, list] = {el: [] for el in self.elements}
+        where: Dict[str, list] = {el: [] for el in self.elements}
+        for s_idx, atoms in enumerate(_progress(list(structures), progress, "projections")):
+            res = self._evaluate_one(atoms, False, mode)
+            types = self.types_of(atoms)
+            for mu, el in enumerate(self.elements):
+                idx = np.nonzero(types == mu)[0]
+                if idx.size:
+                    chunks[el].append(res.projections[idx, : self.n_projections(el, mode)])
+                    where[el].append(np.stack([np.full(idx.size, s_idx), idx], axis=1))
+        out = {}
+        for el in self.elements:
+            width = self.n_projections(el, mode)
+            vals = np.concatenate(chunks[el]) if chunks[el] else np.zeros((0, width))
+            loc = np.concatenate(where[el]) if where[el] else np.zeros((0, 2), dtype=int)
+            out[el] = ElementProjections(vals, loc[:, 0], loc[:, 1])
+        return out
+
+
+@dataclass
+class ElementProjections:
+    values: np.ndarray     # (n_atoms_of_element, n_projections)
+    structure: np.ndarray  # index of the structure of each row
+    atom: np.ndarray       # index of the atom within its structure
+
+
+def _progress(items, enabled: bool, desc: str):
+    if not enabled:
+        return items
+    from tqdm.auto import tqdm
+
+    return tqdm(items, desc=desc, unit="struct", leave=False)

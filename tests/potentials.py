@@ -1,0 +1,128 @@
+"""Reference potentials for the tests, made with pyace (the reference implementation).
+
+Every potential is a real pacemaker file: a basis from pyace's create_multispecies_basis_config,
+with coefficients from pyace's linear fit to EMT data (linear embedding), or for the non-linear
+variants from that fit plus a deterministic perturbation (FinnisSinclair embeddings need
+non-zero second densities to be exercised).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Dict, List
+
+import numpy as np
+from ase.build import bulk
+from ase.calculators.emt import EMT
+
+LATTICE = {"Cu": 3.61, "Al": 4.05, "Ni": 3.52, "Ag": 4.09}
+
+
+@dataclass
+class Spec:
+    name: str
+    elements: List[str]
+    radbase: str = "ChebExpCos"
+    radparameters: List[float] = field(default_factory=lambda: [5.25])
+    rcut: float = 5.0
+    dcut: float = 0.01
+    npot: str = "FinnisSinclairShiftedScaled"
+    fs_parameters: List[float] = field(default_factory=lambda: [1, 1])
+    ndensity: int = 1
+    nradmax_by_orders: List[int] = field(default_factory=lambda: [6, 3, 2, 1])
+    lmax_by_orders: List[int] = field(default_factory=lambda: [0, 2, 2, 1])
+    inner_cutoff_type: str = "distance"
+    r_in: float = 1.0
+    delta_in: float = 0.5
+    core_repulsion: List[float] = field(default_factory=lambda: [0.0, 1.0])
+    nonlinear: bool = False
+
+
+SPECS: Dict[str, Spec] = {s.name: s for s in [
+    Spec("Cu_chebexpcos", ["Cu"], nradmax_by_orders=[8, 4, 3, 2, 1], lmax_by_orders=[0, 3, 2, 1, 1]),
+    Spec("Cu_sbessel", ["Cu"], radbase="SBessel", core_repulsion=[50.0, 5.0]),
+    Spec("Cu_chebpow", ["Cu"], radbase="ChebPow", radparameters=[2.0], inner_cutoff_type="density",
+         core_repulsion=[100.0, 3.0]),
+    Spec("Cu_fs2", ["Cu"], npot="FinnisSinclair", fs_parameters=[1, 1, 1, 0.5], ndensity=2, nonlinear=True),
+    Spec("Cu_fsss2", ["Cu"], fs_parameters=[1, 1, 1, 0.5], ndensity=2, nonlinear=True, core_repulsion=[20.0, 2.0]),
+    Spec("CuAl_sbessel", ["Cu", "Al"], radbase="SBessel", nradmax_by_orders=[6, 3, 2], lmax_by_orders=[0, 2, 1]),
+    Spec("CuAlNi_chebexpcos", ["Cu", "Al", "Ni"], nradmax_by_orders=[4, 2, 1], lmax_by_orders=[0, 1, 1]),
+]}
+
+
+def basis_config(spec: Spec):
+    from pyace import create_multispecies_basis_config
+
+    bonds = {"radbase": spec.radbase, "radparameters": spec.radparameters, "rcut": spec.rcut,
+             "dcut": spec.dcut, "NameOfCutoffFunction": "cos", "r_in": spec.r_in, "delta_in": spec.delta_in,
+             "inner_cutoff_type": spec.inner_cutoff_type, "core-repulsion": spec.core_repulsion}
+    cfg = {
+        "deltaSplineBins": 0.001,
+        "elements": spec.elements,
+        "embeddings": {"ALL": {"npot": spec.npot, "fs_parameters": spec.fs_parameters, "ndensity": spec.ndensity}},
+        "bonds": {"ALL": bonds},
+        "functions": {"ALL": {"nradmax_by_orders": spec.nradmax_by_orders, "lmax_by_orders": spec.lmax_by_orders}},
+    }
+    return create_multispecies_basis_config(cfg)
+
+
+def emt_training_set(elements: List[str], n: int = 12, seed: int = 0):
+    """Rattled, strained fcc supercells with random occupation, labelled by EMT."""
+    rng = np.random.default_rng(seed)
+    frames = []
+    for k in range(n):
+        a0 = np.mean([LATTICE[e] for e in elements])
+        atoms = bulk(elements[0], "fcc", a=a0, cubic=True).repeat((2, 2, 2))
+        atoms.set_chemical_symbols(rng.choice(elements, size=len(atoms)).tolist())
+        strain = np.eye(3) + rng.normal(0, 0.02, (3, 3))
+        atoms.set_cell(atoms.cell.array @ strain, scale_atoms=True)
+        atoms.rattle(0.05 + 0.02 * (k % 4), seed=int(rng.integers(1 << 30)))
+        atoms.calc = EMT()
+        atoms.info["energy"] = atoms.get_potential_energy()
+        atoms.arrays["forces_ref"] = atoms.get_forces()
+        frames.append(atoms)
+    return frames
+
+
+def fit_linear(spec: Spec, frames):
+    """pyace linear ridge fit of the spec's basis to the frames; returns an ACEBBasisSet."""
+    import pandas as pd
+    from pyace import ACEBBasisSet
+    from pyace.linearacefit import LinearACEDataset, LinearACEFit
+
+    bbasis = ACEBBasisSet(basis_config(spec))
+    df = pd.DataFrame({
+        "ase_atoms": frames,
+        "energy_corrected": [a.info["energy"] for a in frames],
+        "forces": [a.arrays["forces_ref"] for a in frames],
+    })
+    ds = LinearACEDataset(bbasis, df)
+    fit = LinearACEFit(train_dataset=ds)
+    fit.fit()
+    return fit.get_bbasis()
+
+
+def make_potential(spec: Spec, folder: str) -> str:
+    """Write the spec's potential to folder/<name>.yaml (once) and return the path."""
+    from pyace import ACEBBasisSet
+
+    path = os.path.join(folder, spec.name + ".yaml")
+    if os.path.exists(path):
+        return path
+    lin_spec = Spec(**{**spec.__dict__, "ndensity": 1, "fs_parameters": [1, 1],
+                       "npot": "FinnisSinclairShiftedScaled"}) if spec.nonlinear else spec
+    fitted = fit_linear(lin_spec, emt_training_set(spec.elements))
+    if spec.nonlinear:
+        bbasis = ACEBBasisSet(basis_config(spec))
+        lin = np.array(fitted.basis_coeffs)
+        rng = np.random.default_rng(1)
+        # density 0 carries the fitted linear model, density 1 a small perturbation
+        coeffs = np.zeros(len(bbasis.basis_coeffs))
+        coeffs[0::2] = lin
+        coeffs[1::2] = 0.1 * rng.normal(size=lin.size) * np.abs(lin).mean()
+        bbasis.all_coeffs = list(fitted.crad_coeffs) + list(coeffs)
+        fitted = bbasis
+    tmp = path + ".tmp.yaml"
+    fitted.save(tmp)
+    os.replace(tmp, path)
+    return path

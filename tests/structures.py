@@ -1,0 +1,60 @@
+"""Test structures: rattled bulk, small periodic cells, slabs and clusters."""
+import numpy as np
+from ase import Atoms
+from ase.build import bulk, fcc111
+from ase.cluster import Icosahedron
+
+from potentials import LATTICE
+
+
+def _occupy(atoms, elements, seed):
+    rng = np.random.default_rng(seed)
+    atoms.set_chemical_symbols(rng.choice(elements, size=len(atoms)).tolist())
+    return atoms
+
+
+def rattled_bulk(elements, seed=0):
+    a = bulk(elements[0], "fcc", a=LATTICE[elements[0]], cubic=True).repeat((2, 2, 2))
+    a = _occupy(a, elements, seed)
+    a.set_cell(a.cell.array @ (np.eye(3) + np.random.default_rng(seed).normal(0, 0.02, (3, 3))), scale_atoms=True)
+    a.rattle(0.1, seed=seed)
+    return a
+
+
+def small_cell(elements, seed=1):
+    """Primitive cell (1 atom, or 2 for several elements): far smaller than the cutoff."""
+    a = bulk(elements[0], "fcc", a=LATTICE[elements[0]])
+    if len(elements) > 1:
+        a = a.repeat((2, 1, 1))
+        a = _occupy(a, elements, seed)
+        a.set_chemical_symbols([elements[0], elements[1]])
+    a.set_cell(a.cell.array @ (np.eye(3) + np.random.default_rng(seed).normal(0, 0.03, (3, 3))), scale_atoms=True)
+    a.rattle(0.05, seed=seed)
+    return a
+
+
+def slab(elements, seed=2, vacuum=8.0, periodic_z=False):
+    """fcc(111) slab; periodic_z=True is the same slab as a fully periodic cell with vacuum."""
+    a = fcc111(elements[0], size=(2, 2, 3), a=LATTICE[elements[0]], vacuum=vacuum)
+    a = _occupy(a, elements, seed)
+    a.rattle(0.05, seed=seed)
+    a.pbc = [True, True, periodic_z]
+    return a
+
+
+def cluster(elements, seed=3):
+    a = Icosahedron(elements[0], noshells=2, latticeconstant=LATTICE[elements[0]])
+    a = _occupy(a, elements, seed)
+    a.rattle(0.05, seed=seed)
+    a.pbc = False
+    a.cell = np.zeros((3, 3))
+    return Atoms(a)
+
+
+def all_structures(elements):
+    return {
+        "bulk": rattled_bulk(elements),
+        "small_cell": small_cell(elements),
+        "slab_vacuum": slab(elements, periodic_z=True),
+        "cluster": cluster(elements),
+    }

@@ -1,0 +1,120 @@
+"""The C++ evaluator against pyace (the reference) and against physical laws."""
+import numpy as np
+import pytest
+
+import aceuq
+from potentials import SPECS
+from structures import all_structures, slab, rattled_bulk
+
+pyace = pytest.importorskip("pyace")
+
+ALL = list(SPECS)
+
+
+def pyace_results(path, atoms):
+    from pyace import PyACECalculator
+
+    a = atoms.copy()
+    a.calc = PyACECalculator(path)
+    out = {"energy": a.get_potential_energy(), "forces": a.get_forces(),
+           "energies": a.calc.results.get("energies")}
+    if a.pbc.all():
+        out["stress"] = a.get_stress()
+    return out
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_energy_forces_stress_match_pyace(make_pot, name):
+    path = make_pot(name)
+    pot = aceuq.Potential(path)
+    for label, atoms in all_structures(SPECS[name].elements).items():
+        ref = pyace_results(path, atoms)
+        res = pot.evaluate(atoms)
+        assert abs(res.energy - ref["energy"]) <= 1e-10 * max(1.0, abs(ref["energy"])), label
+        if ref["energies"] is not None:
+            np.testing.assert_allclose(res.energies, ref["energies"], rtol=1e-10, atol=1e-10, err_msg=label)
+        np.testing.assert_allclose(res.forces, ref["forces"], rtol=0, atol=1e-9, err_msg=label)
+        if "stress" in ref:
+            np.testing.assert_allclose(res.stress, ref["stress"], rtol=0, atol=1e-9, err_msg=label)
+
+
+@pytest.mark.parametrize("name", ["Cu_chebexpcos", "CuAl_sbessel"])
+def test_mixed_pbc_equals_periodic_cell_with_vacuum(make_pot, name):
+    """pyace takes only fully periodic or open cells: a slab with pbc=(1,1,0) must equal the
+    same slab with periodic z and enough vacuum."""
+    pot = aceuq.Potential(make_pot(name))
+    elements = SPECS[name].elements
+    mixed = pot.evaluate(slab(elements, periodic_z=False))
+    periodic = pot.evaluate(slab(elements, periodic_z=True))
+    ref = pyace_results(make_pot(name), slab(elements, periodic_z=True))
+    assert mixed.energy == pytest.approx(ref["energy"], rel=1e-10)
+    np.testing.assert_allclose(mixed.forces, periodic.forces, atol=1e-12)
+    np.testing.assert_allclose(mixed.forces, ref["forces"], atol=1e-9)
+
+
+@pytest.mark.parametrize("name", ALL)
+@pytest.mark.parametrize("mode", ["linear", "full"])
+def test_projections_match_pyace(make_pot, name, mode):
+    from pyace import ACEBBasisSet
+    from pyace.activelearning import compute_B_projections
+
+    path = make_pot(name)
+    pot = aceuq.Potential(path)
+    frames = list(all_structures(SPECS[name].elements).values())
+    ref, _ = compute_B_projections(ACEBBasisSet(path), frames, is_full=(mode == "full"))
+    ours = pot.projections(frames, mode=mode)
+    for mu, el in enumerate(pot.elements):
+        expected = ref.get(mu, np.zeros((0, pot.n_projections(el, mode))))
+        got = ours[el].values
+        assert got.shape == expected.shape, el
+        scale = max(1.0, np.abs(expected).max(initial=0))
+        np.testing.assert_allclose(got, expected, rtol=0, atol=1e-9 * scale, err_msg=el)
+
+
+@pytest.mark.parametrize("name", ["Cu_fs2", "CuAl_sbessel", "Cu_chebpow"])
+def test_forces_are_minus_gradient(make_pot, name):
+    pot = aceuq.Potential(make_pot(name))
+    atoms = rattled_bulk(SPECS[name].elements, seed=7)
+    f = pot.evaluate(atoms).forces
+    h = 1e-5
+    for i in (0, 5, 17):
+        for c in range(3):
+            plus, minus = atoms.copy(), atoms.copy()
+            plus.positions[i, c] += h
+            minus.positions[i, c] -= h
+            num = -(pot.evaluate(plus, forces=False).energy - pot.evaluate(minus, forces=False).energy) / (2 * h)
+            assert f[i, c] == pytest.approx(num, abs=1e-6), (i, c)
+
+
+@pytest.mark.parametrize("name", ["Cu_fsss2", "CuAl_sbessel"])
+def test_stress_is_strain_derivative(make_pot, name):
+    pot = aceuq.Potential(make_pot(name))
+    atoms = rattled_bulk(SPECS[name].elements, seed=8)
+    stress = pot.evaluate(atoms).stress
+    vol = atoms.get_volume()
+    h = 1e-6
+    voigt = [(0, 0), (1, 1), (2, 2), (1, 2), (0, 2), (0, 1)]
+    for k, (a, b) in enumerate(voigt):
+        e = np.zeros((3, 3))
+        e[a, b] = e[b, a] = h / (1 if a == b else 2)
+        energies = []
+        for sign in (1, -1):
+            s = atoms.copy()
+            s.set_cell(atoms.cell.array @ (np.eye(3) + sign * e), scale_atoms=True)
+            energies.append(pot.evaluate(s, forces=False).energy)
+        num = (energies[0] - energies[1]) / (2 * h) / vol
+        assert stress[k] == pytest.approx(num, abs=1e-6), k
+
+
+def test_calculator_matches_potential(make_pot):
+    from ase.build import bulk
+
+    path = make_pot("Cu_chebexpcos")
+    atoms = bulk("Cu", "fcc", a=3.6).repeat(3)
+    atoms.rattle(0.05, seed=1)
+    atoms.calc = aceuq.ACECalculator(path)
+    res = aceuq.Potential(path).evaluate(atoms)
+    assert atoms.get_potential_energy() == res.energy
+    np.testing.assert_array_equal(atoms.get_forces(), res.forces)
+    np.testing.assert_array_equal(atoms.get_stress(), res.stress)
+    np.testing.assert_array_equal(atoms.get_potential_energies(), res.energies)
