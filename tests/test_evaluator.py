@@ -52,23 +52,93 @@ def test_mixed_pbc_equals_periodic_cell_with_vacuum(make_pot, name):
     np.testing.assert_allclose(mixed.forces, ref["forces"], atol=1e-9)
 
 
+def pyace_projections(path, frames, full):
+    """Per element (by pyace's species index), the projections pyace computes for every atom.
+
+    pyace 0.4.0rc1's compute_B_projections(is_full=True) returns zeros: its evaluator fills
+    dE/dc only once a non-linear active set is loaded, so we load an identity one."""
+    from pyace import ACEBBasisSet
+    from pyace.activelearning import compute_number_of_functions
+    from pyace.atomicenvironment import aseatoms_to_atomicenvironment
+    from pyace.calculator import ACECalculator
+    from pyace.evaluator import ACEBEvaluator
+    import os
+    import tempfile
+
+    bb = ACEBBasisSet(path)
+    ev = ACEBEvaluator(bb)
+    if full:
+        nfun = compute_number_of_functions(bb)
+        with tempfile.TemporaryDirectory() as tmp:
+            asi = os.path.join(tmp, "identity.asi")
+            sizes = {el: nfun[mu] * bb.map_embedding_specifications[mu].ndensity
+                     for el, mu in bb.elements_to_index_map.items()}
+            with open(asi, "wb") as fh:
+                np.savez(fh, **{el: np.eye(n) for el, n in sizes.items()})
+            ev.load_active_set(asi, False, False)
+    calc = ACECalculator(ev)
+    rows = {}
+    for atoms in frames:
+        ae = aseatoms_to_atomicenvironment(atoms, cutoff=bb.cutoffmax, elements_mapper_dict=bb.elements_to_index_map)
+        calc.compute(ae, compute_projections=True)
+        values = calc.dE_dc if full else calc.projections
+        for i, mu in enumerate(ae.species_type[: ae.n_atoms_real]):
+            rows.setdefault(mu, []).append(np.reshape(values[i], -1))
+    return {mu: np.array(v) for mu, v in rows.items()}
+
+
 @pytest.mark.parametrize("name", ALL)
 @pytest.mark.parametrize("mode", ["linear", "full"])
 def test_projections_match_pyace(make_pot, name, mode):
-    from pyace import ACEBBasisSet
-    from pyace.activelearning import compute_B_projections
-
     path = make_pot(name)
     pot = aceuq.Potential(path)
     frames = list(all_structures(SPECS[name].elements).values())
-    ref, _ = compute_B_projections(ACEBBasisSet(path), frames, is_full=(mode == "full"))
+    ref = pyace_projections(path, frames, full=(mode == "full"))
     ours = pot.projections(frames, mode=mode)
     for mu, el in enumerate(pot.elements):
         expected = ref.get(mu, np.zeros((0, pot.n_projections(el, mode))))
         got = ours[el].values
         assert got.shape == expected.shape, el
+        assert np.abs(expected).max(initial=0) > 0, "reference projections are all zero"
         scale = max(1.0, np.abs(expected).max(initial=0))
         np.testing.assert_allclose(got, expected, rtol=0, atol=1e-9 * scale, err_msg=el)
+
+
+def test_linear_projections_agree_with_compute_B_projections(make_pot):
+    from pyace import ACEBBasisSet
+    from pyace.activelearning import compute_B_projections
+
+    path = make_pot("CuAl_sbessel")
+    frames = list(all_structures(["Cu", "Al"]).values())
+    ref = compute_B_projections(ACEBBasisSet(path), frames)
+    ref = ref[0] if isinstance(ref, tuple) else ref
+    ours = aceuq.Potential(path).projections(frames)
+    for mu, el in enumerate(["Al", "Cu"]):
+        np.testing.assert_allclose(ours[el].values, ref[mu], rtol=0, atol=1e-9 * np.abs(ref[mu]).max())
+
+
+@pytest.mark.parametrize("name", ["Cu_fs2", "CuAl_sbessel"])
+def test_full_projections_are_energy_derivatives(make_pot, name):
+    """Full projections are dE_i/dc: check by finite differences in the coefficients."""
+    pot = aceuq.Potential(make_pot(name))
+    atoms = rattled_bulk(SPECS[name].elements, seed=3)
+    full = pot.evaluate(atoms, forces=False, projections="full").projections
+    types = pot.types_of(atoms)
+    for mu, el in enumerate(pot.elements):
+        c0 = pot.coefficients(el)
+        nf, nd = c0.shape
+        atoms_of_el = np.nonzero(types == mu)[0]
+        for f, p in [(0, 0), (nf // 2, nd - 1), (nf - 1, 0)]:
+            h = 1e-6 * max(1.0, abs(c0[f, p]))
+            e = []
+            for sign in (1, -1):
+                c = c0.copy()
+                c[f, p] += sign * h
+                pot.set_coefficients(el, c)
+                e.append(pot.evaluate(atoms, forces=False).energies[atoms_of_el])
+            pot.set_coefficients(el, c0)
+            num = (e[0] - e[1]) / (2 * h)
+            np.testing.assert_allclose(full[atoms_of_el, p * nf + f], num, rtol=1e-6, atol=1e-6)
 
 
 @pytest.mark.parametrize("name", ["Cu_fs2", "CuAl_sbessel", "Cu_chebpow"])

@@ -207,7 +207,7 @@ std::string join(const std::vector<int>& v) {
 // B-function couplings
 // ------------------------------------------------------------------------------------------------
 BCouplings couple_b_function(const std::vector<int>& mus, const std::vector<int>& ns,
-                             const std::vector<int>& ls, const std::vector<int>& LS) {
+                             const std::vector<int>& ls, const std::vector<int>& LS, BCouplings* generated) {
     const int rank = int(ls.size());
     const std::string what = "couple_b_function(mus=" + join(mus) + ", ns=" + join(ns) + ", ls=" + join(ls) +
                              ", LS=" + join(LS) + "): ";
@@ -286,6 +286,13 @@ BCouplings couple_b_function(const std::vector<int>& mus, const std::vector<int>
     }
     if (rows.empty())
         throw std::invalid_argument(what + "no m-combination survives the couplings (triangle rule violated?)");
+    if (generated) {
+        generated->rank = rank;
+        generated->ms.clear();
+        for (const auto& r : rows) generated->ms.insert(generated->ms.end(), r.begin(), r.end());
+        generated->gen_cg = cgs;
+        generated->sort_order.clear();
+    }
 
     // Merge terms that are the same product of A's: the product is symmetric under permuting
     // factors, so sort the (mu, n, l, m) tuples of each term and add coefficients of equal keys.
@@ -293,6 +300,11 @@ BCouplings couple_b_function(const std::vector<int>& mus, const std::vector<int>
     // cancelled below 1e-15), with (mus, ns, ls) permuted into sorted order and the terms ordered
     // lexicographically by their sorted m-vector. We reproduce that term list and row order but
     // keep the caller's column order (column sort_order[r] of ours == column r of the reference).
+    // One known difference: where a CG coefficient vanishes accidentally (not by a selection rule)
+    // we get an exact zero and drop the term, while the reference's recursive 3j algorithm
+    // sometimes yields ~1e-17, keeps that term, and then merges only to remove it again. The terms
+    // and coefficients are the same either way; only the row order (merged/sorted form or not)
+    // can differ, for a few percent of the functions of a large basis.
     using Key = std::tuple<int, int, int, int, int>;
     std::vector<int> sort_order(rank);
     std::map<std::vector<int>, double> merged;

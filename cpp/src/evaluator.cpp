@@ -78,6 +78,7 @@ struct ElementPlan {
 };
 
 struct AtomEvaluator::Scratch {
+    unsigned long coefficients_version = 0;
     int ne, nradbase, nradmax, lmax, L2, nlm_half, nfr;
     std::vector<ElementPlan> plans;
     SphericalHarmonics sh;
@@ -91,6 +92,16 @@ struct AtomEvaluator::Scratch {
     std::vector<double> nb_r, nb_rhat, nb_R, nb_dR, nb_dg, nb_dcr;
     std::vector<cdouble> nb_Y, nb_dY;
     std::vector<double> rho, dF;
+    void load_coefficients(const Potential& p) {
+        for (int mu = 0; mu < ne; ++mu) {
+            ElementPlan& ep = plans[mu];
+            ep.r1_coeff.clear();
+            ep.f_coeff.clear();
+            for (const auto& f : p.rank1(mu)) ep.r1_coeff.insert(ep.r1_coeff.end(), f.coeff.begin(), f.coeff.end());
+            for (const auto& f : p.higher(mu)) ep.f_coeff.insert(ep.f_coeff.end(), f.coeff.begin(), f.coeff.end());
+        }
+        coefficients_version = p.coefficients_version();
+    }
     explicit Scratch(int lmax_) : sh(lmax_) {}
     int a_index(int mu, int n, int l, int m) const { return (mu * nradmax + n) * L2 + l * l + l + m; }
 };
@@ -118,13 +129,11 @@ AtomEvaluator::AtomEvaluator(std::shared_ptr<const Potential> potential) : pot_(
         ep.ndensity = p.embedding(mu).ndensity;
         for (const auto& f : p.rank1(mu)) {
             ep.r1_index.push_back(f.mus[0] * s.nradbase + f.ns[0] - 1);
-            ep.r1_coeff.insert(ep.r1_coeff.end(), f.coeff.begin(), f.coeff.end());
         }
         ep.n_rank1 = int(p.rank1(mu).size());
         for (const auto& f : p.higher(mu)) {
             ep.f_rank.push_back(f.rank);
             ep.f_term_begin.push_back(int(ep.t_cg.size()));
-            ep.f_coeff.insert(ep.f_coeff.end(), f.coeff.begin(), f.coeff.end());
             const BCouplings& c = f.couplings;
             for (int t = 0; t < c.num_ms_combs(); ++t) {
                 ep.t_factor_begin.push_back(int(ep.factors.size()));
@@ -137,6 +146,7 @@ AtomEvaluator::AtomEvaluator(std::shared_ptr<const Potential> potential) : pot_(
         ep.f_term_begin.push_back(int(ep.t_cg.size()));
         ep.t_factor_begin.push_back(int(ep.factors.size()));
     }
+    s.load_coefficients(p);
 }
 
 void AtomEvaluator::compute(int mu_i, int nneigh, const int* mu_j, const double* rij, bool need_forces,
@@ -144,6 +154,7 @@ void AtomEvaluator::compute(int mu_i, int nneigh, const int* mu_j, const double*
     const Potential& p = *pot_;
     Scratch& s = *s_;
     if (mu_i < 0 || mu_i >= s.ne) throw std::invalid_argument("AtomEvaluator: bad central element index");
+    if (s.coefficients_version != p.coefficients_version()) s.load_coefficients(p);
     const ElementPlan& ep = s.plans[mu_i];
     const int nd = ep.ndensity;
     const bool zbl = p.inner_cutoff_type() == "zbl";

@@ -4,14 +4,14 @@
 //  1. Build a full 3x3 basis B: periodic directions keep their lattice vector; each open
 //     direction gets a unit vector completing the span (so an open cell vector may be zero or
 //     anything). Fractional coordinates are s = r B^{-1}.
-//  2. Periodic fractional coordinates are wrapped into [0, 1) (integer wrap w_i recorded);
-//     open ones are binned over the atoms' bounding range.
+//  2. Periodic fractional coordinates are wrapped into [0, 1): p_i = r_i - w_i.B with integer
+//     w_i; open ones are binned over the atoms' bounding range.
 //  3. Along every direction the bins are at least cutoff thick (perpendicular width), unless a
 //     periodic cell is thinner than the cutoff, in which case there is one bin and the search
 //     runs over +-m bins (images) with m = ceil(cutoff / thickness).
 //  4. For each atom, visit the (2m+1)^3 stencil of bins (periodic bins wrap and carry an image
-//     shift k), test distances on the wrapped positions, and report accepted pairs with
-//     dvec = r_j - r_i + S.B computed from the unwrapped input positions, S = k + w_i - w_j.
+//     shift k) and report dvec = p_j + k.B - p_i = r_j - r_i + (k + w_i - w_j).B, i.e. the input
+//     (unwrapped) positions plus an integer lattice translation, up to rounding.
 #include "aceuq/neighbors.hpp"
 
 #include <algorithm>
@@ -23,8 +23,8 @@
 namespace aceuq {
 namespace {
 
-// Relative safety margin on bin thickness so that rounding cannot hide a pair just inside
-// the cutoff; candidates are tested with a slightly larger radius and then re-tested exactly.
+// Relative safety margin on bin thickness, so that rounding in the fractional coordinates
+// cannot put a pair just inside the cutoff outside the searched stencil.
 constexpr double kMargin = 1e-9;
 // Bins per cutoff length (bin thickness >= cutoff / kSub).
 constexpr long kSub = 2;
@@ -148,7 +148,6 @@ NeighborList build_neighbor_list(int n, const double* positions, const double* c
 
     // ---- 2. fractional coordinates, wrapping ----------------------------------------------
     std::vector<double> frac(3 * static_cast<std::size_t>(n));
-    std::vector<int> wrap(3 * static_cast<std::size_t>(n), 0);
     std::vector<double> wpos(3 * static_cast<std::size_t>(n));
     double lo[3] = {0, 0, 0}, hi[3] = {0, 0, 0};
     for (int d = 0; d < 3; ++d) {
@@ -173,7 +172,6 @@ NeighborList build_neighbor_list(int n, const double* positions, const double* c
                 }
                 if (s[d] < 0.0) s[d] = 0.0;
                 w[d] = f;
-                wrap[3 * i + d] = static_cast<int>(f);
             } else {
                 lo[d] = std::min(lo[d], s[d]);
                 hi[d] = std::max(hi[d], s[d]);
@@ -253,13 +251,12 @@ NeighborList build_neighbor_list(int n, const double* positions, const double* c
         double per_atom = 4.18879 * cutoff * cutoff * cutoff * n / vol;
         if (!(per[0] || per[1] || per[2])) per_atom = std::min(per_atom, static_cast<double>(n));
         double est = n * per_atom;
-        std::size_t reserve = static_cast<std::size_t>(std::min(est * 1.1 + 16.0, 5e8));
+        std::size_t reserve = static_cast<std::size_t>(std::min(est * 1.1 + 16.0, 3e7));
         nl.index.reserve(reserve);
         nl.dist.reserve(reserve);
         nl.dvec.reserve(3 * reserve);
     }
     const double c2 = cutoff * cutoff;
-    const double c2loose = creq * creq;
 
     std::vector<long> tb[3], tk[3];  // per direction: target bin and image shift of each offset
     // per-atom scratch, appended to the output in one go
@@ -303,8 +300,6 @@ NeighborList build_neighbor_list(int n, const double* positions, const double* c
         std::size_t cnt = 0;
 
         const double xi = wpos[3 * i], yi = wpos[3 * i + 1], zi = wpos[3 * i + 2];
-        const double rix = positions[3 * i], riy = positions[3 * i + 1], riz = positions[3 * i + 2];
-        const int wi0 = wrap[3 * i], wi1 = wrap[3 * i + 1], wi2 = wrap[3 * i + 2];
         for (std::size_t ix = 0; ix < tb[0].size(); ++ix) {
             for (std::size_t iy = 0; iy < tb[1].size(); ++iy) {
                 const std::size_t row = static_cast<std::size_t>((tb[0][ix] * nb[1] + tb[1][iy]) * nb[2]);
@@ -322,28 +317,16 @@ NeighborList build_neighbor_list(int n, const double* positions, const double* c
                     for (; a != aend; ++a) {
                         const double dx = a->x - qx, dy = a->y - qy, dz = a->z - qz;
                         const double r2 = dx * dx + dy * dy + dz * dz;
-                        if (!(r2 < c2loose)) continue;
+                        if (!(r2 < c2)) continue;
                         const int j = a->id;
                         if (zero_shift && j == i) continue;
-                        // exact vector from the input positions and an integer lattice shift
-                        const int* wj = &wrap[3 * j];
-                        const long S0 = k0 + wi0 - wj[0];
-                        const long S1 = k1 + wi1 - wj[1];
-                        const long S2 = k2 + wi2 - wj[2];
-                        const double* rj = positions + 3 * j;
-                        const double ex = rj[0] - rix + (S0 * B[0][0] + S1 * B[1][0] + S2 * B[2][0]);
-                        const double ey = rj[1] - riy + (S0 * B[0][1] + S1 * B[1][1] + S2 * B[2][1]);
-                        const double ez = rj[2] - riz + (S0 * B[0][2] + S1 * B[1][2] + S2 * B[2][2]);
-                        const double e2 = ex * ex + ey * ey + ez * ez;
-                        if (!(e2 < c2)) continue;
-                        const double r = std::sqrt(e2);
-                        if (!(r < cutoff)) continue;
+                        const double r = std::sqrt(r2);
                         o_index[cnt] = j;
                         o_dist[cnt] = r;
-                        o_dvec[3 * cnt] = ex;
-                        o_dvec[3 * cnt + 1] = ey;
-                        o_dvec[3 * cnt + 2] = ez;
-                        ++cnt;
+                        o_dvec[3 * cnt] = dx;
+                        o_dvec[3 * cnt + 1] = dy;
+                        o_dvec[3 * cnt + 2] = dz;
+                        cnt += (r < cutoff);  // strict, also after rounding of the square root
                     }
                 }
             }

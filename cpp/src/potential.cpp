@@ -3,9 +3,7 @@
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
-#include <array>
 #include <cmath>
-#include <iterator>
 #include <cstdint>
 #include <fstream>
 #include <iomanip>
@@ -233,47 +231,6 @@ bool function_less(const BasisFunction& a, const BCouplings& ra, const BasisFunc
     return ra.ms < rb.ms;
 }
 
-// Products of A's are symmetric under permuting factors, so m-combinations that become equal
-// once the factors are put in (mu, n, l, m) order are one term: merge them. When that saves
-// terms, the function's factors take the sorted order (the reference does the same, and the
-// term order decides rounding).
-void merge_equivalent_terms(BasisFunction& f, const BCouplings& raw) {
-    const int rank = raw.rank;
-    std::vector<std::array<int, 5>> v(rank);
-    std::vector<int> mus(rank), ns(rank), ls(rank);
-    std::map<std::vector<int>, double> merged;
-    for (int c = 0; c < raw.num_ms_combs(); ++c) {
-        for (int r = 0; r < rank; ++r) v[r] = {f.mus[r], f.ns[r], f.ls[r], raw.ms[size_t(c) * rank + r], r};
-        std::sort(v.begin(), v.end());
-        std::vector<int> ms(rank);
-        for (int r = 0; r < rank; ++r) {
-            if (c == 0) {
-                mus[r] = v[r][0];
-                ns[r] = v[r][1];
-                ls[r] = v[r][2];
-            }
-            ms[r] = v[r][3];
-        }
-        merged[ms] += raw.gen_cg[c];
-    }
-    for (auto it = merged.begin(); it != merged.end();)
-        it = std::abs(it->second) < 1e-15 ? merged.erase(it) : std::next(it);
-    if (int(merged.size()) >= raw.num_ms_combs()) {
-        f.couplings = raw;
-        return;
-    }
-    f.mus = mus;
-    f.ns = ns;
-    f.ls = ls;
-    f.couplings.rank = rank;
-    f.couplings.ms.clear();
-    f.couplings.gen_cg.clear();
-    for (const auto& kv : merged) {
-        f.couplings.ms.insert(f.couplings.ms.end(), kv.first.begin(), kv.first.end());
-        f.couplings.gen_cg.push_back(kv.second);
-    }
-}
-
 std::uint64_t fnv1a(const std::string& s) {
     std::uint64_t h = 1469598103934665603ull;
     for (unsigned char ch : s) {
@@ -444,7 +401,7 @@ std::shared_ptr<Potential> Potential::load(const std::string& path) {
             }
             if (e.f.rank > 1) {
                 try {
-                    e.raw = couple_b_function(e.f.mus, e.f.ns, e.f.ls, e.f.LS);
+                    e.f.couplings = couple_b_function(e.f.mus, e.f.ns, e.f.ls, e.f.LS, &e.raw);
                 } catch (const std::invalid_argument& ex) {
                     rd.fail(where + ": function with nl/lint not coupled to a scalar: " + ex.what());
                 }
@@ -452,6 +409,7 @@ std::shared_ptr<Potential> Potential::load(const std::string& path) {
                 e.raw.rank = 1;
                 e.raw.ms = {0};
                 e.raw.gen_cg = {1.0};
+                e.f.couplings = e.raw;
             }
             per_element[mu0].push_back(std::move(e));
         }
@@ -466,12 +424,7 @@ std::shared_ptr<Potential> Potential::load(const std::string& path) {
                   [](const Entry& a, const Entry& b) { return function_less(a.f, a.raw, b.f, b.raw); });
         for (auto& e : v) {
             pot->rankmax_ = std::max(pot->rankmax_, e.f.rank);
-            if (e.f.rank == 1) {
-                pot->rank1_[mu].push_back(std::move(e.f));
-            } else {
-                merge_equivalent_terms(e.f, e.raw);
-                pot->higher_[mu].push_back(std::move(e.f));
-            }
+            (e.f.rank == 1 ? pot->rank1_[mu] : pot->higher_[mu]).push_back(std::move(e.f));
         }
     }
     return pot;
@@ -486,6 +439,7 @@ void Potential::set_coefficients(int mu, const std::vector<double>& c) {
     for (auto* group : {&rank1_[mu], &higher_[mu]})
         for (auto& f : *group)
             for (int p = 0; p < nd; ++p) f.coeff[p] = c[k++];
+    ++coefficients_version_;
 }
 
 std::vector<double> Potential::coefficients(int mu) const {

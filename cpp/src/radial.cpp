@@ -181,33 +181,39 @@ void RadialTable::radial_base(double r, double* gr, double* dgr) const {
     std::vector<double> t, dt;
     switch (base_) {
         case RadialBase::ChebExpCos: {
-            double lam = lambda_;
-            double y1 = std::exp(-lam * r / cut);
-            double y2 = std::exp(-lam);
-            double x = 1.0 - 2.0 * ((y1 - y2) / (1 - y2));
-            double dx = 2 * (lam / cut) * (y1 / (1 - y2));
+            // x = 1 - 2 (exp(-lambda r/rc) - exp(-lambda)) / (1 - exp(-lambda)), times a cosine
+            // envelope over [0, rc] and a cosine taper over [rc - dcut, rc] (the "cos" cutoff).
+            // Written the way the reference binary evaluates it (its -Ofast build rewrote the
+            // source's expressions), so that spline nodes agree bit for bit.
+            const double lam = lambda_;
+            const double inv_cut = 1.0 / cut;
+            const double rc = r * inv_cut;
+            const double y1 = std::exp(-lam * rc);
+            const double y2 = std::exp(-lam);
+            const double x = 2.0 * ((y1 - y2) / (y2 - 1.0)) + 1.0;
+            const double dx = (inv_cut * (y1 / (1.0 - y2))) * (lam + lam);
             chebyshev(nb, x, t, dt);
             if (nb >= 1) {
                 gr[0] = t[0];
                 dgr[0] = dt[0] * dx;
             }
-            for (int n = 2; n <= nb; n++) {
-                gr[n - 1] = 0.5 - 0.5 * t[n - 1];
-                dgr[n - 1] = -0.5 * dt[n - 1] * dx;
+            const double mdx = dx * -0.5;
+            for (int n = 1; n < nb; n++) {
+                gr[n] = (1.0 - t[n]) * 0.5;
+                dgr[n] = dt[n] * mdx;
             }
-            double env = 0.5 * (1.0 + std::cos(r / cut * kPi));
-            double denv = (-0.5 * kPi) * std::sin(r / cut * kPi) / cut;
+            const double env = (std::cos(rc * kPi) + 1.0) * 0.5;
+            const double denv = (inv_cut * (-0.5 * kPi)) * std::sin(rc * kPi);
             for (int n = 0; n < nb; n++) {
-                dgr[n] = gr[n] * denv + dgr[n] * env;
+                dgr[n] = dgr[n] * env + gr[n] * denv;
                 gr[n] = gr[n] * env;
             }
-            // Extra cosine taper over [cut - dcut, cut]: this is the "cos" cutoff function.
-            double r0 = cut - dcut;
-            if (r > r0) {
-                double fcut = 0.5 * (1.0 + std::cos(kPi * (r - r0) / dcut));
-                double dfcut = -0.5 * std::sin(kPi * (r - r0) / dcut) * kPi / dcut;
+            if (r > cut - dcut) {
+                const double arg = (((r - cut) + dcut) * kPi) / dcut;
+                const double fcut = (std::cos(arg) + 1.0) * 0.5;
+                const double dfcut = ((-0.5 * kPi) * std::sin(arg)) / dcut;
                 for (int n = 0; n < nb; n++) {
-                    dgr[n] = gr[n] * dfcut + dgr[n] * fcut;
+                    dgr[n] = dgr[n] * fcut + gr[n] * dfcut;
                     gr[n] = gr[n] * fcut;
                 }
             }

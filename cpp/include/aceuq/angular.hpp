@@ -28,8 +28,8 @@ private:
 };
 
 // The terms of one B basis function: B = sum_c Re(gen_cg[c] * prod_t A(mu_t, n_t, l_t, ms[c][t])),
-// with the m-combinations reduced to half as the reference generates them, BEFORE the
-// reference merges terms equal under permutation of factors (the loader does that merge).
+// with the m-combinations reduced to half (terms whose first non-zero m is positive stand
+// for their -m partner too) and terms equal under permutation of factors merged.
 struct BCouplings {
     int rank = 0;
     std::vector<int> ms;         // num_ms_combs * rank, row-major
@@ -43,7 +43,10 @@ struct BCouplings {
 
 // mus/ns/ls: the neighbour elements, radial and angular indices of the function (rank = size),
 // LS: its intermediate couplings ("lint" in the potential file).
+// generated (optional) receives the terms before merging: the reference orders functions by
+// them, so the loader needs them to reproduce its function (= projection) order.
 BCouplings couple_b_function(const std::vector<int>& mus, const std::vector<int>& ns,
-                             const std::vector<int>& ls, const std::vector<int>& LS);
+                             const std::vector<int>& ls, const std::vector<int>& LS,
+                             BCouplings* generated = nullptr);
 
 }  // namespace aceuq

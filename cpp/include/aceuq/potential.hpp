@@ -65,6 +65,8 @@ public:
     // Replace the expansion coefficients of element mu: c[n_functions(mu) * ndensity], function-major.
     void set_coefficients(int mu, const std::vector<double>& c);
     std::vector<double> coefficients(int mu) const;
+    // Changes with every set_coefficients, so evaluators know to refresh their copies.
+    unsigned long coefficients_version() const { return coefficients_version_; }
 
     // Identifies the basis (elements, radial basis, functions; not the coefficients), so an
     // active set built for one potential is refused for another.
@@ -77,6 +79,7 @@ private:
     int lmax_ = 0, nradmax_ = 0, nradbase_ = 0, rankmax_ = 0, ndensitymax_ = 0;
     double cutoff_max_ = 0, delta_spline_bins_ = 0.001;
     std::string inner_cutoff_type_ = "density";
+    unsigned long coefficients_version_ = 0;
     std::vector<Embedding> embeddings_;
     std::vector<BondSpec> bonds_;
     std::vector<std::shared_ptr<RadialTable>> tables_;
