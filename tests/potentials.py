@@ -32,7 +32,7 @@ class Spec:
     nradmax_by_orders: List[int] = field(default_factory=lambda: [6, 3, 2, 1])
     lmax_by_orders: List[int] = field(default_factory=lambda: [0, 2, 2, 1])
     inner_cutoff_type: str = "distance"
-    r_in: float = 1.0
+    r_in: float = 2.0
     delta_in: float = 0.5
     core_repulsion: List[float] = field(default_factory=lambda: [0.0, 1.0])
     nonlinear: bool = False
@@ -45,7 +45,10 @@ SPECS: Dict[str, Spec] = {s.name: s for s in [
          core_repulsion=[100.0, 3.0]),
     Spec("Cu_fs2", ["Cu"], npot="FinnisSinclair", fs_parameters=[1, 1, 1, 0.5], ndensity=2, nonlinear=True),
     Spec("Cu_fsss2", ["Cu"], fs_parameters=[1, 1, 1, 0.5], ndensity=2, nonlinear=True, core_repulsion=[20.0, 2.0]),
+    Spec("Cu_zbl", ["Cu"], inner_cutoff_type="zbl", r_in=2.0, delta_in=0.4, core_repulsion=[1.0, 1.0]),
     Spec("CuAl_sbessel", ["Cu", "Al"], radbase="SBessel", nradmax_by_orders=[6, 3, 2], lmax_by_orders=[0, 2, 1]),
+    Spec("CuAl_cheblinear", ["Cu", "Al"], radbase="ChebLinear", inner_cutoff_type="density", r_in=0.0,
+         delta_in=0.0, core_repulsion=[30.0, 2.0], nradmax_by_orders=[5, 3, 2], lmax_by_orders=[0, 2, 1]),
     Spec("CuAlNi_chebexpcos", ["Cu", "Al", "Ni"], nradmax_by_orders=[4, 2, 1], lmax_by_orders=[0, 1, 1]),
 ]}
 

@@ -51,9 +51,18 @@ def cluster(elements, seed=3):
     return Atoms(a)
 
 
+def close_pair(elements, seed=4, distance=1.75):
+    """Bulk with one pair pushed inside the inner cutoff / core-repulsion region."""
+    a = rattled_bulk(elements, seed=seed)
+    d = a.positions[1] - a.positions[0]
+    a.positions[1] = a.positions[0] + d / np.linalg.norm(d) * distance
+    return a
+
+
 def all_structures(elements):
     return {
         "bulk": rattled_bulk(elements),
+        "close_pair": close_pair(elements),
         "small_cell": small_cell(elements),
         "slab_vacuum": slab(elements, periodic_z=True),
         "cluster": cluster(elements),

@@ -188,3 +188,64 @@ def test_calculator_matches_potential(make_pot):
     np.testing.assert_array_equal(atoms.get_forces(), res.forces)
     np.testing.assert_array_equal(atoms.get_stress(), res.stress)
     np.testing.assert_array_equal(atoms.get_potential_energies(), res.energies)
+
+
+def test_older_file_layout_flat_radcoefficients(make_pot, tmp_path):
+    """Older pacemaker files store radcoefficients as one flat list (k slowest, then n, then l),
+    and a scalar `c` for one density; pyace still reads them, and so must we."""
+    import yaml
+    from pyace import PyACECalculator
+
+    path = make_pot("CuAl_sbessel")
+    doc = yaml.safe_load(open(path))
+    for block in doc["species"]:
+        if "radcoefficients" in block:
+            c = np.array(block["radcoefficients"])  # [n][l][k]
+            block["radcoefficients"] = [float(x) for x in c.transpose(2, 0, 1).ravel()]
+        for f in block.get("nbody", []):
+            if len(f["c"]) == 1:
+                f["c"] = float(f["c"][0])
+    old = tmp_path / "old_layout.yaml"
+    old.write_text(yaml.safe_dump(doc))
+    atoms = rattled_bulk(["Cu", "Al"], seed=5)
+    new_res = aceuq.Potential(path).evaluate(atoms)
+    old_res = aceuq.Potential(str(old)).evaluate(atoms)
+    assert old_res.energy == new_res.energy
+    np.testing.assert_array_equal(old_res.forces, new_res.forces)
+    ref = atoms.copy()
+    ref.calc = PyACECalculator(str(old))
+    assert ref.get_potential_energy() == pytest.approx(old_res.energy, rel=1e-10)
+
+
+def test_function_order_equals_pyace_on_a_large_basis(tmp_path):
+    """Projection order is the reference's canonical order, also for ranks up to 6 where
+    functions differ only in their intermediate couplings."""
+    from pyace import ACEBBasisSet, create_multispecies_basis_config
+
+    cfg = {"deltaSplineBins": 0.001, "elements": ["Al", "Ni"],
+           "embeddings": {"ALL": {"npot": "FinnisSinclairShiftedScaled", "fs_parameters": [1, 1], "ndensity": 1}},
+           "bonds": {"ALL": {"radbase": "SBessel", "radparameters": [5.25], "rcut": 5.0, "dcut": 0.01}},
+           "functions": {"number_of_functions_per_element": 600,
+                         "ALL": {"nradmax_by_orders": [8, 4, 3, 2, 1, 1], "lmax_by_orders": [0, 3, 3, 2, 1, 1]}}}
+    bb = ACEBBasisSet(create_multispecies_basis_config(cfg))
+    path = str(tmp_path / "large.yaml")
+    bb.save(path)
+    bb = ACEBBasisSet(path)
+    pot = aceuq.Potential(path)
+    for mu, el in enumerate(pot.elements):
+        ref = [(f.rank, list(f.mus), list(f.ns), list(f.ls)) for f in list(bb.basis_rank1[mu]) + list(bb.basis[mu])]
+        ours = pot._pot.functions(mu)
+        assert len(ours) == len(ref)
+        # pyace permutes the factors of merged functions into sorted order; compare as multisets
+        for (rank, mus, ns, ls, _), (rrank, rmus, rns, rls) in zip(ours, ref):
+            assert rank == rrank
+            assert sorted(zip(mus, ns, ls)) == sorted(zip(rmus, rns, rls))
+    # and the values, which also pins the order of functions with equal (mus, ns, ls)
+    from pyace.activelearning import compute_B_projections
+
+    frames = [rattled_bulk(["Al", "Ni"], seed=s) for s in range(2)]
+    ref = compute_B_projections(bb, frames)
+    ref = ref[0] if isinstance(ref, tuple) else ref
+    ours = pot.projections(frames)
+    for mu, el in enumerate(pot.elements):
+        np.testing.assert_allclose(ours[el].values, ref[mu], rtol=0, atol=1e-9 * np.abs(ref[mu]).max())

@@ -30,8 +30,7 @@ py::array_t<T> to_array(const std::vector<T>& v, std::vector<py::ssize_t> shape)
 }  // namespace
 
 void bind_potential(py::module_& m) {
-    static py::exception<InputError> input_error(m, "InputError", PyExc_ValueError);
-    (void)input_error;
+    py::register_exception<InputError>(m, "InputError", PyExc_ValueError);
 
     py::class_<Potential, std::shared_ptr<Potential>>(m, "Potential")
         .def(py::init([](const std::string& path) { return Potential::load(path); }), py::arg("path"))

@@ -84,6 +84,8 @@ struct AtomEvaluator::Scratch {
     SphericalHarmonics sh;
     RadialValues rv;
     std::vector<cdouble> A, W;          // [ne][nradmax][L2] (all m)
+    std::vector<cdouble> Wf;            // [ne][nradmax][nlm_half]: W folded onto m >= 0
+    std::vector<cdouble> WR, WD;        // [nlm_half]: sum_n W R_nl and sum_n W dR_nl
     std::vector<double> A1, W1;         // [ne][nradbase]
     std::vector<cdouble> dB;            // per factor of the current element
     std::vector<double> B;              // per higher function
@@ -349,50 +351,58 @@ void AtomEvaluator::compute(int mu_i, int nneigh, const int* mu_j, const double*
             for (int r = 0; r < rank; ++r) s.W[fac[r]] += w * dB[r];
         }
     }
-    // dA(l,-m) = (-1)^m conj(dA(l,m)): fold the -m weights onto +m
+    // dA(l,-m) = (-1)^m conj(dA(l,m)): fold the -m weights onto +m, into a compact m >= 0 copy
+    s.Wf.resize(size_t(s.ne) * s.nradmax * nlm);
     for (int mu = 0; mu < s.ne; ++mu)
         for (int n = 0; n < s.nradmax; ++n) {
-            cdouble* W = &s.W[s.a_index(mu, n, 0, 0)];
-            for (int l = 1; l <= s.lmax; ++l)
-                for (int m = 1; m <= l; ++m)
-                    W[l * l + l + m] += (m % 2 ? -1.0 : 1.0) * std::conj(W[l * l + l - m]);
+            const cdouble* W = &s.W[s.a_index(mu, n, 0, 0)];
+            cdouble* Wf = &s.Wf[(size_t(mu) * s.nradmax + n) * nlm];
+            for (int l = 0, lm = 0; l <= s.lmax; ++l)
+                for (int m = 0; m <= l; ++m, ++lm)
+                    Wf[lm] = m == 0 ? W[l * l + l] : W[l * l + l + m] + (m % 2 ? -1.0 : 1.0) * std::conj(W[l * l + l - m]);
         }
 
+    // dE/dr_ij = sum_nlm Re(W_nlm (dR_nl Y_lm r_hat + R_nl dY_lm / r)); summing over n first
+    // leaves one pass over lm for the angular gradient.
     out.dE_drij.assign(size_t(3) * nneigh, 0.0);
+    s.WR.resize(nlm);
+    s.WD.resize(nlm);
     for (int kk = 0; kk < nk; ++kk) {
         const int mj = s.nb_mu[kk];
         const double* rh = &s.nb_rhat[3 * kk];
         const double inv_r = 1.0 / s.nb_r[kk];
         double radial_part = 0;  // coefficient of r_hat
-        double g[3] = {0, 0, 0};
         const double* W1 = &s.W1[size_t(mj) * s.nradbase];
         const double* dg = &s.nb_dg[size_t(kk) * s.nradbase];
         for (int n = 0; n < s.nradbase; ++n) radial_part += W1[n] * dg[n];
         const double* R = &s.nb_R[kk * nfr];
         const double* dR = &s.nb_dR[kk * nfr];
-        const cdouble* Y = &s.nb_Y[kk * nlm];
-        const cdouble* dY = &s.nb_dY[kk * nlm * 3];
+        std::fill(s.WR.begin(), s.WR.end(), 0.0);
+        std::fill(s.WD.begin(), s.WD.end(), 0.0);
         for (int n = 0; n < s.nradmax; ++n) {
-            const cdouble* W = &s.W[s.a_index(mj, n, 0, 0)];
-            for (int l = 0; l <= s.lmax; ++l) {
-                const double Rr = R[n * (s.lmax + 1) + l] * inv_r;
-                const double dRnl = dR[n * (s.lmax + 1) + l];
-                const int lm0 = l * (l + 1) / 2;
-                for (int m = 0; m <= l; ++m) {
-                    const cdouble w = W[l * l + l + m];
-                    if (w == 0.0) continue;
-                    const int lm = lm0 + m;
-                    // Re(w * z) with z = Y dR rhat + dY R/r
-                    radial_part += dRnl * (w.real() * Y[lm].real() - w.imag() * Y[lm].imag());
-                    for (int c = 0; c < 3; ++c)
-                        g[c] += Rr * (w.real() * dY[3 * lm + c].real() - w.imag() * dY[3 * lm + c].imag());
+            const cdouble* Wf = &s.Wf[(size_t(mj) * s.nradmax + n) * nlm];
+            const double* Rn = R + n * (s.lmax + 1);
+            const double* dRn = dR + n * (s.lmax + 1);
+            for (int l = 0, lm = 0; l <= s.lmax; ++l) {
+                const double a = Rn[l], b = dRn[l];
+                for (int m = 0; m <= l; ++m, ++lm) {
+                    s.WR[lm] += a * Wf[lm];
+                    s.WD[lm] += b * Wf[lm];
                 }
             }
+        }
+        const cdouble* Y = &s.nb_Y[kk * nlm];
+        const cdouble* dY = &s.nb_dY[kk * nlm * 3];
+        double g[3] = {0, 0, 0};
+        for (size_t lm = 0; lm < nlm; ++lm) {
+            const cdouble wr = s.WR[lm], wd = s.WD[lm];
+            radial_part += wd.real() * Y[lm].real() - wd.imag() * Y[lm].imag();
+            for (int c = 0; c < 3; ++c) g[c] += wr.real() * dY[3 * lm + c].real() - wr.imag() * dY[3 * lm + c].imag();
         }
         radial_part += dE_drho_core * s.nb_dcr[kk];
         if (zbl && kk == nearest) radial_part += dE_dfcut;
         double* o = &out.dE_drij[3 * s.nb_index[kk]];
-        for (int c = 0; c < 3; ++c) o[c] = radial_part * rh[c] + g[c];
+        for (int c = 0; c < 3; ++c) o[c] = radial_part * rh[c] + g[c] * inv_r;
     }
 }
 
