@@ -351,6 +351,11 @@ def test_singular_periodic_cell_raises(cell, pbc):
         neighbor_list(np.zeros((2, 3)), cell, pbc, 3.0)
 
 
+def test_absurd_number_of_images_raises():
+    with pytest.raises(ValueError, match="periodic images"):
+        neighbor_list(np.zeros((1, 3)), np.eye(3) * 1e-3, [True] * 3, 10.0)
+
+
 def test_singular_cell_ok_in_open_directions():
     # a zero vector is fine where the direction is not periodic
     res = neighbor_list(np.array([[0.0, 0, 0], [1.0, 0, 0]]), np.diag([0.0, 5.0, 5.0]),

@@ -89,31 +89,32 @@ void SphericalHarmonics::compute(double x, double y, double z) {
     //   dY/dx = m w^{m-1} Q,  dY/dy = i m w^{m-1} Q,  dY/dz = w^m Q'.
     // The reference's dylm is that gradient with the radial component removed, g - (r.g) r,
     // i.e. the gradient of Y(r/|r|) times |r| (independent of how Y was extended off the sphere).
-    const std::complex<double> w(x, y);
-    std::complex<double> wm(1.0, 0.0);     // w^m
-    std::complex<double> wm1(0.0, 0.0);    // m * w^{m-1}
+    // Written in real arithmetic: this runs once per neighbour and dominated as complex code.
+    double wr = 1.0, wi = 0.0;    // w^m, w = x + i y
+    double w1r = 0.0, w1i = 0.0;  // m * w^{m-1}
     for (int m = 0; m <= lmax_; ++m) {
         if (m > 0) {
-            wm1 = double(m) * wm;          // m * w^{m-1} (wm still holds w^{m-1})
-            wm *= w;
+            w1r = m * wr;
+            w1i = m * wi;
+            const double t = wr * x - wi * y;
+            wi = wr * y + wi * x;
+            wr = t;
         }
         for (int l = m; l <= lmax_; ++l) {
             const int i = lm_index(l, m);
-            ylm_[i] = wm * q_[i];
-            const std::complex<double> gx = wm1 * q_[i];
-            const std::complex<double> gy = std::complex<double>(0.0, 1.0) * gx;
-            const std::complex<double> gz = wm * dq_[i];
-            const std::complex<double> rg = x * gx + y * gy + z * gz;
-            dylm_[3 * i + 0] = gx - rg * x;
-            dylm_[3 * i + 1] = gy - rg * y;
-            dylm_[3 * i + 2] = gz - rg * z;
+            const double q = q_[i], dq = dq_[i];
+            ylm_[i] = {wr * q, wi * q};
+            const double gxr = w1r * q, gxi = w1i * q;   // dY/dx
+            const double gyr = -gxi, gyi = gxr;          // dY/dy = i dY/dx
+            const double gzr = wr * dq, gzi = wi * dq;   // dY/dz
+            const double rgr = x * gxr + y * gyr + z * gzr;
+            const double rgi = x * gxi + y * gyi + z * gzi;
+            dylm_[3 * i + 0] = {gxr - rgr * x, gxi - rgi * x};
+            dylm_[3 * i + 1] = {gyr - rgr * y, gyi - rgi * y};
+            dylm_[3 * i + 2] = {gzr - rgr * z, gzi - rgi * z};
         }
     }
 }
-
-const std::complex<double>& SphericalHarmonics::ylm(int l, int m) const { return ylm_[lm_index(l, m)]; }
-
-const std::complex<double>* SphericalHarmonics::dylm(int l, int m) const { return &dylm_[3 * lm_index(l, m)]; }
 
 // ------------------------------------------------------------------------------------------------
 // Clebsch-Gordan coefficients

@@ -1,5 +1,6 @@
 #include "aceuq/evaluator.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <stdexcept>
 
@@ -211,14 +212,8 @@ void AtomEvaluator::compute(int mu_i, int nneigh, const int* mu_j, const double*
         }
         cdouble* Y = &s.nb_Y[k * nlm];
         cdouble* dY = &s.nb_dY[k * nlm * 3];
-        for (int l = 0, lm = 0; l <= s.lmax; ++l)
-            for (int m = 0; m <= l; ++m, ++lm) {
-                Y[lm] = s.sh.ylm(l, m);
-                const cdouble* g = s.sh.dylm(l, m);
-                dY[3 * lm] = g[0];
-                dY[3 * lm + 1] = g[1];
-                dY[3 * lm + 2] = g[2];
-            }
+        std::copy(s.sh.ylm_data(), s.sh.ylm_data() + nlm, Y);
+        std::copy(s.sh.dylm_data(), s.sh.dylm_data() + 3 * nlm, dY);
         double* R = &s.nb_R[k * nfr];
         double* dR = &s.nb_dR[k * nfr];
         for (size_t q = 0; q < nfr; ++q) {
@@ -267,17 +262,21 @@ void AtomEvaluator::compute(int mu_i, int nneigh, const int* mu_j, const double*
         double Bf = 0;
         for (int t = ep.f_term_begin[f]; t < ep.f_term_begin[f + 1]; ++t) {
             const int* fac = &ep.factors[ep.t_factor_begin[t]];
-            cdouble* dB = &s.dB[ep.t_factor_begin[t]];
-            // prefix products in dB, then multiply by suffix products: dB[r] = prod_{s != r} A_s
             cdouble prod = 1.0;
-            for (int r = 0; r < rank; ++r) {
-                dB[r] = prod;
-                prod *= s.A[fac[r]];
-            }
-            cdouble suffix = 1.0;
-            for (int r = rank - 1; r >= 0; --r) {
-                dB[r] *= suffix;
-                suffix *= s.A[fac[r]];
+            if (need_forces) {
+                // prefix products in dB, then times suffix products: dB[r] = prod_{s != r} A_s
+                cdouble* dB = &s.dB[ep.t_factor_begin[t]];
+                for (int r = 0; r < rank; ++r) {
+                    dB[r] = prod;
+                    prod *= s.A[fac[r]];
+                }
+                cdouble suffix = 1.0;
+                for (int r = rank - 1; r >= 0; --r) {
+                    dB[r] *= suffix;
+                    suffix *= s.A[fac[r]];
+                }
+            } else {
+                for (int r = 0; r < rank; ++r) prod *= s.A[fac[r]];
             }
             Bf += ep.t_cg[t] * prod.real();
         }

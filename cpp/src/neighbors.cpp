@@ -6,9 +6,10 @@
 //     anything). Fractional coordinates are s = r B^{-1}.
 //  2. Periodic fractional coordinates are wrapped into [0, 1): p_i = r_i - w_i.B with integer
 //     w_i; open ones are binned over the atoms' bounding range.
-//  3. Along every direction the bins are at least cutoff thick (perpendicular width), unless a
-//     periodic cell is thinner than the cutoff, in which case there is one bin and the search
-//     runs over +-m bins (images) with m = ceil(cutoff / thickness).
+//  3. Along every direction the bins are at least cutoff/2 thick (perpendicular width), so the
+//     search runs over +-m = +-2 bins; if a periodic cell is thinner than that, it has one bin
+//     and the search runs over m = ceil(cutoff / thickness) images. The bin count is capped
+//     at O(n) for sparse systems (bins then only get thicker).
 //  4. For each atom, visit the (2m+1)^3 stencil of bins (periodic bins wrap and carry an image
 //     shift k) and report dvec = p_j + k.B - p_i = r_j - r_i + (k + w_i - w_j).B, i.e. the input
 //     (unwrapped) positions plus an integer lattice translation, up to rounding.
@@ -213,6 +214,14 @@ NeighborList build_neighbor_list(int n, const double* positions, const double* c
         double span = creq / (binw[d] * h[d]);
         m[d] = static_cast<long>(std::ceil(std::min(span, 1e9)));
         if (!per[d]) m[d] = std::min(m[d], nb[d] - 1);  // open: nothing beyond the last bin
+    }
+    {
+        double stencil = 1.0;
+        for (int d = 0; d < 3; ++d) stencil *= per[d] ? 2.0 * m[d] + 1.0 : 1.0;
+        if (stencil > 1e8)
+            throw std::invalid_argument(
+                "neighbor_list: cutoff far too large for the periodic cell (more than 1e8 "
+                "periodic images to search); is the cell nearly singular?");
     }
     const std::size_t nbins = static_cast<std::size_t>(nb[0] * nb[1] * nb[2]);
 

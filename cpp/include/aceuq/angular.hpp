@@ -14,8 +14,11 @@ class SphericalHarmonics {
 public:
     explicit SphericalHarmonics(int lmax);
     void compute(double x, double y, double z);   // unit vector
-    const std::complex<double>& ylm(int l, int m) const;      // m >= 0
-    const std::complex<double>* dylm(int l, int m) const;     // 3 components, m >= 0
+    const std::complex<double>& ylm(int l, int m) const { return ylm_[l * (l + 1) / 2 + m]; }  // m >= 0
+    const std::complex<double>* dylm(int l, int m) const { return &dylm_[3 * (l * (l + 1) / 2 + m)]; }
+    // all m >= 0 values in lm order, and their gradients (3 per lm)
+    const std::complex<double>* ylm_data() const { return ylm_.data(); }
+    const std::complex<double>* dylm_data() const { return dylm_.data(); }
     int lmax() const { return lmax_; }
 private:
     int lmax_;

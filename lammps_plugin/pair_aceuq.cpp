@@ -1,0 +1,382 @@
+/* pair_style aceuq: LAMMPS glue over the aceuq core (Potential, AtomEvaluator, Grader).
+
+   Forces: the core returns dE_i/d(r_j - r_i) for every neighbour j of a local atom i; with a full
+   neighbour list each such term acts on i and on j (j often a ghost), and newton pair on sends the
+   ghost forces back to their owners. Virial: global by F.r over local+ghost atoms (fdotr), per atom
+   by splitting each pair term between i and j. */
+
+#include "pair_aceuq.h"
+
+#include "atom.h"
+#include "comm.h"
+#include "error.h"
+#include "force.h"
+#include "memory.h"
+#include "neigh_list.h"
+#include "neighbor.h"
+#include "update.h"
+
+#include "aceuq/evaluator.hpp"
+#include "aceuq/grader.hpp"
+#include "aceuq/potential.hpp"
+
+#include <cstring>
+#include <exception>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+using namespace LAMMPS_NS;
+
+struct PairACEUQ::Core {
+  std::shared_ptr<aceuq::Potential> potential;
+  std::unique_ptr<aceuq::AtomEvaluator> evaluator;
+  std::shared_ptr<aceuq::Grader> grader;
+  aceuq::Assign assign = aceuq::Assign::Nearest;
+  std::vector<double> rcutsq;    // [mu_i * nel + mu_j]
+
+  // scratch for one central atom
+  std::vector<int> mu_j, j_index;
+  std::vector<double> rij;
+  aceuq::AtomResult result;
+
+  // projections of the local atoms of each element, graded in one call per element
+  std::vector<std::vector<double>> proj;
+  std::vector<std::vector<int>> atoms;
+  std::vector<double> gamma_buf;
+  std::vector<int> cluster_buf;
+
+  std::string element_list() const
+  {
+    std::string s;
+    for (const auto &el : potential->elements()) s += (s.empty() ? "" : " ") + el;
+    return s;
+  }
+};
+
+/* ---------------------------------------------------------------------- */
+
+PairACEUQ::PairACEUQ(LAMMPS *lmp) : Pair(lmp), core(new Core)
+{
+  single_enable = 0;
+  restartinfo = 0;
+  one_coeff = 1;
+  manybody_flag = 1;
+  centroidstressflag = CENTROID_NOTAVAIL;
+
+  gamma_flag = 0;
+  nmax_peratom = 0;
+  gamma = nullptr;
+  cluster = nullptr;
+}
+
+PairACEUQ::~PairACEUQ()
+{
+  delete core;
+  memory->destroy(gamma);
+  memory->destroy(cluster);
+  if (allocated) {
+    memory->destroy(setflag);
+    memory->destroy(cutsq);
+    delete[] map;
+  }
+}
+
+/* ---------------------------------------------------------------------- */
+
+void PairACEUQ::compute(int eflag, int vflag)
+{
+  ev_init(eflag, vflag);
+
+  double **x = atom->x;
+  double **f = atom->f;
+  int *type = atom->type;
+  const int nlocal = atom->nlocal;
+  const int newton_pair = force->newton_pair;
+
+  const int inum = list->inum;
+  int *ilist = list->ilist;
+  int *numneigh = list->numneigh;
+  int **firstneigh = list->firstneigh;
+
+  const int nel = core->potential->nelements();
+  const bool want_gamma = gamma_flag != 0;
+  aceuq::ProjectionMode mode = aceuq::ProjectionMode::None;
+  if (want_gamma) {
+    if (!core->grader)
+      error->all(FLERR,
+                 "pair_style aceuq: gamma requested (fix pair ... aceuq gamma 1) but pair_coeff "
+                 "gave no active set: use 'pair_coeff * * POTENTIAL.yaml ACTIVESET.asi|.casi El1 "
+                 "El2 ...'");
+    grow_peratom();
+    for (int i = 0; i < nlocal; i++) {
+      gamma[i] = 0.0;
+      cluster[i] = -1.0;
+    }
+    mode = core->grader->full() ? aceuq::ProjectionMode::Full : aceuq::ProjectionMode::Linear;
+    core->proj.assign(nel, {});
+    core->atoms.assign(nel, {});
+  }
+
+  try {
+    for (int ii = 0; ii < inum; ii++) {
+      const int i = ilist[ii];
+      const int mu_i = map[type[i]];
+      if (mu_i < 0) continue;
+
+      const int *jlist = firstneigh[i];
+      const int jnum = numneigh[i];
+      core->mu_j.clear();
+      core->j_index.clear();
+      core->rij.clear();
+      for (int jj = 0; jj < jnum; jj++) {
+        const int j = jlist[jj] & NEIGHMASK;
+        const int mu_j = map[type[j]];
+        if (mu_j < 0) continue;
+        const double dx = x[j][0] - x[i][0];
+        const double dy = x[j][1] - x[i][1];
+        const double dz = x[j][2] - x[i][2];
+        if (dx * dx + dy * dy + dz * dz >= core->rcutsq[mu_i * nel + mu_j]) continue;
+        core->mu_j.push_back(mu_j);
+        core->j_index.push_back(j);
+        core->rij.insert(core->rij.end(), {dx, dy, dz});
+      }
+
+      const int n = (int) core->mu_j.size();
+      auto &res = core->result;
+      core->evaluator->compute(mu_i, n, core->mu_j.data(), core->rij.data(), true, mode, res);
+
+      if (eflag_global) eng_vdwl += res.energy;
+      if (eflag_atom) eatom[i] += res.energy;
+
+      for (int k = 0; k < n; k++) {
+        const int j = core->j_index[k];
+        const double *g = &res.dE_drij[3 * k];    // dE_i/dr_ij: +g on i, -g on j
+        f[i][0] += g[0];
+        f[i][1] += g[1];
+        f[i][2] += g[2];
+        f[j][0] -= g[0];
+        f[j][1] -= g[1];
+        f[j][2] -= g[2];
+        if (vflag_either) {
+          const double *r = &core->rij[3 * k];
+          ev_tally_xyz(i, j, nlocal, newton_pair, 0.0, 0.0, g[0], g[1], g[2], -r[0], -r[1], -r[2]);
+        }
+      }
+
+      if (want_gamma && core->grader->has_element(mu_i)) {
+        const int width = core->grader->element(mu_i).n_proj;
+        if ((int) res.projections.size() != width)
+          throw std::runtime_error("an atom of element " + core->potential->elements()[mu_i] + " has " +
+                                   std::to_string(res.projections.size()) +
+                                   " projections, the active set expects " + std::to_string(width));
+        core->proj[mu_i].insert(core->proj[mu_i].end(), res.projections.begin(), res.projections.end());
+        core->atoms[mu_i].push_back(i);
+      }
+    }
+    if (want_gamma) compute_gamma();
+  } catch (std::exception &e) {
+    error->one(FLERR, "pair_style aceuq: {}", e.what());
+  }
+
+  if (vflag_fdotr) virial_fdotr_compute();
+}
+
+/* grade the projections collected during compute(), one batch per element */
+
+void PairACEUQ::compute_gamma()
+{
+  for (int mu = 0; mu < (int) core->atoms.size(); mu++) {
+    const auto &idx = core->atoms[mu];
+    const int n = (int) idx.size();
+    if (n == 0) continue;
+    const int width = core->grader->element(mu).n_proj;
+    core->gamma_buf.resize(n);
+    core->cluster_buf.resize(n);
+    core->grader->grade(mu, n, core->proj[mu].data(), width, core->gamma_buf.data(),
+                        core->cluster_buf.data());
+    for (int k = 0; k < n; k++) {
+      gamma[idx[k]] = core->gamma_buf[k];
+      cluster[idx[k]] = core->cluster_buf[k];
+    }
+  }
+}
+
+/* ---------------------------------------------------------------------- */
+
+void PairACEUQ::settings(int narg, char **arg)
+{
+  int iarg = 0;
+  while (iarg < narg) {
+    if (strcmp(arg[iarg], "assign") == 0) {
+      if (iarg + 2 > narg)
+        error->all(FLERR, "pair_style aceuq: keyword 'assign' needs a value: nearest or min");
+      if (strcmp(arg[iarg + 1], "nearest") == 0)
+        core->assign = aceuq::Assign::Nearest;
+      else if (strcmp(arg[iarg + 1], "min") == 0)
+        core->assign = aceuq::Assign::Min;
+      else
+        error->all(FLERR, "pair_style aceuq: unknown value '{}' for assign (expected nearest or min)",
+                   arg[iarg + 1]);
+      iarg += 2;
+    } else {
+      error->all(FLERR, "pair_style aceuq: unknown keyword '{}' (known: assign nearest|min)", arg[iarg]);
+    }
+  }
+  if (core->grader) core->grader->set_assign(core->assign);
+}
+
+/* ---------------------------------------------------------------------- */
+
+void PairACEUQ::allocate()
+{
+  allocated = 1;
+  const int n = atom->ntypes;
+  memory->create(setflag, n + 1, n + 1, "pair:setflag");
+  memory->create(cutsq, n + 1, n + 1, "pair:cutsq");
+  map = new int[n + 1];
+  for (int i = 0; i <= n; i++) {
+    map[i] = -1;
+    for (int j = 0; j <= n; j++) setflag[i][j] = 0;
+  }
+}
+
+void PairACEUQ::check_units()
+{
+  if (strcmp(update->unit_style, "metal") != 0)
+    error->all(FLERR,
+               "pair_style aceuq requires 'units metal' (ACE potentials use eV and Angstrom), not "
+               "'units {}'",
+               update->unit_style);
+}
+
+void PairACEUQ::coeff(int narg, char **arg)
+{
+  if (!allocated) allocate();
+  check_units();
+
+  const int ntypes = atom->ntypes;
+  if (narg != 3 + ntypes && narg != 4 + ntypes)
+    error->all(FLERR,
+               "pair_coeff for pair_style aceuq: expected '* * POTENTIAL.yaml [ACTIVESET.asi|.casi] "
+               "El1 ... El{}' (one element or NULL for each of the {} atom types), got {} arguments",
+               ntypes, ntypes, narg);
+  if (strcmp(arg[0], "*") != 0 || strcmp(arg[1], "*") != 0)
+    error->all(FLERR, "pair_coeff for pair_style aceuq must start with '* *' (one call maps all atom types)");
+
+  const std::string pot_path = arg[2];
+  const bool has_active_set = narg == 4 + ntypes;
+  char **elements_arg = arg + narg - ntypes;
+
+  try {
+    core->potential = aceuq::Potential::load(pot_path);
+  } catch (const aceuq::InputError &e) {
+    error->all(FLERR, "pair_style aceuq: {}", e.what());
+  } catch (const std::exception &e) {
+    error->all(FLERR, "pair_style aceuq: cannot read potential '{}': {}", pot_path, e.what());
+  }
+  core->evaluator = std::make_unique<aceuq::AtomEvaluator>(core->potential);
+  core->grader.reset();
+
+  const int nel = core->potential->nelements();
+  core->rcutsq.assign((size_t) nel * nel, 0.0);
+  for (int a = 0; a < nel; a++)
+    for (int b = 0; b < nel; b++) {
+      const double rc = core->potential->cutoff(a, b);
+      core->rcutsq[a * nel + b] = rc * rc;
+    }
+
+  for (int t = 1; t <= ntypes; t++) {
+    const char *el = elements_arg[t - 1];
+    if (strcmp(el, "NULL") == 0) {
+      map[t] = -1;
+      continue;
+    }
+    map[t] = core->potential->element_index(el);
+    if (map[t] < 0)
+      error->all(FLERR, "pair_style aceuq: element '{}' (atom type {}) is not in potential '{}' (elements: {})",
+                 el, t, pot_path, core->element_list());
+  }
+
+  if (has_active_set) {
+    const std::string as_path = arg[3];
+    try {
+      core->grader = aceuq::Grader::load(as_path, *core->potential);
+    } catch (const aceuq::InputError &e) {
+      error->all(FLERR, "pair_style aceuq: {}", e.what());
+    } catch (const std::exception &e) {
+      error->all(FLERR, "pair_style aceuq: cannot read active set '{}': {}", as_path, e.what());
+    }
+    core->grader->set_assign(core->assign);
+  }
+
+  int count = 0;
+  for (int i = 1; i <= ntypes; i++)
+    for (int j = i; j <= ntypes; j++) {
+      setflag[i][j] = setflag[j][i] = (map[i] >= 0 && map[j] >= 0) ? 1 : 0;
+      count += setflag[i][j];
+    }
+  if (count == 0)
+    error->all(FLERR, "pair_coeff for pair_style aceuq maps no atom type to an element (all NULL)");
+
+  if (comm->me == 0)
+    utils::logmesg(lmp, "pair_style aceuq: potential {} (elements: {}){}\n", pot_path,
+                   core->element_list(),
+                   has_active_set ? std::string(", active set ") + arg[3] : std::string());
+}
+
+/* ---------------------------------------------------------------------- */
+
+void PairACEUQ::init_style()
+{
+  check_units();
+  if (!core->potential) error->all(FLERR, "pair_style aceuq: no potential (pair_coeff missing)");
+  // A full list visits each pair from both sides and puts forces on ghost atoms, which only
+  // reach their owners through the reverse communication that newton pair on performs.
+  if (force->newton_pair == 0)
+    error->all(FLERR, "pair_style aceuq requires 'newton on' (newton pair on): it puts forces on "
+                      "ghost atoms from a full neighbour list");
+  neighbor->add_request(this, NeighConst::REQ_FULL);
+}
+
+double PairACEUQ::init_one(int i, int j)
+{
+  if (map[i] < 0 || map[j] < 0) return 0.0;
+  const double rij = core->potential->cutoff(map[i], map[j]);
+  const double rji = core->potential->cutoff(map[j], map[i]);
+  return rij > rji ? rij : rji;
+}
+
+/* ---------------------------------------------------------------------- */
+
+void PairACEUQ::grow_peratom()
+{
+  if (atom->nmax > nmax_peratom) {
+    nmax_peratom = atom->nmax;
+    memory->grow(gamma, nmax_peratom, "pair:aceuq:gamma");
+    memory->grow(cluster, nmax_peratom, "pair:aceuq:cluster");
+  }
+}
+
+// The protocol of fix pair: it sets *extract("gamma_flag") to 1 before the force computation on
+// the steps it wants gamma, then reads extract_peratom("gamma").
+void *PairACEUQ::extract(const char *name, int &dim)
+{
+  dim = 0;
+  if (strcmp(name, "gamma_flag") == 0) return (void *) &gamma_flag;
+  return nullptr;
+}
+
+void *PairACEUQ::extract_peratom(const char *name, int &ncol)
+{
+  ncol = 0;
+  if (strcmp(name, "gamma") == 0) return (void *) gamma;
+  if (strcmp(name, "cluster") == 0) return (void *) cluster;
+  return nullptr;
+}
+
+double PairACEUQ::memory_usage()
+{
+  return Pair::memory_usage() + 2.0 * nmax_peratom * sizeof(double);
+}

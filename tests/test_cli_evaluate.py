@@ -1,0 +1,53 @@
+"""`aceuq evaluate` end to end: extxyz and pacemaker pickles in, extxyz with results out."""
+import os
+
+import numpy as np
+import pytest
+from ase.io import read, write
+
+import aceuq
+from aceuq.cli.main import main
+from structures import rattled_bulk, cluster
+
+pytest.importorskip("pyace")
+
+
+def test_evaluate_extxyz_and_pickle(make_pot, tmp_path):
+    import pandas as pd
+
+    path = make_pot("CuAl_sbessel")
+    frames = [rattled_bulk(["Cu", "Al"], seed=s) for s in range(3)] + [cluster(["Cu", "Al"])]
+    xyz = tmp_path / "in.extxyz"
+    write(xyz, frames[:2])
+    pkl = tmp_path / "in.pkl.gzip"
+    pd.DataFrame({"ase_atoms": frames[2:], "energy_corrected": [0.0, 0.0],
+                  "forces": [np.zeros((len(a), 3)) for a in frames[2:]]}).to_pickle(pkl, compression="gzip")
+    out = tmp_path / "out" / "evaluated.extxyz"
+    assert main(["evaluate", path, str(xyz), str(pkl), "-o", str(out), "--no-progress"]) == 0
+    got = read(out, ":")
+    assert len(got) == 4
+    pot = aceuq.Potential(path)
+    inputs = read(xyz, ":") + frames[2:]  # what the CLI saw (extxyz rounds positions)
+    for a, g in zip(inputs, got):
+        assert g.get_chemical_symbols() == a.get_chemical_symbols()
+        ref = pot.evaluate(a)
+        assert g.get_potential_energy() == pytest.approx(ref.energy, rel=1e-12)
+        # extxyz stores per-atom values with 8 decimals
+        np.testing.assert_allclose(g.get_forces(), ref.forces, atol=1e-7)
+        np.testing.assert_allclose(g.get_potential_energies(), ref.energies, atol=1e-7)
+        if a.pbc.all():
+            np.testing.assert_allclose(g.get_stress(), ref.stress, atol=1e-7)
+    assert not [f for f in os.listdir(out.parent) if f.startswith(".aceuq-")], "temporary file left behind"
+
+
+def test_evaluate_reports_bad_input(make_pot, tmp_path, capsys):
+    path = make_pot("CuAl_sbessel")
+    assert main(["evaluate", path, str(tmp_path / "missing.extxyz"), "-o", str(tmp_path / "o.extxyz")]) == 1
+    assert "missing.extxyz" in capsys.readouterr().err
+    bad = tmp_path / "garbage.extxyz"
+    bad.write_text("3\nnot a header\nCu 0 0\n")
+    assert main(["evaluate", path, str(bad), "-o", str(tmp_path / "o.extxyz")]) == 1
+    assert "garbage.extxyz" in capsys.readouterr().err
+    assert main(["evaluate", str(tmp_path / "nope.yaml"), str(bad), "-o", str(tmp_path / "o.extxyz")]) == 1
+    assert "nope.yaml" in capsys.readouterr().err
+    assert not (tmp_path / "o.extxyz").exists()
