@@ -249,3 +249,25 @@ def test_function_order_equals_pyace_on_a_large_basis(tmp_path):
     ours = pot.projections(frames)
     for mu, el in enumerate(pot.elements):
         np.testing.assert_allclose(ours[el].values, ref[mu], rtol=0, atol=1e-9 * np.abs(ref[mu]).max())
+
+
+@pytest.mark.parametrize("name", ["Cu_fs2", "CuAl_sbessel"])
+def test_ensemble_members_equal_separate_evaluations(make_pot, name):
+    """Members evaluated together (shared neighbours, A and B) equal each member on its own."""
+    pot = aceuq.Potential(make_pot(name))
+    atoms = rattled_bulk(SPECS[name].elements, seed=11)
+    rng = np.random.default_rng(0)
+    base = {el: pot.coefficients(el) for el in pot.elements}
+    members = [{el: c * (1 + 0.1 * rng.normal(size=c.shape)) for el, c in base.items()} for _ in range(3)]
+    together = pot.evaluate_ensemble(atoms, members)
+    for k, member in enumerate(members):
+        for el, c in member.items():
+            pot.set_coefficients(el, c)
+        alone = pot.evaluate(atoms)
+        assert together["energy"][k] == pytest.approx(alone.energy, rel=1e-13)
+        np.testing.assert_allclose(together["energies"][k], alone.energies, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(together["forces"][k], alone.forces, rtol=1e-12, atol=1e-12)
+    for el, c in base.items():
+        pot.set_coefficients(el, c)
+    with pytest.raises(aceuq.InputError, match="coefficients of shape"):
+        pot.evaluate_ensemble(atoms, [{el: c[:-1] for el, c in base.items()}])

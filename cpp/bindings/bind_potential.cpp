@@ -91,5 +91,44 @@ void bind_potential(py::module_& m) {
                  return d;
              },
              py::arg("positions"), py::arg("cell"), py::arg("pbc"), py::arg("types"), py::arg("forces") = true,
-             py::arg("projections") = "none");
+             py::arg("projections") = "none")
+        .def("evaluate_members",
+             [](AtomEvaluator& ev, py::array_t<double, py::array::c_style | py::array::forcecast> positions,
+                py::array_t<double, py::array::c_style | py::array::forcecast> cell, std::vector<bool> pbc,
+                py::array_t<int, py::array::c_style | py::array::forcecast> types,
+                const std::vector<std::vector<std::vector<double>>>& members, bool forces) {
+                 const int n = int(types.size());
+                 if (positions.ndim() != 2 || positions.shape(0) != n || positions.shape(1) != 3)
+                     throw std::invalid_argument("positions must have shape (n_atoms, 3)");
+                 if (cell.size() != 9) throw std::invalid_argument("cell must be 3x3");
+                 if (pbc.size() != 3) throw std::invalid_argument("pbc must have 3 entries");
+                 bool pb[3] = {pbc[0], pbc[1], pbc[2]};
+                 std::vector<StructureResult> r;
+                 {
+                     py::gil_scoped_release nogil;
+                     r = evaluate_structure_members(ev, n, positions.data(), cell.data(), pb, types.data(), forces,
+                                                    members);
+                 }
+                 const py::ssize_t M = py::ssize_t(r.size());
+                 py::array_t<double> energy({M}), energies({M, py::ssize_t(n)});
+                 py::array_t<double> f({M, py::ssize_t(n), py::ssize_t(3)}), vir({M, py::ssize_t(3), py::ssize_t(3)});
+                 for (py::ssize_t k = 0; k < M; ++k) {
+                     energy.mutable_at(k) = r[k].energy;
+                     std::memcpy(energies.mutable_data(k), r[k].energies.data(), n * sizeof(double));
+                     if (forces) {
+                         std::memcpy(f.mutable_data(k), r[k].forces.data(), 3 * n * sizeof(double));
+                         std::memcpy(vir.mutable_data(k), r[k].virial.data(), 9 * sizeof(double));
+                     }
+                 }
+                 py::dict d;
+                 d["energy"] = energy;
+                 d["energies"] = energies;
+                 if (forces) {
+                     d["forces"] = f;
+                     d["virial"] = vir;
+                 }
+                 return d;
+             },
+             py::arg("positions"), py::arg("cell"), py::arg("pbc"), py::arg("types"), py::arg("members"),
+             py::arg("forces") = true);
 }

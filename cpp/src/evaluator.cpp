@@ -89,7 +89,9 @@ struct AtomEvaluator::Scratch {
     std::vector<cdouble> WR, WD;        // [nlm_half]: sum_n W R_nl and sum_n W dR_nl
     std::vector<double> A1, W1;         // [ne][nradbase]
     std::vector<cdouble> dB;            // per factor of the current element
-    std::vector<double> B;              // per higher function
+    std::vector<double> b;              // basis values (linear projections) of the current atom
+    int nneigh = 0, nk = 0, nearest = -1;   // neighbours passed, within the cutoff; ZBL nearest
+    double rho_core = 0, d_nearest = 0;
     // per neighbour caches
     std::vector<int> nb_mu, nb_index;
     std::vector<double> nb_r, nb_rhat, nb_R, nb_dR, nb_dg, nb_dcr;
@@ -158,9 +160,32 @@ void AtomEvaluator::compute(int mu_i, int nneigh, const int* mu_j, const double*
     Scratch& s = *s_;
     if (mu_i < 0 || mu_i >= s.ne) throw std::invalid_argument("AtomEvaluator: bad central element index");
     if (s.coefficients_version != p.coefficients_version()) s.load_coefficients(p);
+    prepare(mu_i, nneigh, mu_j, rij, need_forces);
     const ElementPlan& ep = s.plans[mu_i];
-    const int nd = ep.ndensity;
+    finish(mu_i, ep.r1_coeff.data(), ep.f_coeff.data(), need_forces, mode, out);
+}
+
+void AtomEvaluator::compute_members(int mu_i, int nneigh, const int* mu_j, const double* rij, bool need_forces,
+                                    const std::vector<const double*>& member_coeffs, std::vector<AtomResult>& out) {
+    Scratch& s = *s_;
+    if (mu_i < 0 || mu_i >= s.ne) throw std::invalid_argument("AtomEvaluator: bad central element index");
+    prepare(mu_i, nneigh, mu_j, rij, need_forces);
+    const ElementPlan& ep = s.plans[mu_i];
+    out.resize(member_coeffs.size());
+    for (size_t k = 0; k < member_coeffs.size(); ++k) {
+        const double* c = member_coeffs[k];
+        finish(mu_i, c, c + size_t(ep.n_rank1) * ep.ndensity, need_forces, ProjectionMode::None, out[k]);
+    }
+}
+
+// Everything that does not depend on the expansion coefficients: neighbour caches, A, B and
+// the partial products dB.
+void AtomEvaluator::prepare(int mu_i, int nneigh, const int* mu_j, const double* rij, bool need_forces) {
+    const Potential& p = *pot_;
+    Scratch& s = *s_;
+    const ElementPlan& ep = s.plans[mu_i];
     const bool zbl = p.inner_cutoff_type() == "zbl";
+    s.nneigh = nneigh;
 
     std::fill(s.A.begin(), s.A.end(), 0.0);
     std::fill(s.A1.begin(), s.A1.end(), 0.0);
@@ -176,9 +201,12 @@ void AtomEvaluator::compute(int mu_i, int nneigh, const int* mu_j, const double*
     s.nb_dg.resize(size_t(nneigh) * s.nradbase);
     s.nb_dcr.resize(nneigh);
 
-    double rho_core = 0;
-    int nearest = -1;
-    double d_nearest = p.cutoff_max();
+    double& rho_core = s.rho_core;
+    int& nearest = s.nearest;
+    double& d_nearest = s.d_nearest;
+    rho_core = 0;
+    nearest = -1;
+    d_nearest = p.cutoff_max();
     int k = 0;  // neighbours within the cutoff
     for (int jj = 0; jj < nneigh; ++jj) {
         const int mj = mu_j[jj];
@@ -232,7 +260,7 @@ void AtomEvaluator::compute(int mu_i, int nneigh, const int* mu_j, const double*
         s.nb_dcr[k] = s.rv.dcr;
         ++k;
     }
-    const int nk = k;
+    s.nk = k;
 
     // A(l,-m) = (-1)^m conj(A(l,m))
     for (int mu = 0; mu < s.ne; ++mu)
@@ -243,20 +271,10 @@ void AtomEvaluator::compute(int mu_i, int nneigh, const int* mu_j, const double*
                     A[l * l + l - m] = (m % 2 ? -1.0 : 1.0) * std::conj(A[l * l + l + m]);
         }
 
-    // ---- energy: densities from B = Re(sum_c g_c prod_t A) ----
-    std::fill(s.rho.begin(), s.rho.end(), 0.0);
-    const int nf = ep.n_rank1 + ep.n_higher;
-    const bool want_proj = mode != ProjectionMode::None;
-    std::vector<double>& proj = out.projections;
-    if (want_proj)
-        proj.assign(mode == ProjectionMode::Full ? size_t(nf) * nd : size_t(nf), 0.0);
-    for (int f = 0; f < ep.n_rank1; ++f) {
-        const double a = s.A1[ep.r1_index[f]];
-        if (want_proj) proj[f] = a;
-        for (int q = 0; q < nd; ++q) s.rho[q] += ep.r1_coeff[f * nd + q] * a;
-    }
+    // ---- basis values b (rank 1: A1; higher: B = Re(sum_c g_c prod_t A)) ----
+    s.b.resize(size_t(ep.n_rank1) + ep.n_higher);
+    for (int f = 0; f < ep.n_rank1; ++f) s.b[f] = s.A1[ep.r1_index[f]];
     s.dB.resize(ep.factors.size());
-    s.B.resize(ep.n_higher);
     for (int f = 0; f < ep.n_higher; ++f) {
         const int rank = ep.f_rank[f];
         double Bf = 0;
@@ -280,10 +298,30 @@ void AtomEvaluator::compute(int mu_i, int nneigh, const int* mu_j, const double*
             }
             Bf += ep.t_cg[t] * prod.real();
         }
-        s.B[f] = Bf;
-        if (want_proj) proj[ep.n_rank1 + f] = Bf;
-        for (int q = 0; q < nd; ++q) s.rho[q] += ep.f_coeff[f * nd + q] * Bf;
+        s.b[ep.n_rank1 + f] = Bf;
     }
+}
+
+// Energy, projections and forces of one coefficient set (r1: rank-1 functions, f: higher ones;
+// [function][density]) from what prepare() left.
+void AtomEvaluator::finish(int mu_i, const double* r1_coeff, const double* f_coeff, bool need_forces,
+                           ProjectionMode mode, AtomResult& out) {
+    const Potential& p = *pot_;
+    Scratch& s = *s_;
+    const ElementPlan& ep = s.plans[mu_i];
+    const int nd = ep.ndensity;
+    const bool zbl = p.inner_cutoff_type() == "zbl";
+    const int nneigh = s.nneigh, nk = s.nk, nearest = s.nearest;
+    const double rho_core = s.rho_core, d_nearest = s.d_nearest;
+    const size_t nfr = s.nfr, nlm = s.nlm_half;
+    const int nf = ep.n_rank1 + ep.n_higher;
+    std::fill(s.rho.begin(), s.rho.end(), 0.0);
+    for (int f = 0; f < ep.n_rank1; ++f)
+        for (int q = 0; q < nd; ++q) s.rho[q] += r1_coeff[f * nd + q] * s.b[f];
+    for (int f = 0; f < ep.n_higher; ++f)
+        for (int q = 0; q < nd; ++q) s.rho[q] += f_coeff[f * nd + q] * s.b[ep.n_rank1 + f];
+    std::vector<double>& proj = out.projections;
+    if (mode == ProjectionMode::Linear) proj.assign(s.b.begin(), s.b.end());
 
     const Embedding& emb = p.embedding(mu_i);
     double e_emb = 0;
@@ -296,9 +334,11 @@ void AtomEvaluator::compute(int mu_i, int nneigh, const int* mu_j, const double*
         e_emb += emb.parameters[2 * q] * F;
         s.dF[q] = emb.parameters[2 * q] * dF;
     }
-    if (mode == ProjectionMode::Full)  // dE/dc, density-major
-        for (int q = nd - 1; q >= 0; --q)
-            for (int f = 0; f < nf; ++f) proj[size_t(q) * nf + f] = s.dF[q] * proj[f];
+    if (mode == ProjectionMode::Full) {  // dE/dc, density-major
+        proj.resize(size_t(nf) * nd);
+        for (int q = 0; q < nd; ++q)
+            for (int f = 0; f < nf; ++f) proj[size_t(q) * nf + f] = s.dF[q] * s.b[f];
+    }
 
     double fcut, dfcut, dE_drho_core, dE_dfcut = 0;
     if (zbl) {
@@ -335,12 +375,12 @@ void AtomEvaluator::compute(int mu_i, int nneigh, const int* mu_j, const double*
     std::fill(s.W1.begin(), s.W1.end(), 0.0);
     for (int f = 0; f < ep.n_rank1; ++f) {
         double w = 0;
-        for (int q = 0; q < nd; ++q) w += s.dF[q] * ep.r1_coeff[f * nd + q];
+        for (int q = 0; q < nd; ++q) w += s.dF[q] * r1_coeff[f * nd + q];
         s.W1[ep.r1_index[f]] += w;
     }
     for (int f = 0; f < ep.n_higher; ++f) {
         double theta = 0;
-        for (int q = 0; q < nd; ++q) theta += s.dF[q] * ep.f_coeff[f * nd + q];
+        for (int q = 0; q < nd; ++q) theta += s.dF[q] * f_coeff[f * nd + q];
         if (theta == 0) continue;
         const int rank = ep.f_rank[f];
         for (int t = ep.f_term_begin[f]; t < ep.f_term_begin[f + 1]; ++t) {
@@ -405,19 +445,50 @@ void AtomEvaluator::compute(int mu_i, int nneigh, const int* mu_j, const double*
     }
 }
 
-StructureResult evaluate_structure(AtomEvaluator& ev, int n, const double* positions, const double* cell,
-                                   const bool* pbc, const int* types, bool need_forces, ProjectionMode mode) {
-    const Potential& p = ev.potential();
+namespace {
+
+void check_types(const Potential& p, int n, const int* types) {
     for (int i = 0; i < n; ++i)
         if (types[i] < 0 || types[i] >= p.nelements())
             throw std::invalid_argument("evaluate_structure: atom " + std::to_string(i) + " has no element of the potential");
-    NeighborList nl = build_neighbor_list(n, positions, cell, pbc, p.cutoff_max());
+}
+
+StructureResult empty_result(int n, bool need_forces) {
     StructureResult res;
     res.energies.assign(n, 0.0);
     if (need_forces) {
         res.forces.assign(size_t(3) * n, 0.0);
         res.virial.assign(9, 0.0);
     }
+    return res;
+}
+
+// Adds atom i's energy and its pair forces / virial to res.
+void accumulate(StructureResult& res, int i, const AtomResult& ar, const NeighborList& nl, bool need_forces) {
+    res.energies[i] = ar.energy;
+    res.energy += ar.energy;
+    if (!need_forces) return;
+    const long b = nl.offsets[i], e = nl.offsets[i + 1];
+    for (long q = b; q < e; ++q) {
+        const double* g = &ar.dE_drij[3 * (q - b)];
+        const int j = nl.index[q];
+        const double* d = &nl.dvec[3 * q];
+        for (int c = 0; c < 3; ++c) {
+            res.forces[3 * i + c] += g[c];
+            res.forces[3 * j + c] -= g[c];
+            for (int c2 = 0; c2 < 3; ++c2) res.virial[3 * c + c2] += d[c] * g[c2];
+        }
+    }
+}
+
+}  // namespace
+
+StructureResult evaluate_structure(AtomEvaluator& ev, int n, const double* positions, const double* cell,
+                                   const bool* pbc, const int* types, bool need_forces, ProjectionMode mode) {
+    const Potential& p = ev.potential();
+    check_types(p, n, types);
+    NeighborList nl = build_neighbor_list(n, positions, cell, pbc, p.cutoff_max());
+    StructureResult res = empty_result(n, need_forces);
     if (mode != ProjectionMode::None) {
         int width = 0;
         for (int mu = 0; mu < p.nelements(); ++mu)
@@ -429,27 +500,44 @@ StructureResult evaluate_structure(AtomEvaluator& ev, int n, const double* posit
     std::vector<int> mu_j;
     for (int i = 0; i < n; ++i) {
         const long b = nl.offsets[i], e = nl.offsets[i + 1];
-        const int nn = int(e - b);
-        mu_j.resize(nn);
-        for (int q = 0; q < nn; ++q) mu_j[q] = types[nl.index[b + q]];
-        ev.compute(types[i], nn, mu_j.data(), nl.dvec.data() + 3 * b, need_forces, mode, ar);
-        res.energies[i] = ar.energy;
-        res.energy += ar.energy;
-        if (need_forces) {
-            for (int q = 0; q < nn; ++q) {
-                const double* g = &ar.dE_drij[3 * q];
-                const int j = nl.index[b + q];
-                const double* d = &nl.dvec[3 * (b + q)];
-                for (int c = 0; c < 3; ++c) {
-                    res.forces[3 * i + c] += g[c];
-                    res.forces[3 * j + c] -= g[c];
-                    for (int c2 = 0; c2 < 3; ++c2) res.virial[3 * c + c2] += d[c] * g[c2];
-                }
-            }
-        }
+        mu_j.resize(e - b);
+        for (long q = b; q < e; ++q) mu_j[q - b] = types[nl.index[q]];
+        ev.compute(types[i], int(e - b), mu_j.data(), nl.dvec.data() + 3 * b, need_forces, mode, ar);
+        accumulate(res, i, ar, nl, need_forces);
         if (mode != ProjectionMode::None)
             std::copy(ar.projections.begin(), ar.projections.end(),
                       res.projections.begin() + size_t(i) * res.projection_width);
+    }
+    return res;
+}
+
+std::vector<StructureResult> evaluate_structure_members(AtomEvaluator& ev, int n, const double* positions,
+                                                        const double* cell, const bool* pbc, const int* types,
+                                                        bool need_forces,
+                                                        const std::vector<std::vector<std::vector<double>>>& members) {
+    const Potential& p = ev.potential();
+    check_types(p, n, types);
+    for (size_t k = 0; k < members.size(); ++k) {
+        if (int(members[k].size()) != p.nelements())
+            throw std::invalid_argument("member " + std::to_string(k) + ": need coefficients for every element");
+        for (int mu = 0; mu < p.nelements(); ++mu)
+            if (int(members[k][mu].size()) != p.n_functions(mu) * p.embedding(mu).ndensity)
+                throw std::invalid_argument("member " + std::to_string(k) + ", element " + p.elements()[mu] +
+                                            ": expected " + std::to_string(p.n_functions(mu) * p.embedding(mu).ndensity) +
+                                            " coefficients");
+    }
+    NeighborList nl = build_neighbor_list(n, positions, cell, pbc, p.cutoff_max());
+    std::vector<StructureResult> res(members.size(), empty_result(n, need_forces));
+    std::vector<AtomResult> ar;
+    std::vector<int> mu_j;
+    std::vector<const double*> coeffs(members.size());
+    for (int i = 0; i < n; ++i) {
+        const long b = nl.offsets[i], e = nl.offsets[i + 1];
+        mu_j.resize(e - b);
+        for (long q = b; q < e; ++q) mu_j[q - b] = types[nl.index[q]];
+        for (size_t k = 0; k < members.size(); ++k) coeffs[k] = members[k][types[i]].data();
+        ev.compute_members(types[i], int(e - b), mu_j.data(), nl.dvec.data() + 3 * b, need_forces, coeffs, ar);
+        for (size_t k = 0; k < members.size(); ++k) accumulate(res[k], i, ar[k], nl, need_forces);
     }
     return res;
 }

@@ -118,6 +118,35 @@ class Potential:
             res.projections = out["projections"]
         return res
 
+    def evaluate_ensemble(self, atoms: Atoms, members: Sequence[Dict[str, np.ndarray]], forces: bool = True
+                          ) -> Dict[str, np.ndarray]:
+        """Evaluate several coefficient sets that share this potential's basis (ensemble members).
+
+        members: one {element: (n_functions, ndensity) coefficients} per member. Neighbours, the
+        atomic base A and the basis values B are computed once for all members.
+        Returns {"energy": (M,), "energies": (M, n_atoms), "forces": (M, n_atoms, 3), "virial": (M, 3, 3)}.
+        """
+        coeffs = []
+        for k, member in enumerate(members):
+            row = []
+            for el in self.elements:
+                if el not in member:
+                    raise InputError(f"ensemble member {k} has no coefficients for element {el}")
+                c = np.asarray(member[el], dtype=float)
+                expected = (self.n_functions(el), self.ndensity(el))
+                if c.shape != expected:
+                    raise InputError(f"ensemble member {k}, element {el}: coefficients of shape {c.shape}, "
+                                     f"the basis of '{self.path}' needs {expected}")
+                row.append(c.ravel())
+            coeffs.append(row)
+        positions = np.ascontiguousarray(atoms.get_positions(), dtype=float)
+        if not np.all(np.isfinite(positions)):
+            raise InputError("structure has non-finite (NaN or inf) positions")
+        return self._ev.evaluate_members(
+            positions, np.ascontiguousarray(atoms.cell.array, dtype=float), [bool(p) for p in atoms.pbc],
+            self.types_of(atoms), coeffs, forces,
+        )
+
     def projections(self, structures: Iterable[Atoms], mode: str = "linear", progress: bool = False
                     ) -> Dict[str, "ElementProjections"]:
         """Projections of every atom of every structure, grouped by element.

@@ -31,7 +31,17 @@ public:
     void compute(int mu_i, int nneigh, const int* mu_j, const double* rij, bool need_forces,
                  ProjectionMode mode, AtomResult& out);
 
+    // The same atom for several coefficient sets that share this potential's basis (ensemble
+    // members): neighbours, A and B are computed once. member_coeffs[k] points to the
+    // n_functions(mu_i) * ndensity coefficients of member k, function-major (as
+    // Potential::coefficients). out[k] gets energy and dE_drij.
+    void compute_members(int mu_i, int nneigh, const int* mu_j, const double* rij, bool need_forces,
+                         const std::vector<const double*>& member_coeffs, std::vector<AtomResult>& out);
+
 private:
+    void prepare(int mu_i, int nneigh, const int* mu_j, const double* rij, bool need_forces);
+    void finish(int mu_i, const double* r1_coeff, const double* f_coeff, bool need_forces, ProjectionMode mode,
+                AtomResult& out);
     std::shared_ptr<const Potential> pot_;
     struct Scratch;
     std::shared_ptr<Scratch> s_;
@@ -51,5 +61,12 @@ struct StructureResult {
 StructureResult evaluate_structure(AtomEvaluator& ev, int n, const double* positions, const double* cell,
                                    const bool* pbc, const int* types, bool need_forces,
                                    ProjectionMode mode);
+
+// Several coefficient sets sharing the potential's basis (ensemble members), one neighbour list:
+// members[k][mu] holds the n_functions(mu) * ndensity coefficients of member k for element mu.
+std::vector<StructureResult> evaluate_structure_members(AtomEvaluator& ev, int n, const double* positions,
+                                                        const double* cell, const bool* pbc, const int* types,
+                                                        bool need_forces,
+                                                        const std::vector<std::vector<std::vector<double>>>& members);
 
 }  // namespace aceuq
