@@ -20,6 +20,20 @@ ProjectionMode parse_mode(const std::string& s) {
     throw std::invalid_argument("projections must be 'none', 'linear' or 'full', got '" + s + "'");
 }
 
+using CArray = py::array_t<double, py::array::c_style | py::array::forcecast>;
+
+// Checks the structure arrays shared by the evaluate calls; returns the number of atoms.
+int check_structure(const CArray& positions, const CArray& cell, const std::vector<bool>& pbc,
+                    const py::array_t<int, py::array::c_style | py::array::forcecast>& types, bool pb[3]) {
+    const int n = int(types.size());
+    if (positions.ndim() != 2 || positions.shape(0) != n || positions.shape(1) != 3)
+        throw std::invalid_argument("positions must have shape (n_atoms, 3)");
+    if (cell.size() != 9) throw std::invalid_argument("cell must be 3x3");
+    if (pbc.size() != 3) throw std::invalid_argument("pbc must have 3 entries");
+    for (int c = 0; c < 3; ++c) pb[c] = pbc[c];
+    return n;
+}
+
 template <class T>
 py::array_t<T> to_array(const std::vector<T>& v, std::vector<py::ssize_t> shape) {
     py::array_t<T> a(shape);
@@ -67,12 +81,8 @@ void bind_potential(py::module_& m) {
                 py::array_t<double, py::array::c_style | py::array::forcecast> cell, std::vector<bool> pbc,
                 py::array_t<int, py::array::c_style | py::array::forcecast> types, bool forces,
                 const std::string& projections) {
-                 const int n = int(types.size());
-                 if (positions.ndim() != 2 || positions.shape(0) != n || positions.shape(1) != 3)
-                     throw std::invalid_argument("positions must have shape (n_atoms, 3)");
-                 if (cell.size() != 9) throw std::invalid_argument("cell must be 3x3");
-                 if (pbc.size() != 3) throw std::invalid_argument("pbc must have 3 entries");
-                 bool pb[3] = {pbc[0], pbc[1], pbc[2]};
+                 bool pb[3];
+                 const int n = check_structure(positions, cell, pbc, types, pb);
                  const ProjectionMode mode = parse_mode(projections);
                  StructureResult r;
                  {
@@ -97,12 +107,8 @@ void bind_potential(py::module_& m) {
                 py::array_t<double, py::array::c_style | py::array::forcecast> cell, std::vector<bool> pbc,
                 py::array_t<int, py::array::c_style | py::array::forcecast> types,
                 const std::vector<std::vector<std::vector<double>>>& members, bool forces) {
-                 const int n = int(types.size());
-                 if (positions.ndim() != 2 || positions.shape(0) != n || positions.shape(1) != 3)
-                     throw std::invalid_argument("positions must have shape (n_atoms, 3)");
-                 if (cell.size() != 9) throw std::invalid_argument("cell must be 3x3");
-                 if (pbc.size() != 3) throw std::invalid_argument("pbc must have 3 entries");
-                 bool pb[3] = {pbc[0], pbc[1], pbc[2]};
+                 bool pb[3];
+                 const int n = check_structure(positions, cell, pbc, types, pb);
                  std::vector<StructureResult> r;
                  {
                      py::gil_scoped_release nogil;

@@ -11,23 +11,6 @@ namespace {
 
 using cdouble = std::complex<double>;
 
-// Smooth step from 1 (x <= x_in - delta) to 0 (x >= x_in): the polynomial the reference uses
-// for inner cutoffs, so that energies match it exactly.
-void poly_cutoff(double x, double x_in, double delta, double& f, double& df) {
-    if (x <= x_in - delta) {
-        f = 1;
-        df = 0;
-    } else if (x >= x_in) {
-        f = 0;
-        df = 0;
-    } else {
-        const double t = 1 - 2 * (1 + (x - x_in) / delta);
-        const double t2 = t * t;
-        f = 0.5 + 3.75 * (t / 4 - t * t2 / 6 + t * t2 * t2 / 20);
-        df = -7.5 / delta * (0.25 - t2 / 2 + t2 * t2 / 4);
-    }
-}
-
 // Finnis-Sinclair embedding terms F(rho) and dF/drho.
 void embed_fs(double rho, double m, double& F, double& dF) {
     const double w = 1e6;

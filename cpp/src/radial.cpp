@@ -42,26 +42,6 @@ InnerCutoff parse_inner_cutoff(const std::string& name) {
                                 "'; expected density, distance or zbl");
 }
 
-// Smooth step falling from 1 at r_in - delta_in to 0 at r_in (quintic in the scaled coordinate).
-void poly_cutoff(double r, double r_in, double delta_in, double& fc, double& dfc) {
-    if (r <= r_in - delta_in) {
-        fc = 1;
-        dfc = 0;
-    } else if (r >= r_in) {
-        fc = 0;
-        dfc = 0;
-    } else {
-        // x = 1 - 2 (1 + (r - r_in) / delta_in), running from 1 to -1 across the window;
-        // fc = 1/2 + 15/8 (x - 2x^3/3 + x^5/5). Terms grouped as the reference binary computes
-        // them, so the spline nodes agree bit for bit.
-        double x = ((r_in - r) / delta_in - 1.0) * 2.0 + 1.0;
-        double x2 = x * x;
-        double x4 = x2 * x2;
-        fc = ((0.05 * x4 + 0.25) * x - (x * (1.0 / 6.0)) * x2) * 3.75 + 0.5;
-        dfc = ((x4 * 0.25 - x2 * 0.5) + 0.25) * (-7.5 / delta_in);
-    }
-}
-
 // Chebyshev polynomials T_0..T_n at x and dT_m/dx = m U_{m-1}(x).
 void chebyshev(int n, double x, std::vector<double>& t, std::vector<double>& dt) {
     std::vector<double> u(n + 1);
@@ -119,6 +99,27 @@ std::tuple<double, double, double> zbl_pair(double r, double a) {
 }
 
 }  // namespace
+
+// Smooth step falling from 1 at r_in - delta_in to 0 at r_in (quintic in the scaled coordinate).
+void poly_cutoff(double r, double r_in, double delta_in, double& fc, double& dfc) {
+    if (r <= r_in - delta_in) {
+        fc = 1;
+        dfc = 0;
+    } else if (r >= r_in) {
+        fc = 0;
+        dfc = 0;
+    } else {
+        // x = 1 - 2 (1 + (r - r_in) / delta_in), running from 1 to -1 across the window;
+        // fc = 1/2 + 15/8 (x - 2x^3/3 + x^5/5). Terms grouped as the reference binary computes
+        // them, so the spline nodes agree bit for bit.
+        double x = ((r_in - r) / delta_in - 1.0) * 2.0 + 1.0;
+        double x2 = x * x;
+        double x4 = x2 * x2;
+        fc = ((0.05 * x4 + 0.25) * x - (x * (1.0 / 6.0)) * x2) * 3.75 + 0.5;
+        dfc = ((x4 * 0.25 - x2 * 0.5) + 0.25) * (-7.5 / delta_in);
+    }
+}
+
 
 RadialTable::RadialTable(const BondSpec& spec, double delta_spline_bins, int nradbase, int nradmax,
                          int lmax)

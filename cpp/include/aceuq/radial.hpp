@@ -25,6 +25,10 @@ struct BondSpec {
 enum class RadialBase { ChebExpCos, ChebPow, ChebLinear, SBessel, Zero };
 enum class InnerCutoff { Density, Distance, Zbl };
 
+// Smooth step falling from 1 at x <= x_in - delta to 0 at x >= x_in (the reference's quintic,
+// used for inner cutoffs in distance and in core density); fc and dfc/dx.
+void poly_cutoff(double x, double x_in, double delta, double& fc, double& dfc);
+
 // Output of one evaluation; arrays are sized by the table's (padded) dimensions.
 struct RadialValues {
     std::vector<double> gr, dgr;   // [nradbase]
