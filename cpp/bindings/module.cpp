@@ -7,6 +7,7 @@ void bind_potential(py::module_& m);
 void bind_radial(py::module_& m);
 void bind_angular(py::module_& m);
 void bind_neighbors(py::module_& m);
+void bind_grader(py::module_& m);
 
 PYBIND11_MODULE(_core, m) {
     m.doc() = "aceuq compiled core: ACE potentials, evaluation, projections";
@@ -14,4 +15,5 @@ PYBIND11_MODULE(_core, m) {
     bind_radial(m);
     bind_angular(m);
     bind_neighbors(m);
+    bind_grader(m);
 }

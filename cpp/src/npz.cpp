@@ -5,6 +5,7 @@
 
 #include <zlib.h>
 
+#include <algorithm>
 #include <cctype>
 #include <cstring>
 #include <fstream>
@@ -35,7 +36,6 @@ constexpr std::uint32_t kZip64EndSig = 0x06064b50, kZip64LocatorSig = 0x07064b50
 struct HeaderParser {
     const std::string& s;
     std::size_t i = 0;
-    std::string err;  // set on failure
 
     void ws() { while (i < s.size() && std::isspace((unsigned char)s[i])) ++i; }
     bool eat(char c) { ws(); if (i < s.size() && s[i] == c) { ++i; return true; } return false; }
@@ -175,7 +175,7 @@ NpyArray parse_npy(const std::string& path, const std::string& name, const unsig
 
 std::vector<unsigned char> inflate_raw(const unsigned char* src, std::size_t csize, std::size_t usize,
                                        const std::string& path, const std::string& name) {
-    std::vector<unsigned char> out(usize);
+    std::vector<unsigned char> out(usize ? usize : 1);  // zlib wants a valid pointer even for 0 bytes
     z_stream zs;
     std::memset(&zs, 0, sizeof zs);
     if (inflateInit2(&zs, -15) != Z_OK) fail(path, "zlib initialisation failed");
@@ -185,9 +185,10 @@ std::vector<unsigned char> inflate_raw(const unsigned char* src, std::size_t csi
     zs.avail_out = uInt(usize);
     const int rc = inflate(&zs, Z_FINISH);
     const std::size_t got = zs.total_out;
+    const std::string msg = zs.msg ? std::string(" (") + zs.msg + ")" : "";
     inflateEnd(&zs);
-    if (rc != Z_STREAM_END || got != usize)
-        fail(path, "entry '" + name + "': corrupt deflate data" + (zs.msg ? std::string(" (") + zs.msg + ")" : ""));
+    if (rc != Z_STREAM_END || got != usize) fail(path, "entry '" + name + "': corrupt or truncated deflate data" + msg);
+    out.resize(usize);
     return out;
 }
 

@@ -45,6 +45,18 @@ private:
     bool full_ = false;
     Assign assign_ = Assign::Nearest;
     std::vector<ElementActiveSet> sets_;  // by potential element index; empty inv: not graded
+
+    // Kernel-ready copies: matrices with columns padded to a multiple of the kernel's tile width
+    // (zero columns change no product and no max |.|).
+    struct Packed {
+        int n_pad = 0;                         // inv columns
+        int dim_pad = 0;                       // transform columns
+        std::vector<std::vector<double>> inv;  // k x [n_proj][n_pad]
+        std::vector<double> components_t;      // [n_proj][dim_pad]: components^T
+    };
+    std::vector<Packed> packed_;
+    void pack(int mu);
+    void assign_nearest(int mu, int n, const double* proj, int stride, int* cluster) const;
 };
 
 }  // namespace aceuq

@@ -1,0 +1,572 @@
+// Extrapolation grade against global (.asi) and clustered (.casi) active sets.
+#include "aceuq/grader.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <limits>
+#include <set>
+#include <sstream>
+#include <stdexcept>
+
+#include "aceuq/npz.hpp"
+
+namespace aceuq {
+
+namespace {
+
+// ============================ a small JSON reader (for the .casi meta entry) ============================
+
+struct Json {
+    enum Type { Null, Bool, Number, String, Array, Object } type = Null;
+    bool b = false;
+    double num = 0;
+    std::string str;
+    std::vector<Json> arr;
+    std::vector<std::pair<std::string, Json>> obj;
+
+    const Json* get(const std::string& key) const {
+        for (const auto& kv : obj)
+            if (kv.first == key) return &kv.second;
+        return nullptr;
+    }
+};
+
+class JsonParser {
+public:
+    explicit JsonParser(const std::string& s) : s_(s) {}
+    Json parse() {
+        Json v = value(0);
+        ws();
+        if (i_ != s_.size()) error("trailing characters");
+        return v;
+    }
+
+private:
+    const std::string& s_;
+    std::size_t i_ = 0;
+
+    [[noreturn]] void error(const std::string& what) const {
+        throw std::runtime_error(what + " at offset " + std::to_string(i_));
+    }
+    void ws() { while (i_ < s_.size() && (s_[i_] == ' ' || s_[i_] == '\t' || s_[i_] == '\n' || s_[i_] == '\r')) ++i_; }
+    char peek() { ws(); return i_ < s_.size() ? s_[i_] : '\0'; }
+    void expect(char c) {
+        if (peek() != c) error(std::string("expected '") + c + "'");
+        ++i_;
+    }
+    bool literal(const char* w) {
+        const std::size_t n = std::strlen(w);
+        if (s_.compare(i_, n, w) != 0) return false;
+        i_ += n;
+        return true;
+    }
+
+    Json value(int depth) {
+        if (depth > 64) error("nesting too deep");
+        Json v;
+        const char c = peek();
+        if (c == '{') {
+            v.type = Json::Object;
+            ++i_;
+            if (peek() == '}') { ++i_; return v; }
+            for (;;) {
+                if (peek() != '"') error("expected a string key");
+                std::string key = string();
+                expect(':');
+                v.obj.emplace_back(std::move(key), value(depth + 1));
+                if (peek() == ',') { ++i_; continue; }
+                expect('}');
+                return v;
+            }
+        }
+        if (c == '[') {
+            v.type = Json::Array;
+            ++i_;
+            if (peek() == ']') { ++i_; return v; }
+            for (;;) {
+                v.arr.push_back(value(depth + 1));
+                if (peek() == ',') { ++i_; continue; }
+                expect(']');
+                return v;
+            }
+        }
+        if (c == '"') { v.type = Json::String; v.str = string(); return v; }
+        if (literal("true")) { v.type = Json::Bool; v.b = true; return v; }
+        if (literal("false")) { v.type = Json::Bool; return v; }
+        if (literal("null")) return v;
+        if (c == '-' || (c >= '0' && c <= '9')) { v.type = Json::Number; v.num = number(); return v; }
+        error("unexpected character");
+    }
+
+    double number() {
+        const std::size_t start = i_;
+        if (s_[i_] == '-') ++i_;
+        auto digits = [&] {
+            const std::size_t d0 = i_;
+            while (i_ < s_.size() && s_[i_] >= '0' && s_[i_] <= '9') ++i_;
+            if (i_ == d0) error("malformed number");
+        };
+        digits();
+        if (i_ < s_.size() && s_[i_] == '.') { ++i_; digits(); }
+        if (i_ < s_.size() && (s_[i_] == 'e' || s_[i_] == 'E')) {
+            ++i_;
+            if (i_ < s_.size() && (s_[i_] == '+' || s_[i_] == '-')) ++i_;
+            digits();
+        }
+        return std::strtod(s_.substr(start, i_ - start).c_str(), nullptr);
+    }
+
+    unsigned hex4() {
+        if (i_ + 4 > s_.size()) error("truncated \\u escape");
+        unsigned v = 0;
+        for (int k = 0; k < 4; ++k) {
+            const char h = s_[i_++];
+            v <<= 4;
+            if (h >= '0' && h <= '9') v |= unsigned(h - '0');
+            else if (h >= 'a' && h <= 'f') v |= unsigned(h - 'a' + 10);
+            else if (h >= 'A' && h <= 'F') v |= unsigned(h - 'A' + 10);
+            else error("malformed \\u escape");
+        }
+        return v;
+    }
+
+    std::string string() {
+        expect('"');
+        std::string out;
+        for (;;) {
+            if (i_ >= s_.size()) error("unterminated string");
+            const char c = s_[i_++];
+            if (c == '"') return out;
+            if ((unsigned char)c < 0x20) error("control character in string");
+            if (c != '\\') { out += c; continue; }
+            if (i_ >= s_.size()) error("unterminated string");
+            const char e = s_[i_++];
+            switch (e) {
+                case '"': out += '"'; break;
+                case '\\': out += '\\'; break;
+                case '/': out += '/'; break;
+                case 'b': out += '\b'; break;
+                case 'f': out += '\f'; break;
+                case 'n': out += '\n'; break;
+                case 'r': out += '\r'; break;
+                case 't': out += '\t'; break;
+                case 'u': {
+                    unsigned cp = hex4();
+                    if (cp >= 0xD800 && cp < 0xDC00) {
+                        if (!literal("\\u")) error("lone surrogate");
+                        const unsigned lo = hex4();
+                        if (lo < 0xDC00 || lo >= 0xE000) error("lone surrogate");
+                        cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+                    }
+                    if (cp < 0x80) out += char(cp);
+                    else if (cp < 0x800) { out += char(0xC0 | (cp >> 6)); out += char(0x80 | (cp & 0x3F)); }
+                    else if (cp < 0x10000) {
+                        out += char(0xE0 | (cp >> 12)); out += char(0x80 | ((cp >> 6) & 0x3F)); out += char(0x80 | (cp & 0x3F));
+                    } else {
+                        out += char(0xF0 | (cp >> 18)); out += char(0x80 | ((cp >> 12) & 0x3F));
+                        out += char(0x80 | ((cp >> 6) & 0x3F)); out += char(0x80 | (cp & 0x3F));
+                    }
+                    break;
+                }
+                default: error("unknown escape");
+            }
+        }
+    }
+};
+
+// ============================ kernels ============================
+//
+// C[rows][m] = Z[rows][n] . M[n][m] over blocks of kBlock atoms. Rows are packed in groups of kRows,
+// k-major within a group, so the micro kernel broadcasts kRows contiguous values and multiplies
+// them into kCols contiguous columns of M: a kRows x kCols accumulator tile the compiler keeps in
+// vector registers. j tiles are the outer loop so one n x kCols column panel of M stays in L1
+// while all row groups of the block pass over it.
+
+constexpr int kRows = 4;
+constexpr int kCols = 8;
+constexpr int kBlock = 64;
+
+int pad_cols(int m) { return (m + kCols - 1) / kCols * kCols; }
+
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && __GNUC__ >= 11 && defined(__linux__)
+// one portable build, AVX2/FMA or AVX-512 where the CPU has it (resolved once at load time)
+#define ACEUQ_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define ACEUQ_CLONES
+#endif
+
+ACEUQ_CLONES
+void block_product(const double* __restrict panel, int groups, int n, const double* __restrict M, int mpad,
+                   double* __restrict C) {
+    for (int j0 = 0; j0 < mpad; j0 += kCols) {
+        for (int g = 0; g < groups; ++g) {
+            const double* P = panel + std::size_t(g) * n * kRows;
+            double acc[kRows][kCols] = {};
+            for (int k = 0; k < n; ++k) {
+                const double* a = M + std::size_t(k) * mpad + j0;
+                const double* p = P + std::size_t(k) * kRows;
+                for (int r = 0; r < kRows; ++r)
+                    for (int c = 0; c < kCols; ++c) acc[r][c] += p[r] * a[c];
+            }
+            for (int r = 0; r < kRows; ++r)
+                for (int c = 0; c < kCols; ++c) C[std::size_t(g * kRows + r) * mpad + j0 + c] = acc[r][c];
+        }
+    }
+}
+
+// Runs C = Z . M over `count` rows of proj (row t is proj[(idx ? idx[t] : t) * stride]), with
+// Z = (b - mean) / scale when mean is given, else Z = b; calls epilogue(t, C row) per row.
+template <class Epilogue>
+void product_rows(const double* M, int n, int mpad, int count, const double* proj, int stride, const int* idx,
+                  const double* mean, const double* scale, Epilogue&& epilogue) {
+    std::vector<double> panel(std::size_t(kBlock) * n), C(std::size_t(kBlock) * mpad);
+    for (int b0 = 0; b0 < count; b0 += kBlock) {
+        const int rows = std::min(kBlock, count - b0);
+        const int groups = (rows + kRows - 1) / kRows;
+        for (int t = 0; t < groups * kRows; ++t) {
+            double* dst = panel.data() + std::size_t(t / kRows) * n * kRows + (t % kRows);
+            if (t >= rows) {
+                for (int k = 0; k < n; ++k) dst[std::size_t(k) * kRows] = 0.0;
+                continue;
+            }
+            const long row = idx ? idx[b0 + t] : b0 + t;
+            const double* src = proj + std::size_t(row) * std::size_t(stride);
+            if (mean)
+                for (int k = 0; k < n; ++k) dst[std::size_t(k) * kRows] = (src[k] - mean[k]) / scale[k];
+            else
+                for (int k = 0; k < n; ++k) dst[std::size_t(k) * kRows] = src[k];
+        }
+        block_product(panel.data(), groups, n, M, mpad, C.data());
+        for (int t = 0; t < rows; ++t) epilogue(b0 + t, C.data() + std::size_t(t) * mpad);
+    }
+}
+
+double max_abs(const double* c, int m) {
+    double g = 0.0;
+    for (int j = 0; j < m; ++j) {
+        const double v = std::fabs(c[j]);
+        g = (v > g || v != v) ? v : g;  // NaN propagates: a broken projection must not look safe
+    }
+    return g;
+}
+
+// gamma of rows against one (padded) inverse
+void gamma_rows(const std::vector<double>& inv, int n, int npad, int count, const double* proj, int stride,
+                const int* idx, double* gamma) {
+    product_rows(inv.data(), n, npad, count, proj, stride, idx, nullptr, nullptr,
+                 [&](int t, const double* c) { gamma[t] = max_abs(c, n); });
+}
+
+// ============================ loading ============================
+
+std::string join(const std::vector<std::string>& v) {
+    std::string s;
+    for (const auto& x : v) s += (s.empty() ? "" : ", ") + x;
+    return s;
+}
+
+std::string shape_str(const std::vector<std::size_t>& shape) {
+    std::string s = "(";
+    for (std::size_t k = 0; k < shape.size(); ++k) s += (k ? ", " : "") + std::to_string(shape[k]);
+    return s + (shape.size() == 1 ? ",)" : ")");
+}
+
+struct Loader {
+    std::string path;
+    const Potential& pot;
+    std::map<std::string, NpyArray> npz;
+
+    [[noreturn]] void fail(const std::string& what) const {
+        throw InputError("active set '" + path + "': " + what);
+    }
+
+    // Numeric array of exactly `shape`, all finite, as doubles in C order.
+    std::vector<double> numbers(const std::string& key, const std::vector<std::size_t>& shape) const {
+        const NpyArray& a = npz.at(key);
+        const char kind = a.dtype.size() > 1 ? a.dtype[1] : '?';
+        if (kind != 'f' && kind != 'i' && kind != 'u') fail("array '" + key + "' has non-numeric dtype '" + a.dtype + "'");
+        if (a.shape != shape)
+            fail("array '" + key + "' has shape " + shape_str(a.shape) + ", expected " + shape_str(shape));
+        std::vector<double> v = a.as_double();
+        for (double x : v)
+            if (!std::isfinite(x)) fail("array '" + key + "' contains NaN or infinite values");
+        return v;
+    }
+
+    // A square matrix; returns its width.
+    std::size_t square_width(const std::string& key) const {
+        const NpyArray& a = npz.at(key);
+        if (a.shape.size() != 2 || a.shape[0] != a.shape[1] || a.shape[0] == 0)
+            fail("array '" + key + "' has shape " + shape_str(a.shape) + ", expected a non-empty square matrix");
+        return a.shape[0];
+    }
+
+    void check_elements(const std::set<std::string>& present, const std::string& what) const {
+        std::vector<std::string> missing, unknown;
+        for (const auto& el : pot.elements())
+            if (!present.count(el)) missing.push_back(el);
+        for (const auto& el : present)
+            if (pot.element_index(el) < 0) unknown.push_back(el);
+        if (!unknown.empty())
+            fail(what + " element(s) " + join(unknown) + " that the potential '" + pot.path() + "' does not have (it has " +
+                 join(pot.elements()) + ")");
+        if (!missing.empty())
+            fail("no active set for element(s) " + join(missing) + " of the potential '" + pot.path() + "'");
+    }
+};
+
+}  // namespace
+
+void Grader::pack(int mu) {
+    const ElementActiveSet& s = sets_[mu];
+    Packed& p = packed_[mu];
+    const int n = s.n_proj;
+    p.n_pad = pad_cols(n);
+    p.inv.assign(s.k, std::vector<double>(std::size_t(n) * p.n_pad, 0.0));
+    for (int c = 0; c < s.k; ++c)
+        for (int i = 0; i < n; ++i)
+            std::copy_n(s.inv[c].data() + std::size_t(i) * n, n, p.inv[c].data() + std::size_t(i) * p.n_pad);
+    p.dim_pad = s.dim ? pad_cols(s.dim) : 0;
+    p.components_t.assign(std::size_t(n) * p.dim_pad, 0.0);
+    for (int d = 0; d < s.dim; ++d)
+        for (int k = 0; k < n; ++k) p.components_t[std::size_t(k) * p.dim_pad + d] = s.components[std::size_t(d) * n + k];
+}
+
+std::shared_ptr<Grader> Grader::load(const std::string& path, const Potential& potential) {
+    Loader L{path, potential, read_npz(path)};
+    auto g = std::make_shared<Grader>();
+    const int nel = potential.nelements();
+    g->sets_.assign(nel, ElementActiveSet{});
+    g->packed_.assign(nel, Packed{});
+
+    auto width_of = [&](int mu, bool full) {
+        return potential.n_functions(mu) * (full ? potential.embedding(mu).ndensity : 1);
+    };
+
+    auto meta_it = L.npz.find("meta");
+    if (meta_it == L.npz.end()) {
+        // ---- pacemaker .asi: one square inverse per element, keyed by element name ----
+        std::set<std::string> present;
+        for (const auto& kv : L.npz) present.insert(kv.first);
+        L.check_elements(present, "has arrays for");
+        int decided = -1;  // 0 linear, 1 full
+        for (int mu = 0; mu < nel; ++mu) {
+            const std::string& el = potential.elements()[mu];
+            const std::size_t w = L.square_width(el);
+            const int nf = width_of(mu, false), nfull = width_of(mu, true);
+            int full;
+            if (w == std::size_t(nf)) full = 0;  // ndensity 1: both coincide, and both mean linear (as pyace)
+            else if (w == std::size_t(nfull)) full = 1;
+            else
+                L.fail("array '" + el + "' is " + std::to_string(w) + "x" + std::to_string(w) + ", expected " +
+                       std::to_string(nf) + " (linear) or " + std::to_string(nfull) + " (full) for element " + el +
+                       " of the potential '" + potential.path() + "'; built for another potential?");
+            if (decided >= 0 && decided != full)
+                L.fail("elements disagree on linear vs full projections (array widths)");
+            decided = full;
+        }
+        g->full_ = decided == 1;
+        for (int mu = 0; mu < nel; ++mu) {
+            const std::string& el = potential.elements()[mu];
+            ElementActiveSet& s = g->sets_[mu];
+            s.n_proj = width_of(mu, g->full_);
+            s.k = 1;
+            s.inv.push_back(L.numbers(el, {std::size_t(s.n_proj), std::size_t(s.n_proj)}));
+            g->pack(mu);
+        }
+        return g;
+    }
+
+    // ---- aceuq .casi ----
+    Json meta;
+    {
+        const NpyArray& m = meta_it->second;
+        if (m.shape.size() > 1 || (m.dtype != "|u1" && (m.dtype.size() < 2 || m.dtype[1] != 'S')))
+            L.fail("entry 'meta' must be a 1-D uint8 array of UTF-8 JSON text");
+        try {
+            meta = JsonParser(m.as_text()).parse();
+        } catch (const std::runtime_error& e) {
+            L.fail(std::string("entry 'meta' is not valid JSON: ") + e.what());
+        }
+    }
+    if (meta.type != Json::Object) L.fail("entry 'meta' is not a JSON object");
+    auto str_field = [&](const char* key, bool required) -> std::string {
+        const Json* v = meta.get(key);
+        if (!v) {
+            if (required) L.fail(std::string("meta lacks '") + key + "'");
+            return {};
+        }
+        if (v->type != Json::String) L.fail(std::string("meta '") + key + "' is not a string");
+        return v->str;
+    };
+    auto int_map = [&](const char* key) {
+        std::map<std::string, long> out;
+        const Json* v = meta.get(key);
+        if (!v) return out;
+        if (v->type != Json::Object) L.fail(std::string("meta '") + key + "' is not an object");
+        for (const auto& kv : v->obj) {
+            if (kv.second.type != Json::Number || kv.second.num != std::floor(kv.second.num) || kv.second.num < 0 ||
+                kv.second.num > 1e9)
+                L.fail(std::string("meta '") + key + "' of " + kv.first + " is not a non-negative integer");
+            out[kv.first] = long(kv.second.num);
+        }
+        return out;
+    };
+
+    if (str_field("format", true) != "aceuq.casi") L.fail("meta 'format' is not 'aceuq.casi'");
+    {
+        const Json* v = meta.get("version");
+        if (!v || v->type != Json::Number) L.fail("meta lacks a numeric 'version'");
+        if (v->num != 1) L.fail("unsupported .casi version " + std::to_string(v->num) + " (this aceuq reads version 1)");
+    }
+    const std::string fp = str_field("fingerprint", true);
+    if (fp != potential.basis_fingerprint())
+        L.fail("built for another potential (basis fingerprint " + fp + ", potential '" + potential.path() + "' has " +
+               potential.basis_fingerprint() + ")");
+    const std::string mode = str_field("mode", true);
+    if (mode != "linear" && mode != "full") L.fail("meta 'mode' must be 'linear' or 'full', got '" + mode + "'");
+    g->full_ = mode == "full";
+    const std::string assign = str_field("assign", false);
+    if (assign == "min") g->assign_ = Assign::Min;
+    else if (assign.empty() || assign == "nearest") g->assign_ = Assign::Nearest;
+    else L.fail("meta 'assign' must be 'nearest' or 'min', got '" + assign + "'");
+
+    std::set<std::string> meta_elements;
+    {
+        const Json* v = meta.get("elements");
+        if (!v || v->type != Json::Array) L.fail("meta lacks an 'elements' list");
+        for (const auto& e : v->arr) {
+            if (e.type != Json::String) L.fail("meta 'elements' holds a non-string");
+            meta_elements.insert(e.str);
+        }
+    }
+    L.check_elements(meta_elements, "lists");
+    const auto clusters = int_map("clusters");
+    const auto n_projections = int_map("n_projections");
+
+    // every array must belong to a known element and be one of the known parts
+    std::map<std::string, std::set<long>> inv_ids;
+    for (const auto& kv : L.npz) {
+        const std::string& key = kv.first;
+        if (key == "meta") continue;
+        const auto slash = key.find('/');
+        const std::string el = key.substr(0, slash);
+        if (slash == std::string::npos || potential.element_index(el) < 0)
+            L.fail("unexpected array '" + key + "' (not an element of the potential '" + potential.path() + "')");
+        const std::string part = key.substr(slash + 1);
+        if (part == "centers" || part == "mean" || part == "scale" || part == "components") continue;
+        if (part.compare(0, 4, "inv/") == 0 && part.size() > 4 && part.size() < 10 &&
+            part.find_first_not_of("0123456789", 4) == std::string::npos) {
+            inv_ids[el].insert(std::stol(part.substr(4)));
+            continue;
+        }
+        L.fail("unexpected array '" + key + "'");
+    }
+
+    for (int mu = 0; mu < nel; ++mu) {
+        const std::string& el = potential.elements()[mu];
+        ElementActiveSet& s = g->sets_[mu];
+        s.n_proj = width_of(mu, g->full_);
+        const std::size_t n = std::size_t(s.n_proj);
+        auto np_it = n_projections.find(el);
+        if (np_it != n_projections.end() && np_it->second != s.n_proj)
+            L.fail("meta gives " + std::to_string(np_it->second) + " projections for " + el + ", the potential has " +
+                   std::to_string(s.n_proj) + " (" + mode + "); built for another potential?");
+        const auto& ids = inv_ids[el];
+        auto cl_it = clusters.find(el);
+        const long k = cl_it != clusters.end() ? cl_it->second : long(ids.size());
+        if (k < 1) L.fail("element " + el + " has no inverse (expected arrays '" + el + "/inv/0' ...)");
+        for (long c = 0; c < k; ++c)
+            if (!ids.count(c)) L.fail("array '" + el + "/inv/" + std::to_string(c) + "' is missing (" + std::to_string(k) + " clusters)");
+        if (long(ids.size()) != k)
+            L.fail("element " + el + " has " + std::to_string(ids.size()) + " inverses but meta says " + std::to_string(k) + " clusters");
+        s.k = int(k);
+        for (long c = 0; c < k; ++c) {
+            const std::string key = el + "/inv/" + std::to_string(c);
+            if (L.square_width(key) != n)
+                L.fail("array '" + key + "' has width " + std::to_string(L.square_width(key)) + ", expected " +
+                       std::to_string(n) + " (" + mode + " projections of " + el + ")");
+            s.inv.push_back(L.numbers(key, {n, n}));
+        }
+
+        const char* parts[] = {"centers", "mean", "scale", "components"};
+        int have = 0;
+        for (const char* p : parts) have += L.npz.count(el + "/" + p) ? 1 : 0;
+        if (have == 0 && k == 1) { g->pack(mu); continue; }
+        if (have != 4)
+            L.fail("element " + el + " needs '" + el + "/centers', '/mean', '/scale' and '/components' (" + std::to_string(k) +
+                   " clusters)");
+        const NpyArray& comp = L.npz.at(el + "/components");
+        if (comp.shape.size() != 2 || comp.shape[0] == 0)
+            L.fail("array '" + el + "/components' has shape " + shape_str(comp.shape) + ", expected (dim, " +
+                   std::to_string(n) + ")");
+        const std::size_t dim = comp.shape[0];
+        s.dim = int(dim);
+        s.components = L.numbers(el + "/components", {dim, n});
+        s.centers = L.numbers(el + "/centers", {std::size_t(k), dim});
+        s.mean = L.numbers(el + "/mean", {n});
+        s.scale = L.numbers(el + "/scale", {n});
+        for (double x : s.scale)
+            if (x == 0.0) L.fail("array '" + el + "/scale' contains zeros");
+        g->pack(mu);
+    }
+    return g;
+}
+
+void Grader::assign_nearest(int mu, int n, const double* proj, int stride, int* cluster) const {
+    const ElementActiveSet& s = sets_[mu];
+    const Packed& p = packed_[mu];
+    const int dim = s.dim, k = s.k;
+    product_rows(p.components_t.data(), s.n_proj, p.dim_pad, n, proj, stride, nullptr, s.mean.data(), s.scale.data(),
+                 [&](int t, const double* z) {
+                     int best = 0;
+                     double best_d = std::numeric_limits<double>::infinity();
+                     for (int c = 0; c < k; ++c) {
+                         const double* ctr = s.centers.data() + std::size_t(c) * dim;
+                         double d2 = 0.0;
+                         for (int d = 0; d < dim; ++d) d2 += (z[d] - ctr[d]) * (z[d] - ctr[d]);
+                         if (d2 < best_d) { best_d = d2; best = c; }
+                     }
+                     cluster[t] = best;
+                 });
+}
+
+void Grader::grade(int mu, int n, const double* proj, int stride, double* gamma, int* cluster) const {
+    if (!has_element(mu)) throw std::out_of_range("Grader::grade: no active set for element index " + std::to_string(mu));
+    const ElementActiveSet& s = sets_[mu];
+    const Packed& p = packed_[mu];
+    if (n <= 0) return;
+    if (stride < s.n_proj) throw std::invalid_argument("Grader::grade: row stride smaller than the projection width");
+    if (s.k == 1) {
+        gamma_rows(p.inv[0], s.n_proj, p.n_pad, n, proj, stride, nullptr, gamma);
+        std::fill_n(cluster, n, 0);
+        return;
+    }
+    if (assign_ == Assign::Nearest) {
+        assign_nearest(mu, n, proj, stride, cluster);
+        std::vector<std::vector<int>> members(s.k);
+        for (int i = 0; i < n; ++i) members[cluster[i]].push_back(i);
+        std::vector<double> g;
+        for (int c = 0; c < s.k; ++c) {
+            const auto& idx = members[c];
+            if (idx.empty()) continue;
+            g.resize(idx.size());
+            gamma_rows(p.inv[c], s.n_proj, p.n_pad, int(idx.size()), proj, stride, idx.data(), g.data());
+            for (std::size_t t = 0; t < idx.size(); ++t) gamma[idx[t]] = g[t];
+        }
+        return;
+    }
+    // Min: grade under every cluster, keep the smallest (first on ties)
+    gamma_rows(p.inv[0], s.n_proj, p.n_pad, n, proj, stride, nullptr, gamma);
+    std::fill_n(cluster, n, 0);
+    std::vector<double> g(n);
+    for (int c = 1; c < s.k; ++c) {
+        gamma_rows(p.inv[c], s.n_proj, p.n_pad, n, proj, stride, nullptr, g.data());
+        for (int i = 0; i < n; ++i)
+            if (g[i] < gamma[i]) { gamma[i] = g[i]; cluster[i] = c; }
+    }
+}
+
+}  // namespace aceuq

@@ -1,0 +1,459 @@
+"""Extrapolation grade (aceuq._core.Grader) against pyace, the .npz reader, bad input, clusters."""
+import json
+import os
+import zipfile
+
+import numpy as np
+import pytest
+
+import aceuq
+from aceuq import _core
+from potentials import SPECS, emt_training_set
+from structures import all_structures
+
+pyace = pytest.importorskip("pyace")
+
+
+# ---------------------------------------------------------------- helpers
+
+def pyace_projections(path, frames, full):
+    """{species index: rows} as pyace computes them. Linear: pyace.activelearning's own
+    compute_B_projections. Full: dE/dc, which pyace 0.4.0rc1 fills only once a non-linear
+    active set is loaded (compute_B_projections(is_full=True) returns zeros), so an identity
+    one is loaded first."""
+    from pyace import ACEBBasisSet
+    from pyace.activelearning import compute_B_projections, compute_number_of_functions
+    from pyace.atomicenvironment import aseatoms_to_atomicenvironment
+    from pyace.calculator import ACECalculator
+    from pyace.evaluator import ACEBEvaluator
+
+    bb = ACEBBasisSet(path)
+    if not full:
+        ref = compute_B_projections(bb, frames)
+        return ref[0] if isinstance(ref, tuple) else ref
+    ev = ACEBEvaluator(bb)
+    nfun = compute_number_of_functions(bb)
+    identity = path + ".identity.asi"
+    with open(identity, "wb") as fh:
+        np.savez(fh, **{el: np.eye(nfun[mu] * bb.map_embedding_specifications[mu].ndensity)
+                        for el, mu in bb.elements_to_index_map.items()})
+    ev.load_active_set(identity, False, False)
+    calc = ACECalculator(ev)
+    rows = {}
+    for atoms in frames:
+        ae = aseatoms_to_atomicenvironment(atoms, cutoff=bb.cutoffmax, elements_mapper_dict=bb.elements_to_index_map)
+        calc.compute(ae, compute_projections=True)
+        for i, mu in enumerate(ae.species_type[: ae.n_atoms_real]):
+            rows.setdefault(mu, []).append(np.reshape(calc.dE_dc[i], -1))
+    return {mu: np.array(v) for mu, v in rows.items()}
+
+
+def pyace_asi(pot_path, folder, full, seed=7, n_frames=16):
+    """An active-set inverse file built by pyace itself (MaxVol, pinv, save_active_inverse_set);
+    named as pacemaker names them (.asi, .asi.nonlinear)."""
+    from pyace import ACEBBasisSet
+    from pyace.activelearning import compute_A_active_inverse, compute_active_set, save_active_inverse_set
+
+    frames = emt_training_set(list(ACEBBasisSet(pot_path).elements_name), n=n_frames, seed=seed)
+    proj = pyace_projections(pot_path, frames, full)
+    active = compute_active_set(proj)
+    active = active[0] if isinstance(active, tuple) else active
+    inverse = compute_A_active_inverse(active)
+    name = os.path.splitext(os.path.basename(pot_path))[0] + (".asi.nonlinear" if full else ".asi")
+    out = os.path.join(folder, name)
+    save_active_inverse_set(out, inverse, elements_name=list(ACEBBasisSet(pot_path).elements_name))
+    return out
+
+
+def grade_structures(pot, grader, frames, mode):
+    """Per structure, our per-atom gamma (graded per element in one batch)."""
+    gamma = [np.full(len(a), np.nan) for a in frames]
+    proj = pot.projections(frames, mode=mode)
+    for el, p in proj.items():
+        if len(p.values) == 0:
+            continue
+        g, c = grader.grade(pot._pot.element_index(el), p.values)
+        assert np.all(c == 0)
+        for s, i, v in zip(p.structure, p.atom, g):
+            gamma[s][i] = v
+    return gamma
+
+
+def pyace_gamma(pot_path, asi_path, atoms):
+    from pyace import PyACECalculator
+
+    a = atoms.copy()
+    calc = PyACECalculator(pot_path)
+    calc.set_active_set(asi_path)
+    a.calc = calc
+    a.get_potential_energy()
+    return np.array(calc.results["gamma"])
+
+
+def grading_frames(elements):
+    frames = list(all_structures(elements).values())
+    return frames + emt_training_set(elements, n=2, seed=99)
+
+
+# ---------------------------------------------------------------- (a) against pyace
+
+def gamma_tolerance(inverse):
+    """Relative tolerance for gamma from two implementations whose projections agree to rounding.
+
+    gamma is invariant to rescaling the basis functions, so what amplifies the rounding of the
+    projections is the condition number of the active-set matrix with its columns normalised.
+    Well-conditioned sets (the multi-element potentials here, ~1e7) get the 1e-8 of DESIGN.md;
+    Cu_fs2's single-element fcc active sets are near-singular (~1e9 linear, ~1e11 full), and there
+    pyace disagrees with itself at 1e-7 (PyACECalculator's neighbour order vs compute_B_projections')."""
+    active = np.linalg.pinv(inverse)
+    scaled = active / np.abs(active).max(axis=0)
+    return max(1e-8, 1e-15 * np.linalg.cond(scaled))
+
+
+@pytest.mark.parametrize("name,mode", [
+    ("CuAl_sbessel", "linear"),
+    ("CuAlNi_chebexpcos", "linear"),
+    ("Cu_fs2", "linear"),
+    ("Cu_fs2", "full"),
+])
+def test_gamma_matches_pyace(make_pot, tmp_path, name, mode):
+    pot_path = make_pot(name)
+    asi = pyace_asi(pot_path, str(tmp_path), full=(mode == "full"))
+    pot = aceuq.Potential(pot_path)
+    grader = _core.Grader(asi, pot._pot)
+    assert grader.full == (mode == "full")
+    assert grader.assign == "nearest"
+    inverses = dict(np.load(asi))
+    for mu, el in enumerate(pot.elements):
+        assert grader.n_clusters(mu) == 1
+        assert grader.n_projections(mu) == pot.n_projections(el, mode)
+    frames = grading_frames(SPECS[name].elements)
+
+    # the kernel alone: same projections, numpy's product
+    proj = pot.projections(frames, mode=mode)
+    for mu, el in enumerate(pot.elements):
+        b = proj[el].values
+        rtol = max(1e-10, 0.1 * gamma_tolerance(inverses[el]) - 1e-9)  # summation order only
+        np.testing.assert_allclose(grader.grade(mu, b)[0], np.abs(b @ inverses[el]).max(axis=1), rtol=rtol)
+
+    # end to end against pyace's calculator
+    rtol = max(gamma_tolerance(inverses[el]) for el in pot.elements)
+    if name != "Cu_fs2":
+        assert rtol == 1e-8
+    ours = grade_structures(pot, grader, frames, mode)
+    seen_extrapolation = False
+    for atoms, g in zip(frames, ours):
+        ref = pyace_gamma(pot_path, asi, atoms)
+        np.testing.assert_allclose(g, ref, rtol=rtol, atol=1e-12)
+        seen_extrapolation |= ref.max() > 1.5
+    assert seen_extrapolation, "test frames should include extrapolative environments"
+
+
+def test_keys_mapped_by_name_not_order(make_pot, tmp_path):
+    """pyace's Python loader maps arrays by sorted key order; we map by name: an .asi written
+    with keys in reverse order grades the same."""
+    pot_path = make_pot("CuAl_sbessel")
+    asi = pyace_asi(pot_path, str(tmp_path), full=False)
+    data = dict(np.load(asi))
+    rev = str(tmp_path / "reversed.asi")
+    with open(rev, "wb") as fh:
+        np.savez(fh, **{k: data[k] for k in sorted(data, reverse=True)})
+    assert [n[:-4] for n in zipfile.ZipFile(rev).namelist()] == ["Cu", "Al"]
+    pot = aceuq.Potential(pot_path)
+    a, b = _core.Grader(asi, pot._pot), _core.Grader(rev, pot._pot)
+    proj = pot.projections(grading_frames(["Cu", "Al"]))
+    for el in ("Al", "Cu"):
+        mu = pot._pot.element_index(el)
+        np.testing.assert_array_equal(a.grade(mu, proj[el].values)[0], b.grade(mu, proj[el].values)[0])
+
+
+# ---------------------------------------------------------------- (b) npz: stored and deflated
+
+def test_stored_and_deflated_npz_give_identical_results(make_pot, tmp_path, rng):
+    pot_path = make_pot("CuAlNi_chebexpcos")
+    asi = pyace_asi(pot_path, str(tmp_path), full=False)
+    data = dict(np.load(asi))
+    packed = str(tmp_path / "compressed.asi")
+    with open(packed, "wb") as fh:
+        np.savez_compressed(fh, **data)
+    assert {i.compress_type for i in zipfile.ZipFile(asi).infolist()} == {zipfile.ZIP_STORED}
+    assert {i.compress_type for i in zipfile.ZipFile(packed).infolist()} == {zipfile.ZIP_DEFLATED}
+    for path in (asi, packed):
+        got = _core.read_npz(path)
+        assert sorted(got) == sorted(data)
+        for k in data:
+            assert got[k].dtype == data[k].dtype and got[k].shape == data[k].shape
+            np.testing.assert_array_equal(got[k], data[k])
+    pot = aceuq.Potential(pot_path)
+    a, b = _core.Grader(asi, pot._pot), _core.Grader(packed, pot._pot)
+    for mu, el in enumerate(pot.elements):
+        x = rng.normal(size=(37, pot.n_functions(el)))
+        ga, ca = a.grade(mu, x)
+        gb, cb = b.grade(mu, x)
+        np.testing.assert_array_equal(ga, gb)
+        np.testing.assert_array_equal(ca, cb)
+
+
+def test_read_npz_dtypes_and_layouts(tmp_path):
+    arrays = {
+        "f8": np.arange(12.0).reshape(3, 4),
+        "fortran": np.asfortranarray(np.arange(24, dtype=np.int32).reshape(2, 3, 4)),
+        "scalar": np.array(3.5),
+        "bigendian": np.arange(5, dtype=">f8"),
+        "empty": np.zeros((0, 3)),
+        "f4": np.linspace(0, 1, 7, dtype=np.float32),
+        "u1": np.frombuffer('{"a": "é"}'.encode(), dtype=np.uint8),
+        "with/slash": np.ones(2),
+    }
+    for saver in (np.savez, np.savez_compressed):
+        path = str(tmp_path / f"{saver.__name__}.npz")
+        saver(path, **arrays)
+        got = _core.read_npz(path)
+        assert sorted(got) == sorted(arrays)
+        for k, v in arrays.items():
+            np.testing.assert_array_equal(got[k], v, err_msg=k)
+            assert got[k].dtype == v.dtype.newbyteorder("<") if v.dtype.byteorder == ">" else got[k].dtype == v.dtype
+
+
+def test_npy_format_version_2(tmp_path):
+    from numpy.lib import format as npformat
+
+    path = str(tmp_path / "v2.npz")
+    with zipfile.ZipFile(path, "w") as zf:
+        with zf.open("a.npy", "w") as fh:
+            npformat.write_array(fh, np.arange(6.0).reshape(2, 3), version=(2, 0))
+    np.testing.assert_array_equal(_core.read_npz(path)["a"], np.arange(6.0).reshape(2, 3))
+
+
+# ---------------------------------------------------------------- (c) bad input
+
+@pytest.fixture(scope="module")
+def cual(tmp_path_factory):
+    """(potential path, aceuq.Potential, .asi path) for CuAl_sbessel; pyace builds the .asi."""
+    import potentials
+
+    folder = str(tmp_path_factory.mktemp("grader_bad"))
+    pot_path = potentials.make_potential(SPECS["CuAl_sbessel"], folder)
+    return pot_path, aceuq.Potential(pot_path), pyace_asi(pot_path, folder, full=False)
+
+
+def expect_input_error(path, pot, *fragments):
+    with pytest.raises(aceuq.InputError) as err:
+        _core.Grader(str(path), pot._pot)
+    msg = str(err.value)
+    assert str(path) in msg, msg
+    for f in fragments:
+        assert f in msg, msg
+    return msg
+
+
+def test_truncated_npz_is_refused(cual, tmp_path):
+    _, pot, asi = cual
+    raw = open(asi, "rb").read()
+    packed = str(tmp_path / "c.asi")
+    np.savez_compressed(open(packed, "wb"), **dict(np.load(asi)))
+    for src in (raw, open(packed, "rb").read()):
+        for cut in sorted({0, 10, 100, len(src) // 3, len(src) // 2, len(src) - 200, len(src) - 30, len(src) - 1}):
+            bad = tmp_path / f"cut{cut}.asi"
+            bad.write_bytes(src[:cut])
+            expect_input_error(bad, pot)
+
+
+def test_corrupt_data_fails_crc(cual, tmp_path):
+    _, pot, asi = cual
+    raw = bytearray(open(asi, "rb").read())
+    raw[len(raw) // 4] ^= 0x55  # inside the first array's data
+    bad = tmp_path / "flipped.asi"
+    bad.write_bytes(bytes(raw))
+    expect_input_error(bad, pot, "CRC")
+
+
+def test_not_a_zip_and_missing_file(cual, tmp_path):
+    _, pot, _ = cual
+    bad = tmp_path / "text.asi"
+    bad.write_text("Cu: [[1, 0], [0, 1]]\n" * 20)
+    expect_input_error(bad, pot, "not a zip")
+    expect_input_error(tmp_path / "nonexistent.asi", pot)
+    empty = tmp_path / "empty.asi"
+    empty.write_bytes(b"")
+    expect_input_error(empty, pot)
+
+
+def test_object_arrays_are_refused(cual, tmp_path):
+    _, pot, asi = cual
+    data = dict(np.load(asi))
+    data["Cu"] = np.array([{"evil": 1}, None], dtype=object)
+    bad = str(tmp_path / "pickle.asi")
+    np.savez(bad, **data)
+    os.replace(bad + ".npz", bad)
+    expect_input_error(bad, pot, "object arrays (pickles) are refused")
+    with pytest.raises(aceuq.InputError):
+        _core.read_npz(bad)
+
+
+def write_npz(path, arrays, compressed=False):
+    with open(path, "wb") as fh:
+        (np.savez_compressed if compressed else np.savez)(fh, **arrays)
+    return path
+
+
+def test_wrong_shapes_are_refused(cual, tmp_path):
+    _, pot, asi = cual
+    data = dict(np.load(asi))
+    n = data["Cu"].shape[0]
+    bad = write_npz(tmp_path / "nonsquare.asi", {**data, "Cu": np.zeros((n, n + 1))})
+    expect_input_error(bad, pot, "'Cu'", "square")
+    bad = write_npz(tmp_path / "wrongsize.asi", {**data, "Cu": np.eye(n - 1)})
+    expect_input_error(bad, pot, "'Cu'", str(n))
+    bad = write_npz(tmp_path / "onedim.asi", {**data, "Al": np.zeros(n * n)})
+    expect_input_error(bad, pot, "'Al'")
+
+
+def test_missing_and_unknown_elements_are_refused(cual, tmp_path):
+    _, pot, asi = cual
+    data = dict(np.load(asi))
+    bad = write_npz(tmp_path / "missing.asi", {"Cu": data["Cu"]})
+    expect_input_error(bad, pot, "Al")
+    bad = write_npz(tmp_path / "unknown.asi", {**data, "Zr": data["Cu"]})
+    expect_input_error(bad, pot, "Zr")
+
+
+def test_nan_in_inverse_is_refused(cual, tmp_path):
+    _, pot, asi = cual
+    data = dict(np.load(asi))
+    data["Al"] = data["Al"].copy()
+    data["Al"][3, 5] = np.nan
+    bad = write_npz(tmp_path / "nan.asi", data, compressed=True)
+    expect_input_error(bad, pot, "'Al'", "NaN")
+
+
+# ---------------------------------------------------------------- .casi
+
+def write_casi(path, pot, sets, mode="linear", assign="nearest", fingerprint=None, meta_extra=None):
+    """sets: {element: {"inv": [k matrices], optional "centers", "mean", "scale", "components"}}."""
+    arrays = {}
+    for el, s in sets.items():
+        for c, m in enumerate(s["inv"]):
+            arrays[f"{el}/inv/{c}"] = m
+        for part in ("centers", "mean", "scale", "components"):
+            if part in s:
+                arrays[f"{el}/{part}"] = s[part]
+    meta = {
+        "format": "aceuq.casi", "version": 1, "elements": sorted(sets), "mode": mode,
+        "fingerprint": pot.fingerprint if fingerprint is None else fingerprint, "assign": assign,
+        "clusters": {el: len(s["inv"]) for el, s in sets.items()},
+        "n_projections": {el: pot.n_projections(el, mode) for el in sets},
+    }
+    meta.update(meta_extra or {})
+    arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    return write_npz(str(path), arrays)
+
+
+def random_clustered_sets(pot, rng, k=2, dim=3):
+    sets = {}
+    for el in pot.elements:
+        n = pot.n_functions(el)
+        s = {"inv": [rng.normal(size=(n, n)) / np.sqrt(n) + np.eye(n) for _ in range(k)]}
+        if k > 1:
+            s.update(mean=rng.normal(size=n), scale=rng.uniform(0.5, 2.0, size=n),
+                     components=rng.normal(size=(dim, n)) / np.sqrt(n), centers=rng.normal(size=(k, dim)))
+        sets[el] = s
+    return sets
+
+
+def reference_grade(s, b, assign):
+    """The definitions, in numpy: T(b) = ((b - mean) / scale) . components^T; nearest centre,
+    or the minimum gamma over clusters."""
+    per_cluster = np.stack([np.abs(b @ inv).max(axis=1) for inv in s["inv"]], axis=1)
+    if len(s["inv"]) == 1:
+        return per_cluster[:, 0], np.zeros(len(b), dtype=int)
+    if assign == "min":
+        c = per_cluster.argmin(axis=1)
+    else:
+        t = ((b - s["mean"]) / s["scale"]) @ s["components"].T
+        c = ((t[:, None, :] - s["centers"][None, :, :]) ** 2).sum(axis=2).argmin(axis=1)
+    return per_cluster[np.arange(len(b)), c], c
+
+
+def test_clustered_nearest_and_min_match_definition(cual, tmp_path, rng):
+    _, pot, _ = cual
+    sets = random_clustered_sets(pot, rng, k=2)
+    sets["Al"] = {"inv": sets["Al"]["inv"][:1]}  # one cluster, no transform: allowed
+    path = write_casi(tmp_path / "two.casi", pot, sets, assign="min")
+    g = _core.Grader(path, pot._pot)
+    assert g.assign == "min" and not g.full
+    mu_cu, mu_al = pot._pot.element_index("Cu"), pot._pot.element_index("Al")
+    assert g.n_clusters(mu_cu) == 2 and g.n_clusters(mu_al) == 1
+    n = pot.n_functions("Cu")
+    for count in (0, 1, 5, 64, 130):  # block and tile remainders
+        b = rng.normal(size=(count, n))
+        for assign in ("nearest", "min"):
+            g.assign = assign
+            gamma, cluster = g.grade(mu_cu, b)
+            ref_gamma, ref_cluster = reference_grade(sets["Cu"], b, assign)
+            assert gamma.dtype == np.float64 and cluster.dtype == np.int32
+            np.testing.assert_array_equal(cluster, ref_cluster)
+            np.testing.assert_allclose(gamma, ref_gamma, rtol=1e-12)
+            if count >= 64:
+                assert set(cluster) == {0, 1}, "both clusters should be exercised"
+            gamma, cluster = g.grade(mu_al, b)
+            np.testing.assert_allclose(gamma, reference_grade(sets["Al"], b, assign)[0], rtol=1e-12)
+            assert np.all(cluster == 0)
+    with pytest.raises(ValueError):
+        g.assign = "farthest"
+    with pytest.raises(ValueError):
+        g.grade(mu_cu, np.zeros((3, n + 1)))
+    with pytest.raises(IndexError):
+        g.grade(7, np.zeros((3, n)))
+
+
+def test_casi_meta_assign_default(cual, tmp_path, rng):
+    _, pot, _ = cual
+    sets = random_clustered_sets(pot, rng, k=3)
+    g = _core.Grader(write_casi(tmp_path / "a.casi", pot, sets, assign="nearest"), pot._pot)
+    assert g.assign == "nearest"
+    b = rng.normal(size=(50, pot.n_functions("Al")))
+    gamma, cluster = g.grade(pot._pot.element_index("Al"), b)
+    ref_gamma, ref_cluster = reference_grade(sets["Al"], b, "nearest")
+    np.testing.assert_array_equal(cluster, ref_cluster)
+    np.testing.assert_allclose(gamma, ref_gamma, rtol=1e-12)
+
+
+def test_asi_and_one_cluster_casi_agree(cual, tmp_path, rng):
+    _, pot, asi = cual
+    data = dict(np.load(asi))
+    casi = write_casi(tmp_path / "one.casi", pot, {el: {"inv": [data[el]]} for el in pot.elements})
+    a, b = _core.Grader(asi, pot._pot), _core.Grader(casi, pot._pot)
+    x = rng.normal(size=(20, pot.n_functions("Cu")))
+    np.testing.assert_array_equal(a.grade(1, x)[0], b.grade(1, x)[0])
+
+
+def test_bad_casi_is_refused(cual, tmp_path, rng):
+    pot_path, pot, _ = cual
+    sets = random_clustered_sets(pot, rng, k=2)
+    expect_input_error(write_casi(tmp_path / "fp.casi", pot, sets, fingerprint="0123456789abcdef"), pot,
+                       "built for another potential")
+    expect_input_error(write_casi(tmp_path / "np.casi", pot, sets, meta_extra={"n_projections": {"Al": 3, "Cu": 3}}),
+                       pot, "projections")
+    expect_input_error(write_casi(tmp_path / "k.casi", pot, sets, meta_extra={"clusters": {"Al": 3, "Cu": 2}}),
+                       pot, "Al/inv/2")
+    expect_input_error(write_casi(tmp_path / "el.casi", pot, {"Cu": sets["Cu"]}), pot, "Al")
+    expect_input_error(write_casi(tmp_path / "ver.casi", pot, sets, meta_extra={"version": 2}), pot, "version")
+    no_centers = {**sets, "Cu": {k: v for k, v in sets["Cu"].items() if k != "centers"}}
+    expect_input_error(write_casi(tmp_path / "nc.casi", pot, no_centers), pot, "Cu/centers")
+    bad_centers = {**sets, "Cu": {**sets["Cu"], "centers": np.zeros((2, 4))}}
+    expect_input_error(write_casi(tmp_path / "bc.casi", pot, bad_centers), pot, "Cu/centers")
+    zero_scale = {**sets, "Cu": {**sets["Cu"], "scale": np.zeros(pot.n_functions("Cu"))}}
+    expect_input_error(write_casi(tmp_path / "zs.casi", pot, zero_scale), pot, "Cu/scale")
+    nan_inv = {**sets, "Al": {**sets["Al"], "inv": [sets["Al"]["inv"][0], np.full_like(sets["Al"]["inv"][1], np.nan)]}}
+    expect_input_error(write_casi(tmp_path / "nan.casi", pot, nan_inv), pot, "Al/inv/1", "NaN")
+    path = write_casi(tmp_path / "json.casi", pot, sets)
+    arrays = dict(np.load(path))
+    arrays["meta"] = np.frombuffer(b'{"format": "aceuq.casi", "version": 1,', dtype=np.uint8)
+    expect_input_error(write_npz(tmp_path / "badjson.casi", arrays), pot, "JSON")
+    arrays = dict(np.load(path))
+    arrays["Cu/extra"] = np.zeros(3)
+    expect_input_error(write_npz(tmp_path / "extra.casi", arrays), pot, "Cu/extra")
+    # the same .casi with another potential of other elements
+    other = aceuq.Potential(pot_path.replace("CuAl_sbessel", "CuAl_sbessel"))
+    assert other.fingerprint == pot.fingerprint
