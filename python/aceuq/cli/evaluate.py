@@ -1,4 +1,5 @@
-"""``aceuq evaluate POTENTIAL STRUCTURES... -o OUT.extxyz``"""
+"""``aceuq evaluate POTENTIAL STRUCTURES... -o OUT.extxyz``
+``aceuq evaluate --ensemble DIR STRUCTURES... -o OUT.extxyz``"""
 from __future__ import annotations
 
 import argparse
@@ -14,33 +15,66 @@ from ..potential import Potential
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="aceuq evaluate",
-        description="Evaluate structures with a pacemaker ACE potential; write extended XYZ with "
-                    "energy, forces, stress (periodic cells) and per-atom energies.",
+        description="Evaluate structures with a pacemaker ACE potential (or an ensemble of them); write "
+                    "extended XYZ with energy, forces, stress (periodic cells) and per-atom energies. With "
+                    "--ensemble: the members' mean, and their spread as energy_std (info), energies_std, "
+                    "forces_std and force_uncertainty (per atom).",
     )
-    p.add_argument("potential", help="pacemaker potential .yaml")
-    p.add_argument("structures", nargs="+", help="structure files: extxyz or any ASE format, or pacemaker .pkl.gzip")
+    p.add_argument("inputs", nargs="+", metavar="POTENTIAL STRUCTURES",
+                   help="pacemaker potential .yaml (omit with --ensemble), then structure files: extxyz or any "
+                        "ASE format, or pacemaker .pkl.gzip")
+    p.add_argument("--ensemble", metavar="DIR", help="ensemble folder written by 'aceuq ensemble' (ensemble.json)")
+    p.add_argument("--uncalibrated", action="store_true", help="with --ensemble: raw member spread, no calibration")
     p.add_argument("-o", "--output", required=True, help="output .extxyz (written atomically)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
 
+def _progress(items, enabled):
+    if not enabled:
+        return items
+    from tqdm.auto import tqdm
+
+    return tqdm(items, desc="evaluate", unit="struct", leave=False)
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    if args.ensemble is None and len(args.inputs) < 2:
+        print("aceuq evaluate: error: give a potential and at least one structure file", file=sys.stderr)
+        return 2
+    structure_files = args.inputs if args.ensemble else args.inputs[1:]
+    out = []
     try:
-        pot = Potential(args.potential)
-        frames = read_structures(args.structures)
-        results = pot.evaluate(frames, forces=True, progress=not args.no_progress)
+        if args.ensemble:
+            from ..ensemble import Ensemble
+
+            ens = Ensemble.load(args.ensemble)
+            frames = read_structures(structure_files)
+            for atoms in _progress(frames, not args.no_progress):
+                r = ens.evaluate(atoms, forces=True, calibrated=not args.uncalibrated)
+                a = atoms.copy()
+                a.calc = SinglePointCalculator(a, energy=r.energy, free_energy=r.energy, forces=r.forces,
+                                               energies=r.energies)
+                a.info["energy_std"] = r.energy_std
+                a.arrays["energies_std"] = r.energies_std
+                a.arrays["forces_std"] = r.forces_std
+                a.arrays["force_uncertainty"] = r.force_uncertainty
+                out.append(a)
+        else:
+            pot = Potential(args.inputs[0])
+            frames = read_structures(structure_files)
+            for atoms, res in zip(frames, pot.evaluate(frames, forces=True, progress=not args.no_progress)):
+                a = atoms.copy()
+                props = {"energy": res.energy, "free_energy": res.energy, "forces": res.forces,
+                         "energies": res.energies}
+                if res.stress is not None:
+                    props["stress"] = res.stress
+                a.calc = SinglePointCalculator(a, **props)
+                out.append(a)
     except InputError as exc:
         print(f"aceuq evaluate: error: {exc}", file=sys.stderr)
         return 1
-    out = []
-    for atoms, res in zip(frames, results):
-        a = atoms.copy()
-        props = {"energy": res.energy, "free_energy": res.energy, "forces": res.forces, "energies": res.energies}
-        if res.stress is not None:
-            props["stress"] = res.stress
-        a.calc = SinglePointCalculator(a, **props)
-        out.append(a)
     write_extxyz_atomic(args.output, out)
     n_atoms = sum(len(a) for a in out)
     print(f"aceuq evaluate: {len(out)} structures, {n_atoms} atoms -> {args.output}")

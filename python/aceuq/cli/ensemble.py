@@ -1,0 +1,83 @@
+"""``aceuq ensemble DATA... -n N -o DIR``: fit an ensemble of linear ACE potentials."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+import numpy as np
+
+from .._core import InputError
+from ..data import read_structures
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from ..ensemble import BASIS_PRESETS
+
+    p = argparse.ArgumentParser(
+        prog="aceuq ensemble",
+        description="Fit N linear ACE potentials (ridge on the B functions, pyace's linear fit) on resamples "
+                    "of the training structures; write pacemaker .yaml members and ensemble.json. "
+                    "Needs pyace: pip install 'aceuq[pacemaker]'.",
+    )
+    p.add_argument("data", nargs="+", help="labelled structures (energy, forces): extxyz or pacemaker .pkl.gzip")
+    p.add_argument("-n", "--members", type=int, required=True, help="number of members (>= 2)")
+    p.add_argument("-o", "--output", required=True, help="output directory")
+    p.add_argument("--basis", default="small",
+                   help=f"basis preset ({', '.join(BASIS_PRESETS)}) or a create_multispecies_basis_config YAML "
+                        "(embeddings are made linear); default small")
+    p.add_argument("--bootstrap", action="store_true",
+                   help="bootstrap resampling of structures (default: random subsamples, see --subsample)")
+    p.add_argument("--subsample", type=float, default=0.8, help="fraction of structures per member without --bootstrap")
+    p.add_argument("--elements", nargs="+", help="elements of the potential (default: those in the data)")
+    p.add_argument("--cutoff", type=float, help="radial cutoff in Å (default: 2.2x median nearest-neighbour distance)")
+    p.add_argument("--alpha", type=float, default=1e-5, help="ridge regularisation (default 1e-5)")
+    p.add_argument("--energy-weight", type=float, default=1.0,
+                   help="weight of the per-atom energy rows relative to force rows (default 1)")
+    p.add_argument("--holdout", type=float, default=0.1,
+                   help="fraction of structures held out to calibrate σ (default 0.1; 0 = no calibration)")
+    p.add_argument("--calibration-data", nargs="+", help="separate labelled structures to calibrate σ (no holdout)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (resampling, holdout)")
+    p.add_argument("--workers", type=int, default=2, help="processes for the design matrix")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    from ..ensemble import fit_ensemble
+
+    try:
+        frames = read_structures(args.data)
+        calib = None
+        if args.calibration_data:
+            calib = read_structures(args.calibration_data)
+        elif args.holdout > 0:
+            if not 0 < args.holdout < 1:
+                raise InputError("--holdout must be in [0, 1)")
+            n_hold = int(round(args.holdout * len(frames)))
+            if len(frames) < 10 or n_hold < 1:
+                print(f"aceuq ensemble: only {len(frames)} structures: σ is not calibrated "
+                      "(use --calibration-data)", file=sys.stderr)
+            else:
+                perm = np.random.default_rng(args.seed + 7919).permutation(len(frames))
+                calib = [frames[i] for i in sorted(perm[:n_hold])]
+                frames = [frames[i] for i in sorted(perm[n_hold:])]
+        ens = fit_ensemble(frames, args.members, args.output, basis=args.basis, bootstrap=args.bootstrap,
+                           elements=args.elements, cutoff=args.cutoff, seed=args.seed, alpha=args.alpha,
+                           energy_weight=args.energy_weight, subsample=args.subsample, calibration_frames=calib,
+                           sources=args.data, progress=not args.no_progress, workers=args.workers)
+    except InputError as exc:
+        print(f"aceuq ensemble: error: {exc}", file=sys.stderr)
+        return 1
+    fit = ens.manifest["fit"]
+    msg = (f"aceuq ensemble: {len(ens)} members, {fit['n_functions']} functions, cutoff {fit['cutoff']} Å, "
+           f"{fit['n_structures']} training structures -> {args.output}")
+    cal = ens.calibration
+    if cal.get("fitted"):
+        msg += f"\n  σ calibration on {cal['n_structures']} structures: energy x{cal['energy']:.3g}, forces x{cal['forces']:.3g}"
+    print(msg)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,555 @@
+"""Ensembles of linear ACE potentials: fitting (bootstrap), evaluation, calibrated σ.
+
+Fitting uses pyace (``pip install 'aceuq[pacemaker]'``): its ``LinearACEDataset`` builds the
+design matrix of the B functions (per-atom energy rows, force-component rows) once, then every
+member is a ridge regression (the model of pyace's ``LinearACEFit``) on a resample of the
+training structures. Members are written as pacemaker potential ``.yaml`` files plus an
+``ensemble.json`` manifest.
+
+Evaluation needs only the aceuq core: members that share one basis (same
+``Potential.fingerprint``) are evaluated together, the basis values computed once per
+structure; any set of pacemaker potentials with the same elements works too (one evaluation per
+basis).
+
+Uncertainties (ASE result names as pyace's ``PyACEEnsembleCalculator``):
+
+- ``energy_std``: std over members of the total energy (eV);
+- ``energies_std``: std over members of each atom's energy (eV);
+- ``forces_std``: std over members of each force component, (n_atoms, 3) (eV/Å);
+- ``force_uncertainty``: per atom sqrt(Σ_c forces_std²) — the predicted RMS of the per-atom
+  force-error norm |ΔF|; with :mod:`aceuq.metrics` use ``sigma=force_uncertainty/√3, dof=3``.
+
+Calibration: scalar factors (``energy``, ``forces``) fitted on held-out structures so that the
+RMS of error/σ is 1 (:func:`aceuq.metrics.calibration_factor`), stored in the manifest and
+applied to the ``*_std`` results unless ``calibrated=False``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence, Union
+
+import numpy as np
+from ase import Atoms
+from ase.calculators.calculator import Calculator, all_changes
+
+from . import metrics
+from ._core import InputError
+from .potential import Potential
+
+MANIFEST = "ensemble.json"
+FORMAT = "aceuq-ensemble"
+
+# presets of create_multispecies_basis_config "functions" (per element; linear embedding)
+BASIS_PRESETS: Dict[str, Dict] = {
+    "small": {"number_of_functions_per_element": 30, "nradmax_by_orders": [8, 4, 2], "lmax_by_orders": [0, 2, 1]},
+    "medium": {"number_of_functions_per_element": 100, "nradmax_by_orders": [10, 6, 3, 2],
+               "lmax_by_orders": [0, 3, 2, 1]},
+    "large": {"number_of_functions_per_element": 300, "nradmax_by_orders": [12, 8, 5, 3, 2],
+              "lmax_by_orders": [0, 4, 3, 2, 1]},
+}
+_LINEAR_EMBEDDING = {"npot": "FinnisSinclairShiftedScaled", "fs_parameters": [1, 1], "ndensity": 1}
+
+
+def _require_pyace(what: str):
+    try:
+        import pyace  # noqa: F401
+    except ImportError:
+        raise InputError(f"{what} needs pyace (the python-ace package): pip install 'aceuq[pacemaker]'") from None
+
+
+# ======================================================================= basis
+def default_cutoff(frames: Sequence[Atoms]) -> float:
+    """A cutoff from the data: 2.2× the median nearest-neighbour distance, within [4, 7] Å."""
+    from ase.neighborlist import neighbor_list
+
+    nn = []
+    for atoms in frames[: min(len(frames), 50)]:
+        i, d = neighbor_list("id", atoms, 4.0)
+        if d.size:
+            m = np.full(len(atoms), np.inf)
+            np.minimum.at(m, i, d)
+            nn.append(m[np.isfinite(m)])
+    if not nn:
+        return 5.0
+    return float(np.clip(round(2.2 * float(np.median(np.concatenate(nn))), 1), 4.0, 7.0))
+
+
+def basis_potential_config(basis: str, elements: Sequence[str], cutoff: float) -> Dict:
+    """The create_multispecies_basis_config input for a preset name or a YAML file.
+
+    A YAML file holds that input (``elements/embeddings/bonds/functions``) at its top level or
+    under ``potential:`` (a pacemaker input file). Embeddings are forced to be linear (a linear
+    fit cannot fit a non-linear embedding); elements come from the data unless the file names them.
+    """
+    if basis in BASIS_PRESETS:
+        functions = {"ALL": {k: v for k, v in BASIS_PRESETS[basis].items() if k != "number_of_functions_per_element"},
+                     "number_of_functions_per_element": BASIS_PRESETS[basis]["number_of_functions_per_element"]}
+        bonds = {"ALL": {"radbase": "ChebExpCos", "radparameters": [5.25], "rcut": float(cutoff), "dcut": 0.01,
+                         "NameOfCutoffFunction": "cos", "r_in": 0.5, "delta_in": 0.1,
+                         "inner_cutoff_type": "distance", "core-repulsion": [0.0, 1.0]}}
+        return {"deltaSplineBins": 0.001, "elements": list(elements),
+                "embeddings": {"ALL": dict(_LINEAR_EMBEDDING)}, "bonds": bonds, "functions": functions}
+    if not os.path.exists(basis):
+        raise InputError(f"basis '{basis}': neither a preset ({', '.join(BASIS_PRESETS)}) nor a file")
+    import yaml
+
+    with open(basis) as fh:
+        try:
+            cfg = yaml.safe_load(fh)
+        except yaml.YAMLError as exc:
+            raise InputError(f"basis config '{basis}': not valid YAML ({exc})") from None
+    if isinstance(cfg, dict) and "potential" in cfg:
+        cfg = cfg["potential"]
+    if not isinstance(cfg, dict) or "functions" not in cfg or "bonds" not in cfg:
+        raise InputError(f"basis config '{basis}': needs 'bonds' and 'functions' (create_multispecies_basis_config input)")
+    cfg = dict(cfg)
+    cfg.setdefault("elements", list(elements))
+    cfg["embeddings"] = {"ALL": dict(_LINEAR_EMBEDDING)}
+    return cfg
+
+
+def make_basis(basis: str, elements: Sequence[str], cutoff: float):
+    """An ACEBBasisSet (zero coefficients) for a preset or a config file."""
+    _require_pyace("building an ACE basis")
+    from pyace import ACEBBasisSet, create_multispecies_basis_config
+
+    return ACEBBasisSet(create_multispecies_basis_config(basis_potential_config(basis, elements, cutoff)))
+
+
+# ======================================================================= fitting
+@dataclass
+class DesignMatrix:
+    """Linear ACE design matrix of a dataset: row s is structure s's energy per atom, then the
+    force components of all atoms (structure by structure)."""
+
+    X: np.ndarray
+    y: np.ndarray
+    n_atoms: np.ndarray                  # per structure
+    composition: np.ndarray              # (n_structures, n_elements) atom counts
+    elements: List[str]
+
+    @property
+    def n_structures(self) -> int:
+        return len(self.n_atoms)
+
+    def rows(self, structures: np.ndarray, energy_weight: float = 1.0, reference_energy: Optional[Dict] = None):
+        """(X, y) rows of the given structures (repeats allowed: bootstrap); ``reference_energy``
+        (per element, on top of the one the matrix was built with) is subtracted from the energies."""
+        structures = np.asarray(structures, dtype=int)
+        start = self.n_structures + 3 * np.concatenate([[0], np.cumsum(self.n_atoms)[:-1]])
+        force_rows = np.concatenate([np.arange(start[s], start[s] + 3 * self.n_atoms[s]) for s in structures])
+        ye = self.y[structures]
+        if reference_energy:
+            e0 = np.array([reference_energy.get(el, 0.0) for el in self.elements])
+            ye = ye - (self.composition[structures] @ e0) / self.n_atoms[structures]
+        X = np.vstack([energy_weight * self.X[structures], self.X[force_rows]])
+        y = np.concatenate([energy_weight * ye, self.y[force_rows]])
+        return X, y
+
+
+def _energy(atoms: Atoms) -> float:
+    if "energy" in atoms.info:
+        return float(atoms.info["energy"])
+    try:
+        return float(atoms.get_potential_energy())
+    except Exception:
+        raise InputError("a training structure has no energy (extxyz 'energy' or a calculator result)") from None
+
+
+def _forces(atoms: Atoms) -> np.ndarray:
+    for key in ("forces", "forces_ref", "REF_forces"):
+        if key in atoms.arrays:
+            return np.asarray(atoms.arrays[key], dtype=float)
+    try:
+        return np.asarray(atoms.get_forces(), dtype=float)
+    except Exception:
+        raise InputError("a training structure has no forces") from None
+
+
+def reference_energies(frames: Sequence[Atoms], elements: Sequence[str]) -> Dict[str, float]:
+    """Per-element reference energies E0 by least squares E ≈ Σ_el n_el E0_el (as pacemaker's
+    'auto' reference energy): a linear ACE model has no constant term."""
+    comp = np.array([[a.get_chemical_symbols().count(el) for el in elements] for a in frames], dtype=float)
+    e = np.array([_energy(a) for a in frames])
+    e0, *_ = np.linalg.lstsq(comp, e, rcond=None)
+    return {el: float(v) for el, v in zip(elements, e0)}
+
+
+def _fully_periodic(atoms: Atoms, cutoff: float) -> Atoms:
+    """pyace takes only fully periodic or fully open cells: give a partly periodic cell (a slab)
+    vectors along its open directions, normal to the periodic ones and longer than the atoms'
+    extent plus the cutoff, so no periodic image comes within the cutoff."""
+    pbc = np.asarray(atoms.pbc, dtype=bool)
+    if pbc.all() or not pbc.any():
+        return atoms.copy()
+    a = atoms.copy()
+    cell = np.array(a.cell.array, dtype=float)
+    pos = a.get_positions()
+    for i in np.nonzero(~pbc)[0]:
+        j, k = [x for x in range(3) if x != i]
+        n = np.cross(cell[j], cell[k]) if np.linalg.norm(np.cross(cell[j], cell[k])) > 1e-12 else cell[i]
+        n = n / np.linalg.norm(n)
+        extent = float(np.ptp(pos @ n)) if len(a) else 0.0
+        cell[i] = n * (extent + 2.0 * cutoff + 1.0)
+    a.set_cell(cell, scale_atoms=False)
+    a.pbc = True
+    return a
+
+
+def design_matrix(bbasis, frames: Sequence[Atoms], e0: Dict[str, float], workers: int = 2) -> DesignMatrix:
+    """B-function design matrix of the frames (pyace's LinearACEDataset rows, computed by pyace's
+    ``generate_data`` in worker processes whose failures are reported, not silently left as zeros)."""
+    import multiprocessing as mp
+
+    import pandas as pd
+    from pyace.linearacefit import LinearACEDataset, generate_data
+
+    elements = list(bbasis.elements_name)
+    comp = np.array([[a.get_chemical_symbols().count(el) for el in elements] for a in frames], dtype=int)
+    unknown = sorted({s for a in frames for s in a.get_chemical_symbols()} - set(elements))
+    if unknown:
+        raise InputError(f"structures contain element(s) {', '.join(unknown)} outside the basis ({', '.join(elements)})")
+    shift = comp @ np.array([e0.get(el, 0.0) for el in elements])
+    cutoff = float(bbasis.cutoffmax)
+    df = pd.DataFrame({
+        "ase_atoms": [_fully_periodic(a, cutoff) for a in frames],
+        "energy_corrected": [_energy(a) - s for a, s in zip(frames, shift)],
+        "forces": [_forces(a) for a in frames],
+    })
+    ds = LinearACEDataset(bbasis, df)
+    n_struct, n_atoms = len(frames), int(comp.sum())
+    shared = mp.Array("d", (n_struct + 3 * n_atoms) * ds.nfunc, lock=False)
+    chunks = [c for c in np.array_split(np.arange(n_struct), max(1, min(workers, n_struct))) if c.size]
+    atom_start = np.concatenate([[0], np.cumsum([len(a) for a in frames])])
+    jobs = [((int(c[0]), int(c[-1]) + 1), (int(atom_start[c[0]]), int(atom_start[c[-1] + 1]))) for c in chunks]
+    if len(jobs) == 1:
+        generate_data(ds.df, ds.basis, shared, jobs[0][0], jobs[0][1], cutoff, ds.elements_mapper_dict)
+    else:
+        procs = [mp.Process(target=generate_data, args=(ds.df, ds.basis, shared, sc, ac, cutoff,
+                                                        ds.elements_mapper_dict)) for sc, ac in jobs]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join()
+        failed = [p.exitcode for p in procs if p.exitcode != 0]
+        if failed:
+            raise InputError(f"computing the design matrix failed in {len(failed)} worker process(es) "
+                             "(see the traceback above)")
+    X = np.frombuffer(shared).reshape(n_struct + 3 * n_atoms, ds.nfunc).copy()
+    y = np.array(ds.get_target_vector(), copy=True)
+    return DesignMatrix(X, y, np.array([len(a) for a in frames]), comp, elements)
+
+
+def resample(n: int, n_members: int, bootstrap: bool, seed: int, fraction: float = 0.8) -> List[np.ndarray]:
+    """Training structures of each member: a bootstrap sample (with replacement, n of n) or,
+    without bootstrap, a random subsample of ``fraction`` of the structures."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n_members):
+        if bootstrap:
+            out.append(np.sort(rng.integers(0, n, size=n)))
+        else:
+            out.append(np.sort(rng.choice(n, size=max(1, int(round(fraction * n))), replace=False)))
+    return out
+
+
+def fit_members(dm: DesignMatrix, samples: Sequence[np.ndarray], alpha: float = 1e-5,
+                energy_weight: float = 1.0, progress: bool = False,
+                reference_energy: Optional[Dict] = None) -> List[np.ndarray]:
+    """Ridge coefficients (pyace LinearACEFit's model: no intercept) for each resample."""
+    from sklearn.linear_model import Ridge
+
+    coefs = []
+    for s in _progress(samples, progress, "fit members"):
+        X, y = dm.rows(s, energy_weight, reference_energy)
+        coefs.append(Ridge(alpha=alpha, fit_intercept=False, solver="auto").fit(X, y).coef_.copy())
+    return coefs
+
+
+def _save_bbasis(bbasis, coef: np.ndarray, path: str) -> None:
+    bbasis.basis_coeffs = list(coef)
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".aceuq-", suffix=".yaml", dir=folder)
+    os.close(fd)
+    try:
+        bbasis.save(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def fit_ensemble(frames: Sequence[Atoms], n_members: int, output_dir: str, basis: str = "small",
+                 bootstrap: bool = True, elements: Optional[Sequence[str]] = None, cutoff: Optional[float] = None,
+                 seed: int = 0, alpha: float = 1e-5, energy_weight: float = 1.0, subsample: float = 0.8,
+                 calibration_frames: Optional[Sequence[Atoms]] = None, sources: Sequence[str] = (),
+                 progress: bool = False, workers: int = 2) -> "Ensemble":
+    """Fit an ensemble of linear ACE members and write it to ``output_dir``.
+
+    ``calibration_frames`` (held out, not used in fitting) fit the σ calibration factors.
+    """
+    _require_pyace("fitting an ensemble")
+    if n_members < 2:
+        raise InputError("an ensemble needs at least 2 members")
+    frames = list(frames)
+    if not frames:
+        raise InputError("no training structures")
+    elements = sorted(set(elements) if elements else {s for a in frames for s in a.get_chemical_symbols()})
+    cutoff = float(cutoff) if cutoff else default_cutoff(frames)
+    bbasis = make_basis(basis, elements, cutoff)
+    e0 = reference_energies(frames, list(bbasis.elements_name))
+    dm = design_matrix(bbasis, frames, e0, workers=workers)
+    samples = resample(len(frames), n_members, bootstrap, seed, subsample)
+    coefs = fit_members(dm, samples, alpha, energy_weight, progress)
+
+    fit_info = {"basis": basis if basis in BASIS_PRESETS else os.path.abspath(basis), "cutoff": cutoff,
+                "bootstrap": bool(bootstrap), "subsample": None if bootstrap else subsample, "seed": int(seed),
+                "ridge_alpha": alpha, "energy_weight": energy_weight, "n_structures": len(frames),
+                "n_functions": int(dm.X.shape[1]), "sources": [os.fspath(s) for s in sources],
+                "member_structures": [s.tolist() for s in samples]}
+    ens = write_ensemble(bbasis, coefs, output_dir, e0, fit_info)
+    if calibration_frames:
+        ens.calibrate(calibration_frames, progress=progress)
+        ens.save_calibration(output_dir)
+    return ens
+
+
+def write_ensemble(bbasis, coefs: Sequence[np.ndarray], output_dir: str, reference_energy: Dict[str, float],
+                   fit_info: Dict) -> "Ensemble":
+    """Write members (pacemaker .yaml, atomically) and the manifest; return the loaded Ensemble."""
+    os.makedirs(output_dir, exist_ok=True)
+    names = [f"member_{k:03d}.yaml" for k in range(len(coefs))]
+    for name, coef in zip(names, coefs):
+        _save_bbasis(bbasis, coef, os.path.join(output_dir, name))
+    manifest = {
+        "format": FORMAT, "version": 1, "members": names, "elements": list(bbasis.elements_name),
+        "reference_energy": dict(reference_energy), "calibration": {"energy": 1.0, "forces": 1.0, "fitted": False},
+        "fit": fit_info,
+    }
+    write_manifest(output_dir, manifest)
+    return Ensemble.load(output_dir)
+
+
+def write_manifest(folder: str, manifest: Dict) -> None:
+    metrics._write_text_atomic(os.path.join(folder, MANIFEST), json.dumps(manifest, indent=1))
+
+
+# ======================================================================= evaluation
+@dataclass
+class EnsembleResult:
+    """Mean and spread of the members for one structure (eV, eV/Å)."""
+
+    energy: float
+    energies: np.ndarray           # (n_atoms,)
+    forces: Optional[np.ndarray]   # (n_atoms, 3)
+    energy_std: float
+    energies_std: np.ndarray
+    forces_std: Optional[np.ndarray]
+    members_energy: np.ndarray     # (M,)
+    members_energies: np.ndarray   # (M, n_atoms)
+    members_forces: Optional[np.ndarray]  # (M, n_atoms, 3)
+
+    @property
+    def force_uncertainty(self) -> Optional[np.ndarray]:
+        """Per atom sqrt(Σ_c σ_c²): predicted RMS of the force-error norm."""
+        return None if self.forces_std is None else np.sqrt(np.sum(self.forces_std ** 2, axis=1))
+
+
+@dataclass
+class _Group:
+    potential: Potential
+    members: List[Dict[str, np.ndarray]]
+    index: List[int] = field(default_factory=list)
+
+
+class Ensemble:
+    """Members (pacemaker .yaml potentials with the same elements) evaluated together.
+
+    >>> ens = Ensemble.load("ens_dir")          # or Ensemble.load(["a.yaml", "b.yaml"])
+    >>> r = ens.evaluate(atoms)                 # EnsembleResult: mean, *_std, per-member values
+    """
+
+    def __init__(self, paths: Sequence[str], reference_energy: Optional[Dict[str, float]] = None,
+                 calibration: Optional[Dict] = None, manifest: Optional[Dict] = None):
+        paths = [os.fspath(p) for p in paths]
+        if len(paths) < 2:
+            raise InputError("an ensemble needs at least 2 member potentials")
+        self.paths = paths
+        self.reference_energy = dict(reference_energy or {})
+        self.calibration = {"energy": 1.0, "forces": 1.0, "fitted": False, **(calibration or {})}
+        self.manifest = manifest
+        self.groups: List[_Group] = []
+        by_fp: Dict[str, _Group] = {}
+        elements = None
+        for k, path in enumerate(paths):
+            pot = Potential(path)
+            if elements is None:
+                elements = pot.elements
+            elif sorted(pot.elements) != sorted(elements):
+                raise InputError(f"ensemble member '{path}' has elements {pot.elements}, the first member {elements}")
+            g = by_fp.get(pot.fingerprint)
+            if g is None:
+                g = by_fp[pot.fingerprint] = _Group(pot, [])
+                self.groups.append(g)
+            g.members.append({el: np.array(pot.coefficients(el)) for el in pot.elements})
+            g.index.append(k)
+        self.elements = list(elements)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    @property
+    def shared_basis(self) -> bool:
+        return len(self.groups) == 1
+
+    @classmethod
+    def load(cls, source: Union[str, os.PathLike, Sequence[str]]) -> "Ensemble":
+        """A directory with ``ensemble.json``, a manifest path, or a list of potential files."""
+        if isinstance(source, (str, os.PathLike)):
+            source = os.fspath(source)
+            path = os.path.join(source, MANIFEST) if os.path.isdir(source) else source
+            if not os.path.exists(path):
+                raise InputError(f"ensemble '{source}': no {MANIFEST} (give a directory written by "
+                                 f"'aceuq ensemble' or a list of potential files)")
+            with open(path) as fh:
+                try:
+                    man = json.load(fh)
+                except json.JSONDecodeError as exc:
+                    raise InputError(f"ensemble manifest '{path}': not JSON ({exc})") from None
+            if not isinstance(man, dict) or man.get("format") != FORMAT or not isinstance(man.get("members"), list):
+                raise InputError(f"ensemble manifest '{path}': not an aceuq ensemble manifest")
+            folder = os.path.dirname(os.path.abspath(path))
+            members = [m if os.path.isabs(m) else os.path.join(folder, m) for m in man["members"]]
+            return cls(members, man.get("reference_energy"), man.get("calibration"), man)
+        return cls(list(source))
+
+    # ---------------------------------------------------------------- members
+    def members_evaluate(self, atoms: Atoms, forces: bool = True) -> Dict[str, np.ndarray]:
+        """Every member's energy (M,), energies (M, n) and forces (M, n, 3), reference energies added."""
+        M, n = len(self.paths), len(atoms)
+        energy = np.zeros(M)
+        energies = np.zeros((M, n))
+        frc = np.zeros((M, n, 3)) if forces else None
+        for g in self.groups:
+            out = evaluate_members(g.potential, atoms, g.members, forces)
+            energy[g.index] = out["energy"]
+            energies[g.index] = out["energies"]
+            if forces:
+                frc[g.index] = out["forces"]
+        if self.reference_energy:
+            e0 = np.array([self.reference_energy.get(s, 0.0) for s in atoms.get_chemical_symbols()])
+            energies += e0
+            energy += e0.sum()
+        return {"energy": energy, "energies": energies, "forces": frc}
+
+    def evaluate(self, atoms: Atoms, forces: bool = True, calibrated: bool = True) -> EnsembleResult:
+        m = self.members_evaluate(atoms, forces)
+        se = self.calibration["energy"] if calibrated else 1.0
+        sf = self.calibration["forces"] if calibrated else 1.0
+        f = m["forces"]
+        return EnsembleResult(
+            energy=float(m["energy"].mean()), energies=m["energies"].mean(axis=0),
+            forces=None if f is None else f.mean(axis=0),
+            energy_std=float(se * m["energy"].std()), energies_std=se * m["energies"].std(axis=0),
+            forces_std=None if f is None else sf * f.std(axis=0),
+            members_energy=m["energy"], members_energies=m["energies"], members_forces=f,
+        )
+
+    # ---------------------------------------------------------------- calibration
+    def errors_and_sigma(self, frames: Sequence[Atoms], calibrated: bool = False, progress: bool = False) -> Dict:
+        """True errors and raw (or calibrated) σ on labelled frames, per atom and per structure."""
+        f_err, f_unc, e_err, e_unc, s_idx = [], [], [], [], []
+        for k, atoms in enumerate(_progress(list(frames), progress, "ensemble")):
+            r = self.evaluate(atoms, forces=True, calibrated=calibrated)
+            f_err.append(metrics.force_error_norms(r.forces, _forces(atoms)))
+            f_unc.append(r.force_uncertainty)
+            e_err.append(abs(r.energy - _energy(atoms)) / len(atoms))
+            e_unc.append(r.energy_std / len(atoms))
+            s_idx.append(np.full(len(atoms), k))
+        return {"force_error": np.concatenate(f_err), "force_sigma": np.concatenate(f_unc),
+                "energy_error": np.array(e_err), "energy_sigma": np.array(e_unc),
+                "structure": np.concatenate(s_idx)}
+
+    def calibrate(self, frames: Sequence[Atoms], progress: bool = False) -> Dict:
+        """Fit the scalar σ factors on held-out labelled frames (RMS error/σ = 1 there)."""
+        d = self.errors_and_sigma(frames, calibrated=False, progress=progress)
+        fs = metrics.calibration_factor(d["force_error"], d["force_sigma"] / np.sqrt(3.0), dof=3)
+        es = metrics.calibration_factor(d["energy_error"], d["energy_sigma"], dof=1)
+        self.calibration = {"energy": es, "forces": fs, "fitted": True,
+                            "n_structures": len(d["energy_error"]), "n_atoms": int(d["force_error"].size)}
+        return self.calibration
+
+    def save_calibration(self, folder: str) -> None:
+        """Store the calibration factors in ``folder/ensemble.json`` (created for a plain list of members)."""
+        man = dict(self.manifest or {"format": FORMAT, "version": 1, "elements": self.elements,
+                                     "members": [os.path.abspath(p) for p in self.paths],
+                                     "reference_energy": self.reference_energy})
+        man["calibration"] = self.calibration
+        write_manifest(folder, man)
+        self.manifest = man
+
+
+def evaluate_members(pot: Potential, atoms: Atoms, members: Sequence[Dict[str, np.ndarray]],
+                     forces: bool = True) -> Dict[str, np.ndarray]:
+    """Members sharing ``pot``'s basis on one structure: {"energy" (M,), "energies" (M, n), "forces" (M, n, 3)}.
+
+    Uses the core's shared-projection path when present; otherwise swaps coefficients per member.
+    """
+    if hasattr(pot, "evaluate_ensemble"):
+        return pot.evaluate_ensemble(atoms, members, forces=forces)
+    return _evaluate_members_slow(pot, atoms, members, forces)
+
+
+def _evaluate_members_slow(pot: Potential, atoms: Atoms, members, forces: bool = True) -> Dict[str, np.ndarray]:
+    saved = {el: np.array(pot.coefficients(el)) for el in pot.elements}
+    try:
+        res = []
+        for member in members:
+            for el in pot.elements:
+                pot.set_coefficients(el, member[el])
+            res.append(pot.evaluate(atoms, forces=forces))
+    finally:
+        for el, c in saved.items():
+            pot.set_coefficients(el, c)
+    return {"energy": np.array([r.energy for r in res]), "energies": np.array([r.energies for r in res]),
+            "forces": np.array([r.forces for r in res]) if forces else None}
+
+
+# ======================================================================= ASE
+class EnsembleCalculator(Calculator):
+    """ASE calculator: members' mean energy/forces plus their spread.
+
+    Results: energy, free_energy, energies, forces (means) and energy_std, energies_std,
+    forces_std (as pyace's PyACEEnsembleCalculator; calibrated if the manifest has factors),
+    force_uncertainty (per atom, see module doc).
+
+    >>> atoms.calc = EnsembleCalculator("ens_dir")
+    >>> atoms.get_forces(); atoms.calc.results["forces_std"]
+    """
+
+    implemented_properties = ["energy", "free_energy", "energies", "forces", "energy_std", "energies_std",
+                              "forces_std", "force_uncertainty"]
+
+    def __init__(self, ensemble, calibrated: bool = True, **kwargs):
+        super().__init__(**kwargs)
+        self.ensemble = ensemble if isinstance(ensemble, Ensemble) else Ensemble.load(ensemble)
+        self.calibrated = calibrated
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+        super().calculate(atoms, properties, system_changes)
+        r = self.ensemble.evaluate(self.atoms, forces=True, calibrated=self.calibrated)
+        self.results.update(energy=r.energy, free_energy=r.energy, energies=r.energies, forces=r.forces,
+                            energy_std=r.energy_std, energies_std=r.energies_std, forces_std=r.forces_std,
+                            force_uncertainty=r.force_uncertainty)
+
+
+def _progress(items, enabled: bool, desc: str):
+    if not enabled:
+        return items
+    from tqdm.auto import tqdm
+
+    return tqdm(items, desc=desc, leave=False)

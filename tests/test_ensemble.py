@@ -1,0 +1,235 @@
+import json
+import os
+
+import numpy as np
+import pytest
+
+pytest.importorskip("pyace")
+
+import ase.io  # noqa: E402
+from ase.build import bulk  # noqa: E402
+
+from aceuq import metrics  # noqa: E402
+from aceuq._core import InputError  # noqa: E402
+from aceuq.ensemble import (Ensemble, EnsembleCalculator, _evaluate_members_slow, fit_ensemble,  # noqa: E402
+                            resample)
+from potentials import emt_training_set  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def cu_frames():
+    return emt_training_set(["Cu"], n=40, seed=3)
+
+
+@pytest.fixture(scope="module")
+def cu_ensemble(cu_frames, tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("ens") / "cu")
+    return fit_ensemble(cu_frames[:24], 5, out, basis="small", bootstrap=True, seed=11,
+                        calibration_frames=cu_frames[24:32])
+
+
+def _test_structures():
+    a = bulk("Cu", "fcc", a=3.61, cubic=True).repeat((2, 2, 2))
+    a.rattle(0.1, seed=5)
+    s = bulk("Cu", "fcc", a=3.61, cubic=True).repeat((2, 2, 3))
+    s.center(vacuum=4.0, axis=2)  # a slab: environments the members never saw
+    s.rattle(0.05, seed=6)
+    cluster = bulk("Cu", "fcc", a=3.7).repeat((2, 2, 2))
+    cluster.pbc = False
+    cluster.rattle(0.1, seed=7)
+    return [a, s, cluster]
+
+
+def test_sigma_matches_pyace_ensemble_calculator(cu_ensemble):
+    from pyace.asecalc import PyACEEnsembleCalculator
+
+    ref_calc = PyACEEnsembleCalculator(cu_ensemble.paths)
+    plain = Ensemble.load(cu_ensemble.paths)  # no reference energy, no calibration
+    assert plain.shared_basis and len(plain) == 5
+    for atoms in _test_structures():
+        ref = atoms.copy()
+        ref.calc = ref_calc
+        ref.get_potential_energy()
+        r = ref_calc.results
+        mine = cu_ensemble.evaluate(atoms, calibrated=False)
+        assert r["energy_std"] > 1e-6
+        assert mine.energy_std == pytest.approx(r["energy_std"], abs=1e-9)
+        assert np.allclose(mine.energies_std, r["energies_std"], atol=1e-9, rtol=0)
+        assert np.allclose(mine.forces_std, r["forces_std"], atol=1e-9, rtol=0)
+        p = plain.evaluate(atoms)
+        assert p.energy == pytest.approx(r["energy"], abs=1e-9)
+        assert np.allclose(p.forces, r["forces"], atol=1e-9, rtol=0)
+        assert np.allclose(p.energies, r["energies"], atol=1e-9, rtol=0)
+        # the manifest's reference energies shift the mean, not the spread
+        e0 = cu_ensemble.reference_energy["Cu"]
+        assert mine.energy == pytest.approx(p.energy + e0 * len(atoms), abs=1e-8)
+
+
+def test_ensemble_calculator_ase_names(cu_ensemble):
+    atoms = _test_structures()[1]
+    atoms.calc = EnsembleCalculator(cu_ensemble)
+    e = atoms.get_potential_energy()
+    f = atoms.get_forces()
+    r = cu_ensemble.evaluate(atoms)
+    assert e == pytest.approx(r.energy) and np.allclose(f, r.forces)
+    res = atoms.calc.results
+    assert res["forces_std"].shape == (len(atoms), 3) and res["energies_std"].shape == (len(atoms),)
+    assert np.allclose(res["forces_std"], r.forces_std)
+    # calibrated by default: the stored factor scales the raw spread
+    raw = cu_ensemble.evaluate(atoms, calibrated=False)
+    assert np.allclose(res["forces_std"], cu_ensemble.calibration["forces"] * raw.forces_std)
+    assert res["energy_std"] == pytest.approx(cu_ensemble.calibration["energy"] * raw.energy_std)
+    assert np.allclose(res["force_uncertainty"], np.linalg.norm(res["forces_std"], axis=1))
+
+
+def test_shared_projection_path_equals_member_by_member(cu_ensemble):
+    g = cu_ensemble.groups[0]
+    atoms = _test_structures()[0]
+    fast = g.potential.evaluate_ensemble(atoms, g.members)
+    slow = _evaluate_members_slow(g.potential, atoms, g.members)
+    for k in ("energy", "energies", "forces"):
+        assert np.allclose(fast[k], slow[k], atol=1e-10, rtol=0)
+    # the slow path restores the potential's own coefficients
+    assert np.array_equal(g.potential.coefficients("Cu"), g.members[0]["Cu"])
+
+
+def test_mixed_bases_match_pyace(cu_frames, cu_ensemble, tmp_path):
+    from pyace.asecalc import PyACEEnsembleCalculator
+
+    other = fit_ensemble(cu_frames[:24], 2, str(tmp_path / "med"), basis="medium", seed=2)
+    paths = cu_ensemble.paths[:2] + other.paths
+    ens = Ensemble.load(paths)
+    assert not ens.shared_basis and len(ens.groups) == 2
+    atoms = _test_structures()[0]
+    ref = atoms.copy()
+    ref.calc = PyACEEnsembleCalculator(paths)
+    ref.get_potential_energy()
+    r = ens.evaluate(atoms)
+    assert np.allclose(r.forces_std, ref.calc.results["forces_std"], atol=1e-9, rtol=0)
+    assert r.energy_std == pytest.approx(ref.calc.results["energy_std"], abs=1e-9)
+
+
+def test_bootstrap_reproducible(cu_frames, tmp_path):
+    a = fit_ensemble(cu_frames[:16], 3, str(tmp_path / "a"), bootstrap=True, seed=5)
+    b = fit_ensemble(cu_frames[:16], 3, str(tmp_path / "b"), bootstrap=True, seed=5)
+    c = fit_ensemble(cu_frames[:16], 3, str(tmp_path / "c"), bootstrap=True, seed=6)
+    for ga, gb in zip(a.groups[0].members, b.groups[0].members):
+        assert np.array_equal(ga["Cu"], gb["Cu"])
+    assert not np.array_equal(a.groups[0].members[0]["Cu"], c.groups[0].members[0]["Cu"])
+    assert a.manifest["fit"]["member_structures"] == b.manifest["fit"]["member_structures"]
+    # bootstrap draws with replacement; subsampling without
+    s = resample(50, 4, True, 0)
+    assert all(len(x) == 50 and len(np.unique(x)) < 50 for x in s)
+    s = resample(50, 4, False, 0, 0.8)
+    assert all(len(x) == 40 and len(np.unique(x)) == 40 for x in s)
+
+
+def test_calibration_on_held_out_emt(cu_frames, cu_ensemble):
+    cal = cu_ensemble.calibration
+    assert cal["fitted"] and cal["forces"] > 0 and cal["energy"] > 0
+    test = cu_frames[32:]
+    raw = cu_ensemble.errors_and_sigma(test, calibrated=False)
+    calibrated = cu_ensemble.errors_and_sigma(test, calibrated=True)
+    z_raw = metrics.z_rms(raw["force_error"], raw["force_sigma"] / np.sqrt(3), dof=3)
+    z = metrics.z_rms(calibrated["force_error"], calibrated["force_sigma"] / np.sqrt(3), dof=3)
+    z_e = metrics.z_rms(calibrated["energy_error"], calibrated["energy_sigma"])
+    print(f"held-out force error/σ: raw {z_raw:.3f}, calibrated {z:.3f}; energy {z_e:.3f}; factors {cal}")
+    assert abs(z - 1) < 0.25
+    assert abs(z_raw - 1) > abs(z - 1)
+    assert abs(z_e - 1) < 0.6  # 8 structures only: the energy factor is a rough estimate
+    # the manifest holds the factors
+    man = json.load(open(os.path.join(os.path.dirname(cu_ensemble.paths[0]), "ensemble.json")))
+    assert man["calibration"]["forces"] == pytest.approx(cal["forces"])
+    assert Ensemble.load(os.path.dirname(cu_ensemble.paths[0])).calibration["forces"] == pytest.approx(cal["forces"])
+
+
+def test_cli_ensemble(cu_frames, tmp_path):
+    from aceuq.cli.main import main
+
+    data = tmp_path / "train.extxyz"
+    frames = []
+    for a in cu_frames[:20]:
+        b = a.copy()
+        b.info = {"energy": a.info["energy"]}
+        b.arrays["forces"] = a.arrays["forces_ref"]
+        frames.append(b)
+    ase.io.write(data, frames, format="extxyz")
+    out = tmp_path / "ens"
+    rc = main(["ensemble", str(data), "-n", "3", "--bootstrap", "--basis", "small", "-o", str(out),
+               "--holdout", "0.25", "--no-progress", "--seed", "3"])
+    assert rc == 0
+    man = json.load(open(out / "ensemble.json"))
+    assert man["format"] == "aceuq-ensemble" and len(man["members"]) == 3
+    assert man["fit"]["n_structures"] == 15 and man["calibration"]["fitted"]
+    assert man["calibration"]["n_structures"] == 5
+    assert all((out / m).exists() for m in man["members"])
+    assert not [f for f in os.listdir(out) if f.startswith(".aceuq-")]
+    ens = Ensemble.load(str(out))
+    assert ens.evaluate(cu_frames[30]).forces_std.shape == (len(cu_frames[30]), 3)
+
+
+def test_bad_ensembles(cu_ensemble, tmp_path, make_pot):
+    with pytest.raises(InputError, match="no ensemble.json"):
+        Ensemble.load(str(tmp_path))
+    (tmp_path / "ensemble.json").write_text("{broken")
+    with pytest.raises(InputError, match="not JSON"):
+        Ensemble.load(str(tmp_path))
+    (tmp_path / "ensemble.json").write_text('{"format": "other"}')
+    with pytest.raises(InputError, match="not an aceuq ensemble"):
+        Ensemble.load(str(tmp_path))
+    with pytest.raises(InputError, match="at least 2"):
+        Ensemble.load(cu_ensemble.paths[:1])
+    with pytest.raises(InputError, match="elements"):
+        Ensemble.load([cu_ensemble.paths[0], make_pot("CuAl_sbessel")])
+    with pytest.raises(InputError, match="neither a preset"):
+        fit_ensemble(emt_training_set(["Cu"], n=3), 2, str(tmp_path / "x"), basis="huge")
+
+
+def test_slab_design_matrix_and_fit(tmp_path):
+    """Partly periodic cells (slabs) reach pyace as equivalent fully periodic ones."""
+    from ase.build import fcc111
+    from ase.calculators.emt import EMT
+
+    from aceuq.ensemble import _fully_periodic, design_matrix, make_basis
+    from aceuq.potential import Potential
+
+    slabs = []
+    for k in range(6):
+        s = fcc111("Cu", size=(2, 2, 3), vacuum=2.0, a=3.61)  # gap 4 Å < cutoff: the open axis must be extended
+        s.rattle(0.05, seed=k)
+        s.calc = EMT()
+        s.info["energy"] = s.get_potential_energy()
+        s.arrays["forces_ref"] = s.get_forces()
+        slabs.append(s)
+    assert list(slabs[0].pbc) == [True, True, False]
+    ens = fit_ensemble(emt_training_set(["Cu"], n=8) + slabs[:4], 2, str(tmp_path / "e"), seed=1)
+    pot = Potential(ens.paths[0])
+    for s in slabs[4:]:
+        a, b = pot.evaluate(s), pot.evaluate(_fully_periodic(s, pot.cutoff))
+        assert a.energy == pytest.approx(b.energy, abs=1e-10)
+        assert np.allclose(a.forces, b.forces, atol=1e-10)
+        r = ens.evaluate(s)
+        assert np.sqrt(np.mean((r.forces - s.arrays["forces_ref"]) ** 2)) < 0.1
+    bb = make_basis("small", ["Cu"], 5.0)
+    dm = design_matrix(bb, slabs, {}, workers=2)
+    assert np.all(np.abs(dm.X[: len(slabs)]).sum(axis=1) > 0)  # every structure's energy row was computed
+    with pytest.raises(InputError, match="outside the basis"):
+        design_matrix(bb, [bulk("Al", "fcc", a=4.05)], {})
+
+
+def test_cli_evaluate_with_ensemble(cu_frames, cu_ensemble, tmp_path):
+    from aceuq.cli.main import main
+
+    data = tmp_path / "in.extxyz"
+    ase.io.write(data, _test_structures()[:2], format="extxyz")
+    out = tmp_path / "out.extxyz"
+    folder = os.path.dirname(cu_ensemble.paths[0])
+    assert main(["evaluate", "--ensemble", folder, str(data), "-o", str(out), "--no-progress"]) == 0
+    got = ase.io.read(out, ":")
+    ens = Ensemble.load(folder)
+    for a, g in zip(ase.io.read(data, ":"), got):
+        r = ens.evaluate(a)
+        assert g.info["energy_std"] == pytest.approx(r.energy_std, rel=1e-12)
+        np.testing.assert_allclose(g.arrays["forces_std"], r.forces_std, atol=1e-7)
+        np.testing.assert_allclose(g.arrays["force_uncertainty"], r.force_uncertainty, atol=1e-7)
+        np.testing.assert_allclose(g.get_forces(), r.forces, atol=1e-7)

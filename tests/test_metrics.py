@@ -1,0 +1,156 @@
+import json
+import os
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from aceuq import metrics
+
+
+def test_error_definitions():
+    pred = np.array([[1.0, 0, 0], [0, 0, 0]])
+    ref = np.array([[0.0, 0, 0], [0, 3, 4]])
+    assert np.allclose(metrics.force_error_norms(pred, ref), [1.0, 5.0])
+    assert np.allclose(metrics.energy_errors_per_atom([1.0, -2.0], [0.0, 2.0], [2, 4]), [0.5, 1.0])
+    assert np.allclose(metrics.max_per_structure([1, 5, 2, 3], [0, 0, 1, 1]), [5, 3])
+    with pytest.raises(ValueError):
+        metrics.force_error_norms(np.zeros((2, 3)), np.zeros((3, 3)))
+
+
+def test_correlations_agree_with_scipy(rng):
+    u = rng.lognormal(size=500)
+    e = u * rng.lognormal(sigma=0.7, size=500)
+    assert metrics.spearman(u, e) == pytest.approx(stats.spearmanr(u, e).statistic, abs=1e-14)
+    assert metrics.pearson(u, e) == pytest.approx(stats.pearsonr(u, e).statistic, abs=1e-14)
+    assert metrics.pearson(u, e, log=True) == pytest.approx(stats.pearsonr(np.log(u), np.log(e)).statistic, abs=1e-14)
+    # known exact values: monotone -> 1, reversed -> -1, constant -> nan
+    x = np.arange(10.0)
+    assert metrics.spearman(x, x ** 3) == pytest.approx(1.0)
+    assert metrics.spearman(x, -x) == pytest.approx(-1.0)
+    assert np.isnan(metrics.spearman(x, np.ones(10)))
+    # non-finite pairs are dropped
+    assert metrics.spearman(np.r_[x, np.nan], np.r_[x, 1.0]) == pytest.approx(1.0)
+
+
+def test_perfect_calibration_has_near_zero_area(rng):
+    for dof in (1, 3):
+        sigma = rng.lognormal(mean=-2, sigma=1.0, size=20000)
+        err = np.linalg.norm(sigma[:, None] * rng.normal(size=(sigma.size, dof)), axis=1)
+        area = metrics.miscalibration_area(err, sigma, dof=dof)
+        assert area < 0.01, (dof, area)
+        assert metrics.z_rms(err, sigma, dof) == pytest.approx(1.0, abs=0.03)
+        assert metrics.calibration_factor(err, sigma, dof) == pytest.approx(1.0, abs=0.03)
+        # shuffled sigmas keep the marginal distribution but lose calibration
+        shuffled = rng.permutation(sigma)
+        assert metrics.miscalibration_area(err, shuffled, dof=dof) > 0.08
+        # over-confident (σ/3) and under-confident (3σ) models are far off, in opposite directions
+        _, obs_small = metrics.calibration_curve(err, sigma / 3, dof)
+        _, obs_big = metrics.calibration_curve(err, sigma * 3, dof)
+        exp, obs = metrics.calibration_curve(err, sigma, dof)
+        assert np.all(obs_small <= obs + 1e-12) and np.all(obs_big >= obs - 1e-12)
+        assert metrics.miscalibration_area(err, sigma / 3, dof) > 0.2
+
+
+def test_miscalibration_area_known_case():
+    # every error 0: observed proportion is 1 at every level -> area = ∫(1-p)dp = 0.5
+    area = metrics.miscalibration_area(np.zeros(100), np.ones(100), n_levels=999)
+    assert area == pytest.approx(0.5, abs=1e-3)
+    with pytest.raises(ValueError):
+        metrics.miscalibration_area([1.0], [0.0])
+
+
+def test_calibration_factor_rescales(rng):
+    sigma = rng.lognormal(size=5000)
+    err = np.abs(2.5 * sigma * rng.normal(size=5000))
+    s = metrics.calibration_factor(err, sigma)
+    assert s == pytest.approx(2.5, rel=0.05)
+    assert metrics.miscalibration_area(err, s * sigma) < 0.02
+
+
+def test_reliability_curve(rng):
+    sigma = rng.lognormal(size=30000)
+    err = np.linalg.norm(sigma[:, None] * rng.normal(size=(sigma.size, 3)), axis=1)
+    c = metrics.reliability_curve(err, sigma, n_bins=10, dof=3)
+    assert c.count.sum() == sigma.size and len(c.rmv) == 10
+    assert np.all(np.diff(c.rmv) > 0)
+    assert np.allclose(c.rmse / c.rmv, 1.0, atol=0.08)
+    assert c.ence < 0.05
+    bad = metrics.reliability_curve(err, rng.permutation(sigma), n_bins=10, dof=3)
+    assert bad.ence > 0.3
+
+
+@pytest.mark.parametrize("method", ["isotonic", "power"])
+def test_error_map_monotone_and_json(tmp_path, rng, method):
+    gamma = rng.lognormal(size=3000)
+    err = 0.05 * gamma ** 0.8 * rng.lognormal(sigma=0.3, size=3000)
+    m = metrics.ErrorMap.fit(gamma, err, method=method)
+    grid = np.geomspace(0.05, 50, 50)
+    pred = m(grid)
+    assert np.all(np.diff(pred) >= -1e-15)
+    # the map predicts the conditional mean: check in the well-populated middle
+    mid = (gamma > 0.8) & (gamma < 1.25)
+    assert m(1.0) == pytest.approx(err[mid].mean(), rel=0.2)
+    path = tmp_path / "map.json"
+    m.save(path)
+    d = json.loads(path.read_text())
+    assert d["format"] == "aceuq-error-map" and d["method"] == method and d["units"] == "eV/A"
+    m2 = metrics.ErrorMap.load(path)
+    assert np.allclose(m2(grid), pred)
+    if method == "power":
+        assert m.b == pytest.approx(0.8, abs=0.05)
+
+
+def test_error_map_bad_file(tmp_path):
+    p = tmp_path / "x.json"
+    p.write_text("{not json")
+    with pytest.raises(ValueError, match="x.json"):
+        metrics.ErrorMap.load(p)
+    p.write_text('{"format": "other"}')
+    with pytest.raises(ValueError, match="not an aceuq error map"):
+        metrics.ErrorMap.load(p)
+
+
+def test_novelty_detection_agrees_with_sklearn(rng):
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    known = rng.normal(0, 1, 300)
+    novel = rng.normal(1.5, 1, 100)
+    d = metrics.novelty_detection(known, novel, threshold=1.0)
+    y = np.r_[np.zeros(300), np.ones(100)]
+    s = np.r_[known, novel]
+    assert d.roc_auc == pytest.approx(roc_auc_score(y, s))
+    assert d.pr_auc == pytest.approx(average_precision_score(y, s))
+    assert d.detection_rate == pytest.approx(np.mean(novel > 1.0))
+    assert d.false_alarm_rate == pytest.approx(np.mean(known > 1.0))
+    # perfect separation and its reverse
+    assert metrics.novelty_detection([0, 1, 2], [3, 4]).roc_auc == 1.0
+    assert metrics.novelty_detection([3, 4], [0, 1, 2]).roc_auc == 0.0
+    # infinite scores are allowed (an extrapolation grade can overflow)
+    assert metrics.novelty_detection([0, 1], [np.inf, 2]).roc_auc == 1.0
+    assert np.isnan(metrics.novelty_detection([0], [1]).detection_rate)
+    with pytest.raises(ValueError):
+        metrics.novelty_detection([], [1.0])
+
+
+def test_summarize(rng):
+    sigma = rng.lognormal(size=2000)
+    err = np.abs(sigma * rng.normal(size=2000))
+    s = metrics.summarize(sigma, err, sigma_like=True)
+    assert set(s) == {"spearman", "pearson", "miscalibration_area", "z_rms"}
+    assert s["miscalibration_area"] < 0.03
+    assert set(metrics.summarize(sigma, err)) == {"spearman", "pearson"}
+
+
+def test_plots_are_pngs(tmp_path, rng):
+    sigma = rng.lognormal(size=500)
+    err = np.abs(sigma * rng.normal(size=500))
+    files = [
+        metrics.plot_parity(sigma, err, tmp_path / "parity.png"),
+        metrics.plot_reliability({"ens": metrics.reliability_curve(err, sigma)}, tmp_path / "rel.png"),
+        metrics.plot_calibration({"ens": metrics.calibration_curve(err, sigma)}, tmp_path / "cal.png"),
+        metrics.plot_roc({"g": (rng.normal(size=50), rng.normal(2, 1, 20))}, tmp_path / "roc.png"),
+    ]
+    for f in files:
+        with open(f, "rb") as fh:
+            assert fh.read(8) == b"\x89PNG\r\n\x1a\n"

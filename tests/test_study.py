@@ -1,0 +1,116 @@
+import json
+import os
+
+import numpy as np
+import pytest
+
+pytest.importorskip("pyace")
+
+import ase.io  # noqa: E402
+from ase.build import bulk, fcc111  # noqa: E402
+from ase.calculators.emt import EMT  # noqa: E402
+from ase.calculators.singlepoint import SinglePointCalculator  # noqa: E402
+
+from aceuq import study  # noqa: E402
+from aceuq._core import InputError  # noqa: E402
+
+
+def _label(atoms, group):
+    atoms.calc = EMT()
+    e, f = atoms.get_potential_energy(), atoms.get_forces()
+    atoms.calc = SinglePointCalculator(atoms, energy=e, forces=f)
+    atoms.info["config_type"] = group
+    return atoms
+
+
+def emt_groups(n_per_group=8, seed=0):
+    """Small EMT Cu dataset: bulk, surface, vacancy, liquid-like (heavily rattled) groups."""
+    rng = np.random.default_rng(seed)
+    frames = []
+    for k in range(n_per_group):
+        a = bulk("Cu", "fcc", a=3.61 * (1 + rng.normal(0, 0.01)), cubic=True).repeat((2, 2, 2))
+        a.rattle(0.04, seed=int(rng.integers(1 << 30)))
+        frames.append(_label(a, "bulk"))
+        s = fcc111("Cu", size=(2, 2, 4), vacuum=5.0, a=3.61)
+        s.rattle(0.04, seed=int(rng.integers(1 << 30)))
+        frames.append(_label(s, "surface"))
+        v = bulk("Cu", "fcc", a=3.61, cubic=True).repeat((2, 2, 2))
+        del v[int(rng.integers(len(v)))]
+        v.rattle(0.04, seed=int(rng.integers(1 << 30)))
+        frames.append(_label(v, "vacancy"))
+        liq = bulk("Cu", "fcc", a=3.70, cubic=True).repeat((2, 2, 2))
+        liq.rattle(0.25, seed=int(rng.integers(1 << 30)))
+        frames.append(_label(liq, "liquid"))
+    return frames
+
+
+@pytest.fixture(scope="module")
+def emt_data(tmp_path_factory):
+    path = tmp_path_factory.mktemp("study") / "cu.extxyz"
+    ase.io.write(path, emt_groups(), format="extxyz")
+    return str(path)
+
+
+def test_stratified_split_covers_every_group():
+    labels = np.array(["a"] * 10 + ["b"] * 4 + ["c"] * 2, dtype=object)
+    s = study.stratified_split(labels, 0.25, 0.2, seed=1)
+    all_idx = np.concatenate(list(s.values()))
+    assert sorted(all_idx) == list(range(16))
+    assert set(labels[s["test"]]) == {"a", "b"}  # a 2-frame group stays in training
+    assert np.sum(labels[s["test"]] == "a") == 2 and np.sum(labels[s["calibration"]] == "a") == 2
+    again = study.stratified_split(labels, 0.25, 0.2, seed=1)
+    assert all(np.array_equal(s[k], again[k]) for k in s)
+
+
+def test_regroup_by_coordination():
+    dense = bulk("Cu", "fcc", a=3.61, cubic=True)
+    sparse = bulk("Cu", "fcc", a=4.5, cubic=True)
+    for a in (dense, sparse):
+        a.info["config_type"] = "x"
+    cfg = study.load_config({"data": ["unused"], "regroup": [
+        {"group": "x", "by": "coordination", "cutoff": 3.0, "threshold": 6, "above": "dense", "below": "sparse"}]})
+    assert list(study.group_labels([dense, sparse], cfg)) == ["dense", "sparse"]
+
+
+def test_bad_configs(tmp_path):
+    with pytest.raises(InputError, match="needs 'data'"):
+        study.load_config({})
+    with pytest.raises(InputError, match="unknown key"):
+        study.load_config({"data": "x", "bogus": 1})
+    p = tmp_path / "c.yaml"
+    p.write_text("data: [a.extxyz]\n  bad: : indent\n")
+    with pytest.raises(InputError, match="not valid YAML"):
+        study.load_config(str(p))
+
+
+def test_study_end_to_end(emt_data, tmp_path):
+    from aceuq.cli.main import main
+
+    cfg = tmp_path / "study.yaml"
+    cfg.write_text(
+        f"name: EMT Cu\ndata: [{emt_data}]\nseeds: [0, 1, 2]\n"
+        "ensemble: {members: 4, bootstrap: true}\n"
+        "accuracy: {bases: [small, medium]}\n"
+        "heterogeneity: {homogeneous_group: bulk}\n"
+        "novelty: {train_groups: [bulk], novel_groups: [surface, vacancy, liquid]}\n"
+    )
+    out = tmp_path / "out"
+    assert main(["study", str(cfg), "-o", str(out), "--no-progress"]) == 0
+    m = json.load(open(out / "metrics.json"))
+    for exp in ("accuracy/small", "accuracy/medium", "homogeneous", "heterogeneous", "novelty",
+                "novelty/surface", "novelty/liquid"):
+        assert set(study.METRIC_KEYS) <= set(m[exp]["ensemble"]), exp
+        assert m[exp]["ensemble"]["n_splits"] == 3
+    acc = m["accuracy/small"]["ensemble"]
+    assert acc["spearman"] > 0.2 and acc["roc_auc"] is None
+    assert 0 <= m["heterogeneous"]["ensemble"]["miscalibration_area"] <= 0.5
+    # a bulk-only ensemble must flag liquid-like and surface structures
+    assert m["novelty/liquid"]["ensemble"]["roc_auc"] > 0.9
+    assert m["novelty"]["ensemble"]["roc_auc"] > 0.7
+    report = (out / "report.md").read_text()
+    assert "## (a) Accuracy sweep" in report and "novelty/surface" in report
+    assert "γ columns" in report or "gamma" in json.dumps(m)
+    for png in ("parity_small.png", "reliability.png", "calibration.png", "roc.png"):
+        assert (out / png).read_bytes()[:4] == b"\x89PNG"
+        assert f"({png})" in report
+    assert not (out / "models").exists()
