@@ -1,7 +1,9 @@
-// Entry point LAMMPS calls on `plugin load libaceuq_lammps.so`: registers pair_style aceuq.
+// Entry point LAMMPS calls on `plugin load aceuqplugin.so`: registers pair_style aceuq and
+// fix aceuq/extrapolation.
 #include "lammpsplugin.h"
 
 #include "lammps.h"
+#include "fix_aceuq_extrapolation.h"
 #include "pair_aceuq.h"
 
 using namespace LAMMPS_NS;
@@ -9,6 +11,11 @@ using namespace LAMMPS_NS;
 static Pair *pair_aceuq_creator(LAMMPS *lmp)
 {
   return new PairACEUQ(lmp);
+}
+
+static Fix *fix_aceuq_extrapolation_creator(LAMMPS *lmp, int argc, char **argv)
+{
+  return new FixACEUQExtrapolation(lmp, argc, argv);
 }
 
 extern "C" void lammpsplugin_init(void *lmp, void *handle, void *regfunc)
@@ -24,5 +31,11 @@ extern "C" void lammpsplugin_init(void *lmp, void *handle, void *regfunc)
   plugin.author = "aceuq developers";
   plugin.creator.v1 = (lammpsplugin_factory1 *) &pair_aceuq_creator;
   plugin.handle = handle;
+  (*register_plugin)(&plugin, lmp);
+
+  plugin.style = "fix";
+  plugin.name = "aceuq/extrapolation";
+  plugin.info = "aceuq: dump and halt on extrapolation grade thresholds";
+  plugin.creator.v2 = (lammpsplugin_factory2 *) &fix_aceuq_extrapolation_creator;
   (*register_plugin)(&plugin, lmp);
 }

@@ -34,6 +34,7 @@ struct PairACEUQ::Core {
   std::unique_ptr<aceuq::AtomEvaluator> evaluator;
   std::shared_ptr<aceuq::Grader> grader;
   aceuq::Assign assign = aceuq::Assign::Nearest;
+  bool assign_given = false;    // pair_style ... assign X overrides what a .casi file says
   std::vector<double> rcutsq;    // [mu_i * nel + mu_j]
 
   // scratch for one central atom
@@ -79,8 +80,8 @@ PairACEUQ::~PairACEUQ()
   if (allocated) {
     memory->destroy(setflag);
     memory->destroy(cutsq);
-    delete[] map;
   }
+  // map is deleted by Pair::~Pair()
 }
 
 /* ---------------------------------------------------------------------- */
@@ -115,8 +116,12 @@ void PairACEUQ::compute(int eflag, int vflag)
       cluster[i] = -1.0;
     }
     mode = core->grader->full() ? aceuq::ProjectionMode::Full : aceuq::ProjectionMode::Linear;
-    core->proj.assign(nel, {});
-    core->atoms.assign(nel, {});
+    core->proj.resize(nel);
+    core->atoms.resize(nel);
+    for (int mu = 0; mu < nel; mu++) {    // keep the capacity from step to step
+      core->proj[mu].clear();
+      core->atoms[mu].clear();
+    }
   }
 
   try {
@@ -144,8 +149,10 @@ void PairACEUQ::compute(int eflag, int vflag)
       }
 
       const int n = (int) core->mu_j.size();
+      const bool graded = want_gamma && core->grader->has_element(mu_i);
       auto &res = core->result;
-      core->evaluator->compute(mu_i, n, core->mu_j.data(), core->rij.data(), true, mode, res);
+      core->evaluator->compute(mu_i, n, core->mu_j.data(), core->rij.data(), true,
+                               graded ? mode : aceuq::ProjectionMode::None, res);
 
       if (eflag_global) eng_vdwl += res.energy;
       if (eflag_atom) eatom[i] += res.energy;
@@ -165,7 +172,7 @@ void PairACEUQ::compute(int eflag, int vflag)
         }
       }
 
-      if (want_gamma && core->grader->has_element(mu_i)) {
+      if (graded) {
         const int width = core->grader->element(mu_i).n_proj;
         if ((int) res.projections.size() != width)
           throw std::runtime_error("an atom of element " + core->potential->elements()[mu_i] + " has " +
@@ -207,6 +214,8 @@ void PairACEUQ::compute_gamma()
 
 void PairACEUQ::settings(int narg, char **arg)
 {
+  core->assign = aceuq::Assign::Nearest;
+  core->assign_given = false;
   int iarg = 0;
   while (iarg < narg) {
     if (strcmp(arg[iarg], "assign") == 0) {
@@ -219,12 +228,13 @@ void PairACEUQ::settings(int narg, char **arg)
       else
         error->all(FLERR, "pair_style aceuq: unknown value '{}' for assign (expected nearest or min)",
                    arg[iarg + 1]);
+      core->assign_given = true;
       iarg += 2;
     } else {
       error->all(FLERR, "pair_style aceuq: unknown keyword '{}' (known: assign nearest|min)", arg[iarg]);
     }
   }
-  if (core->grader) core->grader->set_assign(core->assign);
+  if (core->grader && core->assign_given) core->grader->set_assign(core->assign);
 }
 
 /* ---------------------------------------------------------------------- */
@@ -308,7 +318,7 @@ void PairACEUQ::coeff(int narg, char **arg)
     } catch (const std::exception &e) {
       error->all(FLERR, "pair_style aceuq: cannot read active set '{}': {}", as_path, e.what());
     }
-    core->grader->set_assign(core->assign);
+    if (core->assign_given) core->grader->set_assign(core->assign);
   }
 
   int count = 0;
@@ -379,4 +389,17 @@ void *PairACEUQ::extract_peratom(const char *name, int &ncol)
 double PairACEUQ::memory_usage()
 {
   return Pair::memory_usage() + 2.0 * nmax_peratom * sizeof(double);
+}
+
+/* ---------------------------------------------------------------------- */
+
+bool PairACEUQ::has_active_set() const
+{
+  return static_cast<bool>(core->grader);
+}
+
+const char *PairACEUQ::type_element(int itype) const
+{
+  if (!map || itype < 1 || itype > atom->ntypes || map[itype] < 0) return "X";
+  return core->potential->elements()[map[itype]].c_str();
 }

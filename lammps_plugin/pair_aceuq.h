@@ -12,6 +12,8 @@
 
 #include "pair.h"
 
+#include <string>
+
 namespace LAMMPS_NS {
 
 class PairACEUQ : public Pair {
@@ -27,6 +29,10 @@ class PairACEUQ : public Pair {
   void *extract(const char *, int &) override;
   void *extract_peratom(const char *, int &) override;
   double memory_usage() override;
+
+  // for fix aceuq/extrapolation
+  bool has_active_set() const;
+  const char *type_element(int itype) const;    // element symbol of a LAMMPS atom type
 
  private:
   struct Core;    // the aceuq objects and scratch space (defined in pair_aceuq.cpp)

@@ -50,7 +50,12 @@ SPECS: Dict[str, Spec] = {s.name: s for s in [
     Spec("CuAl_cheblinear", ["Cu", "Al"], radbase="ChebLinear", inner_cutoff_type="density", r_in=0.0,
          delta_in=0.0, core_repulsion=[30.0, 2.0], nradmax_by_orders=[5, 3, 2], lmax_by_orders=[0, 2, 1]),
     Spec("CuAlNi_chebexpcos", ["Cu", "Al", "Ni"], nradmax_by_orders=[4, 2, 1], lmax_by_orders=[0, 1, 1]),
+    # Si, for the DFT frames of ../shared/data/mlearn-Si (fitted with make_potential_from_frames)
 ]}
+
+# Fitted to DFT frames (make_potential_from_frames), not to EMT: kept out of SPECS.
+SI_SMALL = Spec("Si_small", ["Si"], rcut=5.0, r_in=1.8, delta_in=0.3, nradmax_by_orders=[6, 3, 2],
+                lmax_by_orders=[0, 2, 1])
 
 
 def basis_config(spec: Spec):
@@ -103,6 +108,27 @@ def fit_linear(spec: Spec, frames):
     fit = LinearACEFit(train_dataset=ds)
     fit.fit()
     return fit.get_bbasis()
+
+
+def dft_frames(frames):
+    """Frames read by ASE with DFT energy and forces, in the form fit_linear takes."""
+    out = []
+    for a in frames:
+        b = a.copy()
+        b.info["energy"] = a.get_potential_energy()
+        b.arrays["forces_ref"] = a.get_forces()
+        out.append(b)
+    return out
+
+
+def make_potential_from_frames(spec: Spec, folder: str, frames, tag: str) -> str:
+    """A linear potential of the spec's basis fitted (pyace) to DFT frames: folder/<name>_<tag>.yaml."""
+    path = os.path.join(folder, f"{spec.name}_{tag}.yaml")
+    if not os.path.exists(path):
+        tmp = path + ".tmp.yaml"
+        fit_linear(spec, dft_frames(frames)).save(tmp)
+        os.replace(tmp, path)
+    return path
 
 
 def make_potential(spec: Spec, folder: str) -> str:

@@ -6,6 +6,12 @@ import sys
 
 VERBS = {
     "evaluate": "energies, forces, stress of structures with an ACE potential",
+    "activeset": "D-optimal active set of training atoms: global (.asi) or clustered (.casi)",
+    "gamma": "per-atom extrapolation grade gamma (and cluster) against an active set",
+    "select": "the N candidate structures most worth computing with DFT (D-optimal)",
+    "info": "version, and where the LAMMPS plugin (pair_style aceuq) is and how to load it",
+    "ensemble": "fit an ensemble of linear ACE potentials (bootstrap), with calibrated σ",
+    "study": "the paper's UQ study (accuracy, heterogeneity, novelty) on labelled data",
 }
 
 

@@ -1,0 +1,310 @@
+/* fix aceuq/extrapolation: extrapolation-triggered dumps and halts for pair_style aceuq.
+   The fix does no numerics: gamma comes from the pair style (the aceuq Grader); the fix decides
+   when to ask for it, gathers what is above the thresholds to rank 0 and writes extended XYZ. */
+
+#include "fix_aceuq_extrapolation.h"
+
+#include "atom.h"
+#include "comm.h"
+#include "domain.h"
+#include "error.h"
+#include "force.h"
+#include "pair_aceuq.h"
+#include "timer.h"
+#include "update.h"
+#include "utils.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+
+using namespace LAMMPS_NS;
+using namespace FixConst;
+
+namespace {
+// One atom as gathered to rank 0: [tag, type, x, y, z, gamma, cluster, centre]
+constexpr int kRecord = 8;
+}    // namespace
+
+FixACEUQExtrapolation::FixACEUQExtrapolation(LAMMPS *lmp, int narg, char **arg) :
+    Fix(lmp, narg, arg), lower(0), upper(0), cutout(0), pair(nullptr), max_gamma(0), n_above(0),
+    frames_written(0), cutouts_written(0), file_started(false)
+{
+  if (narg < 10)
+    error->all(FLERR, "Illegal fix aceuq/extrapolation command: expected "
+                      "fix ID group aceuq/extrapolation N lower L upper U file OUT.extxyz [cutout R]");
+  nevery = utils::inumeric(FLERR, arg[3], false, lmp);
+  if (nevery <= 0) error->all(FLERR, "fix aceuq/extrapolation: N must be > 0");
+  bool have_lower = false, have_upper = false;
+  for (int iarg = 4; iarg < narg; iarg += 2) {
+    if (iarg + 1 >= narg) error->all(FLERR, "fix aceuq/extrapolation: keyword {} needs a value", arg[iarg]);
+    const std::string key = arg[iarg];
+    if (key == "lower") {
+      lower = utils::numeric(FLERR, arg[iarg + 1], false, lmp);
+      have_lower = true;
+    } else if (key == "upper") {
+      upper = utils::numeric(FLERR, arg[iarg + 1], false, lmp);
+      have_upper = true;
+    } else if (key == "file") {
+      filename = arg[iarg + 1];
+    } else if (key == "cutout") {
+      cutout = utils::numeric(FLERR, arg[iarg + 1], false, lmp);
+      if (cutout <= 0) error->all(FLERR, "fix aceuq/extrapolation: cutout radius must be > 0");
+    } else {
+      error->all(FLERR, "fix aceuq/extrapolation: unknown keyword {}", key);
+    }
+  }
+  if (!have_lower || !have_upper || filename.empty())
+    error->all(FLERR, "fix aceuq/extrapolation: lower, upper and file are required");
+  if (lower <= 0 || upper < lower)
+    error->all(FLERR, "fix aceuq/extrapolation: need 0 < lower <= upper (got lower {} upper {})", lower, upper);
+
+  vector_flag = 1;
+  size_vector = 4;
+  global_freq = nevery;
+  extvector = 0;
+}
+
+int FixACEUQExtrapolation::setmask()
+{
+  return PRE_FORCE | END_OF_STEP;
+}
+
+void FixACEUQExtrapolation::init()
+{
+  pair = dynamic_cast<PairACEUQ *>(force->pair_match("aceuq", 1));
+  if (!pair) error->all(FLERR, "fix aceuq/extrapolation requires pair_style aceuq");
+  if (!pair->has_active_set())
+    error->all(FLERR, "fix aceuq/extrapolation: pair_coeff gave no active set (.asi or .casi): gamma is undefined");
+  if (cutout > 0) {
+    for (int d = 0; d < 3; ++d) {
+      const double len = d == 0 ? domain->xprd : (d == 1 ? domain->yprd : domain->zprd);
+      if (domain->periodicity[d] && 2.0 * cutout > len)
+        error->all(FLERR, "fix aceuq/extrapolation: cutout radius {} exceeds half the periodic box ({})", cutout,
+                   len);
+    }
+  }
+}
+
+void FixACEUQExtrapolation::request_gamma()
+{
+  int dim = 0;
+  auto *flag = static_cast<int *>(pair->extract("gamma_flag", dim));
+  if (flag) *flag = 1;
+}
+
+void FixACEUQExtrapolation::setup_pre_force(int)
+{
+  if (update->ntimestep % nevery == 0) request_gamma();
+}
+
+void FixACEUQExtrapolation::pre_force(int)
+{
+  // called after the step counter advanced: this is the step whose forces come next
+  if (update->ntimestep % nevery == 0) request_gamma();
+}
+
+void FixACEUQExtrapolation::setup(int)
+{
+  if (update->ntimestep % nevery == 0) check();
+}
+
+void FixACEUQExtrapolation::end_of_step()
+{
+  check();
+}
+
+double FixACEUQExtrapolation::compute_vector(int i)
+{
+  switch (i) {
+    case 0: return max_gamma;
+    case 1: return double(n_above);
+    case 2: return double(frames_written);
+    default: return double(cutouts_written);
+  }
+}
+
+void FixACEUQExtrapolation::check()
+{
+  int ncols = 0;
+  const double *gamma = static_cast<double *>(pair->extract_peratom("gamma", ncols));
+  int dim = 0;
+  auto *flag = static_cast<int *>(pair->extract("gamma_flag", dim));
+  if (flag) *flag = 0;
+  if (!gamma) error->all(FLERR, "fix aceuq/extrapolation: pair_style aceuq returned no gamma");
+
+  const int nlocal = atom->nlocal;
+  const int *mask = atom->mask;
+  const tagint *tag = atom->tag;
+  double local_max[2] = {-1.0, 0.0};    // gamma, tag of the atom
+  int local_above = 0;
+  std::vector<int> above;    // local indices above the lower threshold
+  for (int i = 0; i < nlocal; ++i) {
+    if (!(mask[i] & groupbit)) continue;
+    if (gamma[i] > local_max[0] || (gamma[i] == local_max[0] && double(tag[i]) < local_max[1])) {
+      local_max[0] = gamma[i];
+      local_max[1] = double(tag[i]);
+    }
+    if (gamma[i] > lower) {
+      ++local_above;
+      above.push_back(i);
+    }
+  }
+  std::vector<double> all_max(2 * comm->nprocs);
+  MPI_Allgather(local_max, 2, MPI_DOUBLE, all_max.data(), 2, MPI_DOUBLE, world);
+  double gmax = -1.0, gtag = 0.0;
+  for (int r = 0; r < comm->nprocs; ++r) {
+    const double g = all_max[2 * r], t = all_max[2 * r + 1];
+    if (g > gmax || (g == gmax && t < gtag)) {
+      gmax = g;
+      gtag = t;
+    }
+  }
+  MPI_Allreduce(&local_above, &n_above, 1, MPI_INT, MPI_SUM, world);
+  max_gamma = std::max(gmax, 0.0);
+
+  if (max_gamma > lower) write_frame(above);
+
+  if (max_gamma > upper) {
+    if (comm->me == 0)
+      utils::logmesg(lmp,
+                     "fix aceuq/extrapolation: step {} atom {} has gamma {:.4g} > upper {}: stopping the run\n",
+                     update->ntimestep, (tagint) gtag, max_gamma, upper);
+    timer->force_timeout();
+  }
+}
+
+void FixACEUQExtrapolation::write_frame(const std::vector<int> &above_local)
+{
+  int ncols = 0;
+  const double *gamma = static_cast<double *>(pair->extract_peratom("gamma", ncols));
+  const double *cluster = static_cast<double *>(pair->extract_peratom("cluster", ncols));
+  double **x = atom->x;
+  const int *type = atom->type;
+  const tagint *tag = atom->tag;
+  const int *mask = atom->mask;
+  const int nlocal = atom->nlocal;
+
+  std::vector<double> mine;
+  auto pack = [&](int i, const double *pos, double centre) {
+    mine.insert(mine.end(), {double(tag[i]), double(type[i]), pos[0], pos[1], pos[2], gamma[i], cluster[i], centre});
+  };
+
+  std::vector<double> centres;    // per centre: tag, x, y, z, gamma (sorted by tag, same on all ranks)
+  if (cutout > 0) {
+    std::vector<double> local_centres;
+    for (int i : above_local)
+      local_centres.insert(local_centres.end(), {double(tag[i]), x[i][0], x[i][1], x[i][2], gamma[i]});
+    int n = int(local_centres.size());
+    std::vector<int> counts(comm->nprocs), displs(comm->nprocs);
+    MPI_Allgather(&n, 1, MPI_INT, counts.data(), 1, MPI_INT, world);
+    int total = 0;
+    for (int r = 0; r < comm->nprocs; ++r) {
+      displs[r] = total;
+      total += counts[r];
+    }
+    centres.resize(total);
+    MPI_Allgatherv(local_centres.data(), n, MPI_DOUBLE, centres.data(), counts.data(), displs.data(), MPI_DOUBLE,
+                   world);
+    const int nc = total / 5;
+    for (int c = 0; c < nc; ++c) {
+      for (int i = 0; i < nlocal; ++i) {
+        if (!(mask[i] & groupbit)) continue;
+        double d[3] = {x[i][0] - centres[5 * c + 1], x[i][1] - centres[5 * c + 2], x[i][2] - centres[5 * c + 3]};
+        domain->minimum_image(FLERR, d[0], d[1], d[2]);
+        if (d[0] * d[0] + d[1] * d[1] + d[2] * d[2] <= cutout * cutout) pack(i, d, centres[5 * c]);
+      }
+    }
+  } else {
+    for (int i = 0; i < nlocal; ++i)
+      if (mask[i] & groupbit) {
+        double p[3] = {x[i][0] - domain->boxlo[0], x[i][1] - domain->boxlo[1], x[i][2] - domain->boxlo[2]};
+        pack(i, p, -1.0);
+      }
+  }
+
+  int n = int(mine.size());
+  std::vector<int> counts(comm->nprocs), displs(comm->nprocs);
+  MPI_Gather(&n, 1, MPI_INT, counts.data(), 1, MPI_INT, 0, world);
+  int total = 0;
+  if (comm->me == 0)
+    for (int r = 0; r < comm->nprocs; ++r) {
+      displs[r] = total;
+      total += counts[r];
+    }
+  std::vector<double> all(comm->me == 0 ? total : 0);
+  MPI_Gatherv(mine.data(), n, MPI_DOUBLE, all.data(), counts.data(), displs.data(), MPI_DOUBLE, 0, world);
+  if (comm->me != 0) return;
+
+  // Order by (centre, tag) so that the file does not depend on the domain decomposition.
+  const int na = total / kRecord;
+  std::vector<int> order(na);
+  for (int k = 0; k < na; ++k) order[k] = k;
+  std::sort(order.begin(), order.end(), [&](int a, int b) {
+    const double *ra = &all[kRecord * a], *rb = &all[kRecord * b];
+    return ra[7] != rb[7] ? ra[7] < rb[7] : ra[0] < rb[0];
+  });
+
+  std::ostringstream out;
+  out.precision(10);
+  auto header = [&](int count, const std::string &extra, bool periodic) {
+    out << count << "\n";
+    if (periodic) {
+      const double *h = domain->h;    // xprd yprd zprd yz xz xy
+      out << "Lattice=\"" << h[0] << " 0 0 " << h[5] << " " << h[1] << " 0 " << h[4] << " " << h[3] << " " << h[2]
+          << "\" ";
+    }
+    out << "Properties=species:S:1:pos:R:3:gamma:R:1:cluster:I:1:id:I:1 pbc=\""
+        << (periodic && domain->xperiodic ? "T" : "F") << " " << (periodic && domain->yperiodic ? "T" : "F") << " "
+        << (periodic && domain->zperiodic ? "T" : "F") << "\" step=" << update->ntimestep << extra << "\n";
+  };
+  auto line = [&](const double *r) {
+    out << pair->type_element(int(r[1])) << " " << r[2] << " " << r[3] << " " << r[4] << " " << r[5] << " "
+        << int(r[6]) << " " << (tagint) r[0] << "\n";
+  };
+  if (cutout > 0) {
+    int k = 0;
+    const int nc = int(centres.size()) / 5;
+    for (int c = 0; c < nc; ++c) {
+      int start = k;
+      while (k < na && all[kRecord * order[k] + 7] == centres[5 * c]) ++k;
+      std::ostringstream extra;
+      extra.precision(10);
+      extra << " centre_id=" << (tagint) centres[5 * c] << " centre_gamma=" << centres[5 * c + 4]
+            << " max_gamma=" << max_gamma << " cutout_radius=" << cutout;
+      header(k - start, extra.str(), false);
+      for (int q = start; q < k; ++q) line(&all[kRecord * order[q]]);
+      ++cutouts_written;
+    }
+  } else {
+    std::ostringstream extra;
+    extra.precision(10);
+    extra << " max_gamma=" << max_gamma;
+    header(na, extra.str(), true);
+    for (int q = 0; q < na; ++q) line(&all[kRecord * order[q]]);
+    ++frames_written;
+  }
+  append_atomically(out.str());
+}
+
+// A frame is never half written: the file is rebuilt in a temporary file and renamed over the
+// old one. Dumps happen only on extrapolation, so the copy is cheap next to the MD.
+void FixACEUQExtrapolation::append_atomically(const std::string &text)
+{
+  const std::string tmp = filename + ".tmp";
+  {
+    std::ofstream dst(tmp, std::ios::binary | std::ios::trunc);
+    if (!dst) error->one(FLERR, "fix aceuq/extrapolation: cannot write {}", tmp);
+    if (file_started) {    // a fix starts a new file, then appends (as LAMMPS dumps do)
+      std::ifstream src(filename, std::ios::binary);
+      if (src) dst << src.rdbuf();
+    }
+    dst << text;
+    dst.flush();
+    if (!dst) error->one(FLERR, "fix aceuq/extrapolation: writing {} failed (disk full?)", tmp);
+  }
+  if (std::rename(tmp.c_str(), filename.c_str()) != 0)
+    error->one(FLERR, "fix aceuq/extrapolation: cannot rename {} to {}", tmp, filename);
+  file_started = true;
+}

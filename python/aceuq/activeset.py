@@ -1,0 +1,379 @@
+"""Active sets: building them (global per element, or clustered per DESIGN.md), saving them as
+pacemaker ``.asi`` or aceuq ``.casi``, and grading atoms against them with the C++ Grader.
+
+Clusters (per element, on the projections that are graded: linear ones in linear mode):
+standardize, PCA to at most 32 dimensions, k-means (scikit-learn, n_init=4, fixed random_state).
+``clusters="auto"`` chooses k by the silhouette score of k = 2..8 on the PCA features (sampled
+to 3000 atoms): the largest score wins, but a smaller k within 0.02 of it is preferred (fewer
+atoms per cluster make every local active set worse conditioned, and the study found k = 2-4
+best, k = 8 noisier); if no k scores above 0.1 the data has no cluster structure and k = 1.
+Whatever k is asked for, every cluster must hold at least n_projections atoms (MaxVol needs a
+square submatrix): the smallest too-small cluster is dropped, its atoms go to the nearest
+remaining centre, k-means is rerun from the remaining centres, until all are large enough. The
+effective k is reported. Atoms belong to the cluster of their nearest centre, which is what the
+Grader's ``assign nearest`` computes, so every training atom has gamma <= 1 + tol in it.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+from ase import Atoms
+
+from . import _core
+from ._core import InputError
+from .maxvol import DEFAULT_MAX_ITERS, DEFAULT_RANK_RTOL, DEFAULT_TOL, ActiveSetMatrix, select_active_set
+from .potential import Potential
+
+CASI_FORMAT = "aceuq.casi"
+CASI_VERSION = 1
+MAX_PCA_DIM = 32
+AUTO_K = range(2, 9)
+RANDOM_STATE = 0
+SILHOUETTE_SAMPLE = 3000
+SILHOUETTE_NEAR = 0.02
+SILHOUETTE_MIN = 0.1
+
+
+# ----------------------------------------------------------------- built sets
+
+@dataclass
+class ElementSet:
+    """Active sets of one element: one per cluster, with the feature transform when k > 1."""
+
+    element: str
+    n_atoms: int
+    n_projections: int
+    k_requested: Union[int, str]
+    inverses: List[np.ndarray]
+    matrices: List[ActiveSetMatrix] = field(default_factory=list)
+    cluster_sizes: List[int] = field(default_factory=list)
+    mean: Optional[np.ndarray] = None
+    scale: Optional[np.ndarray] = None
+    components: Optional[np.ndarray] = None
+    centers: Optional[np.ndarray] = None
+    active_rows: List[np.ndarray] = field(default_factory=list)  # (structure, atom) pairs per cluster
+    notes: List[str] = field(default_factory=list)
+
+    @property
+    def k(self) -> int:
+        return len(self.inverses)
+
+    def transform(self, b: np.ndarray) -> np.ndarray:
+        return ((b - self.mean) / self.scale) @ self.components.T
+
+
+@dataclass
+class BuiltActiveSet:
+    """What ``build_active_set`` returns; ``save`` writes .asi (all k = 1) or .casi."""
+
+    potential: Potential
+    mode: str
+    assign: str
+    elements: Dict[str, ElementSet]
+
+    @property
+    def clustered(self) -> bool:
+        return any(s.k > 1 for s in self.elements.values())
+
+    def save(self, path) -> str:
+        path = os.fspath(path)
+        if self.clustered or path.endswith(".casi"):
+            if path.endswith((".asi", ".asi.nonlinear")):
+                raise InputError(f"'{path}': a clustered active set is written as .casi, not .asi")
+            write_casi(path, self)
+        else:
+            write_asi(path, {el: s.inverses[0] for el, s in self.elements.items()})
+        return path
+
+    def summary(self) -> List[str]:
+        lines = []
+        for el, s in self.elements.items():
+            conds = ", ".join(f"{m.condition:.3g}" for m in s.matrices)
+            raw = ", ".join(f"{m.raw_condition:.3g}" for m in s.matrices)
+            ranks = ", ".join(str(m.rank) for m in s.matrices)
+            lines.append(f"{el}: {s.n_atoms} atoms, n_proj {s.n_projections}, k requested {s.k_requested}, "
+                         f"effective k {s.k} (sizes {s.cluster_sizes}), rank [{ranks}], "
+                         f"condition [{conds}] (raw rows [{raw}])")
+            lines.extend(f"  {el}: {n}" for n in s.notes)
+            for c, m in enumerate(s.matrices):
+                lines.extend(f"  {el}/cluster {c}: {n}" for n in m.notes)
+        return lines
+
+
+# ----------------------------------------------------------------- writing
+
+def _atomic_npz(path: str, arrays: Dict[str, np.ndarray]) -> None:
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".aceuq-", suffix=".npz.tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.savez(fh, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_asi(path, inverses: Dict[str, np.ndarray]) -> None:
+    """pacemaker .asi: one square array per element, keyed by element name.
+
+    Keys are written in sorted order: pyace's Python loader gives the i-th sorted key to species
+    i, and pyace numbers species in sorted element order, so both its loaders (and ours, by
+    name) agree."""
+    _atomic_npz(os.fspath(path), {el: np.ascontiguousarray(inverses[el], dtype=float) for el in sorted(inverses)})
+
+
+def write_casi(path, built: BuiltActiveSet) -> None:
+    arrays: Dict[str, np.ndarray] = {}
+    for el in sorted(built.elements):
+        s = built.elements[el]
+        for c, inv in enumerate(s.inverses):
+            arrays[f"{el}/inv/{c}"] = np.ascontiguousarray(inv, dtype=float)
+        if s.k > 1:
+            arrays[f"{el}/centers"] = s.centers
+            arrays[f"{el}/mean"] = s.mean
+            arrays[f"{el}/scale"] = s.scale
+            arrays[f"{el}/components"] = s.components
+    meta = {
+        "format": CASI_FORMAT, "version": CASI_VERSION, "elements": sorted(built.elements), "mode": built.mode,
+        "fingerprint": built.potential.fingerprint, "assign": built.assign,
+        "clusters": {el: s.k for el, s in built.elements.items()},
+        "n_projections": {el: s.n_projections for el, s in built.elements.items()},
+    }
+    arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    _atomic_npz(os.fspath(path), arrays)
+
+
+# ----------------------------------------------------------------- loading and grading
+
+class ActiveSet:
+    """A saved active set (.asi or .casi) checked against its potential; grades atoms.
+
+    >>> aset = ActiveSet.load("pot.casi", pot)
+    >>> gamma, cluster = aset.gamma(atoms)          # per atom
+    """
+
+    def __init__(self, path: str, potential: Potential, grader):
+        self.path = path
+        self.potential = potential
+        self._grader = grader
+
+    @classmethod
+    def load(cls, path, potential: Potential, assign: Optional[str] = None) -> "ActiveSet":
+        path = os.fspath(path)
+        if not os.path.exists(path):
+            raise InputError(f"active set '{path}': no such file")
+        grader = _core.Grader(path, potential._pot)
+        aset = cls(path, potential, grader)
+        if assign is not None:
+            aset.assign = assign
+        return aset
+
+    @property
+    def mode(self) -> str:
+        return "full" if self._grader.full else "linear"
+
+    @property
+    def assign(self) -> str:
+        return self._grader.assign
+
+    @assign.setter
+    def assign(self, value: str) -> None:
+        if value not in ("nearest", "min"):
+            raise ValueError(f"assign must be 'nearest' or 'min', got {value!r}")
+        self._grader.assign = value
+
+    def n_clusters(self, element: str) -> int:
+        return self._grader.n_clusters(self.potential._element_index(element))
+
+    def grade(self, element: str, projections: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+        """gamma and cluster of rows of projections of one element."""
+        mu = self.potential._element_index(element)
+        return self._grader.grade(mu, np.ascontiguousarray(projections, dtype=float))
+
+    def gamma(self, structures: Union[Atoms, Sequence[Atoms]], progress: bool = False):
+        """Per-atom (gamma, cluster) of one structure, or a list of them for a list of structures."""
+        single = isinstance(structures, Atoms)
+        frames = [structures] if single else list(structures)
+        out = [(np.zeros(len(a)), np.zeros(len(a), dtype=np.int32)) for a in frames]
+        proj = self.potential.projections(frames, mode=self.mode, progress=progress)
+        for el, p in proj.items():
+            if len(p.values) == 0:
+                continue
+            g, c = self.grade(el, p.values)
+            for s in np.unique(p.structure):
+                sel = p.structure == s
+                out[s][0][p.atom[sel]] = g[sel]
+                out[s][1][p.atom[sel]] = c[sel]
+        return out[0] if single else out
+
+    def active_matrices(self) -> Dict[str, List[np.ndarray]]:
+        """{element: [active-set matrix per cluster]}: the inverse of each stored grading matrix
+        (rows that reproduce gamma; for a pacemaker file, the selected atoms' projections)."""
+        data = load_npz(self.path)
+        out: Dict[str, List[np.ndarray]] = {}
+        for el in self.potential.elements:
+            mats = _stored_inverses(data, el)
+            out[el] = [np.linalg.pinv(m) for m in mats]
+        return out
+
+
+def load_npz(path) -> Dict[str, np.ndarray]:
+    path = os.fspath(path)
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except Exception as exc:
+        raise InputError(f"active set '{path}': cannot be read as .npz ({type(exc).__name__}: {exc})") from None
+
+
+def _stored_inverses(data: Dict[str, np.ndarray], el: str) -> List[np.ndarray]:
+    if el in data:
+        return [data[el]]
+    mats, c = [], 0
+    while f"{el}/inv/{c}" in data:
+        mats.append(data[f"{el}/inv/{c}"])
+        c += 1
+    return mats
+
+
+# ----------------------------------------------------------------- building
+
+def build_active_set(potential: Potential, structures: Sequence[Atoms], clusters: Union[int, str] = 1,
+                     mode: str = "linear", assign: str = "nearest", tol: float = DEFAULT_TOL,
+                     max_iters: int = DEFAULT_MAX_ITERS, memory_limit: Optional[int] = None,
+                     rank_rtol: float = DEFAULT_RANK_RTOL, random_state: int = RANDOM_STATE,
+                     progress: bool = False, projections=None) -> BuiltActiveSet:
+    """Active sets of every element of the potential from the atoms of `structures`.
+
+    clusters: 1 (global, pacemaker's .asi), an int k, or "auto". mode: "linear" or "full".
+    projections: precomputed ``potential.projections(structures, mode)`` (optional)."""
+    if mode not in ("linear", "full"):
+        raise ValueError("mode must be 'linear' or 'full'")
+    if assign not in ("nearest", "min"):
+        raise ValueError("assign must be 'nearest' or 'min'")
+    if not (clusters == "auto" or (isinstance(clusters, (int, np.integer)) and clusters >= 1)):
+        raise ValueError(f"clusters must be 'auto' or a positive integer, got {clusters!r}")
+    proj = projections if projections is not None else potential.projections(structures, mode=mode, progress=progress)
+    sets = {}
+    for el in potential.elements:
+        p = proj[el]
+        n_proj = potential.n_projections(el, mode)
+        if len(p.values) < n_proj:
+            raise InputError(f"element {el}: {len(p.values)} training atoms for {n_proj} projections; an active set "
+                             f"needs at least as many atoms as projections (add structures, or use a smaller basis)")
+        sets[el] = _build_element(el, p, n_proj, clusters, tol, max_iters, memory_limit, rank_rtol, random_state,
+                                  progress)
+    return BuiltActiveSet(potential, mode, assign, sets)
+
+
+def _build_element(el, p, n_proj, clusters, tol, max_iters, memory_limit, rank_rtol, random_state, progress):
+    values = p.values
+    n = len(values)
+    s = ElementSet(element=el, n_atoms=n, n_projections=n_proj, k_requested=clusters, inverses=[])
+    labels = np.zeros(n, dtype=int)
+    k_cap = n // n_proj
+    if clusters == "auto" or clusters > 1:
+        mean = values.mean(axis=0)
+        scale = values.std(axis=0)
+        scale[scale == 0] = 1.0
+        z = (values - mean) / scale
+        dim = int(min(MAX_PCA_DIM, n_proj, n - 1))
+        from sklearn.decomposition import PCA
+
+        comps = PCA(n_components=dim, svd_solver="full", random_state=random_state).fit(z).components_
+        feats = z @ comps.T
+        if clusters == "auto":
+            k, scores = choose_k(feats, k_cap, random_state)
+            s.notes.append("auto k: silhouette " + ", ".join(f"k={kk}: {sc:.3f}" for kk, sc in scores.items())
+                           + f" -> k={k}" + (f" (at most {k_cap}: {n} atoms / {n_proj} projections)"
+                                             if k_cap < max(AUTO_K) else ""))
+        else:
+            k = int(clusters)
+            if k > max(k_cap, 1):
+                s.notes.append(f"k={k} requested; at most {max(k_cap, 1)} clusters of >= {n_proj} atoms "
+                               f"({n} atoms / {n_proj} projections)")
+        if k > 1:
+            labels, centers, merge_notes = cluster_with_minimum_size(feats, k, n_proj, random_state)
+            s.notes.extend(merge_notes)
+            if len(centers) > 1:
+                s.mean, s.scale, s.components, s.centers = mean, scale, comps, centers
+            else:
+                labels = np.zeros(n, dtype=int)
+    k_eff = int(labels.max()) + 1
+    for c in range(k_eff):
+        idx = np.nonzero(labels == c)[0]
+        rows = values if k_eff == 1 else values[idx]
+        m = select_active_set(rows, tol=tol, max_iters=max_iters, rank_rtol=rank_rtol, memory_limit=memory_limit,
+                              progress=progress, desc=f"MaxVol {el}" + (f"/{c}" if k_eff > 1 else ""))
+        chosen = m.rows if k_eff == 1 else idx[m.rows]
+        s.inverses.append(m.inverse)
+        s.matrices.append(m)
+        s.cluster_sizes.append(len(idx))
+        s.active_rows.append(np.stack([p.structure[chosen], p.atom[chosen]], axis=1))
+    return s
+
+
+def choose_k(feats: np.ndarray, k_cap: int, random_state: int = RANDOM_STATE) -> Tuple[int, Dict[int, float]]:
+    """The k of the module docstring's rule, and the silhouette score of each k tried."""
+    from sklearn.cluster import KMeans
+    from sklearn.metrics import silhouette_score
+
+    ks = [k for k in AUTO_K if k <= k_cap and k < len(feats)]
+    if not ks:
+        return 1, {}
+    rng = np.random.default_rng(random_state)
+    sample = rng.choice(len(feats), size=min(len(feats), SILHOUETTE_SAMPLE), replace=False)
+    scores = {}
+    for k in ks:
+        labels = KMeans(n_clusters=k, n_init=4, random_state=random_state).fit_predict(feats)
+        if len(np.unique(labels[sample])) < 2:
+            scores[k] = -1.0
+            continue
+        scores[k] = float(silhouette_score(feats[sample], labels[sample]))
+    best = max(scores.values())
+    if best < SILHOUETTE_MIN:
+        return 1, scores
+    k = min(kk for kk, sc in scores.items() if sc >= best - SILHOUETTE_NEAR)
+    return k, scores
+
+
+def cluster_with_minimum_size(feats: np.ndarray, k: int, min_size: int, random_state: int = RANDOM_STATE):
+    """k-means with every cluster holding >= min_size points (the module docstring's merge rule).
+    Returns (labels, centers, notes); labels are the nearest centre of each point."""
+    from sklearn.cluster import KMeans
+
+    notes = []
+    k = min(k, max(len(feats) // min_size, 1))
+    km = KMeans(n_clusters=k, n_init=4, random_state=random_state).fit(feats)
+    centers = km.cluster_centers_
+    while True:
+        labels = _nearest(feats, centers)
+        sizes = np.bincount(labels, minlength=len(centers))
+        if sizes.min() >= min_size or len(centers) == 1:
+            break
+        small = int(np.argmin(sizes))
+        notes.append(f"cluster of {sizes[small]} atoms (< {min_size} projections) merged into the nearest "
+                     f"remaining clusters; k {len(centers)} -> {len(centers) - 1}")
+        centers = np.delete(centers, small, axis=0)
+        if len(centers) > 1:
+            centers = KMeans(n_clusters=len(centers), init=centers, n_init=1,
+                             random_state=random_state).fit(feats).cluster_centers_
+    labels = _nearest(feats, centers)
+    return labels, np.ascontiguousarray(centers), notes
+
+
+def _nearest(feats, centers):
+    # squared differences, not the expanded |x|^2 - 2 x.c + |c|^2: same rounding as the Grader's
+    out = np.empty(len(feats), dtype=int)
+    for s in range(0, len(feats), 4096):
+        f = feats[s: s + 4096]
+        out[s: s + 4096] = ((f[:, None, :] - centers[None, :, :]) ** 2).sum(axis=2).argmin(axis=1)
+    return out

@@ -1,0 +1,73 @@
+"""``aceuq activeset POTENTIAL DATA... -o FILE``: global (.asi) or clustered (.casi) active sets."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .._core import InputError
+from ..activeset import build_active_set
+from ..data import read_structures
+from ..maxvol import DEFAULT_MAX_ITERS, DEFAULT_TOL, parse_memory
+from ..potential import Potential
+
+
+def _clusters(text):
+    if text == "auto":
+        return "auto"
+    try:
+        k = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--clusters takes 'auto' or a positive integer, got '{text}'") from None
+    if k < 1:
+        raise argparse.ArgumentTypeError(f"--clusters must be at least 1, got {k}")
+    return k
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="aceuq activeset",
+        description="Build the D-optimal (MaxVol) active set of the training atoms: one per element (pacemaker "
+                    ".asi), or one per element and cluster (aceuq .casi, local D-optimality).")
+    p.add_argument("potential", help="pacemaker potential .yaml")
+    p.add_argument("structures", nargs="+", help="training structures: extxyz (or any ASE format) or .pkl.gzip")
+    p.add_argument("-o", "--output", required=True, help="output .asi (one cluster) or .casi (written atomically)")
+    p.add_argument("--clusters", type=_clusters, default=1, help="clusters per element: K or 'auto' (default 1)")
+    p.add_argument("--assign", choices=("nearest", "min"), default="nearest",
+                   help="how atoms are assigned to clusters when graded (stored in .casi; default nearest)")
+    p.add_argument("--full", action="store_true", help="full projections dE/dc over all densities (pacemaker's "
+                                                       ".asi.nonlinear) instead of linear ones")
+    p.add_argument("--tol", type=float, default=DEFAULT_TOL, help=f"MaxVol tolerance: stop when all |coefficients| "
+                                                                 f"<= 1 + tol (default {DEFAULT_TOL})")
+    p.add_argument("--max-iters", type=int, default=DEFAULT_MAX_ITERS, help="MaxVol row swaps per run")
+    p.add_argument("--memory-limit", default=None, help="memory for MaxVol, e.g. 2GB, 500MB: sets the batch size "
+                                                        "of streaming MaxVol (default: all rows at once)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        memory = parse_memory(args.memory_limit)
+    except ValueError as exc:
+        print(f"aceuq activeset: error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        pot = Potential(args.potential)
+        frames = read_structures(args.structures)
+        built = build_active_set(pot, frames, clusters=args.clusters, mode="full" if args.full else "linear",
+                                 assign=args.assign, tol=args.tol, max_iters=args.max_iters, memory_limit=memory,
+                                 progress=not args.no_progress)
+        path = built.save(args.output)
+    except (InputError, ValueError) as exc:
+        print(f"aceuq activeset: error: {exc}", file=sys.stderr)
+        return 1
+    for line in built.summary():
+        print(line)
+    kind = "clustered .casi" if built.clustered or path.endswith(".casi") else ".asi"
+    print(f"aceuq activeset: {len(frames)} structures -> {path} ({kind}, {built.mode} projections)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

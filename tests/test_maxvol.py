@@ -1,0 +1,75 @@
+"""MaxVol (aceuq.maxvol): dominance, brute-force optimum, streaming, degenerate data."""
+import itertools
+
+import numpy as np
+import pytest
+
+from aceuq import maxvol as mv
+
+
+def test_dominant_and_brute_force_optimum(rng):
+    agree = 0
+    for _ in range(20):
+        A = rng.normal(size=(9, 3)) * rng.uniform(0.01, 100, size=3)
+        res = mv.maxvol(A, tol=1e-9)
+        assert res.converged and np.abs(res.coefficients).max() <= 1 + 1e-12
+        np.testing.assert_allclose(res.coefficients @ A[res.rows], A, atol=1e-9 * np.abs(A).max())
+        best = max(itertools.combinations(range(9), 3), key=lambda c: abs(np.linalg.det(A[list(c)])))
+        agree += set(best) == set(res.rows.tolist())
+    # MaxVol is a local search; on 9x3 it finds the global optimum nearly always
+    assert agree >= 18
+
+
+def test_tolerance_and_start(rng):
+    A = rng.normal(size=(400, 20))
+    bad_start = np.arange(20)
+    res = mv.maxvol(A, tol=0.05, start=bad_start)
+    assert np.abs(res.coefficients).max() <= 1.05 and res.swaps > 0
+    capped = mv.maxvol(A, tol=0.0, start=bad_start, max_iters=1)
+    assert capped.swaps == 1
+    with pytest.raises(ValueError):
+        mv.maxvol(np.zeros((2, 3)))
+    with pytest.raises(ValueError):
+        mv.maxvol(np.full((4, 2), np.nan))
+
+
+def test_streaming_equals_in_memory(rng):
+    A = rng.normal(size=(1500, 30)) * np.logspace(-3, 2, 30)
+    full = mv.select_active_set(A)
+    same = mv.select_active_set(A, memory_limit=10 * A.nbytes)   # fits: one batch, identical
+    np.testing.assert_array_equal(full.rows, same.rows)
+    np.testing.assert_array_equal(full.inverse, same.inverse)
+    for batch in (100, 400):
+        st = mv.select_active_set(A, batch_rows=batch)
+        assert st.batches > 1
+        assert mv.gamma_of(A, st.inverse).max() <= 1 + 1e-3 + 1e-9
+        # both are dominant submatrices, so their volumes are within r^(r/2) (1 + tol)^r of the
+        # maximum (Goreinov-Tyrtyshnikov), and of each other
+        ld = lambda rows: np.linalg.slogdet(A[rows])[1]
+        assert abs(ld(st.rows) - ld(full.rows)) <= 15 * np.log(30) + 30 * np.log(1.001)
+    blocks = [A[:700], A[700:]]
+    assert mv.gamma_of(A, mv.select_active_set(blocks).inverse).max() <= 1.001 + 1e-9
+    assert mv.batch_rows_for(2 ** 20, 30) > 60
+    with pytest.raises(ValueError):
+        mv.batch_rows_for(100, 30)
+    assert mv.parse_memory("2GB") == 2 * 2 ** 30 and mv.parse_memory("500MB") == 500 * 2 ** 20
+    assert mv.parse_memory("auto") is None
+
+
+def test_rank_deficient_data_is_graded_sanely(rng):
+    basis = rng.normal(size=(5, 40)) * np.logspace(-2, 2, 40)
+    A = rng.normal(size=(300, 5)) @ basis
+    A[:, 7] = 0.0                                  # a function that vanishes on all training rows
+    assert np.linalg.cond(A) > 1e14
+    m = mv.select_active_set(A)
+    assert m.rank == 5 and m.condition < 1e8 and m.notes
+    assert np.all(np.isfinite(m.inverse))
+    assert mv.gamma_of(A, m.inverse).max() <= 1.001 + 1e-9          # training rows interpolate
+    inside = rng.normal(size=(20, 5)) * 0.3 @ basis
+    inside[:, 7] = 0.0
+    assert mv.gamma_of(inside, m.inverse).max() < 10                  # same subspace: modest grade
+    outside = inside + 1e-3 * rng.normal(size=inside.shape) * np.abs(A).max(axis=0)
+    assert np.all(mv.gamma_of(outside, m.inverse) > 100)              # unseen directions: extrapolation
+    # streaming sees the same subspace
+    st = mv.select_active_set(A, batch_rows=80)
+    assert st.rank == 5 and mv.gamma_of(A, st.inverse).max() <= 1.001 + 1e-9
