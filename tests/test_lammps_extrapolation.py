@@ -1,0 +1,167 @@
+"""fix aceuq/extrapolation: dumps of extrapolating configurations and cut-outs, halting, MPI."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from ase.io import read
+
+pytest.importorskip("mpi4py")
+pytest.importorskip("lammps")
+
+import aceuq  # noqa: E402
+from aceuq import lammps as aceuq_lammps  # noqa: E402
+from lmp_helpers import build_asi, create_system, reference_gamma, set_aceuq, to_lammps_frame  # noqa: E402
+from structures import rattled_bulk  # noqa: E402
+
+try:
+    aceuq_lammps.plugin_path()
+except FileNotFoundError as exc:
+    pytest.skip(str(exc), allow_module_level=True)
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+@pytest.fixture(scope="module")
+def setup(make_pot, tmp_path_factory):
+    from potentials import emt_training_set
+
+    path = make_pot("CuAl_sbessel")
+    pot = aceuq.Potential(path)
+    asi = build_asi(pot, tmp_path_factory.mktemp("xasi") / "CuAl.asi", emt_training_set(["Cu", "Al"], n=12, seed=3))
+    atoms = to_lammps_frame(rattled_bulk(["Cu", "Al"], seed=21).repeat((2, 1, 1)))
+    atoms.rattle(0.25, seed=9)  # some environments outside the training set
+    gamma = reference_gamma(pot, asi, atoms)
+    g = np.sort(gamma)
+    lower = float(0.5 * (g[-4] + g[-5]))  # four atoms above it, none close to it
+    assert gamma.max() > lower
+    return path, pot, asi, atoms, gamma, lower
+
+
+def run_fix(setup, tmp_path, fix_args, steps=0):
+    path, pot, asi, atoms, gamma, lower = setup
+    lmp = aceuq_lammps.make_lammps()
+    try:
+        elements = ["Al", "Cu"]
+        create_system(lmp, atoms, elements)
+        set_aceuq(lmp, path, elements, asi)
+        lmp.command(f"fix x all aceuq/extrapolation {fix_args}")
+        if steps:
+            lmp.commands_string("velocity all create 300 1 loop geom\nfix nve all nve\ntimestep 0.001")
+        lmp.command(f"run {steps}")
+        vec = [lmp.extract_fix("x", 0, 1, k) for k in range(4)]
+        step = lmp.extract_global("ntimestep")
+    finally:
+        lmp.close()
+    return vec, step
+
+
+def test_dump_frame_holds_gamma_of_every_atom(setup, tmp_path):
+    path, pot, asi, atoms, gamma, lower = setup
+    out = tmp_path / "frames.extxyz"
+    vec, _ = run_fix(setup, tmp_path, f"1 lower {lower} upper 1e9 file {out}")
+    assert vec[0] == pytest.approx(gamma.max(), rel=1e-8)
+    assert vec[1] == np.sum(gamma > lower)
+    assert vec[2] == 1 and vec[3] == 0
+    frames = read(out, ":")
+    assert len(frames) == 1
+    f = frames[0]
+    order = np.argsort(f.arrays["id"])
+    np.testing.assert_allclose(f.arrays["gamma"][order], gamma, rtol=1e-8)
+    assert [f.get_chemical_symbols()[i] for i in order] == atoms.get_chemical_symbols()
+    frac = (f.positions[order] - atoms.positions) @ np.linalg.inv(atoms.cell.array)
+    np.testing.assert_allclose(frac - np.round(frac), 0, atol=1e-7)  # same atoms, wrapped into the box
+    np.testing.assert_allclose(f.cell.array, atoms.cell.array, atol=1e-6)
+    assert f.info["max_gamma"] == pytest.approx(gamma.max(), rel=1e-8)
+    # the frame is a valid structure: aceuq evaluates it like the original
+    g = f.copy()
+    g.calc = None
+    assert pot.evaluate(g).energy == pytest.approx(pot.evaluate(atoms).energy, rel=1e-6)
+
+
+def test_nothing_written_below_lower(setup, tmp_path):
+    path, pot, asi, atoms, gamma, lower = setup
+    out = tmp_path / "none.extxyz"
+    vec, _ = run_fix(setup, tmp_path, f"1 lower {gamma.max() * 2} upper 1e9 file {out}")
+    assert vec[1] == 0 and vec[2] == 0
+    assert not out.exists()
+
+
+def test_cutouts_around_each_extrapolating_atom(setup, tmp_path):
+    from ase.geometry import get_distances
+
+    path, pot, asi, atoms, gamma, lower = setup
+    out = tmp_path / "cutouts.extxyz"
+    radius = 3.4
+    vec, _ = run_fix(setup, tmp_path, f"1 lower {lower} upper 1e9 file {out} cutout {radius}")
+    centres = np.nonzero(gamma > lower)[0]
+    frames = read(out, ":")
+    assert len(frames) == len(centres) == vec[3]
+    for c, f in zip(centres, frames):  # ordered by atom id
+        assert f.info["centre_id"] == c + 1
+        assert f.info["centre_gamma"] == pytest.approx(gamma[c], rel=1e-8)
+        assert not f.pbc.any()
+        _, d = get_distances(atoms.positions[c], atoms.positions, cell=atoms.cell, pbc=True)
+        inside = np.nonzero(d[0] <= radius)[0]
+        np.testing.assert_array_equal(np.sort(f.arrays["id"]), inside + 1)
+        np.testing.assert_allclose(np.sort(np.linalg.norm(f.positions, axis=1)), np.sort(d[0][inside]), atol=1e-6)
+        np.testing.assert_allclose(f.arrays["gamma"], gamma[f.arrays["id"] - 1], rtol=1e-8)
+
+
+def test_upper_threshold_stops_the_run(setup, tmp_path):
+    path, pot, asi, atoms, gamma, lower = setup
+    out = tmp_path / "halt.extxyz"
+    vec, step = run_fix(setup, tmp_path, f"5 lower {lower} upper {lower} file {out}", steps=50)
+    assert step < 50, "the run should have stopped at the first check"
+    assert vec[0] > lower
+
+
+def test_bad_fix_input(setup, tmp_path, make_pot):
+    path, pot, asi, atoms, gamma, lower = setup
+    lmp = aceuq_lammps.make_lammps()
+    try:
+        create_system(lmp, atoms, ["Al", "Cu"])
+        set_aceuq(lmp, path, ["Al", "Cu"])  # no active set
+        with pytest.raises(Exception, match="no active set"):
+            lmp.commands_string(f"fix x all aceuq/extrapolation 1 lower 2 upper 5 file {tmp_path / 'o.extxyz'}\nrun 0")
+    finally:
+        lmp.close()
+    lmp = aceuq_lammps.make_lammps()
+    try:
+        create_system(lmp, atoms, ["Al", "Cu"])
+        set_aceuq(lmp, path, ["Al", "Cu"], asi)
+        with pytest.raises(Exception, match="lower <= upper"):
+            lmp.command(f"fix x all aceuq/extrapolation 1 lower 5 upper 2 file {tmp_path / 'o.extxyz'}")
+        with pytest.raises(Exception, match="unknown keyword"):
+            lmp.command(f"fix y all aceuq/extrapolation 1 lower 1 upper 2 file o.extxyz colour red")
+    finally:
+        lmp.close()
+
+
+def test_two_ranks_write_the_same_frames(setup, tmp_path):
+    from test_lammps import find_mpiexec
+
+    mpiexec = find_mpiexec()
+    if not mpiexec:
+        pytest.skip("mpiexec not found (pip install mpich)")
+    path, pot, asi, atoms, gamma, lower = setup
+    np.savez(tmp_path / "s.npz", cell=atoms.cell.array, positions=atoms.positions,
+             symbols=np.array(atoms.get_chemical_symbols()))
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([os.path.dirname(os.path.dirname(aceuq.__file__)), HERE,
+                                         env.get("PYTHONPATH", "")])
+    texts = {}
+    for extra in ([], ["3.4"]):
+        for n in (1, 2):
+            out = tmp_path / f"o{n}{len(extra)}.extxyz"
+            cmd = [mpiexec, "-n", str(n), sys.executable, os.path.join(HERE, "lammps_extrapolation_driver.py"),
+                   path, asi, str(tmp_path / "s.npz"), str(out), str(lower)] + extra
+            proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+            assert proc.returncode == 0, proc.stdout + proc.stderr
+            texts[n] = read(out, ":")
+        assert len(texts[1]) == len(texts[2]) > 0
+        for a, b in zip(texts[1], texts[2]):
+            np.testing.assert_array_equal(a.arrays["id"], b.arrays["id"])
+            np.testing.assert_allclose(a.positions, b.positions, atol=1e-9)
+            np.testing.assert_allclose(a.arrays["gamma"], b.arrays["gamma"], rtol=1e-10)
