@@ -134,7 +134,7 @@ def test_bad_fix_input(setup, tmp_path, make_pot):
         with pytest.raises(Exception, match="lower <= upper"):
             lmp.command(f"fix x all aceuq/extrapolation 1 lower 5 upper 2 file {tmp_path / 'o.extxyz'}")
         with pytest.raises(Exception, match="unknown keyword"):
-            lmp.command(f"fix y all aceuq/extrapolation 1 lower 1 upper 2 file o.extxyz colour red")
+            lmp.command("fix y all aceuq/extrapolation 1 lower 1 upper 2 file o.extxyz colour red")
     finally:
         lmp.close()
 

@@ -104,7 +104,6 @@ def brute_force(pos, cell, pbc, cutoff):
             if a == b and not any(s):
                 continue
             out.append((a, b, D[a, b]))
-    n = len(pos)
     i = np.array([o[0] for o in out], int)
     j = np.array([o[1] for o in out], int)
     D = np.array([o[2] for o in out], float).reshape(-1, 3)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
@@ -26,6 +25,7 @@ from ase import Atoms
 
 from . import _core
 from ._core import InputError
+from .data import atomic_output
 from .maxvol import DEFAULT_MAX_ITERS, DEFAULT_RANK_RTOL, DEFAULT_TOL, ActiveSetMatrix, select_active_set
 from .potential import Potential
 
@@ -108,17 +108,8 @@ class BuiltActiveSet:
 # ----------------------------------------------------------------- writing
 
 def _atomic_npz(path: str, arrays: Dict[str, np.ndarray]) -> None:
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".aceuq-", suffix=".npz.tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_output(path, "wb") as fh:
+        np.savez(fh, **arrays)
 
 
 def write_asi(path, inverses: Dict[str, np.ndarray]) -> None:

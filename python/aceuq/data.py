@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 import tempfile
-from typing import Iterable, List, Sequence, Union
+from contextlib import contextmanager
+from typing import IO, Iterable, Iterator, List, Sequence, Union
 
 import numpy as np
 from ase import Atoms
@@ -78,19 +79,38 @@ def _read_pickle(path: str) -> List[Atoms]:
     return frames
 
 
-def write_extxyz_atomic(path: PathLike, frames: Iterable[Atoms]) -> None:
-    """Write extended XYZ through a temporary file and a rename: readers never see half a file."""
-    import ase.io
-
+@contextmanager
+def atomic_path(path: PathLike, suffix: str = ".tmp") -> Iterator[str]:
+    """A temporary path beside ``path`` to write to; renamed over ``path`` when the block ends
+    without error (readers never see half a file), removed otherwise. The file gets the usual
+    permissions (umask), not mkstemp's private 0600."""
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".aceuq-", suffix=".extxyz.tmp", dir=folder)
+    fd, tmp = tempfile.mkstemp(prefix=".aceuq-", suffix=suffix, dir=folder)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.fchmod(fd, 0o666 & ~umask)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "w") as fh:
-            ase.io.write(fh, list(frames), format="extxyz", parallel=False)
+        yield tmp
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+@contextmanager
+def atomic_output(path: PathLike, mode: str = "w") -> Iterator[IO]:
+    """An open file whose content replaces ``path`` atomically when the block ends."""
+    with atomic_path(path) as tmp, open(tmp, mode) as fh:
+        yield fh
+
+
+def write_extxyz_atomic(path: PathLike, frames: Iterable[Atoms]) -> None:
+    """Write extended XYZ through a temporary file and a rename: readers never see half a file."""
+    import ase.io
+
+    with atomic_output(path) as fh:
+        ase.io.write(fh, list(frames), format="extxyz", parallel=False)

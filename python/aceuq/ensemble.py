@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Union
 
@@ -37,6 +36,7 @@ from ase.calculators.calculator import Calculator, all_changes
 
 from . import metrics
 from ._core import InputError
+from .data import atomic_path
 from .potential import Potential
 
 MANIFEST = "ensemble.json"
@@ -271,16 +271,27 @@ def fit_members(dm: DesignMatrix, samples: Sequence[np.ndarray], alpha: float = 
 
 def _save_bbasis(bbasis, coef: np.ndarray, path: str) -> None:
     bbasis.basis_coeffs = list(coef)
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".aceuq-", suffix=".yaml", dir=folder)
-    os.close(fd)
-    try:
+    with atomic_path(path, suffix=".yaml") as tmp:
         bbasis.save(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+
+
+def fit_linear_potential(frames: Sequence[Atoms], path: str, basis: str = "small",
+                         elements: Optional[Sequence[str]] = None, cutoff: Optional[float] = None,
+                         alpha: float = 1e-5, energy_weight: float = 1.0, workers: int = 2) -> Dict[str, float]:
+    """One linear ACE fitted (ridge, pyace's model) to all frames, written to ``path`` as a
+    pacemaker .yaml. Returns the per-element reference energies the fit subtracted (a linear
+    ACE has no constant term; they shift energies only, never forces)."""
+    _require_pyace("fitting a potential")
+    frames = list(frames)
+    if not frames:
+        raise InputError("no training structures")
+    elements = sorted(set(elements) if elements else {s for a in frames for s in a.get_chemical_symbols()})
+    bbasis = make_basis(basis, elements, float(cutoff) if cutoff else default_cutoff(frames))
+    e0 = reference_energies(frames, list(bbasis.elements_name))
+    dm = design_matrix(bbasis, frames, e0, workers=workers)
+    (coef,) = fit_members(dm, [np.arange(len(frames))], alpha, energy_weight)
+    _save_bbasis(bbasis, coef, path)
+    return e0
 
 
 def fit_ensemble(frames: Sequence[Atoms], n_members: int, output_dir: str, basis: str = "small",

@@ -14,8 +14,27 @@ random splits (stratified by group: test, calibration and training parts of ever
     maximum over its atoms; ROC-AUC, PR-AUC and the detection rate at a threshold (the 95th
     percentile of in-distribution calibration scores).
 
-Methods: ``ensemble`` (linear ACE ensemble σ). Extrapolation-grade columns (global γ,
-clustering-local γ) join when ``aceuq.activeset`` provides its build API.
+Several novelty cases can be listed (``novelty:`` a list of mappings with ``name``,
+``train_groups`` (a list, or ``rest`` = every group not novel), ``novel_groups`` and ``bases``),
+e.g. the hard case of the paper: heterogeneous training on everything but surfaces, surfaces novel,
+over a sweep of basis sizes.
+
+Methods, all graded on the same frames:
+
+- ``ensemble``: linear ACE ensemble force σ, calibrated by one scalar on the calibration frames;
+- ``gamma_global``: D-optimality extrapolation grade γ against one active set per element
+  (pacemaker's .asi) built from the training atoms' projections;
+- ``gamma_local_<assign>`` (``gamma_local_k<k>_<assign>`` when several k are studied): the
+  clustering-enhanced local γ (``aceuq.activeset``, k clusters per element or ``auto``; the
+  effective k is reported as ``k_effective``), assigning a new atom to its nearest centroid or
+  taking the minimum γ over clusters.
+
+γ is not an error in eV/Å: for calibration it goes through a monotone :class:`aceuq.metrics.ErrorMap`
+(γ → expected per-atom force-error norm, fitted on the calibration frames), whose output
+E|ΔF| is read as σ_per-component = E|ΔF| / E|χ₃| (the ensemble's convention, dof 3). The maps are
+written to ``DIR/error_maps/`` (``aceuq gamma ... --error-map FILE.json`` applies one).
+Correlations (Spearman, Pearson) use the raw score; ``map_spearman`` is the Spearman of the
+mapped estimate (ties of the isotonic steps lower it).
 
 Outputs: ``report.md`` (tables, PNGs) and ``metrics.json``:
 ``{experiment: {method: {spearman, pearson, miscalibration_area, roc_auc, pr_auc, ...}}}`` with
@@ -37,6 +56,7 @@ from ._core import InputError
 from .data import read_structures
 
 METRIC_KEYS = ("spearman", "pearson", "miscalibration_area", "roc_auc", "pr_auc")
+GAMMA_ASSIGN = ("nearest", "min")
 _CHI3_MEAN = 2.0 * np.sqrt(2.0 / np.pi)  # E|x| for x ~ N(0, I_3): mean force-error norm per unit σ
 
 
@@ -53,6 +73,10 @@ DEFAULTS = {
     "accuracy": {"bases": ["small", "medium"]},
     "heterogeneity": {"homogeneous_group": None, "basis": None},
     "novelty": {"train_groups": None, "novel_groups": None, "basis": None},
+    # extrapolation-grade methods: clusters of the local sets (an int, "auto", or a list of them),
+    # the cluster assignment rules studied, the γ→error map; gamma: false leaves γ out
+    "gamma": {"global": True, "clusters": ["auto"], "assign": ["nearest", "min"], "error_map": "isotonic",
+              "mode": "linear"},
     "keep_models": False,
 }
 
@@ -90,7 +114,54 @@ def load_config(path_or_dict) -> Dict:
         raise InputError(f"study config: unknown key(s) {', '.join(sorted(unknown))}")
     if len(out["seeds"]) < 1:
         raise InputError("study config: 'seeds' must list at least one seed")
+    out["gamma"] = _gamma_config(out["gamma"])
+    cases = out["novelty"] if isinstance(out["novelty"], list) else [out["novelty"]]
+    known = {"name", "train_groups", "novel_groups", "basis", "bases"}
+    for c in cases:
+        if not isinstance(c, dict) or set(c) - known:
+            raise InputError(f"study config: a novelty case is a mapping of {', '.join(sorted(known))}, got {c!r}")
+    out["novelty"] = cases
+    names = [c.get("name") or "novelty" for c in cases]
+    if len(set(names)) != len(names):
+        raise InputError("study config: novelty cases need distinct names")
+
+    def resolve(b):  # basis files are relative to the config, like data
+        b = str(b)
+        local = os.path.normpath(os.path.join(base, b))
+        return local if b not in ens_mod.BASIS_PRESETS and not os.path.isabs(b) and os.path.exists(local) else b
+
+    out["accuracy"]["bases"] = [resolve(b) for b in out["accuracy"]["bases"]]
+    if out["heterogeneity"].get("basis"):
+        out["heterogeneity"]["basis"] = resolve(out["heterogeneity"]["basis"])
+    for c in cases:
+        for key in ("basis", "bases"):
+            if c.get(key):
+                c[key] = [resolve(b) for b in c[key]] if key == "bases" else resolve(c[key])
     return out
+
+
+def _gamma_config(g) -> Dict:
+    if g is False or g is None:
+        return {"global": False, "clusters": [], "assign": [], "error_map": "isotonic", "mode": "linear"}
+    g = {**DEFAULTS["gamma"], **(g if isinstance(g, dict) else {})}
+    ks = g["clusters"] if isinstance(g["clusters"], list) else [g["clusters"]]
+    for k in ks:
+        if not (k == "auto" or (isinstance(k, int) and k >= 2)):
+            raise InputError(f"study config: gamma clusters must be 'auto' or integers >= 2, got {k!r}")
+    assign = g["assign"] if isinstance(g["assign"], list) else [g["assign"]]
+    if set(assign) - set(GAMMA_ASSIGN):
+        raise InputError(f"study config: gamma assign must be among {', '.join(GAMMA_ASSIGN)}, got {assign}")
+    if g["error_map"] not in ("isotonic", "power"):
+        raise InputError("study config: gamma error_map must be 'isotonic' or 'power'")
+    if g["mode"] not in ("linear", "full"):
+        raise InputError("study config: gamma mode must be 'linear' or 'full'")
+    return {"global": bool(g["global"]), "clusters": ks, "assign": assign, "error_map": g["error_map"],
+            "mode": g["mode"]}
+
+
+def basis_label(basis: str) -> str:
+    """Short name of a basis (a preset, or a config file's stem) for experiment keys."""
+    return os.path.splitext(os.path.basename(basis))[0] if basis not in ens_mod.BASIS_PRESETS else basis
 
 
 def mean_coordination(atoms: Atoms, cutoff: float) -> float:
@@ -148,24 +219,38 @@ class Scores:
         return metrics.max_per_structure(self.atom, self.structure_index, self.n_structures)
 
 
-def _gamma_note() -> str:
-    """Why the γ columns are absent (the active-set API is being built alongside this module)."""
-    import importlib.util
+@dataclass
+class GammaMethod:
+    """One extrapolation-grade method of a model: per-frame γ (all frames) and its γ→error map."""
 
-    if importlib.util.find_spec("aceuq.activeset") is None:
-        return "γ columns (global, clustering-local) are left out: aceuq.activeset is not available yet."
-    return "γ columns (global, clustering-local) are left out: the study does not call aceuq.activeset yet."
+    gamma: List[np.ndarray]            # per frame, per atom (every frame of the study)
+    error_map: Optional[metrics.ErrorMap]
+    k_effective: Optional[float] = None  # mean over elements of the clusters actually built
+    condition: Optional[float] = None    # worst condition number of the active-set matrices
+
+
+def gamma_method_names(gcfg: Dict) -> List[str]:
+    names = ["gamma_global"] if gcfg["global"] else []
+    for k in gcfg["clusters"]:
+        tag = "" if len(gcfg["clusters"]) == 1 else f"_k{k}"
+        names += [f"gamma_local{tag}_{a}" for a in gcfg["assign"]]
+    return names
 
 
 class Model:
-    """One trained ensemble (and, when available, active sets) and its scorers."""
+    """One trained ensemble, the active sets of its training atoms, and their scorers."""
 
-    def __init__(self, ens: ens_mod.Ensemble, frames: Sequence[Atoms], train_idx: np.ndarray):
+    def __init__(self, ens: ens_mod.Ensemble, frames: Sequence[Atoms], train_idx: np.ndarray,
+                 cal_idx: np.ndarray, basis: str = ""):
         self.ens = ens
         self.frames = frames
         self.train_idx = train_idx
+        self.cal_idx = cal_idx
+        self.basis = basis
         self._cache: Dict[int, tuple] = {}
         self.methods: Dict[str, Callable] = {"ensemble": self._ensemble_scores}
+        self.gamma: Dict[str, GammaMethod] = {}
+        self.notes: List[str] = []
 
     def evaluate(self, idx: Sequence[int]):
         """(force error per atom, force σ per atom (calibrated), structure index) on frames idx."""
@@ -187,6 +272,68 @@ class Model:
         _, s, si = self.evaluate(idx)
         return Scores(s, si, len(idx), sigma=s / np.sqrt(3.0))
 
+    # ---------------------------------------------------------------- γ
+    def add_gamma(self, potential, projections: Dict, gcfg: Dict, folder: str, error_map_dir: Optional[str]):
+        """Build the global and clustered active sets of the training atoms, grade every frame."""
+        from .activeset import ActiveSet, build_active_set
+
+        train = np.zeros(len(self.frames), dtype=bool)
+        train[self.train_idx] = True
+        subset = {el: _rows_of(p, train) for el, p in projections.items()}
+        builds = [("gamma_global", 1, ["global"])] if gcfg["global"] else []
+        for k in gcfg["clusters"]:
+            tag = "" if len(gcfg["clusters"]) == 1 else f"_k{k}"
+            builds.append((f"gamma_local{tag}", k, gcfg["assign"]))
+        for stem, k, assigns in builds:
+            try:
+                built = build_active_set(potential, None, clusters=k, mode=gcfg["mode"], projections=subset)
+            except (InputError, ValueError, np.linalg.LinAlgError) as exc:
+                self.notes.append(f"{stem}: no active set ({exc})")
+                continue
+            path = built.save(os.path.join(folder, f"{stem}.casi" if built.clustered or k != 1 else f"{stem}.asi"))
+            aset = ActiveSet.load(path, potential)
+            k_eff = float(np.mean([s.k for s in built.elements.values()]))
+            cond = float(max(m.condition for s in built.elements.values() for m in s.matrices))
+            for a in assigns:
+                name = stem if a == "global" else f"{stem}_{a}"
+                if a != "global":
+                    aset.assign = a
+                gamma = [np.zeros(len(f)) for f in self.frames]
+                for el, p in projections.items():
+                    if len(p.values):
+                        g, _ = aset.grade(el, p.values)
+                        for s in np.unique(p.structure):
+                            sel = p.structure == s
+                            gamma[s][p.atom[sel]] = g[sel]
+                gm = GammaMethod(gamma, None, None if a == "global" else k_eff, cond)
+                self.gamma[name] = gm
+                if len(self.cal_idx):
+                    err, _, _ = self.evaluate(self.cal_idx)
+                    g_cal = np.concatenate([gamma[j] for j in self.cal_idx])
+                    try:
+                        gm.error_map = metrics.ErrorMap.fit(g_cal, err, method=gcfg["error_map"])
+                    except ValueError as exc:
+                        self.notes.append(f"{name}: no error map ({exc})")
+                    if gm.error_map is not None and error_map_dir:
+                        gm.error_map.save(os.path.join(error_map_dir, f"{name}.json"))
+                self.methods[name] = (lambda idx, n=name: self._gamma_scores(n, idx))
+
+    def _gamma_scores(self, name: str, idx) -> Scores:
+        gm = self.gamma[name]
+        g = np.concatenate([gm.gamma[k] for k in idx]) if len(idx) else np.zeros(0)
+        si = np.concatenate([np.full(len(self.frames[k]), j) for j, k in enumerate(idx)]) if len(idx) else \
+            np.zeros(0, dtype=int)
+        sigma = None if gm.error_map is None else gm.error_map(g) / _CHI3_MEAN
+        return Scores(g, si, len(idx), sigma=sigma)
+
+
+def _rows_of(p, keep: np.ndarray):
+    """ElementProjections restricted to the rows of structures with keep[structure]."""
+    from .potential import ElementProjections
+
+    sel = keep[p.structure]
+    return ElementProjections(p.values[sel], p.structure[sel], p.atom[sel])
+
 
 # ======================================================================= the study
 class Study:
@@ -198,23 +345,36 @@ class Study:
         self.elements = cfg["elements"] or sorted({s for a in self.frames for s in a.get_chemical_symbols()})
         self.cutoff = float(cfg["cutoff"] or ens_mod.default_cutoff(self.frames))
         self._dm: Dict[str, tuple] = {}
+        self._proj: Dict[str, tuple] = {}
+        self._models: Dict[tuple, Model] = {}
         self.results: Dict[str, Dict[str, List[Dict]]] = {}
         self.plot_data: Dict[str, Dict] = {}
         self.notes: List[str] = []
-        self.notes.append(_gamma_note())
+        self.gamma_cfg = cfg["gamma"]
         het = cfg["heterogeneity"]
         self.homogeneous = het["homogeneous_group"] or max(self.groups, key=lambda g: np.sum(self.labels == g))
         if self.homogeneous not in self.groups:
             raise InputError(f"study config: homogeneous_group '{self.homogeneous}' is not a group "
                              f"(groups: {', '.join(self.groups)})")
-        nov = cfg["novelty"]
-        self.novelty_train = list(nov["train_groups"] or [self.homogeneous])
-        self.novel = list(nov["novel_groups"] or [g for g in self.groups if g not in self.novelty_train])
-        for g in self.novelty_train + self.novel:
-            if g not in self.groups:
-                raise InputError(f"study config: novelty group '{g}' is not a group (groups: {', '.join(self.groups)})")
         self.bases = list(cfg["accuracy"]["bases"])
         self.main_basis = het["basis"] or self.bases[0]
+        self.cases = []
+        for c in cfg["novelty"]:
+            train, novel = c.get("train_groups"), c.get("novel_groups")
+            if train == "rest":
+                if not novel:
+                    raise InputError("study config: novelty train_groups 'rest' needs novel_groups")
+                train = [g for g in self.groups if g not in novel]
+            train = list(train or [self.homogeneous])
+            novel = list(novel or [g for g in self.groups if g not in train])
+            for g in train + novel:
+                if g not in self.groups:
+                    raise InputError(f"study config: novelty group '{g}' is not a group "
+                                     f"(groups: {', '.join(self.groups)})")
+            bases = list(c.get("bases") or [c.get("basis") or self.main_basis])
+            self.cases.append({"name": c.get("name") or "novelty", "train": train, "novel": novel, "bases": bases})
+        # kept for the report's headings: the first case
+        self.novelty_train, self.novel = self.cases[0]["train"], self.cases[0]["novel"]
 
     # ---------------------------------------------------------------- fitting
     def design(self, basis: str):
@@ -222,6 +382,15 @@ class Study:
             bb = ens_mod.make_basis(basis, self.elements, self.cutoff)
             self._dm[basis] = (bb, ens_mod.design_matrix(bb, self.frames, {}, workers=self.workers))
         return self._dm[basis]
+
+    def projections(self, basis: str, member_path: str):
+        """(Potential, projections of every frame) of a basis: they do not depend on the coefficients."""
+        if basis not in self._proj:
+            from .potential import Potential
+
+            pot = Potential(member_path)
+            self._proj[basis] = (pot, pot.projections(self.frames, mode=self.gamma_cfg["mode"]))
+        return self._proj[basis]
 
     def fit(self, basis: str, train_idx: np.ndarray, cal_idx: np.ndarray, seed: int, tag: str) -> Model:
         e = self.cfg["ensemble"]
@@ -238,7 +407,24 @@ class Study:
         if len(cal_idx):
             ens.calibrate([self.frames[k] for k in cal_idx])
             ens.save_calibration(folder)
-        return Model(ens, self.frames, train_idx)
+        m = Model(ens, self.frames, train_idx, cal_idx, basis)
+        m.n_functions = int(dm.X.shape[1])
+        if gamma_method_names(self.gamma_cfg):
+            pot, proj = self.projections(basis, ens.paths[0])
+            m.add_gamma(pot, proj, self.gamma_cfg, folder, os.path.join(self.out, "error_maps", f"{tag}-seed{seed}"))
+            for n in m.notes:
+                self.notes.append(f"{tag}, seed {seed}: {n}")
+        return m
+
+    def model(self, basis: str, groups: Sequence[str], split: Dict, seed: int, tag: str) -> Model:
+        """The model trained on the training part of `groups` (calibrated on their calibration part),
+        fitted once per (basis, groups, seed)."""
+        key = (basis, tuple(sorted(groups)), seed)
+        if key not in self._models:
+            sel = lambda idx: idx[np.isin(self.labels[idx], list(groups))]  # noqa: E731
+            self._models[key] = self.fit(basis, sel(split["train"]), sel(split["calibration"]), seed,
+                                         f"{basis_label(basis)}-{tag}")
+        return self._models[key]
 
     # ---------------------------------------------------------------- scoring
     def score(self, model: Model, test_idx, cal_idx, known_idx=None, novel_idx=None) -> Dict[str, Dict]:
@@ -251,10 +437,18 @@ class Study:
             row["spearman"] = metrics.spearman(s.atom, err)
             row["pearson"] = metrics.pearson(s.atom, err)
             row["force_rmse"] = float(np.sqrt(np.mean(err ** 2)))
+            row["n_functions"] = float(getattr(model, "n_functions", np.nan))
             if s.sigma is not None and np.all(s.sigma > 0):
                 row["miscalibration_area"] = metrics.miscalibration_area(err, s.sigma, dof=3)
                 row["z_rms"] = metrics.z_rms(err, s.sigma, dof=3)
                 row["ence"] = metrics.reliability_curve(err, s.sigma, dof=3).ence
+                row["map_spearman"] = metrics.spearman(s.sigma, err)
+            if name == "ensemble" and model.ens.calibration.get("fitted"):
+                row["calibration_factor"] = float(model.ens.calibration["forces"])
+            if name in model.gamma:
+                gm = model.gamma[name]
+                row["k_effective"] = gm.k_effective
+                row["condition"] = gm.condition
             if known_idx is not None and len(known_idx) and novel_idx is not None and len(novel_idx):
                 k = scorer(known_idx).per_structure()
                 n = scorer(novel_idx).per_structure()
@@ -269,56 +463,70 @@ class Study:
         for method, row in scores.items():
             self.results.setdefault(experiment, {}).setdefault(method, []).append(row)
 
+    def novelty_key(self, case: Dict, basis: str) -> str:
+        return case["name"] if len(case["bases"]) == 1 else f"{case['name']}/{basis_label(basis)}"
+
     # ---------------------------------------------------------------- protocol
     def run(self) -> Dict:
         seeds = list(self.cfg["seeds"])
-        tasks = [(s, "accuracy", b) for s in seeds for b in self.bases] + \
-                [(s, exp, None) for s in seeds for exp in ("homogeneous", "novelty")]
-        bar = _bar(len(tasks), self.progress)
-        models: Dict[tuple, Model] = {}
+        n_tasks = len(seeds) * (len(self.bases) + 1 + sum(len(c["bases"]) for c in self.cases))
+        bar = _bar(n_tasks, self.progress)
         for seed in seeds:
             split = stratified_split(self.labels, self.cfg["test_fraction"], self.cfg["calibration_fraction"], seed)
-            tr, cal, te = split["train"], split["calibration"], split["test"]
+            cal, te = split["calibration"], split["test"]
             in_group = lambda idx, groups: idx[np.isin(self.labels[idx], groups)]  # noqa: E731
+            self._models = {}
             # (a) accuracy sweep, heterogeneous training on all groups
             for basis in self.bases:
-                bar.set_description(f"seed {seed}: accuracy {basis}")
-                m = models[("all", basis, seed)] = self.fit(basis, tr, cal, seed, f"all-{basis}")
-                self._record(f"accuracy/{basis}", self.score(m, te, cal))
+                bar.set_description(f"seed {seed}: accuracy {basis_label(basis)}")
+                m = self.model(basis, self.groups, split, seed, "all")
+                self._record(f"accuracy/{basis_label(basis)}", self.score(m, te, cal))
                 if seed == seeds[0]:
                     err, sig, _ = m.evaluate(te)
-                    self.plot_data.setdefault("parity", {})[basis] = (sig, err)
+                    self.plot_data.setdefault("parity", {})[basis_label(basis)] = (sig, err)
                 bar.update()
             # (b) homogeneous vs heterogeneous, same test frames (all groups)
             bar.set_description(f"seed {seed}: heterogeneity")
-            hom_tr, hom_cal = in_group(tr, [self.homogeneous]), in_group(cal, [self.homogeneous])
+            hom_cal = in_group(cal, [self.homogeneous])
             others = te[~np.isin(self.labels[te], [self.homogeneous])]
-            het = models.get(("all", self.main_basis, seed)) or self.fit(self.main_basis, tr, cal, seed, "all")
-            hom = models[("hom", seed)] = self.fit(self.main_basis, hom_tr, hom_cal, seed, "homogeneous")
+            het = self.model(self.main_basis, self.groups, split, seed, "all")
+            hom = self.model(self.main_basis, [self.homogeneous], split, seed, "homogeneous")
             self._record("heterogeneous", self.score(het, te, cal))
             self._record("homogeneous", self.score(hom, te, hom_cal, in_group(te, [self.homogeneous]), others))
             if seed == seeds[0]:
                 self.plot_data["reliability"] = {}
                 for name, m in (("homogeneous", hom), ("heterogeneous", het)):
                     err, sig, _ = m.evaluate(te)
-                    self.plot_data["reliability"][name] = (err, sig / np.sqrt(3.0))
+                    self.plot_data["reliability"][f"{name}, ensemble"] = (err, sig / np.sqrt(3.0))
+                    for meth in m.gamma:
+                        s = m.methods[meth](te)
+                        if s.sigma is not None and np.all(s.sigma > 0) and meth in ("gamma_global",
+                                                                                   "gamma_local_nearest"):
+                            self.plot_data["reliability"][f"{name}, {meth}"] = (err, s.sigma)
             bar.update()
-            # (c) novelty detection of held-out groups
-            bar.set_description(f"seed {seed}: novelty")
-            n_tr, n_cal = in_group(tr, self.novelty_train), in_group(cal, self.novelty_train)
-            known = in_group(te, self.novelty_train)
-            novel = np.nonzero(np.isin(self.labels, self.novel))[0]
-            m = hom if self.novelty_train == [self.homogeneous] else self.fit(self.main_basis, n_tr, n_cal, seed,
-                                                                            "novelty")
-            self._record("novelty", self.score(m, np.concatenate([known, novel]), n_cal, known, novel))
-            for g in self.novel:
-                self._record(f"novelty/{g}", self.score(m, np.nonzero(self.labels == g)[0], n_cal, known,
-                                                        np.nonzero(self.labels == g)[0]))
-            if seed == seeds[0]:
-                self.plot_data["roc"] = {
-                    meth: (sc(known).per_structure(), sc(novel).per_structure()) for meth, sc in m.methods.items()}
-            bar.update()
+            # (c) novelty detection of held-out groups, per case and basis
+            for case in self.cases:
+                known = in_group(te, case["train"])
+                novel = np.nonzero(np.isin(self.labels, case["novel"]))[0]
+                n_cal = in_group(cal, case["train"])
+                tag = "homogeneous" if case["train"] == [self.homogeneous] else \
+                    ("all" if sorted(case["train"]) == self.groups else case["name"])
+                for basis in case["bases"]:
+                    bar.set_description(f"seed {seed}: {case['name']} {basis_label(basis)}")
+                    m = self.model(basis, case["train"], split, seed, tag)
+                    key = self.novelty_key(case, basis)
+                    self._record(key, self.score(m, np.concatenate([known, novel]), n_cal, known, novel))
+                    if len(case["novel"]) > 1:
+                        for g in case["novel"]:
+                            nov_g = np.nonzero(self.labels == g)[0]
+                            self._record(f"{key}/{g}", self.score(m, nov_g, n_cal, known, nov_g))
+                    if seed == seeds[0] and basis == case["bases"][-1]:
+                        self.plot_data.setdefault("roc", {})[case["name"]] = {
+                            meth: (sc(known).per_structure(), sc(novel).per_structure())
+                            for meth, sc in m.methods.items()}
+                    bar.update()
         bar.close()
+        self._models = {}
         return self.summary()
 
     def summary(self) -> Dict:
@@ -331,7 +539,7 @@ class Study:
                 for k in keys:
                     vals = [r.get(k) for r in rows if r.get(k) is not None and np.isfinite(r.get(k))]
                     agg[k] = float(np.mean(vals)) if vals else None
-                    if k in METRIC_KEYS or k == "force_rmse":
+                    if k not in ("n_functions",):
                         agg[k + "_std"] = float(np.std(vals)) if len(vals) > 1 else None
                 out[exp][method] = agg
         return out
@@ -349,13 +557,17 @@ class Study:
         if rel:
             pngs["reliability"] = metrics.plot_reliability(
                 {k: metrics.reliability_curve(e, s, dof=3) for k, (e, s) in rel.items()},
-                os.path.join(self.out, "reliability.png"), title="ensemble σ, homogeneous vs heterogeneous")
+                os.path.join(self.out, "reliability.png"), title="homogeneous vs heterogeneous training")
             pngs["calibration"] = metrics.plot_calibration(
                 {k: metrics.calibration_curve(e, s, dof=3) for k, (e, s) in rel.items()},
                 os.path.join(self.out, "calibration.png"))
-        if self.plot_data.get("roc"):
-            pngs["roc"] = metrics.plot_roc(self.plot_data["roc"], os.path.join(self.out, "roc.png"),
-                                           title=f"novel: {', '.join(self.novel)}")
+        for j, case in enumerate(self.cases):
+            scores = self.plot_data.get("roc", {}).get(case["name"])
+            if scores:
+                png = "roc.png" if j == 0 else f"roc_{case['name']}.png"
+                pngs[png[:-4]] = metrics.plot_roc(
+                    scores, os.path.join(self.out, png),
+                    title=f"{case['name']} ({basis_label(case['bases'][-1])}): novel {', '.join(case['novel'])}")
         metrics._write_text_atomic(os.path.join(self.out, "report.md"), self._markdown(summary, pngs))
         return pngs
 
@@ -377,11 +589,17 @@ class Study:
         sections = [
             ("(a) Accuracy sweep (trained on all groups)", [e for e in summary if e.startswith("accuracy/")]),
             (f"(b) Homogeneous ({self.homogeneous}) vs heterogeneous (all groups) training, "
-             f"basis {self.main_basis}, test on all groups", ["homogeneous", "heterogeneous"]),
-            (f"(c) Novelty detection: trained on {', '.join(self.novelty_train)}, novel "
-             f"{', '.join(self.novel)}", ["novelty"] + [f"novelty/{g}" for g in self.novel]),
+             f"basis {basis_label(self.main_basis)}, test on all groups", ["homogeneous", "heterogeneous"]),
         ]
-        cols = ["spearman", "pearson", "miscalibration_area", "roc_auc", "pr_auc", "detection_rate", "force_rmse"]
+        for case in self.cases:
+            exps = []
+            for b in case["bases"]:
+                key = self.novelty_key(case, b)
+                exps += [key] + ([f"{key}/{g}" for g in case["novel"]] if len(case["novel"]) > 1 else [])
+            sections.append((f"(c) Novelty detection '{case['name']}': trained on {', '.join(case['train'])}, "
+                             f"novel {', '.join(case['novel'])}", exps))
+        cols = ["spearman", "pearson", "miscalibration_area", "z_rms", "roc_auc", "pr_auc", "detection_rate",
+                "force_rmse", "k_effective"]
         for title, exps in sections:
             lines += [f"## {title}", "", "| experiment | method | " + " | ".join(cols) + " |",
                       "|" + "---|" * (len(cols) + 2)]
@@ -390,9 +608,33 @@ class Study:
                     cells = [_fmt(agg.get(c), agg.get(c + "_std")) for c in cols]
                     lines.append(f"| {exp} | {method} | " + " | ".join(cells) + " |")
             lines.append("")
+        lines += self._sweep_tables(summary)
         for key, path in pngs.items():
             lines += [f"![{key}]({os.path.basename(path)})", ""]
         return "\n".join(lines)
+
+
+    def _sweep_tables(self, summary: Dict) -> List[str]:
+        """One line per basis: novelty ROC-AUC of every method (mean ± std over splits)."""
+        lines = []
+        for case in self.cases:
+            if len(case["bases"]) < 2:
+                continue
+            keys = [self.novelty_key(case, b) for b in case["bases"]]
+            methods = list(summary.get(keys[0], {}))
+            lines += [f"### ROC-AUC over basis sizes, '{case['name']}' (novel {', '.join(case['novel'])})", "",
+                      "| basis | n functions | " + " | ".join(methods) + " | k effective |",
+                      "|" + "---|" * (len(methods) + 3)]
+            for b, key in zip(case["bases"], keys):
+                row = summary.get(key, {})
+                nf = next((r.get("n_functions") for r in row.values() if r.get("n_functions")), None)
+                ks = [f"{row[m]['k_effective']:.2g}" for m in methods
+                      if m.endswith("_nearest") and row.get(m, {}).get("k_effective") is not None]
+                lines.append(f"| {basis_label(b)} | {'' if nf is None else int(nf)} | "
+                             + " | ".join(_fmt(row.get(m, {}).get("roc_auc"), row.get(m, {}).get("roc_auc_std"))
+                                          for m in methods) + f" | {', '.join(ks)} |")
+            lines.append("")
+        return lines
 
 
 def _fmt(v, sd=None) -> str:

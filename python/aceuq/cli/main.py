@@ -5,6 +5,7 @@ import importlib
 import sys
 
 VERBS = {
+    "demo": "the whole workflow end to end: fit, active set, LAMMPS run that dumps extrapolation",
     "evaluate": "energies, forces, stress of structures with an ACE potential",
     "activeset": "D-optimal active set of training atoms: global (.asi) or clustered (.casi)",
     "gamma": "per-atom extrapolation grade gamma (and cluster) against an active set",

