@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
@@ -252,7 +253,22 @@ def build_active_set(potential: Potential, structures: Sequence[Atoms], clusters
         raise ValueError("assign must be 'nearest' or 'min'")
     if not (clusters == "auto" or (isinstance(clusters, (int, np.integer)) and clusters >= 1)):
         raise ValueError(f"clusters must be 'auto' or a positive integer, got {clusters!r}")
-    proj = projections if projections is not None else potential.projections(structures, mode=mode, progress=progress)
+    with tempfile.TemporaryDirectory(prefix="aceuq-projections-") as spill:
+        if projections is None:
+            structures = list(structures)
+            # Projections beyond half the memory limit go to memory-mapped files; global MaxVol
+            # then streams them in batches.
+            n_atoms = sum(len(a) for a in structures)
+            width = max(potential.n_projections(el, mode) for el in potential.elements)
+            on_disk = memory_limit is not None and 8 * n_atoms * width > memory_limit // 2
+            projections = potential.projections(structures, mode=mode, progress=progress,
+                                                memmap_dir=spill if on_disk else None)
+        return _build_all(potential, projections, clusters, mode, assign, tol, max_iters, memory_limit, rank_rtol,
+                          random_state, progress)
+
+
+def _build_all(potential, proj, clusters, mode, assign, tol, max_iters, memory_limit, rank_rtol, random_state,
+               progress) -> BuiltActiveSet:
     sets = {}
     for el in potential.elements:
         p = proj[el]

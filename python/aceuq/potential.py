@@ -147,31 +147,43 @@ class Potential:
             self.types_of(atoms), coeffs, forces,
         )
 
-    def projections(self, structures: Iterable[Atoms], mode: str = "linear", progress: bool = False
-                    ) -> Dict[str, "ElementProjections"]:
+    def projections(self, structures: Iterable[Atoms], mode: str = "linear", progress: bool = False,
+                    memmap_dir: Optional[str] = None) -> Dict[str, "ElementProjections"]:
         """Projections of every atom of every structure, grouped by element.
 
         Returns {element: ElementProjections(values (n, n_proj), structure (n,), atom (n,))}.
+        memmap_dir: write the values to memory-mapped files there instead of holding them in
+        memory (for datasets whose projection matrix does not fit).
         """
         if mode not in ("linear", "full"):
             raise ValueError("mode must be 'linear' or 'full'")
-        chunks: Dict[str, list] = {el: [] for el in self.elements}
-        where: Dict[str, list] = {el: [] for el in self.elements}
-        for s_idx, atoms in enumerate(_progress(list(structures), progress, "projections")):
+        frames = list(structures)
+        types = [self.types_of(a) for a in frames]
+        counts = {el: sum(int(np.count_nonzero(t == mu)) for t in types) for mu, el in enumerate(self.elements)}
+        values, loc, filled = {}, {}, {}
+        for el, n in counts.items():
+            shape = (n, self.n_projections(el, mode))
+            if memmap_dir is not None and n:
+                values[el] = np.lib.format.open_memmap(os.path.join(memmap_dir, f"{el}.npy"), mode="w+",
+                                                       dtype=np.float64, shape=shape)
+            else:
+                values[el] = np.zeros(shape)
+            loc[el] = np.zeros((n, 2), dtype=int)
+            filled[el] = 0
+        for s_idx, atoms in enumerate(_progress(frames, progress, "projections")):
             res = self._evaluate_one(atoms, False, mode)
-            types = self.types_of(atoms)
             for mu, el in enumerate(self.elements):
-                idx = np.nonzero(types == mu)[0]
+                idx = np.nonzero(types[s_idx] == mu)[0]
                 if idx.size:
-                    chunks[el].append(res.projections[idx, : self.n_projections(el, mode)])
-                    where[el].append(np.stack([np.full(idx.size, s_idx), idx], axis=1))
-        out = {}
-        for el in self.elements:
-            width = self.n_projections(el, mode)
-            vals = np.concatenate(chunks[el]) if chunks[el] else np.zeros((0, width))
-            loc = np.concatenate(where[el]) if where[el] else np.zeros((0, 2), dtype=int)
-            out[el] = ElementProjections(vals, loc[:, 0], loc[:, 1])
-        return out
+                    k = filled[el]
+                    values[el][k:k + idx.size] = res.projections[idx, : values[el].shape[1]]
+                    loc[el][k:k + idx.size, 0] = s_idx
+                    loc[el][k:k + idx.size, 1] = idx
+                    filled[el] += idx.size
+        for v in values.values():
+            if isinstance(v, np.memmap):
+                v.flush()
+        return {el: ElementProjections(values[el], loc[el][:, 0], loc[el][:, 1]) for el in self.elements}
 
 
 @dataclass
