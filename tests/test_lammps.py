@@ -1,7 +1,5 @@
 """pair_style aceuq in LAMMPS (through the lammps Python module) against aceuq's own evaluator."""
-import importlib.metadata
 import os
-import shutil
 import subprocess
 import sys
 
@@ -145,19 +143,9 @@ def test_nve_conserves_energy(make_pot):
     assert abs(drift) < 2e-5, drift
 
 
-def find_mpiexec():
-    try:
-        for f in importlib.metadata.files("mpich") or []:
-            if f.name == "mpiexec":
-                return str(f.locate())
-    except importlib.metadata.PackageNotFoundError:
-        pass
-    return shutil.which("mpiexec")
-
-
 def test_two_ranks_equal_one(cual_asi, tmp_path):
     """Domain decomposition over 2 ranks: same energy, forces, virial and gamma as one rank."""
-    mpiexec = find_mpiexec()
+    mpiexec = aceuq_lammps.mpiexec_path()
     if not mpiexec:
         pytest.skip("mpiexec not found (pip install mpich)")
     path, pot, asi = cual_asi

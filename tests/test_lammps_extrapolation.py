@@ -140,9 +140,7 @@ def test_bad_fix_input(setup, tmp_path, make_pot):
 
 
 def test_two_ranks_write_the_same_frames(setup, tmp_path):
-    from test_lammps import find_mpiexec
-
-    mpiexec = find_mpiexec()
+    mpiexec = aceuq_lammps.mpiexec_path()
     if not mpiexec:
         pytest.skip("mpiexec not found (pip install mpich)")
     path, pot, asi, atoms, gamma, lower = setup

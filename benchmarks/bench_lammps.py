@@ -1,0 +1,255 @@
+"""Cost of the extrapolation grade inside LAMMPS: pair_style aceuq with and without γ every step.
+
+What is measured: µs per atom per MD step (wall time of `run N pre no post no` on rank 0, between
+MPI barriers, divided by atoms × N; also the
+largest process CPU time of any rank, which other jobs on a shared machine disturb less) of three set-ups on the same rattled fcc Cu box:
+
+    E+F         pair_coeff * * POT.yaml Cu                              (energies and forces only)
+    +γ global   pair_coeff * * POT.yaml G.asi Cu   + fix g all pair 1 aceuq gamma 1
+    +γ casi k=8 pair_coeff * * POT.yaml C8.casi Cu + fix g all pair 1 aceuq gamma 1
+
+for every combination of potential (--functions, default ~80 and ~300 functions, 2 densities),
+box size (--sizes, default 500 and 4000 atoms) and MPI ranks (--ranks, default 1 and 2; more than
+one rank runs this same script under the mpich wheel's mpiexec as a driver). In each LAMMPS
+process the three set-ups alternate (pair_style/pair_coeff/fix redefined, `run 0` to set up,
+then the timed `run N pre no post no`), `--repeat` rounds, and each figure is the minimum over
+rounds. Atoms do not move (no integrator: every step recomputes forces on the same positions),
+so random-coefficient potentials cannot blow up and every step costs the same. Neighbour lists
+are built once per block.
+
+The active sets are built by aceuq's build_active_set on rattled/strained/hot Cu cells (not
+timed): global, and clustered with clusters=8. If fewer than 8 clusters survive (every cluster
+needs at least n_functions atoms), a k=8 .casi is written by hand in the documented layout
+(k-means centres in the PCA space, the global inverse in every cluster): the cost of grading
+does not depend on the values of the inverses.
+
+Targets: γ every step <= 1.05x E+F alone; clustered <= 1.03x global.
+
+    python benchmarks/bench_lammps.py [--functions 80 300] [--sizes 500 4000] [--ranks 1 2]
+        [--rcut 6.0] [--repeat 4] [--block-seconds 1.5]
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+from bench_activeset import make_frames  # noqa: E402
+from common import cu_potential  # noqa: E402
+
+VARIANTS = ("ef", "gamma_global", "gamma_casi")
+
+
+# ----------------------------------------------------------------- inside LAMMPS (any rank count)
+
+def setup_box(lmp, n_atoms, seed=1):
+    """Rattled fcc Cu, cubic box of (n/4)^(1/3) cells a side."""
+    reps = max(1, round((n_atoms / 4) ** (1 / 3)))
+    lmp.commands_string(f"""
+        units metal
+        atom_style atomic
+        atom_modify map array
+        boundary p p p
+        lattice fcc 3.61
+        region box block 0 {reps} 0 {reps} 0 {reps}
+        create_box 1 box
+        create_atoms 1 box
+        mass 1 63.546
+        displace_atoms all random 0.08 0.08 0.08 {seed} units box
+        thermo 1000000
+        thermo_style custom step pe
+    """)
+    return int(lmp.get_natoms())
+
+
+def use_variant(lmp, variant, pot, asi, casi):
+    lmp.command("unfix g") if lmp.has_id("fix", "g") else None
+    lmp.command("pair_style aceuq")
+    if variant == "ef":
+        lmp.command(f"pair_coeff * * {pot} Cu")
+    else:
+        lmp.command(f"pair_coeff * * {pot} {asi if variant == 'gamma_global' else casi} Cu")
+        lmp.command("fix g all pair 1 aceuq gamma 1")
+    lmp.command("run 0")
+
+
+def timed_run(lmp, comm, steps):
+    """(wall, cpu) seconds of `run steps`: wall on rank 0 between barriers, cpu the largest
+    process CPU time of any rank (less sensitive to other jobs on a shared machine)."""
+    comm.Barrier()
+    t, c = time.perf_counter(), time.process_time()
+    lmp.command(f"run {steps} pre no post no")
+    c = time.process_time() - c
+    comm.Barrier()
+    return time.perf_counter() - t, comm.allreduce(c, op=MAX_OP[0])
+
+
+MAX_OP = [None]
+
+
+def measure(cfg, comm):
+    """Min over rounds of seconds per step for each variant, on one box; rank 0's result."""
+    from mpi4py import MPI
+
+    from aceuq.lammps import make_lammps
+
+    MAX_OP[0] = MPI.MAX
+    lmp = make_lammps(comm=comm)
+    n = setup_box(lmp, cfg["atoms"])
+    # steps per block from a first E+F estimate, so a block lasts about block_seconds
+    use_variant(lmp, "ef", cfg["pot"], cfg["asi"], cfg["casi"])
+    est = min(timed_run(lmp, comm, 2)[1] for _ in range(2)) / 2
+    steps = comm.bcast(max(2, int(round(cfg["block_seconds"] / max(est, 1e-6)))), root=0)
+    best = {v: np.inf for v in VARIANTS}
+    best_cpu = {v: np.inf for v in VARIANTS}
+    gmax = {}
+    for r in range(cfg["repeat"]):
+        order = VARIANTS if r % 2 == 0 else VARIANTS[::-1]
+        for v in order:
+            use_variant(lmp, v, cfg["pot"], cfg["asi"], cfg["casi"])
+            wall, cpu = timed_run(lmp, comm, steps)
+            best[v] = min(best[v], wall / steps)
+            best_cpu[v] = min(best_cpu[v], cpu / steps)
+            if v != "ef" and v not in gmax:  # γ really was computed on the timed steps
+                lmp.command("compute gmax all reduce max f_g")
+                gmax[v] = lmp.extract_compute("gmax", 0, 0)
+                lmp.command("uncompute gmax")
+    lmp.close()
+    return {"atoms": n, "steps": steps, "sec_per_step": best, "cpu_per_step": best_cpu, "gamma_max": gmax,
+            "ranks": comm.Get_size()}
+
+
+def driver(cfg_path, out_path):
+    from mpi4py import MPI
+
+    with open(cfg_path) as fh:
+        cfg = json.load(fh)
+    res = measure(cfg, MPI.COMM_WORLD)
+    if MPI.COMM_WORLD.Get_rank() == 0:
+        with open(out_path, "w") as fh:
+            json.dump(res, fh)
+
+
+# ----------------------------------------------------------------- orchestration
+
+def build_active_sets(pot_path, folder, n_atoms, k=8):
+    """(asi, casi, note): global and k-cluster active sets of the potential."""
+    import aceuq
+    from aceuq.activeset import build_active_set
+
+    pot = aceuq.Potential(pot_path)
+    frames = make_frames(n_atoms)
+    proj = pot.projections(frames)
+    base = os.path.splitext(pot_path)[0]
+    glob = build_active_set(pot, frames, clusters=1, projections=proj)
+    asi = glob.save(base + ".asi")
+    built = build_active_set(pot, frames, clusters=k, projections=proj)
+    s = built.elements["Cu"]
+    if s.k == k:
+        note = f"built by build_active_set(clusters={k}) on {s.n_atoms} atoms, sizes {s.cluster_sizes}"
+    else:
+        # hand-made k=8 .casi (documented layout): real transform and k-means centres, the global
+        # inverse in every cluster -- grading costs the same whatever the inverse holds
+        from sklearn.cluster import KMeans
+
+        from aceuq.activeset import MAX_PCA_DIM
+        from sklearn.decomposition import PCA
+
+        values = proj["Cu"].values
+        mean, scale = values.mean(axis=0), values.std(axis=0)
+        scale[scale == 0] = 1.0
+        z = (values - mean) / scale
+        comps = PCA(n_components=min(MAX_PCA_DIM, z.shape[1]), svd_solver="full", random_state=0).fit(z).components_
+        centers = KMeans(n_clusters=k, n_init=2, random_state=0).fit(z @ comps.T).cluster_centers_
+        s.mean, s.scale, s.components, s.centers = mean, scale, comps, centers
+        s.inverses = [glob.elements["Cu"].inverses[0]] * k
+        note = (f"build_active_set(clusters={k}) kept k={len(built.elements['Cu'].cluster_sizes)} on {s.n_atoms} "
+                f"atoms; .casi with k={k} written by hand (global inverse in every cluster)")
+    casi = built.save(base + f".k{k}.casi")
+    return asi, casi, note
+
+
+def run_config(cfg, ranks, folder, mpiexec):
+    if ranks == 1:
+        from mpi4py import MPI
+
+        return measure(cfg, MPI.COMM_SELF)
+    tag = f"{os.path.basename(cfg['pot'])}_{cfg['atoms']}_{ranks}"
+    cfg_path, out_path = os.path.join(folder, f"cfg_{tag}.json"), os.path.join(folder, f"out_{tag}.json")
+    with open(cfg_path, "w") as fh:
+        json.dump(cfg, fh)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in [HERE, env.get("PYTHONPATH", "")] if p)
+    cmd = [mpiexec, "-n", str(ranks), sys.executable, os.path.abspath(__file__), "--driver", cfg_path, out_path]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
+    with open(out_path) as fh:
+        return json.load(fh)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--functions", type=int, nargs="+", default=[80, 300])
+    ap.add_argument("--sizes", type=int, nargs="+", default=[500, 4000])
+    ap.add_argument("--ranks", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--rcut", type=float, default=6.0)
+    ap.add_argument("--repeat", type=int, default=8, help="rounds of the three set-ups; min over rounds")
+    ap.add_argument("--block-seconds", type=float, default=0.5, help="about how long one timed run lasts")
+    ap.add_argument("--training-atoms", type=int, default=30000, help="atoms the active sets are built on")
+    ap.add_argument("--clusters", type=int, default=8)
+    ap.add_argument("--driver", nargs=2, metavar=("CONFIG", "OUT"), help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.driver:
+        return driver(*args.driver)
+
+    folder = tempfile.mkdtemp(prefix="aceuq-bench-lmp-")
+    from aceuq.lammps import mpiexec_path
+
+    mpiexec = mpiexec_path()
+    if any(r > 1 for r in args.ranks) and not mpiexec:
+        sys.exit("mpiexec not found (pip install mpich)")
+    import aceuq
+
+    rows = []
+    for nf in args.functions:
+        pot = cu_potential(folder, n_functions=nf, rcut=args.rcut)
+        p = aceuq.Potential(pot)
+        t = time.perf_counter()
+        asi, casi, note = build_active_sets(pot, folder, args.training_atoms, args.clusters)
+        print(f"potential Cu {p.n_functions('Cu')} functions, {p.ndensity('Cu')} densities, cutoff {p.cutoff} Å; "
+              f"active sets in {time.perf_counter() - t:.0f} s: {note}", flush=True)
+        for n in args.sizes:
+            for ranks in args.ranks:
+                cfg = {"pot": pot, "asi": asi, "casi": casi, "atoms": n, "repeat": args.repeat,
+                       "block_seconds": args.block_seconds}
+                res = run_config(cfg, ranks, folder, mpiexec)
+                rows.append((p.n_functions("Cu"), res))
+                sps = res["sec_per_step"]
+                print(f"  {nf} functions, {res['atoms']} atoms, {ranks} rank(s): {res['steps']} steps/block, "
+                      + ", ".join(f"{v} {1e3 * sps[v]:.2f} ms/step" for v in VARIANTS)
+                      + f"; max γ {', '.join(f'{v} {g:.3g}' for v, g in res['gamma_max'].items())}", flush=True)
+
+    for key, title in (("sec_per_step", "wall time"), ("cpu_per_step", "CPU time of the busiest rank")):
+        print(f"\nµs per atom per step, {title} (min over {args.repeat} rounds)")
+        print(f"{'funcs':>6}{'atoms':>7}{'ranks':>6}{'E+F':>9}{'+γ glob':>9}{'+γ casi':>9}"
+              f"{'glob/EF':>9}{'casi/EF':>9}{'casi/glob':>10}")
+        for nf, res in rows:
+            s = res[key]
+            us = {v: 1e6 * s[v] / res["atoms"] for v in VARIANTS}
+            print(f"{nf:>6}{res['atoms']:>7}{res['ranks']:>6}{us['ef']:>9.2f}{us['gamma_global']:>9.2f}"
+                  f"{us['gamma_casi']:>9.2f}{s['gamma_global'] / s['ef']:>9.3f}{s['gamma_casi'] / s['ef']:>9.3f}"
+                  f"{s['gamma_casi'] / s['gamma_global']:>10.3f}")
+    print("targets: glob/EF <= 1.05, casi/glob <= 1.03")
+
+
+if __name__ == "__main__":
+    main()
