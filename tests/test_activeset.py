@@ -226,3 +226,20 @@ def test_memory_limit_spills_projections_and_gives_the_same_active_set(cu, monke
     assert np.all(np.concatenate([ActiveSet.load(lim_path, pot).gamma(a)[0] for a in train]) <= 1 + TOL)
     # streaming MaxVol may pick other, equally good rows: compare the largest grades
     assert 0.5 < g1.max() / g2.max() < 2.0
+
+
+def test_own_kmeans_and_silhouette_agree_with_scikit_learn():
+    from sklearn.cluster import KMeans
+    from sklearn.metrics import silhouette_score
+
+    from aceuq.activeset import kmeans, silhouette
+
+    rng = np.random.default_rng(0)
+    centres = rng.normal(0, 5, (3, 4))
+    x = np.concatenate([c + rng.normal(0, 0.5, (200, 4)) for c in centres])
+    _, labels = kmeans(x, 3)
+    ref = KMeans(3, n_init=4, random_state=0).fit(x)
+    # same partition up to label names
+    pairs = set(zip(np.asarray(labels).tolist(), ref.labels_.tolist()))
+    assert len(pairs) == 3
+    assert silhouette(x, np.asarray(labels)) == pytest.approx(silhouette_score(x, ref.labels_), rel=1e-10)

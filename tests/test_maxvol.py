@@ -73,3 +73,21 @@ def test_rank_deficient_data_is_graded_sanely(rng):
     # streaming sees the same subspace
     st = mv.select_active_set(A, batch_rows=80)
     assert st.rank == 5 and mv.gamma_of(A, st.inverse).max() <= 1.001 + 1e-9
+
+
+def test_working_set_in_memory(rng):
+    """In memory MaxVol runs on the rows of largest leverage and refines; every row still
+    interpolates, also when refinement is cut short (a MaxVol over all rows finishes)."""
+    n, p = 6000, 25
+    A = rng.standard_t(3, size=(n, p)) @ (rng.normal(size=(p, p)) * np.logspace(-3, 2, p))
+    full = mv.maxvol(A @ np.linalg.inv(np.linalg.qr(A, mode="r")), tol=1e-3)
+    ld = lambda rows: np.linalg.slogdet(A[rows])[1]
+    for cap in (30, 0):
+        m = mv.select_active_set(A, max_refinements=cap)
+        assert m.batches == 1 and m.rank == p and not m.notes
+        assert mv.gamma_of(A, m.inverse).max() <= 1 + 1e-3 + 1e-9
+        assert abs(m.max_gamma - mv.gamma_of(A, m.inverse).max()) < 1e-9
+        assert abs(ld(m.rows) - ld(full.rows)) <= p / 2 * np.log(p) + p * np.log(1.001)
+    C = np.asfortranarray(rng.normal(size=(50, 7)))
+    i, j, big = mv._largest(C)
+    assert big == np.abs(C).max() and abs(C[i, j]) == big

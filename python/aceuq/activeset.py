@@ -2,9 +2,11 @@
 pacemaker ``.asi`` or aceuq ``.casi``, and grading atoms against them with the C++ Grader.
 
 Clusters (per element, on the projections that are graded: linear ones in linear mode):
-standardize, PCA to at most 32 dimensions, k-means (scikit-learn, n_init=4, fixed random_state).
-``clusters="auto"`` chooses k by the silhouette score of k = 2..8 on the PCA features (sampled
-to 3000 atoms): the largest score wins, but a smaller k within 0.02 of it is preferred (fewer
+standardize, PCA to at most 32 dimensions (eigenvectors of the covariance), k-means (Lloyd with
+greedy k-means++ starts as in scikit-learn, in numpy: n_init=4, fixed random_state; beyond 20000
+atoms the 4 starts compete on a sample of 20000 and the best is refined on all atoms). ``clusters="auto"`` chooses k by the silhouette
+score of k = 2..8 on the PCA features (k-means with n_init=1 on a sample of at most 20000 atoms,
+scored on 3000 of them; the chosen k is then fitted on all atoms): the largest score wins, but a smaller k within 0.02 of it is preferred (fewer
 atoms per cluster make every local active set worse conditioned, and the study found k = 2-4
 best, k = 8 noisier); if no k scores above 0.1 the data has no cluster structure and k = 1.
 Whatever k is asked for, every cluster must hold at least n_projections atoms (MaxVol needs a
@@ -36,6 +38,9 @@ MAX_PCA_DIM = 32
 AUTO_K = range(2, 9)
 RANDOM_STATE = 0
 SILHOUETTE_SAMPLE = 3000
+AUTO_K_SAMPLE = 20000
+KMEANS_N_INIT = 4
+_CHUNK = 8192
 SILHOUETTE_NEAR = 0.02
 SILHOUETTE_MIN = 0.1
 
@@ -288,15 +293,11 @@ def _build_element(el, p, n_proj, clusters, tol, max_iters, memory_limit, rank_r
     labels = np.zeros(n, dtype=int)
     k_cap = n // n_proj
     if clusters == "auto" or clusters > 1:
-        mean = values.mean(axis=0)
-        scale = values.std(axis=0)
-        scale[scale == 0] = 1.0
-        z = (values - mean) / scale
         dim = int(min(MAX_PCA_DIM, n_proj, n - 1))
-        from sklearn.decomposition import PCA
-
-        comps = PCA(n_components=dim, svd_solver="full", random_state=random_state).fit(z).components_
-        feats = z @ comps.T
+        mean, scale, comps = standardized_pca(values, dim)
+        feats = np.empty((n, dim))
+        for a in range(0, n, _CHUNK):
+            feats[a: a + _CHUNK] = ((np.asarray(values[a: a + _CHUNK], dtype=float) - mean) / scale) @ comps.T
         if clusters == "auto":
             k, scores = choose_k(feats, k_cap, random_state)
             s.notes.append("auto k: silhouette " + ", ".join(f"k={kk}: {sc:.3f}" for kk, sc in scores.items())
@@ -328,23 +329,46 @@ def _build_element(el, p, n_proj, clusters, tol, max_iters, memory_limit, rank_r
     return s
 
 
+def standardized_pca(values, dim: int):
+    """(mean, scale, components) of the PCA of the standardized rows (x - mean) / scale: scale the
+    standard deviation (1 where it is 0), components (dim, p) the leading eigenvectors of the
+    covariance (in chunks: no standardized copy of the data and no n x dim U of an SVD), each
+    signed so that its largest-magnitude entry is positive."""
+    n, p = values.shape
+    mean = np.zeros(p)
+    for a in range(0, n, _CHUNK):
+        mean += np.asarray(values[a: a + _CHUNK], dtype=float).sum(axis=0)
+    mean /= n
+    gram = np.zeros((p, p))
+    for a in range(0, n, _CHUNK):
+        x = np.asarray(values[a: a + _CHUNK], dtype=float) - mean
+        gram += x.T @ x
+    scale = np.sqrt(np.maximum(np.diag(gram), 0.0) / n)
+    scale[scale == 0] = 1.0
+    cov = gram / np.outer(scale, scale)
+    w, v = np.linalg.eigh(cov)
+    comps = v[:, np.argsort(w)[::-1][:dim]].T
+    signs = np.sign(comps[np.arange(len(comps)), np.abs(comps).argmax(axis=1)])
+    signs[signs == 0] = 1.0
+    return mean, scale, np.ascontiguousarray(comps * signs[:, None])
+
+
 def choose_k(feats: np.ndarray, k_cap: int, random_state: int = RANDOM_STATE) -> Tuple[int, Dict[int, float]]:
     """The k of the module docstring's rule, and the silhouette score of each k tried."""
-    from sklearn.cluster import KMeans
-    from sklearn.metrics import silhouette_score
-
     ks = [k for k in AUTO_K if k <= k_cap and k < len(feats)]
     if not ks:
         return 1, {}
     rng = np.random.default_rng(random_state)
+    if len(feats) > AUTO_K_SAMPLE:  # the search runs on a sample; the chosen k is fitted on all rows
+        feats = feats[np.sort(rng.choice(len(feats), size=AUTO_K_SAMPLE, replace=False))]
     sample = rng.choice(len(feats), size=min(len(feats), SILHOUETTE_SAMPLE), replace=False)
     scores = {}
     for k in ks:
-        labels = KMeans(n_clusters=k, n_init=4, random_state=random_state).fit_predict(feats)
+        _, labels = kmeans(feats, k, n_init=1, random_state=random_state)
         if len(np.unique(labels[sample])) < 2:
             scores[k] = -1.0
             continue
-        scores[k] = float(silhouette_score(feats[sample], labels[sample]))
+        scores[k] = silhouette(feats[sample], labels[sample])
     best = max(scores.values())
     if best < SILHOUETTE_MIN:
         return 1, scores
@@ -355,12 +379,15 @@ def choose_k(feats: np.ndarray, k_cap: int, random_state: int = RANDOM_STATE) ->
 def cluster_with_minimum_size(feats: np.ndarray, k: int, min_size: int, random_state: int = RANDOM_STATE):
     """k-means with every cluster holding >= min_size points (the module docstring's merge rule).
     Returns (labels, centers, notes); labels are the nearest centre of each point."""
-    from sklearn.cluster import KMeans
-
     notes = []
     k = min(k, max(len(feats) // min_size, 1))
-    km = KMeans(n_clusters=k, n_init=4, random_state=random_state).fit(feats)
-    centers = km.cluster_centers_
+    if len(feats) > AUTO_K_SAMPLE:  # the n_init starts compete on a sample; the best is refined on all rows
+        rng = np.random.default_rng(random_state)
+        sample = feats[np.sort(rng.choice(len(feats), size=AUTO_K_SAMPLE, replace=False))]
+        centers, _ = kmeans(sample, k, n_init=KMEANS_N_INIT, random_state=random_state)
+        centers, _ = kmeans(feats, k, init=centers, random_state=random_state)
+    else:
+        centers, _ = kmeans(feats, k, n_init=KMEANS_N_INIT, random_state=random_state)
     while True:
         labels = _nearest(feats, centers)
         sizes = np.bincount(labels, minlength=len(centers))
@@ -371,10 +398,99 @@ def cluster_with_minimum_size(feats: np.ndarray, k: int, min_size: int, random_s
                      f"remaining clusters; k {len(centers)} -> {len(centers) - 1}")
         centers = np.delete(centers, small, axis=0)
         if len(centers) > 1:
-            centers = KMeans(n_clusters=len(centers), init=centers, n_init=1,
-                             random_state=random_state).fit(feats).cluster_centers_
+            centers, _ = kmeans(feats, len(centers), init=centers, random_state=random_state)
     labels = _nearest(feats, centers)
     return labels, np.ascontiguousarray(centers), notes
+
+
+def kmeans(X: np.ndarray, k: int, n_init: int = KMEANS_N_INIT, random_state: int = RANDOM_STATE,
+           init: Optional[np.ndarray] = None, max_iter: int = 300, tol: float = 1e-4):
+    """Lloyd's k-means (what scikit-learn's KMeans computes, without importing scikit-learn, which
+    alone takes longer than the clustering): greedy k-means++ starts (2 + log k candidates per
+    centre), n_init of them, the run of least inertia wins; or one run from `init`. Stops when
+    the centres move by less than tol times the mean feature variance (squared). Returns
+    (centers, labels)."""
+    X = np.asarray(X, dtype=float)
+    rng = np.random.default_rng(random_state)
+    stop = tol * float(np.mean(X.var(axis=0)))
+    xx = np.einsum("ij,ij->i", X, X)
+    best = None
+    for _ in range(1 if init is not None else max(n_init, 1)):
+        C = np.array(init, dtype=float) if init is not None else _kmeans_pp(X, xx, k, rng)
+        for _ in range(max_iter):
+            labels, d2 = _assign(X, xx, C)
+            counts = np.bincount(labels, minlength=len(C))
+            onehot = (labels[None, :] == np.arange(len(C))[:, None]).astype(float)
+            new = (onehot @ X) / np.maximum(counts, 1)[:, None]
+            for j in np.nonzero(counts == 0)[0]:  # an empty cluster restarts at the farthest point
+                far = int(np.argmax(d2))
+                new[j] = X[far]
+                d2[far] = 0.0
+            shift = float(((new - C) ** 2).sum())
+            C = new
+            if shift <= stop:
+                break
+        labels, d2 = _assign(X, xx, C)
+        inertia = float(d2.sum())
+        if best is None or inertia < best[0]:
+            best = (inertia, C, labels)
+    return best[1], best[2]
+
+
+def _kmeans_pp(X, xx, k, rng):
+    n = len(X)
+    trials = 2 + int(np.log(k))
+    centers = [X[rng.integers(n)]]
+    d2 = np.maximum(xx - 2 * X @ centers[0] + centers[0] @ centers[0], 0.0)
+    for _ in range(1, k):
+        total = d2.sum()
+        if total <= 0:
+            cand = rng.integers(n, size=trials)
+        else:
+            cand = np.searchsorted(np.cumsum(d2), rng.random(trials) * total)
+            cand = np.minimum(cand, n - 1)
+        dc = np.maximum(xx[:, None] - 2 * X @ X[cand].T + xx[cand][None, :], 0.0)
+        dc = np.minimum(dc, d2[:, None])
+        pick = int(np.argmin(dc.sum(axis=0)))
+        centers.append(X[cand[pick]])
+        d2 = dc[:, pick]
+    return np.array(centers)
+
+
+def _assign(X, xx, C):
+    """Nearest centre and squared distance of each row (expanded form; chunked)."""
+    labels = np.empty(len(X), dtype=int)
+    d2 = np.empty(len(X))
+    cc = np.einsum("ij,ij->i", C, C)
+    for s in range(0, len(X), _CHUNK):
+        d = xx[s: s + _CHUNK, None] - 2 * X[s: s + _CHUNK] @ C.T + cc[None, :]
+        labels[s: s + _CHUNK] = d.argmin(axis=1)
+        d2[s: s + _CHUNK] = np.maximum(d[np.arange(len(d)), labels[s: s + _CHUNK]], 0.0)
+    return labels, d2
+
+
+def silhouette(X: np.ndarray, labels: np.ndarray) -> float:
+    """Mean silhouette coefficient (scikit-learn's silhouette_score, Euclidean): (b - a) / max(a, b)
+    per point, a the mean distance to the rest of its cluster, b to the nearest other cluster; 0
+    for points alone in their cluster."""
+    X = np.asarray(X, dtype=float)
+    uniq, lab = np.unique(labels, return_inverse=True)
+    counts = np.bincount(lab, minlength=len(uniq)).astype(float)
+    xx = np.einsum("ij,ij->i", X, X)
+    onehot = np.zeros((len(X), len(uniq)))
+    onehot[np.arange(len(X)), lab] = 1.0
+    sums = np.empty((len(X), len(uniq)))
+    for s in range(0, len(X), 1024):
+        d = np.sqrt(np.maximum(xx[s: s + 1024, None] - 2 * X[s: s + 1024] @ X.T + xx[None, :], 0.0))
+        d[np.arange(len(d)), np.arange(s, s + len(d))] = 0.0
+        sums[s: s + 1024] = d @ onehot
+    own = counts[lab]
+    a = sums[np.arange(len(X)), lab] / np.maximum(own - 1, 1)
+    other = sums / counts[None, :]
+    other[np.arange(len(X)), lab] = np.inf
+    b = other.min(axis=1)
+    sil = np.where(own > 1, (b - a) / np.maximum(np.maximum(a, b), 1e-300), 0.0)
+    return float(np.mean(sil))
 
 
 def _nearest(feats, centers):

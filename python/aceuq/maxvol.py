@@ -10,11 +10,16 @@ and then and at the end, so rounding drift never decides convergence.
 
 ``select_active_set(data)`` builds the active set of one element (or one cluster) from its
 projections (n, p) and returns the inverse M, (p, p), with gamma(b) = max_j |(b M)_j|: what
-pacemaker's ``.asi`` stores and what the C++ Grader reads. Data too large for memory is streamed
-in row batches (``memory_limit`` sets the batch size): a TSQR pass, a cumulative MaxVol pass
-(kept rows + next batch -> MaxVol -> kept rows), then refinement passes that grade every row and
-rerun MaxVol on the kept rows plus the highest-graded rows, until no row is above 1 + tol (or
-``max_refinements``). Every swap multiplies the volume by more than 1 + tol, so this terminates. With one batch this is exactly the in-memory computation.
+pacemaker's ``.asi`` stores and what the C++ Grader reads. A TSQR pass (row chunks) gives the
+rank and the whitened reduced coordinates f = b W (orthonormal columns over the data: MaxVol's
+row choice and the grading matrix W (A[rows] W)^-1 do not change under W -> W D, and the LU start
+of a well-conditioned matrix needs no QR fallback). MaxVol then runs on a working set, never on
+all n rows at once: in memory, the 20 r rows of largest leverage |f|^2; streamed in row batches
+(``memory_limit`` sets the batch size), a cumulative MaxVol pass (kept rows + next batch ->
+MaxVol -> kept rows). Refinement passes grade every row (in chunks) and rerun MaxVol on the kept
+rows plus the highest-graded rows, until no row is above 1 + tol (or ``max_refinements``; in
+memory, a MaxVol over all rows then finishes the job). Every swap multiplies the volume by more
+than 1 + tol, so this terminates. With one batch the computation is the in-memory one.
 
 Degenerate data, by design. Strained perfect crystals, or many copies of one environment, give
 projection matrices whose numerical rank r is below p: the MaxVol submatrix is then singular in
@@ -55,6 +60,8 @@ DEFAULT_RANK_RTOL = 1e-8    # relative singular value below which a direction is
 DEFAULT_COL_RTOL = 1e-6     # column norms are floored at this times the largest
 _BYTES_PER_VALUE = 8
 _WORK_COPIES = 4            # a batch row is held about 4 times: raw, reduced, coefficients, temporary
+_CHUNK_ROWS = 8192          # rows per chunk of the QR and grading passes
+_WORK_PER_RANK = 20         # in memory, MaxVol works on the 20 r rows of largest leverage, then refines
 
 
 class RankDeficientError(ValueError):
@@ -126,9 +133,7 @@ def maxvol(A, tol: float = DEFAULT_TOL, max_iters: int = DEFAULT_MAX_ITERS, star
     C = np.asfortranarray(A @ start_inverse) if start_inverse is not None else coefficients(rows)
     swaps, since_refresh = 0, 0
     while True:
-        flat = int(np.argmax(np.abs(C)))
-        i, j = divmod(flat, r)
-        big = abs(C[i, j])
+        i, j, big = _largest(C)
         if big <= limit or swaps >= max_iters:
             if since_refresh == 0:
                 break
@@ -145,7 +150,19 @@ def maxvol(A, tol: float = DEFAULT_TOL, max_iters: int = DEFAULT_MAX_ITERS, star
         if since_refresh >= refresh:
             C = coefficients(rows)
             since_refresh = 0
-    return MaxVolResult(rows, C, swaps, bool(np.abs(C).max() <= limit))
+    return MaxVolResult(rows, C, swaps, bool(_largest(C)[2] <= limit))
+
+
+def _largest(C):
+    """(i, j, |C_ij|) of the largest |C_ij|, without allocating |C| (argmax/argmin over a
+    C-contiguous view: C is Fortran-ordered, so C.T is contiguous and nothing is copied)."""
+    n = C.shape[0]
+    CT = np.asfortranarray(C).T
+    hi, lo = int(CT.argmax()), int(CT.argmin())
+    vhi, vlo = float(CT.flat[hi]), -float(CT.flat[lo])
+    k, big = (hi, vhi) if vhi >= vlo else (lo, vlo)
+    j, i = divmod(k, n)
+    return i, j, big
 
 
 # ----------------------------------------------------------------- active set of one element
@@ -237,15 +254,15 @@ def select_active_set(data, tol: float = DEFAULT_TOL, max_iters: int = DEFAULT_M
         batch_rows = n
     batch_rows = max(int(batch_rows), 2 * p)
     notes: List[str] = []
+    chunk = min(batch_rows, _CHUNK_ROWS)
+    n_batches = sum(-(-len(b) // batch_rows) for b in rows_src.blocks if len(b))
 
-    # pass 0: R of a QR (TSQR over batches), then the rank-revealing SVD of the column-scaled R
-    R = np.zeros((0, p))
-    n_batches = 0
-    for _, blk in _progress(rows_src.batches(batch_rows), progress, desc + " (rank)"):
+    # pass 0: R of a QR (TSQR over row chunks), then the rank-revealing SVD of the column-scaled R
+    R = None
+    for _, blk in _progress(rows_src.batches(chunk), progress, desc + " (rank)"):
         if not np.all(np.isfinite(blk)):
             raise ValueError("projections hold NaN or inf")
-        R = np.linalg.qr(np.vstack([R, blk]), mode="r")[: min(p, len(R) + len(blk))]
-        n_batches += 1
+        R = np.linalg.qr(blk if R is None else np.vstack([R, blk]), mode="r")
     norms = np.linalg.norm(R, axis=0)
     if norms.max() == 0:
         raise ValueError("all projections are zero")
@@ -262,77 +279,111 @@ def select_active_set(data, tol: float = DEFAULT_TOL, max_iters: int = DEFAULT_M
     if rank < p:
         notes.append(f"numerical rank {rank} of {p} (singular values below {rank_rtol:g} x the largest); "
                      f"MaxVol in the {rank}-dim subspace, {p - rank} directions graded by the training spread")
-    W = vt[:rank].T / norms[:, None]             # (p, r): reduced coordinates f = b @ W
+    W0 = vt[:rank].T / norms[:, None]            # (p, r): reduced coordinates b @ W0
+    # MaxVol runs on whitened coordinates f = b @ W (orthonormal columns over the data): its row
+    # choice and the grading matrix W (A[rows] W)^-1 do not change under W -> W D, and the start
+    # LU of a well-conditioned matrix is a good start
+    W = W0 / s[:rank]
     W_perp = vt[rank:].T / norms[:, None]        # (p, p - r)
     n_vt = vt.shape[0]
     if n_vt < p:  # fewer rows than columns: complete the basis with the null space
         null = sla.null_space(vt) if n_vt else np.eye(p)
         W_perp = np.hstack([W_perp, null / norms[:, None]])
 
-    # pass 1: cumulative MaxVol over batches; also the spread along the discarded directions
-    kept = np.zeros(0, dtype=int)
+    # spread along the discarded directions, row norms, and leverage scores |b W|^2 (in chunks)
     delta = np.zeros(W_perp.shape[1])
     max_row_norm = 0.0
-    swaps = 0
-    result = None
-    for start, blk in _progress(rows_src.batches(batch_rows), progress, desc):
+    leverage = np.empty(n)
+    for start, blk in rows_src.batches(chunk):
         if W_perp.shape[1]:
             delta = np.maximum(delta, np.abs(blk @ W_perp).max(axis=0))
         max_row_norm = max(max_row_norm, float(np.linalg.norm(blk / norms, axis=1).max()))
-        idx = np.concatenate([kept, np.arange(start, start + len(blk))])
-        X = np.vstack([rows_src.take(kept) @ W, blk @ W]) if len(kept) else blk @ W
-        kept, result, sw = _maxvol_or_span(X, idx, tol, max_iters)
-        swaps += sw
+        f = blk @ W
+        leverage[start: start + len(blk)] = np.einsum("ij,ij->i", f, f)
+
+    # pass 1: MaxVol on a working set: in memory, the rows of largest leverage; streaming, a
+    # cumulative MaxVol over batches (kept rows + next batch -> MaxVol -> kept rows)
     in_memory = n_batches == 1
+    work = min(n, max(_WORK_PER_RANK * rank, 2 * p))
+    swaps = 0
+    kept = np.zeros(0, dtype=int)
+    if in_memory:
+        idx = np.sort(np.argpartition(-leverage, work - 1)[:work]) if work < n else np.arange(n)
+        kept, result, sw = _maxvol_or_span(rows_src.take(idx) @ W, idx, tol, max_iters)
+        swaps += sw
+        if len(kept) < rank and work < n:  # the leverage rows do not span: all rows
+            idx = np.arange(n)
+            kept, result, sw = _maxvol_or_span(rows_src.take(idx) @ W, idx, tol, max_iters)
+            swaps += sw
+        room = max(work - len(kept), rank)
+    else:
+        for start, blk in _progress(rows_src.batches(batch_rows), progress, desc):
+            idx = np.concatenate([kept, np.arange(start, start + len(blk))])
+            X = np.vstack([rows_src.take(kept) @ W, blk @ W]) if len(kept) else blk @ W
+            kept, result, sw = _maxvol_or_span(X, idx, tol, max_iters)
+            swaps += sw
+        room = max(batch_rows - len(kept), 1)
     if len(kept) < rank:
         raise ValueError(f"rows span only {len(kept)} of {rank} dimensions")
 
-    # refinement: grade every row against the kept ones; MaxVol again with those above 1 + tol
+    # refinement: grade every row against the kept ones; MaxVol again on the kept rows plus the
+    # highest-graded rows, until no row is above 1 + tol
     refinements = 0
     S_inv = np.linalg.inv(rows_src.take(kept) @ W)
-    max_gamma = float(np.abs(result.coefficients).max()) if in_memory else None
-    if not in_memory:
-        best = (np.inf, kept, S_inv)
-        room = max(batch_rows - len(kept), 1)
-        for it in range(max_refinements + 1):
-            # grade every row; keep the `room` highest-gamma rows (not only those above 1 + tol:
-            # rows near the boundary are what the next MaxVol needs to avoid cycling)
-            worst, top_idx, top_gamma = 0.0, np.zeros(0, dtype=int), np.zeros(0)
-            for start, blk in rows_src.batches(batch_rows):
-                g = np.abs((blk @ W) @ S_inv).max(axis=1)
-                worst = max(worst, float(g.max()))
-                top_idx = np.concatenate([top_idx, start + np.arange(len(blk))])
-                top_gamma = np.concatenate([top_gamma, g])
-                if len(top_idx) > room:
-                    part = np.argpartition(-top_gamma, room - 1)[:room]
-                    top_idx, top_gamma = top_idx[part], top_gamma[part]
-            if worst < best[0]:
-                best = (worst, kept, S_inv)
-            if worst <= 1.0 + tol or it == max_refinements:
-                break
-            over_idx = np.setdiff1d(top_idx[top_gamma > 0], kept)
-            idx = np.concatenate([kept, np.sort(over_idx)])
-            res = maxvol(rows_src.take(idx) @ W, tol=tol, max_iters=max_iters, start=np.arange(len(kept)),
-                         start_inverse=S_inv)
-            swaps += res.swaps
-            kept = idx[res.rows]
-            S_inv = np.linalg.inv(rows_src.take(kept) @ W)
-            refinements += 1
-        max_gamma, kept, S_inv = best
-        if max_gamma > 1.0 + tol:
-            notes.append(f"streaming MaxVol stopped at max gamma {max_gamma:.4g} after {refinements} refinements")
-    elif not result.converged:
-        notes.append(f"MaxVol stopped after {max_iters} swaps at max gamma {max_gamma:.4g}")
+    best = (np.inf, kept, S_inv)
+    for it in range(max_refinements + 1):
+        # grade every row; keep the `room` highest-gamma rows (not only those above 1 + tol:
+        # rows near the boundary are what the next MaxVol needs to avoid cycling)
+        worst, top_idx, top_gamma = _grade_top(rows_src, chunk, W @ S_inv, room)
+        if worst < best[0]:
+            best = (worst, kept, S_inv)
+        if worst <= 1.0 + tol or it == max_refinements:
+            break
+        over_idx = np.setdiff1d(top_idx[top_gamma > 0], kept)
+        idx = np.concatenate([kept, np.sort(over_idx)])
+        res = maxvol(rows_src.take(idx) @ W, tol=tol, max_iters=max_iters, start=np.arange(len(kept)),
+                     start_inverse=S_inv)
+        swaps += res.swaps
+        kept = idx[res.rows]
+        S_inv = np.linalg.inv(rows_src.take(kept) @ W)
+        refinements += 1
+    max_gamma, kept, S_inv = best
+    if max_gamma > 1.0 + tol and in_memory:
+        # the working set did not settle: MaxVol on all rows from the best rows so far
+        res = maxvol(rows_src.take(np.arange(n)) @ W, tol=tol, max_iters=max_iters, start=kept.copy(),
+                     start_inverse=S_inv)
+        swaps += res.swaps
+        kept = res.rows
+        S_inv = np.linalg.inv(rows_src.take(kept) @ W)
+        max_gamma = _grade_top(rows_src, chunk, W @ S_inv, 1)[0]
+    if max_gamma > 1.0 + tol:
+        notes.append(f"MaxVol stopped at max gamma {max_gamma:.4g} after {refinements} refinements "
+                     f"and {swaps} swaps")
 
     floor = rank_rtol * max_row_norm
     delta = np.maximum(delta, floor if floor > 0 else 1.0)
     inverse = np.hstack([W @ S_inv, W_perp / delta]) if W_perp.shape[1] else W @ S_inv
     selected = rows_src.take(kept)
-    condition = float(np.linalg.cond(selected @ W))
+    condition = float(np.linalg.cond(selected @ W0))
     raw_condition = float(np.linalg.cond(selected)) if len(kept) == p else float("inf")
     return ActiveSetMatrix(rows=kept, inverse=np.ascontiguousarray(inverse), rank=rank, n_projections=p,
                            condition=condition, raw_condition=raw_condition, max_gamma=float(max_gamma),
                            swaps=swaps, batches=n_batches, refinements=refinements, notes=notes)
+
+
+def _grade_top(rows_src, chunk, G, room):
+    """Largest gamma of all rows under the grading matrix G, and the `room` highest-graded rows."""
+    worst, top_idx, top_gamma = 0.0, np.zeros(0, dtype=int), np.zeros(0)
+    for start, blk in rows_src.batches(chunk):
+        c = blk @ G
+        g = np.maximum(c.max(axis=1), -c.min(axis=1))
+        worst = max(worst, float(g.max()))
+        top_idx = np.concatenate([top_idx, start + np.arange(len(blk))])
+        top_gamma = np.concatenate([top_gamma, g])
+        if len(top_idx) > room:
+            part = np.argpartition(-top_gamma, room - 1)[:room]
+            top_idx, top_gamma = top_idx[part], top_gamma[part]
+    return worst, top_idx, top_gamma
 
 
 def _maxvol_or_span(X, idx, tol, max_iters):
