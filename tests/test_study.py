@@ -82,6 +82,22 @@ def test_bad_configs(tmp_path):
         study.load_config(str(p))
 
 
+def test_bad_gamma_configs():
+    with pytest.raises(InputError, match="gamma clusters"):
+        study.load_config({"data": "x", "gamma": {"clusters": [1]}})
+    with pytest.raises(InputError, match="gamma assign"):
+        study.load_config({"data": "x", "gamma": {"assign": "max"}})
+    with pytest.raises(InputError, match="novelty case"):
+        study.load_config({"data": "x", "novelty": [{"train": ["a"]}]})
+    cfg = study.load_config({"data": "x", "gamma": False})
+    assert study.gamma_method_names(cfg["gamma"]) == []
+    cfg = study.load_config({"data": "x", "gamma": {"clusters": [2, "auto"], "assign": "min"}})
+    assert study.gamma_method_names(cfg["gamma"]) == ["gamma_global", "gamma_local_k2_min", "gamma_local_kauto_min"]
+
+
+GAMMA_METHODS = ("gamma_global", "gamma_local_nearest", "gamma_local_min")
+
+
 def test_study_end_to_end(emt_data, tmp_path):
     from aceuq.cli.main import main
 
@@ -91,25 +107,68 @@ def test_study_end_to_end(emt_data, tmp_path):
         "ensemble: {members: 4, bootstrap: true}\n"
         "accuracy: {bases: [small, medium]}\n"
         "heterogeneity: {homogeneous_group: bulk}\n"
-        "novelty: {train_groups: [bulk], novel_groups: [surface, vacancy, liquid]}\n"
+        "novelty:\n"
+        "  - {train_groups: [bulk], novel_groups: [surface, vacancy, liquid]}\n"
+        "  - {name: hetero-liquid, train_groups: rest, novel_groups: [liquid], bases: [small, medium]}\n"
     )
     out = tmp_path / "out"
-    assert main(["study", str(cfg), "-o", str(out), "--no-progress"]) == 0
+    assert main(["study", str(cfg), "-o", str(out), "--no-progress", "--keep-models"]) == 0
     m = json.load(open(out / "metrics.json"))
     for exp in ("accuracy/small", "accuracy/medium", "homogeneous", "heterogeneous", "novelty",
-                "novelty/surface", "novelty/liquid"):
-        assert set(study.METRIC_KEYS) <= set(m[exp]["ensemble"]), exp
-        assert m[exp]["ensemble"]["n_splits"] == 3
+                "novelty/surface", "novelty/liquid", "hetero-liquid/small", "hetero-liquid/medium"):
+        for method in ("ensemble",) + GAMMA_METHODS:
+            assert set(study.METRIC_KEYS) <= set(m[exp][method]), (exp, method)
+            assert m[exp][method]["n_splits"] == 3
     acc = m["accuracy/small"]["ensemble"]
     assert acc["spearman"] > 0.2 and acc["roc_auc"] is None
     assert 0 <= m["heterogeneous"]["ensemble"]["miscalibration_area"] <= 0.5
-    # a bulk-only ensemble must flag liquid-like and surface structures
+    # calibrated ensemble σ: held-out RMS error/σ near 1; the factor says how overconfident the raw σ was
+    assert 0.5 < m["heterogeneous"]["ensemble"]["z_rms"] < 2.0
+    assert m["heterogeneous"]["ensemble"]["calibration_factor"] > 0
+    for method in GAMMA_METHODS:
+        g = m["heterogeneous"][method]
+        assert 0 <= g["miscalibration_area"] <= 0.5 and g["map_spearman"] is not None
+        assert np.isfinite(g["spearman"])
+    assert m["novelty"]["gamma_local_nearest"]["k_effective"] >= 1
+    assert m["novelty"]["gamma_global"].get("k_effective") is None
+    # a bulk-only ensemble must flag liquid-like and surface structures, and so must γ
     assert m["novelty/liquid"]["ensemble"]["roc_auc"] > 0.9
     assert m["novelty"]["ensemble"]["roc_auc"] > 0.7
+    for method in GAMMA_METHODS:
+        assert m["novelty/liquid"][method]["roc_auc"] > 0.9, method
+        assert m["novelty/surface"][method]["roc_auc"] > 0.9, method
+    # heterogeneous training (bulk, surface, vacancy): liquid-like frames still detected by local γ
+    for basis in ("small", "medium"):
+        assert m[f"hetero-liquid/{basis}"]["gamma_local_nearest"]["roc_auc"] > 0.9
     report = (out / "report.md").read_text()
     assert "## (a) Accuracy sweep" in report and "novelty/surface" in report
-    assert "γ columns" in report or "gamma" in json.dumps(m)
-    for png in ("parity_small.png", "reliability.png", "calibration.png", "roc.png"):
+    assert "gamma_local_nearest" in report and "ROC-AUC over basis sizes, 'hetero-liquid'" in report
+    for png in ("parity_small.png", "reliability.png", "calibration.png", "roc.png", "roc_hetero-liquid.png"):
         assert (out / png).read_bytes()[:4] == b"\x89PNG"
         assert f"({png})" in report
-    assert not (out / "models").exists()
+    # the fitted γ→error maps and the models they belong to, usable by `aceuq gamma --error-map`
+    model = out / "models" / "small-all-seed0"
+    emap = out / "error_maps" / "small-all-seed0" / "gamma_local_nearest.json"
+    assert emap.exists() and (model / "gamma_local.casi").exists()
+    graded = tmp_path / "graded.extxyz"
+    assert main(["gamma", str(model / "member_000.yaml"), str(model / "gamma_local.casi"), emt_data,
+                 "-o", str(graded), "--error-map", str(emap), "--no-progress"]) == 0
+    frames = ase.io.read(graded, ":")
+    est = np.concatenate([a.arrays["force_error_estimate"] for a in frames])
+    assert np.all(est >= 0) and np.all(np.isfinite(est)) and est.max() > 0
+    liquid = [a for a in frames if a.info["config_type"] == "liquid"]
+    bulk_ = [a for a in frames if a.info["config_type"] == "bulk"]
+    # liquid-like atoms are predicted larger errors than bulk ones
+    assert np.mean([a.info["max_force_error_estimate"] for a in liquid]) > \
+        np.mean([a.info["max_force_error_estimate"] for a in bulk_])
+
+
+def test_gamma_error_map_bad_file(emt_data, tmp_path):
+    from aceuq.cli.gamma import _load_error_map
+
+    p = tmp_path / "m.json"
+    p.write_text("{}")
+    with pytest.raises(InputError, match="not an aceuq error map"):
+        _load_error_map(str(p))
+    with pytest.raises(InputError, match="no such file"):
+        _load_error_map(str(tmp_path / "missing.json"))

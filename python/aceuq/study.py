@@ -75,8 +75,9 @@ DEFAULTS = {
     "novelty": {"train_groups": None, "novel_groups": None, "basis": None},
     # extrapolation-grade methods: clusters of the local sets (an int, "auto", or a list of them),
     # the cluster assignment rules studied, the γ→error map; gamma: false leaves γ out
+    # rank_rtol: the active sets' rank cut (aceuq.maxvol); None = the library default
     "gamma": {"global": True, "clusters": ["auto"], "assign": ["nearest", "min"], "error_map": "isotonic",
-              "mode": "linear"},
+              "mode": "linear", "rank_rtol": None},
     "keep_models": False,
 }
 
@@ -142,7 +143,8 @@ def load_config(path_or_dict) -> Dict:
 
 def _gamma_config(g) -> Dict:
     if g is False or g is None:
-        return {"global": False, "clusters": [], "assign": [], "error_map": "isotonic", "mode": "linear"}
+        return {"global": False, "clusters": [], "assign": [], "error_map": "isotonic", "mode": "linear",
+                "rank_rtol": None}
     g = {**DEFAULTS["gamma"], **(g if isinstance(g, dict) else {})}
     ks = g["clusters"] if isinstance(g["clusters"], list) else [g["clusters"]]
     for k in ks:
@@ -155,8 +157,14 @@ def _gamma_config(g) -> Dict:
         raise InputError("study config: gamma error_map must be 'isotonic' or 'power'")
     if g["mode"] not in ("linear", "full"):
         raise InputError("study config: gamma mode must be 'linear' or 'full'")
+    unknown = set(g) - set(DEFAULTS["gamma"])
+    if unknown:
+        raise InputError(f"study config: unknown gamma key(s) {', '.join(sorted(unknown))}")
+    rtol = g["rank_rtol"]
+    if rtol is not None and not (isinstance(rtol, (int, float)) and 0 < rtol < 1):
+        raise InputError(f"study config: gamma rank_rtol must be a number in (0, 1), got {rtol!r}")
     return {"global": bool(g["global"]), "clusters": ks, "assign": assign, "error_map": g["error_map"],
-            "mode": g["mode"]}
+            "mode": g["mode"], "rank_rtol": None if rtol is None else float(rtol)}
 
 
 def basis_label(basis: str) -> str:
@@ -286,7 +294,8 @@ class Model:
             builds.append((f"gamma_local{tag}", k, gcfg["assign"]))
         for stem, k, assigns in builds:
             try:
-                built = build_active_set(potential, None, clusters=k, mode=gcfg["mode"], projections=subset)
+                extra = {} if gcfg.get("rank_rtol") is None else {"rank_rtol": gcfg["rank_rtol"]}
+                built = build_active_set(potential, None, clusters=k, mode=gcfg["mode"], projections=subset, **extra)
             except (InputError, ValueError, np.linalg.LinAlgError) as exc:
                 self.notes.append(f"{stem}: no active set ({exc})")
                 continue

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 import numpy as np
@@ -10,6 +11,7 @@ from ase.calculators.singlepoint import SinglePointCalculator
 from .._core import InputError
 from ..activeset import ActiveSet
 from ..data import read_structures, write_extxyz_atomic
+from ..metrics import ErrorMap
 from ..potential import Potential
 
 
@@ -24,6 +26,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="output .extxyz (written atomically)")
     p.add_argument("--assign", choices=("nearest", "min"), default=None,
                    help="cluster assignment (default: what the .casi says)")
+    p.add_argument("--error-map", metavar="FILE.json", default=None,
+                   help="γ→force-error map (metrics.ErrorMap JSON, e.g. written by 'aceuq study' to "
+                        "DIR/error_maps/); adds the per-atom 'force_error_estimate' (eV/Å) and the per-structure "
+                        "'max_force_error_estimate'")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
@@ -33,6 +39,7 @@ def main(argv=None) -> int:
     try:
         pot = Potential(args.potential)
         aset = ActiveSet.load(args.active_set, pot, assign=args.assign)
+        error_map = _load_error_map(args.error_map) if args.error_map else None
         frames = read_structures(args.structures)
         graded = aset.gamma(frames, progress=not args.no_progress)
     except InputError as exc:
@@ -44,14 +51,35 @@ def main(argv=None) -> int:
         a.arrays["gamma"] = gamma
         a.arrays["cluster"] = cluster.astype(int)
         a.info["max_gamma"] = float(gamma.max()) if len(gamma) else 0.0
+        if error_map is not None:
+            est = error_map(gamma)
+            a.arrays["force_error_estimate"] = est
+            a.info["max_force_error_estimate"] = float(est.max()) if len(est) else 0.0
         if atoms.calc is not None and getattr(atoms.calc, "results", None):
             a.calc = SinglePointCalculator(a, **atoms.calc.results)
         out.append(a)
     write_extxyz_atomic(args.output, out)
+    if error_map is not None:
+        est = np.concatenate([a.arrays["force_error_estimate"] for a in out]) if out else np.zeros(0)
+        print(f"aceuq gamma: force error estimate (|dF|, {error_map.units}) median {np.median(est):.3g}, "
+              f"max {est.max():.3g}")
     all_gamma = np.concatenate([g for g, _ in graded]) if graded else np.zeros(0)
     print(f"aceuq gamma: {len(out)} structures, {len(all_gamma)} atoms; gamma median {np.median(all_gamma):.3g}, "
           f"max {all_gamma.max():.3g}, {int((all_gamma > 1).sum())} atoms above 1 -> {args.output}")
     return 0
+
+
+def _load_error_map(path: str) -> ErrorMap:
+    if not os.path.exists(path):
+        raise InputError(f"error map '{path}': no such file")
+    try:
+        emap = ErrorMap.load(path)
+    except (ValueError, KeyError, TypeError) as exc:
+        msg = str(exc)
+        raise InputError(msg if msg.startswith("error map") else f"error map '{path}': malformed ({msg})") from None
+    if emap.score != "gamma":
+        raise InputError(f"error map '{path}': maps '{emap.score}', not gamma")
+    return emap
 
 
 if __name__ == "__main__":

@@ -11,7 +11,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="aceuq study",
         description="Accuracy sweep, homogeneous vs heterogeneous training and novelty detection of held-out "
-                    "groups over several random splits; writes DIR/report.md (tables, PNGs) and DIR/metrics.json. "
+                    "groups over several random splits, for ensemble σ, global γ and clustering-local γ; writes "
+                    "DIR/report.md (tables, PNGs), DIR/metrics.json and the fitted γ→force-error maps "
+                    "DIR/error_maps/<model>-seed<seed>/<method>.json (for 'aceuq gamma --error-map'; with "
+                    "--keep-models the matching potentials and .asi/.casi files stay in "
+                    "DIR/models/<model>-seed<seed>). "
                     "See examples/paper/si.yaml for the config. Needs pyace: pip install 'aceuq[pacemaker]'.",
     )
     p.add_argument("config", help="study config .yaml")
@@ -37,7 +41,7 @@ def main(argv=None) -> int:
     for exp, methods in summary.items():
         for method, m in methods.items():
             parts = [f"{k} {m[k]:.3f}" for k in ("spearman", "miscalibration_area", "roc_auc") if m.get(k) is not None]
-            print(f"  {exp:<24} {method:<14} " + ", ".join(parts))
+            print(f"  {exp:<24} {method:<22} " + ", ".join(parts))
     print(f"aceuq study: report -> {args.output}/report.md, metrics -> {args.output}/metrics.json")
     return 0
 
