@@ -155,3 +155,15 @@ def make_potential(spec: Spec, folder: str) -> str:
     fitted.save(tmp)
     os.replace(tmp, path)
     return path
+
+
+def pyace_gamma(pot_path, asi_path, atoms):
+    """Per-atom extrapolation grade from pyace's calculator with an active set loaded."""
+    from pyace import PyACECalculator
+
+    a = atoms.copy()
+    calc = PyACECalculator(pot_path)
+    calc.set_active_set(asi_path)
+    a.calc = calc
+    a.get_potential_energy()
+    return np.array(calc.results["gamma"])

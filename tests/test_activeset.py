@@ -9,7 +9,7 @@ import aceuq
 from aceuq.activeset import ActiveSet, build_active_set, load_npz
 from aceuq.cli.main import main as cli
 from aceuq.select import select_structures
-from potentials import SPECS, emt_training_set
+from potentials import SPECS, emt_training_set, pyace_gamma
 from structures import cluster, rattled_bulk, slab
 
 pyace = pytest.importorskip("pyace")
@@ -25,17 +25,6 @@ def cu(tmp_path_factory):
     pot = aceuq.Potential(path)
     train = emt_training_set(["Cu"], n=20, seed=7)
     return path, pot, train, folder
-
-
-def pyace_gamma(pot_path, asi, atoms):
-    from pyace import PyACECalculator
-
-    a = atoms.copy()
-    calc = PyACECalculator(pot_path)
-    calc.set_active_set(asi)
-    a.calc = calc
-    a.get_potential_energy()
-    return np.array(calc.results["gamma"])
 
 
 def held_out():

@@ -8,7 +8,7 @@ import pytest
 
 import aceuq
 from aceuq import _core
-from potentials import SPECS, emt_training_set
+from potentials import SPECS, emt_training_set, pyace_gamma
 from structures import all_structures
 
 pyace = pytest.importorskip("pyace")
@@ -77,17 +77,6 @@ def grade_structures(pot, grader, frames, mode):
         for s, i, v in zip(p.structure, p.atom, g):
             gamma[s][i] = v
     return gamma
-
-
-def pyace_gamma(pot_path, asi_path, atoms):
-    from pyace import PyACECalculator
-
-    a = atoms.copy()
-    calc = PyACECalculator(pot_path)
-    calc.set_active_set(asi_path)
-    a.calc = calc
-    a.get_potential_energy()
-    return np.array(calc.results["gamma"])
 
 
 def grading_frames(elements):

@@ -79,6 +79,23 @@ def _read_pickle(path: str) -> List[Atoms]:
     return frames
 
 
+def read_yaml_config(path: PathLike, what: str) -> dict:
+    """A user's YAML config (safe loader) as a mapping; one clear InputError otherwise."""
+    import yaml
+
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise InputError(f"{what} '{path}': no such file")
+    with open(path) as fh:
+        try:
+            cfg = yaml.safe_load(fh)
+        except yaml.YAMLError as exc:
+            raise InputError(f"{what} '{path}': not valid YAML ({exc})") from None
+    if not isinstance(cfg, dict):
+        raise InputError(f"{what} '{path}': expected a mapping")
+    return cfg
+
+
 @contextmanager
 def atomic_path(path: PathLike, suffix: str = ".tmp") -> Iterator[str]:
     """A temporary path beside ``path`` to write to; renamed over ``path`` when the block ends

@@ -36,7 +36,7 @@ from ase.calculators.calculator import Calculator, all_changes
 
 from . import metrics
 from ._core import InputError
-from .data import atomic_path
+from .data import atomic_path, read_yaml_config
 from .potential import Potential
 
 MANIFEST = "ensemble.json"
@@ -94,14 +94,8 @@ def basis_potential_config(basis: str, elements: Sequence[str], cutoff: float) -
                 "embeddings": {"ALL": dict(_LINEAR_EMBEDDING)}, "bonds": bonds, "functions": functions}
     if not os.path.exists(basis):
         raise InputError(f"basis '{basis}': neither a preset ({', '.join(BASIS_PRESETS)}) nor a file")
-    import yaml
-
-    with open(basis) as fh:
-        try:
-            cfg = yaml.safe_load(fh)
-        except yaml.YAMLError as exc:
-            raise InputError(f"basis config '{basis}': not valid YAML ({exc})") from None
-    if isinstance(cfg, dict) and "potential" in cfg:
+    cfg = read_yaml_config(basis, "basis config")
+    if "potential" in cfg:
         cfg = cfg["potential"]
     if not isinstance(cfg, dict) or "functions" not in cfg or "bonds" not in cfg:
         raise InputError(f"basis config '{basis}': needs 'bonds' and 'functions' (create_multispecies_basis_config input)")

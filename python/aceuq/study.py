@@ -53,7 +53,7 @@ from ase import Atoms
 from . import ensemble as ens_mod
 from . import metrics
 from ._core import InputError
-from .data import read_structures
+from .data import read_structures, read_yaml_config
 
 METRIC_KEYS = ("spearman", "pearson", "miscalibration_area", "roc_auc", "pr_auc")
 GAMMA_ASSIGN = ("nearest", "min")
@@ -87,18 +87,8 @@ def load_config(path_or_dict) -> Dict:
     if isinstance(path_or_dict, dict):
         cfg, base = dict(path_or_dict), os.getcwd()
     else:
-        import yaml
-
         path = os.fspath(path_or_dict)
-        if not os.path.exists(path):
-            raise InputError(f"study config '{path}': no such file")
-        with open(path) as fh:
-            try:
-                cfg = yaml.safe_load(fh)
-            except yaml.YAMLError as exc:
-                raise InputError(f"study config '{path}': not valid YAML ({exc})") from None
-        if not isinstance(cfg, dict):
-            raise InputError(f"study config '{path}': expected a mapping")
+        cfg = read_yaml_config(path, "study config")
         base = os.path.dirname(os.path.abspath(path))
     if "data" not in cfg:
         raise InputError("study config: needs 'data' (labelled structure files)")
