@@ -38,6 +38,7 @@ from . import metrics
 from ._core import InputError
 from .data import atomic_path, read_yaml_config
 from .potential import Potential
+from .progress import progress as show_progress
 
 MANIFEST = "ensemble.json"
 FORMAT = "aceuq-ensemble"
@@ -257,7 +258,7 @@ def fit_members(dm: DesignMatrix, samples: Sequence[np.ndarray], alpha: float = 
     from sklearn.linear_model import Ridge
 
     coefs = []
-    for s in _progress(samples, progress, "fit members"):
+    for s in show_progress(samples, progress, "fit members"):
         X, y = dm.rows(s, energy_weight, reference_energy)
         coefs.append(Ridge(alpha=alpha, fit_intercept=False, solver="auto").fit(X, y).coef_.copy())
     return coefs
@@ -468,7 +469,7 @@ class Ensemble:
     def errors_and_sigma(self, frames: Sequence[Atoms], calibrated: bool = False, progress: bool = False) -> Dict:
         """True errors and raw (or calibrated) σ on labelled frames, per atom and per structure."""
         f_err, f_unc, e_err, e_unc, s_idx = [], [], [], [], []
-        for k, atoms in enumerate(_progress(list(frames), progress, "ensemble")):
+        for k, atoms in enumerate(show_progress(list(frames), progress, "ensemble")):
             r = self.evaluate(atoms, forces=True, calibrated=calibrated)
             f_err.append(metrics.force_error_norms(r.forces, _forces(atoms)))
             f_unc.append(r.force_uncertainty)
@@ -550,11 +551,3 @@ class EnsembleCalculator(Calculator):
         self.results.update(energy=r.energy, free_energy=r.energy, energies=r.energies, forces=r.forces,
                             energy_std=r.energy_std, energies_std=r.energies_std, forces_std=r.forces_std,
                             force_uncertainty=r.force_uncertainty)
-
-
-def _progress(items, enabled: bool, desc: str):
-    if not enabled:
-        return items
-    from tqdm.auto import tqdm
-
-    return tqdm(items, desc=desc, leave=False)

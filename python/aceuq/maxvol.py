@@ -53,6 +53,7 @@ from typing import List, Optional, Sequence, Union
 
 import numpy as np
 import scipy.linalg as sla
+from .progress import progress as show_progress
 
 DEFAULT_TOL = 1e-3          # |coefficients| <= 1 + tol; pacemaker's gamma_tolerance 1.001
 DEFAULT_MAX_ITERS = 2000    # row swaps per MaxVol run
@@ -259,7 +260,7 @@ def select_active_set(data, tol: float = DEFAULT_TOL, max_iters: int = DEFAULT_M
 
     # pass 0: R of a QR (TSQR over row chunks), then the rank-revealing SVD of the column-scaled R
     R = None
-    for _, blk in _progress(rows_src.batches(chunk), progress, desc + " (rank)"):
+    for _, blk in show_progress(rows_src.batches(chunk), progress, desc + " (rank)"):
         if not np.all(np.isfinite(blk)):
             raise ValueError("projections hold NaN or inf")
         R = np.linalg.qr(blk if R is None else np.vstack([R, blk]), mode="r")
@@ -317,7 +318,7 @@ def select_active_set(data, tol: float = DEFAULT_TOL, max_iters: int = DEFAULT_M
             swaps += sw
         room = max(work - len(kept), rank)
     else:
-        for start, blk in _progress(rows_src.batches(batch_rows), progress, desc):
+        for start, blk in show_progress(rows_src.batches(batch_rows), progress, desc):
             idx = np.concatenate([kept, np.arange(start, start + len(blk))])
             X = np.vstack([rows_src.take(kept) @ W, blk @ W]) if len(kept) else blk @ W
             kept, result, sw = _maxvol_or_span(X, idx, tol, max_iters)
@@ -424,11 +425,3 @@ def parse_memory(text: Union[str, int, None]) -> Optional[int]:
     if value <= 0:
         raise ValueError(f"memory limit must be positive, got '{text}'")
     return int(value)
-
-
-def _progress(items, enabled, desc):
-    if not enabled:
-        return items
-    from tqdm.auto import tqdm
-
-    return tqdm(items, desc=desc, leave=False)

@@ -10,6 +10,7 @@ from ase import Atoms
 
 from . import _core
 from ._core import InputError
+from .progress import progress as show_progress
 
 _MODES = (None, "linear", "full")
 
@@ -96,7 +97,8 @@ class Potential:
         if isinstance(atoms, Atoms):
             return self._evaluate_one(atoms, forces, projections)
         frames = list(atoms)
-        return [self._evaluate_one(a, forces, projections) for a in _progress(frames, progress, "evaluate")]
+        return [self._evaluate_one(a, forces, projections)
+                for a in show_progress(frames, progress, "evaluate", unit="struct")]
 
     def _evaluate_one(self, atoms: Atoms, forces: bool, projections: Optional[str]) -> EvaluationResult:
         positions = np.ascontiguousarray(atoms.get_positions(), dtype=float)
@@ -170,7 +172,7 @@ class Potential:
                 values[el] = np.zeros(shape)
             loc[el] = np.zeros((n, 2), dtype=int)
             filled[el] = 0
-        for s_idx, atoms in enumerate(_progress(frames, progress, "projections")):
+        for s_idx, atoms in enumerate(show_progress(frames, progress, "projections", unit="struct")):
             res = self._evaluate_one(atoms, False, mode)
             for mu, el in enumerate(self.elements):
                 idx = np.nonzero(types[s_idx] == mu)[0]
@@ -191,11 +193,3 @@ class ElementProjections:
     values: np.ndarray     # (n_atoms_of_element, n_projections)
     structure: np.ndarray  # index of the structure of each row
     atom: np.ndarray       # index of the atom within its structure
-
-
-def _progress(items, enabled: bool, desc: str):
-    if not enabled:
-        return items
-    from tqdm.auto import tqdm
-
-    return tqdm(items, desc=desc, unit="struct", leave=False)

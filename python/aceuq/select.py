@@ -19,6 +19,7 @@ from ase import Atoms
 from .activeset import ActiveSet
 from .maxvol import DEFAULT_MAX_ITERS, DEFAULT_TOL, maxvol
 from .potential import Potential
+from .progress import progress as show_progress
 
 
 @dataclass
@@ -60,12 +61,7 @@ def select_structures(potential: Potential, candidates: Sequence[Atoms], active_
     chosen: List[int] = []
     brought: List[int] = []
     taken = np.zeros(len(candidates), dtype=bool)
-    rounds = range(n)
-    if progress:
-        from tqdm.auto import tqdm
-
-        rounds = tqdm(rounds, desc="select", leave=False)
-    for _ in rounds:
+    for _ in show_progress(range(n), progress, "select"):
         counts = np.zeros(len(candidates), dtype=int)
         for grp in groups.values():
             live = ~taken[grp.owner]

@@ -10,6 +10,7 @@ from ase.calculators.singlepoint import SinglePointCalculator
 from .._core import InputError
 from ..data import read_structures, write_extxyz_atomic
 from ..potential import Potential
+from ..progress import progress as show_progress
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,14 +31,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _progress(items, enabled):
-    if not enabled:
-        return items
-    from tqdm.auto import tqdm
-
-    return tqdm(items, desc="evaluate", unit="struct", leave=False)
-
-
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     if args.ensemble is None and len(args.inputs) < 2:
@@ -51,7 +44,7 @@ def main(argv=None) -> int:
 
             ens = Ensemble.load(args.ensemble)
             frames = read_structures(structure_files)
-            for atoms in _progress(frames, not args.no_progress):
+            for atoms in show_progress(frames, not args.no_progress, "evaluate", unit="struct"):
                 r = ens.evaluate(atoms, forces=True, calibrated=not args.uncalibrated)
                 a = atoms.copy()
                 a.calc = SinglePointCalculator(a, energy=r.energy, free_energy=r.energy, forces=r.forces,

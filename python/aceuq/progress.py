@@ -1,0 +1,13 @@
+"""Progress bars for long loops (tqdm, imported only when a bar is shown)."""
+from __future__ import annotations
+
+from typing import Iterable, Optional
+
+
+def progress(items: Iterable, enabled: bool, desc: str, unit: Optional[str] = None) -> Iterable:
+    """``items`` itself, or wrapped in a transient tqdm bar when ``enabled``."""
+    if not enabled:
+        return items
+    from tqdm.auto import tqdm
+
+    return tqdm(items, desc=desc, unit=unit or "it", leave=False)
