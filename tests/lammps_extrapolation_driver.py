@@ -5,19 +5,16 @@ usage: mpiexec -n N python lammps_extrapolation_driver.py POTENTIAL ACTIVESET ST
 """
 import sys
 
-import numpy as np
-from ase import Atoms
 from mpi4py import MPI
 
 from aceuq.lammps import make_lammps
-from lmp_helpers import create_system, set_aceuq
+from lmp_helpers import create_system, load_structure, set_aceuq
 
 
 def main(argv):
     potential, active_set, structure, out, lower = argv[:5]
     cutout = f" cutout {argv[5]}" if len(argv) > 5 else ""
-    data = np.load(structure)
-    atoms = Atoms(symbols=[str(s) for s in data["symbols"]], positions=data["positions"], cell=data["cell"], pbc=True)
+    atoms = load_structure(structure)
     elements = sorted(set(atoms.get_chemical_symbols()))
     lmp = make_lammps(comm=MPI.COMM_WORLD)
     create_system(lmp, atoms, elements)

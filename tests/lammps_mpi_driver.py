@@ -8,11 +8,10 @@ ordered by atom id.
 import sys
 
 import numpy as np
-from ase import Atoms
 from mpi4py import MPI
 
 from aceuq.lammps import make_lammps
-from lmp_helpers import create_system, evaluate, set_aceuq
+from lmp_helpers import create_system, evaluate, load_structure, set_aceuq
 
 
 def main(argv):
@@ -22,8 +21,7 @@ def main(argv):
         active_set = argv[k + 1]
         argv = argv[:k] + argv[k + 2:]
     potential, structure, out_path, elements = argv[0], argv[1], argv[2], argv[3:]
-    data = np.load(structure)
-    atoms = Atoms(symbols=[str(s) for s in data["symbols"]], positions=data["positions"], cell=data["cell"], pbc=True)
+    atoms = load_structure(structure)
     comm = MPI.COMM_WORLD
     lmp = make_lammps(comm=comm)
     create_system(lmp, atoms, elements)

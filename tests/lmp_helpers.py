@@ -126,3 +126,25 @@ def reference_gamma(pot, asi_path, atoms, mode="linear"):
         b = res.projections[i, : inv[el].shape[0]]
         gamma[i] = np.abs(b @ inv[el]).max()
     return gamma
+
+
+def save_structure(path, atoms: Atoms) -> None:
+    """A periodic structure handed to an mpiexec driver script (see load_structure)."""
+    np.savez(path, cell=atoms.cell.array, positions=atoms.positions, symbols=np.array(atoms.get_chemical_symbols()))
+
+
+def load_structure(path) -> Atoms:
+    data = np.load(path)
+    return Atoms(symbols=[str(s) for s in data["symbols"]], positions=data["positions"], cell=data["cell"], pbc=True)
+
+
+def driver_env() -> dict:
+    """Environment for driver scripts under mpiexec: they import aceuq and these helpers."""
+    import os
+
+    import aceuq
+
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([os.path.dirname(os.path.dirname(aceuq.__file__)),
+                                         os.path.dirname(os.path.abspath(__file__)), env.get("PYTHONPATH", "")])
+    return env

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 import aceuq
-from potentials import SPECS
+from potentials import SPECS, pyace_projections
 from structures import all_structures, slab, rattled_bulk
 
 pyace = pytest.importorskip("pyace")
@@ -50,41 +50,6 @@ def test_mixed_pbc_equals_periodic_cell_with_vacuum(make_pot, name):
     assert mixed.energy == pytest.approx(ref["energy"], rel=1e-10)
     np.testing.assert_allclose(mixed.forces, periodic.forces, atol=1e-12)
     np.testing.assert_allclose(mixed.forces, ref["forces"], atol=1e-9)
-
-
-def pyace_projections(path, frames, full):
-    """Per element (by pyace's species index), the projections pyace computes for every atom.
-
-    pyace 0.4.0rc1's compute_B_projections(is_full=True) returns zeros: its evaluator fills
-    dE/dc only once a non-linear active set is loaded, so we load an identity one."""
-    from pyace import ACEBBasisSet
-    from pyace.activelearning import compute_number_of_functions
-    from pyace.atomicenvironment import aseatoms_to_atomicenvironment
-    from pyace.calculator import ACECalculator
-    from pyace.evaluator import ACEBEvaluator
-    import os
-    import tempfile
-
-    bb = ACEBBasisSet(path)
-    ev = ACEBEvaluator(bb)
-    if full:
-        nfun = compute_number_of_functions(bb)
-        with tempfile.TemporaryDirectory() as tmp:
-            asi = os.path.join(tmp, "identity.asi")
-            sizes = {el: nfun[mu] * bb.map_embedding_specifications[mu].ndensity
-                     for el, mu in bb.elements_to_index_map.items()}
-            with open(asi, "wb") as fh:
-                np.savez(fh, **{el: np.eye(n) for el, n in sizes.items()})
-            ev.load_active_set(asi, False, False)
-    calc = ACECalculator(ev)
-    rows = {}
-    for atoms in frames:
-        ae = aseatoms_to_atomicenvironment(atoms, cutoff=bb.cutoffmax, elements_mapper_dict=bb.elements_to_index_map)
-        calc.compute(ae, compute_projections=True)
-        values = calc.dE_dc if full else calc.projections
-        for i, mu in enumerate(ae.species_type[: ae.n_atoms_real]):
-            rows.setdefault(mu, []).append(np.reshape(values[i], -1))
-    return {mu: np.array(v) for mu, v in rows.items()}
 
 
 @pytest.mark.parametrize("name", ALL)

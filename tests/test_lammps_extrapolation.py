@@ -12,7 +12,8 @@ pytest.importorskip("lammps")
 
 import aceuq  # noqa: E402
 from aceuq import lammps as aceuq_lammps  # noqa: E402
-from lmp_helpers import build_asi, create_system, reference_gamma, set_aceuq, to_lammps_frame  # noqa: E402
+from lmp_helpers import (build_asi, create_system, driver_env, reference_gamma, save_structure,  # noqa: E402
+                         set_aceuq, to_lammps_frame)
 from structures import rattled_bulk  # noqa: E402
 
 try:
@@ -144,11 +145,8 @@ def test_two_ranks_write_the_same_frames(setup, tmp_path):
     if not mpiexec:
         pytest.skip("mpiexec not found (pip install mpich)")
     path, pot, asi, atoms, gamma, lower = setup
-    np.savez(tmp_path / "s.npz", cell=atoms.cell.array, positions=atoms.positions,
-             symbols=np.array(atoms.get_chemical_symbols()))
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([os.path.dirname(os.path.dirname(aceuq.__file__)), HERE,
-                                         env.get("PYTHONPATH", "")])
+    save_structure(tmp_path / "s.npz", atoms)
+    env = driver_env()
     texts = {}
     for extra in ([], ["3.4"]):
         for n in (1, 2):
