@@ -199,9 +199,15 @@ class ActiveSet:
         """Per-atom (gamma, cluster) of one structure, or a list of them for a list of structures."""
         single = isinstance(structures, Atoms)
         frames = [structures] if single else list(structures)
-        out = [(np.zeros(len(a)), np.zeros(len(a), dtype=np.int32)) for a in frames]
         proj = self.potential.projections(frames, mode=self.mode, progress=progress)
-        for el, p in proj.items():
+        out = self.grade_projections(proj, [len(a) for a in frames])
+        return out[0] if single else out
+
+    def grade_projections(self, projections, n_atoms: Sequence[int]):
+        """Per-structure (gamma, cluster) from ``Potential.projections`` output (in this active
+        set's mode) of structures with ``n_atoms`` atoms each."""
+        out = [(np.zeros(n), np.zeros(n, dtype=np.int32)) for n in n_atoms]
+        for el, p in projections.items():
             if len(p.values) == 0:
                 continue
             g, c = self.grade(el, p.values)
@@ -209,7 +215,7 @@ class ActiveSet:
                 sel = p.structure == s
                 out[s][0][p.atom[sel]] = g[sel]
                 out[s][1][p.atom[sel]] = c[sel]
-        return out[0] if single else out
+        return out
 
     def active_matrices(self) -> Dict[str, List[np.ndarray]]:
         """{element: [active-set matrix per cluster]}: the inverse of each stored grading matrix

@@ -297,13 +297,7 @@ class Model:
                 name = stem if a == "global" else f"{stem}_{a}"
                 if a != "global":
                     aset.assign = a
-                gamma = [np.zeros(len(f)) for f in self.frames]
-                for el, p in projections.items():
-                    if len(p.values):
-                        g, _ = aset.grade(el, p.values)
-                        for s in np.unique(p.structure):
-                            sel = p.structure == s
-                            gamma[s][p.atom[sel]] = g[sel]
+                gamma = [g for g, _ in aset.grade_projections(projections, [len(f) for f in self.frames])]
                 gm = GammaMethod(gamma, None, None if a == "global" else k_eff, cond)
                 self.gamma[name] = gm
                 if len(self.cal_idx):
