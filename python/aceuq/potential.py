@@ -100,13 +100,14 @@ class Potential:
         return [self._evaluate_one(a, forces, projections)
                 for a in show_progress(frames, progress, "evaluate", unit="struct")]
 
-    def _evaluate_one(self, atoms: Atoms, forces: bool, projections: Optional[str]) -> EvaluationResult:
+    def _evaluate_one(self, atoms: Atoms, forces: bool, projections: Optional[str],
+                      types: Optional[np.ndarray] = None) -> EvaluationResult:
         positions = np.ascontiguousarray(atoms.get_positions(), dtype=float)
         if not np.all(np.isfinite(positions)):
             raise InputError("structure has non-finite (NaN or inf) positions")
         out = self._ev.evaluate(
             positions, np.ascontiguousarray(atoms.cell.array, dtype=float), [bool(p) for p in atoms.pbc],
-            self.types_of(atoms), forces, projections or "none",
+            self.types_of(atoms) if types is None else types, forces, projections or "none",
         )
         res = EvaluationResult(energy=float(out["energy"]), energies=out["energies"])
         if forces:
@@ -173,7 +174,7 @@ class Potential:
             loc[el] = np.zeros((n, 2), dtype=int)
             filled[el] = 0
         for s_idx, atoms in enumerate(show_progress(frames, progress, "projections", unit="struct")):
-            res = self._evaluate_one(atoms, False, mode)
+            res = self._evaluate_one(atoms, False, mode, types[s_idx])
             for mu, el in enumerate(self.elements):
                 idx = np.nonzero(types[s_idx] == mu)[0]
                 if idx.size:
