@@ -2,8 +2,9 @@
 
 ``maxvol(A)`` finds r rows of an (n, r) matrix A whose square submatrix S has (locally) maximal
 |det S|: every row of A is then a combination of the selected rows with coefficients
-C = A S^-1 bounded by |C| <= 1 + tol. Start: the pivots of a column-pivoted QR of A^T (a greedy
-volume maximisation, so the start is already well conditioned); then single-row swaps: while the
+C = A S^-1 bounded by |C| <= 1 + tol. Start: the pivot rows of an LU with partial pivoting, or,
+when those are ill conditioned, of a column-pivoted QR of A^T (rank revealing); then greedy
+single-row swaps, as in pacemaker (Goreinov et al. 2010): while the
 largest |C_ij| exceeds 1 + tol, row i replaces slot j and C is updated by Sherman-Morrison,
 C <- C - C[:, j] (C[i, :] - e_j) / C[i, j], at O(n r) per swap; C is recomputed from scratch now
 and then and at the end, so rounding drift never decides convergence.
@@ -14,7 +15,11 @@ pacemaker's ``.asi`` stores and what the C++ Grader reads. A TSQR pass (row chun
 rank and the whitened reduced coordinates f = b W (orthonormal columns over the data: MaxVol's
 row choice and the grading matrix W (A[rows] W)^-1 do not change under W -> W D, and the LU start
 of a well-conditioned matrix needs no QR fallback). MaxVol then runs on a working set, never on
-all n rows at once: in memory, the 20 r rows of largest leverage |f|^2; streamed in row batches
+all n rows at once: in memory, the 20 r rows of largest leverage |f|^2 plus, on full-rank data,
+pacemaker's start (the LU pivot rows of all n rows, one O(n p^2) pass), so that its greedy swaps
+retrace those of pacemaker's MaxVol over all rows and end on the same active set (the swap rule
+is deterministic; the paths part only if a row outside the working set would have held the
+largest coefficient on the way, and the result is then another valid optimum); streamed in row batches
 (``memory_limit`` sets the batch size), a cumulative MaxVol pass (kept rows + next batch ->
 MaxVol -> kept rows). Refinement passes grade every row (in chunks) and rerun MaxVol on the kept
 rows plus the highest-graded rows, until no row is above 1 + tol (or ``max_refinements``; in
@@ -310,7 +315,13 @@ def select_active_set(data, tol: float = DEFAULT_TOL, max_iters: int = DEFAULT_M
     kept = np.zeros(0, dtype=int)
     if in_memory:
         idx = np.sort(np.argpartition(-leverage, work - 1)[:work]) if work < n else np.arange(n)
-        kept, result, sw = _maxvol_or_span(rows_src.take(idx) @ W, idx, tol, max_iters)
+        # full rank: pacemaker's start, the pivot rows of a partially pivoted LU of all rows, so
+        # that the greedy swaps below retrace pacemaker's MaxVol (see the module docstring)
+        first = _lu_pivot_rows(rows_src, norms, chunk) if rank == p else None
+        if first is not None:
+            idx = np.union1d(idx, first)
+        kept, result, sw = _maxvol_or_span(rows_src.take(idx) @ W, idx, tol, max_iters,
+                                           None if first is None else np.searchsorted(idx, first))
         swaps += sw
         if len(kept) < rank and work < n:  # the leverage rows do not span: all rows
             idx = np.arange(n)
@@ -387,12 +398,33 @@ def _grade_top(rows_src, chunk, G, room):
     return worst, top_idx, top_gamma
 
 
-def _maxvol_or_span(X, idx, tol, max_iters):
-    """MaxVol of X when its rows span all columns; otherwise the spanning rows found so far."""
-    try:
-        first = start_rows(X)
-    except RankDeficientError as err:
-        return idx[np.sort(err.pivots)], None, 0
+def _lu_pivot_rows(rows_src, norms, chunk):
+    """The first p pivot rows of an LU factorisation with partial pivoting of all n rows (column
+    scaling by norms does not change them), or None when a pivot is (near) zero: partial pivoting
+    is not rank revealing, and start_rows then does better."""
+    n, p = rows_src.n, rows_src.p
+    X = np.empty((n, p), order="F")
+    for start, blk in rows_src.batches(chunk):
+        X[start: start + len(blk)] = blk / norms
+    lu, piv, info = sla.lapack.dgetrf(X, overwrite_a=True)
+    diag = np.abs(np.diag(lu[:p]))
+    del X, lu
+    if info != 0 or diag.min() <= 1e-12 * diag.max():
+        return None
+    order = np.arange(n)
+    for i, j in enumerate(piv[:p]):  # LAPACK's row interchanges, applied in turn
+        order[i], order[j] = order[j], order[i]
+    return order[:p].copy()
+
+
+def _maxvol_or_span(X, idx, tol, max_iters, first=None):
+    """MaxVol of X (from the rows `first`, default start_rows) when its rows span all columns;
+    otherwise the spanning rows found so far."""
+    if first is None:
+        try:
+            first = start_rows(X)
+        except RankDeficientError as err:
+            return idx[np.sort(err.pivots)], None, 0
     res = maxvol(X, tol=tol, max_iters=max_iters, start=first)
     return idx[res.rows], res, res.swaps
 
