@@ -178,85 +178,161 @@ private:
 
 // ============================ kernels ============================
 //
-// C[rows][m] = Z[rows][n] . M[n][m] over blocks of kBlock atoms. Rows are packed in groups of kRows,
-// k-major within a group, so the micro kernel broadcasts kRows contiguous values and multiplies
-// them into kCols contiguous columns of M: a kRows x kCols accumulator tile the compiler keeps in
-// vector registers. j tiles are the outer loop so one n x kCols column panel of M stays in L1
-// while all row groups of the block pass over it.
+// C[rows][m] = Z[rows][n] . M[n][m] over blocks of kBlock atoms, in groups of kRows rows: the
+// micro kernel broadcasts one value of each of the kRows rows and multiplies them into kCols
+// contiguous columns of M, a kRows x kCols accumulator tile in vector registers (6 x 8: 12 of the
+// 16 AVX2 registers, enough independent FMA chains to hide their latency). Rows are read in place
+// through pointers (kRows sequential streams), so the projections are not copied into a panel.
+// M is stored as column panels ([m / kCols][n][kCols], see pack_panels): one panel is a single
+// contiguous stream, reused from cache by all row groups of the block. Read from a row-major M
+// instead (lines 8 * m bytes apart, which share few cache sets) the kernel is a quarter slower at
+// n = 300.
 
-constexpr int kRows = 4;
+constexpr int kRows = 6;
 constexpr int kCols = 8;
-constexpr int kBlock = 64;
+constexpr int kBlock = 96;
 
 int pad_cols(int m) { return (m + kCols - 1) / kCols * kCols; }
 
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && __GNUC__ >= 11 && defined(__linux__)
-// one portable build, AVX2/FMA or AVX-512 where the CPU has it (resolved once at load time)
-#define ACEUQ_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else
-#define ACEUQ_CLONES
-#endif
+// Column panels of the n x m matrix whose element (k, j) is A[k * row_step + j * col_step],
+// zero-padded to pad_cols(m) columns (zero columns change no product and no max |.|).
+std::vector<double> pack_panels(const double* A, int n, int m, std::size_t row_step, std::size_t col_step) {
+    std::vector<double> out(std::size_t(n) * pad_cols(m), 0.0);
+    for (int k = 0; k < n; ++k)
+        for (int j = 0; j < m; ++j)
+            out[(std::size_t(j / kCols) * n + k) * kCols + j % kCols] = A[k * row_step + j * col_step];
+    return out;
+}
 
-ACEUQ_CLONES
-void block_product(const double* __restrict panel, int groups, int n, const double* __restrict M, int mpad,
-                   double* __restrict C) {
+// Vectors of doubles (GCC/Clang vector extension). The tile is written with them because GCC
+// auto-vectorised the same loops over plain arrays into shuffle-heavy code at two thirds of the
+// FMA throughput (n = 300: 17 instead of 28 GFMA/s). Four-wide where the CPU has AVX2 and FMA,
+// two-wide elsewhere: a vector wider than the target's registers is kept in memory (0.5 GFMA/s
+// under SSE2).
+typedef double Vec2 __attribute__((vector_size(16)));
+typedef double Vec4 __attribute__((vector_size(32)));
+
+// rows[g * kRows + r]: row r of group g (n values each)
+template <class Vec>
+inline __attribute__((always_inline)) void block_product_vec(const double* const* rows, int groups, int n,
+                                                             const double* __restrict M, int mpad,
+                                                             double* __restrict C) {
+    constexpr int W = sizeof(Vec) / sizeof(double), kVecs = kCols / W;
+    // element-wise loads and stores, which the compiler merges into vector moves (memcpy of the
+    // arrays made GCC keep the accumulators in memory)
     for (int j0 = 0; j0 < mpad; j0 += kCols) {
+        const double* Mj = M + std::size_t(j0) * n;
         for (int g = 0; g < groups; ++g) {
-            const double* P = panel + std::size_t(g) * n * kRows;
-            double acc[kRows][kCols] = {};
+            const double* P[kRows];
+            for (int r = 0; r < kRows; ++r) P[r] = rows[g * kRows + r];
+            Vec acc[kRows][kVecs] = {};
             for (int k = 0; k < n; ++k) {
-                const double* a = M + std::size_t(k) * mpad + j0;
-                const double* p = P + std::size_t(k) * kRows;
+                const double* row = Mj + std::size_t(k) * kCols;
+                Vec a[kVecs];
+                for (int v = 0; v < kVecs; ++v)
+                    for (int l = 0; l < W; ++l) a[v][l] = row[v * W + l];
                 for (int r = 0; r < kRows; ++r)
-                    for (int c = 0; c < kCols; ++c) acc[r][c] += p[r] * a[c];
+                    for (int v = 0; v < kVecs; ++v) acc[r][v] += P[r][k] * a[v];
             }
-            for (int r = 0; r < kRows; ++r)
-                for (int c = 0; c < kCols; ++c) C[std::size_t(g * kRows + r) * mpad + j0 + c] = acc[r][c];
+            for (int r = 0; r < kRows; ++r) {
+                double* out = C + std::size_t(g * kRows + r) * mpad + j0;
+                for (int v = 0; v < kVecs; ++v)
+                    for (int l = 0; l < W; ++l) out[v * W + l] = acc[r][v][l];
+            }
         }
     }
 }
 
-// Runs C = Z . M over `count` rows of proj (row t is proj[(idx ? idx[t] : t) * stride]), with
-// Z = (b - mean) / scale when mean is given, else Z = b; calls epilogue(t, C row) per row.
-template <class Epilogue>
-void product_rows(const double* M, int n, int mpad, int count, const double* proj, int stride, const int* idx,
-                  const double* mean, const double* scale, Epilogue&& epilogue) {
-    std::vector<double> panel(std::size_t(kBlock) * n), C(std::size_t(kBlock) * mpad);
-    for (int b0 = 0; b0 < count; b0 += kBlock) {
-        const int rows = std::min(kBlock, count - b0);
-        const int groups = (rows + kRows - 1) / kRows;
-        for (int t = 0; t < groups * kRows; ++t) {
-            double* dst = panel.data() + std::size_t(t / kRows) * n * kRows + (t % kRows);
-            if (t >= rows) {
-                for (int k = 0; k < n; ++k) dst[std::size_t(k) * kRows] = 0.0;
-                continue;
-            }
-            const long row = idx ? idx[b0 + t] : b0 + t;
-            const double* src = proj + std::size_t(row) * std::size_t(stride);
-            if (mean)
-                for (int k = 0; k < n; ++k) dst[std::size_t(k) * kRows] = (src[k] - mean[k]) / scale[k];
-            else
-                for (int k = 0; k < n; ++k) dst[std::size_t(k) * kRows] = src[k];
-        }
-        block_product(panel.data(), groups, n, M, mpad, C.data());
-        for (int t = 0; t < rows; ++t) epilogue(b0 + t, C.data() + std::size_t(t) * mpad);
+// max_j |c_j| over m values, m a multiple of kCols (a padded row of C), as the larger of max c and
+// -min c, a vector at a time: a scalar loop is one long dependency chain, as slow as a tenth of
+// the product at n = 300. NaN propagates: a broken projection must not look safe.
+template <class Vec>
+inline __attribute__((always_inline)) double max_abs_vec(const double* c, int m) {
+    constexpr int W = sizeof(Vec) / sizeof(double);
+    Vec hi = {}, lo = {};
+    decltype(hi != hi) nan = {};
+    for (int j = 0; j < m; j += W) {
+        Vec v;
+        for (int l = 0; l < W; ++l) v[l] = c[j + l];
+        hi = v > hi ? v : hi;
+        lo = v < lo ? v : lo;
+        nan |= v != v;
     }
+    double g = 0.0;
+    for (int l = 0; l < W; ++l) {
+        if (nan[l]) return std::numeric_limits<double>::quiet_NaN();
+        g = std::max({g, hi[l], -lo[l]});
+    }
+    return g;
+}
+
+#if defined(__GNUC__) && defined(__x86_64__)
+#define ACEUQ_AVX2_DISPATCH
+__attribute__((target("avx2,fma"))) void block_product_avx2(const double* const* rows, int groups, int n,
+                                                             const double* M, int mpad, double* C) {
+    block_product_vec<Vec4>(rows, groups, n, M, mpad, C);
+}
+__attribute__((target("avx2,fma"))) double max_abs_avx2(const double* c, int m) { return max_abs_vec<Vec4>(c, m); }
+
+// one portable build: the four-wide kernels where the CPU has them (checked once)
+bool use_avx2() {
+    static const bool yes = [] {
+        __builtin_cpu_init();
+        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    }();
+    return yes;
+}
+#endif
+
+void block_product(const double* const* rows, int groups, int n, const double* M, int mpad, double* C) {
+#ifdef ACEUQ_AVX2_DISPATCH
+    if (use_avx2()) return block_product_avx2(rows, groups, n, M, mpad, C);
+#endif
+    block_product_vec<Vec2>(rows, groups, n, M, mpad, C);
 }
 
 double max_abs(const double* c, int m) {
-    double g = 0.0;
-    for (int j = 0; j < m; ++j) {
-        const double v = std::fabs(c[j]);
-        g = (v > g || v != v) ? v : g;  // NaN propagates: a broken projection must not look safe
+#ifdef ACEUQ_AVX2_DISPATCH
+    if (use_avx2()) return max_abs_avx2(c, m);
+#endif
+    return max_abs_vec<Vec2>(c, m);
+}
+
+// Runs C = Z . M over `count` rows of proj (row t is proj[(idx ? idx[t] : t) * stride]), with
+// Z = b when cols is null, else Z_i = (b[cols[i]] - mean[i]) / scale[i] (i < n); calls
+// epilogue(t, C row) per row.
+template <class Epilogue>
+void product_rows(const double* M, int n, int mpad, int count, const double* proj, int stride, const int* idx,
+                  const int* cols, const double* mean, const double* scale, Epilogue&& epilogue) {
+    std::vector<double> C(std::size_t(kBlock) * mpad), z(cols ? std::size_t(kBlock) * n : 0);
+    const std::vector<double> zeros(n, 0.0);  // fills the last group (its products are not used)
+    std::vector<const double*> rows(kBlock);
+    for (int b0 = 0; b0 < count; b0 += kBlock) {
+        const int nrows = std::min(kBlock, count - b0);
+        const int groups = (nrows + kRows - 1) / kRows;
+        for (int t = 0; t < groups * kRows; ++t) {
+            if (t >= nrows) {
+                rows[t] = zeros.data();
+                continue;
+            }
+            const double* src = proj + std::size_t(idx ? idx[b0 + t] : b0 + t) * std::size_t(stride);
+            if (cols) {
+                double* dst = z.data() + std::size_t(t) * n;
+                for (int i = 0; i < n; ++i) dst[i] = (src[cols[i]] - mean[i]) / scale[i];
+                src = dst;
+            }
+            rows[t] = src;
+        }
+        block_product(rows.data(), groups, n, M, mpad, C.data());
+        for (int t = 0; t < nrows; ++t) epilogue(b0 + t, C.data() + std::size_t(t) * mpad);
     }
-    return g;
 }
 
 // gamma of rows against one (padded) inverse
 void gamma_rows(const std::vector<double>& inv, int n, int npad, int count, const double* proj, int stride,
                 const int* idx, double* gamma) {
-    product_rows(inv.data(), n, npad, count, proj, stride, idx, nullptr, nullptr,
-                 [&](int t, const double* c) { gamma[t] = max_abs(c, n); });
+    product_rows(inv.data(), n, npad, count, proj, stride, idx, nullptr, nullptr, nullptr,
+                 [&](int t, const double* c) { gamma[t] = max_abs(c, npad); });
 }
 
 // ============================ loading ============================
@@ -324,14 +400,25 @@ void Grader::pack(int mu) {
     Packed& p = packed_[mu];
     const int n = s.n_proj;
     p.n_pad = pad_cols(n);
-    p.inv.assign(s.k, std::vector<double>(std::size_t(n) * p.n_pad, 0.0));
-    for (int c = 0; c < s.k; ++c)
-        for (int i = 0; i < n; ++i)
-            std::copy_n(s.inv[c].data() + std::size_t(i) * n, n, p.inv[c].data() + std::size_t(i) * p.n_pad);
+    p.inv.clear();
+    for (int c = 0; c < s.k; ++c) p.inv.push_back(pack_panels(s.inv[c].data(), n, n, n, 1));
     p.dim_pad = s.dim ? pad_cols(s.dim) : 0;
-    p.components_t.assign(std::size_t(n) * p.dim_pad, 0.0);
-    for (int d = 0; d < s.dim; ++d)
-        for (int k = 0; k < n; ++k) p.components_t[std::size_t(k) * p.dim_pad + d] = s.components[std::size_t(d) * n + k];
+    // The transform reads only the projections its components use (a .casi may cluster on a subset
+    // of the functions, with zero components elsewhere): the others would add exact zeros to T(b).
+    p.used.clear();
+    p.mean.clear();
+    p.scale.clear();
+    std::vector<double> components_t;  // [used][dim]
+    for (int k = 0; k < n; ++k) {
+        bool any = false;
+        for (int d = 0; d < s.dim; ++d) any = any || s.components[std::size_t(d) * n + k] != 0.0;
+        if (!any) continue;
+        p.used.push_back(k);
+        p.mean.push_back(s.mean[k]);
+        p.scale.push_back(s.scale[k]);
+        for (int d = 0; d < s.dim; ++d) components_t.push_back(s.components[std::size_t(d) * n + k]);
+    }
+    p.components_t = pack_panels(components_t.data(), int(p.used.size()), s.dim, s.dim, 1);
 }
 
 std::shared_ptr<Grader> Grader::load(const std::string& path, const Potential& potential) {
@@ -519,8 +606,8 @@ void Grader::assign_nearest(int mu, int n, const double* proj, int stride, int* 
     const ElementActiveSet& s = sets_[mu];
     const Packed& p = packed_[mu];
     const int dim = s.dim, k = s.k;
-    product_rows(p.components_t.data(), s.n_proj, p.dim_pad, n, proj, stride, nullptr, s.mean.data(), s.scale.data(),
-                 [&](int t, const double* z) {
+    product_rows(p.components_t.data(), int(p.used.size()), p.dim_pad, n, proj, stride, nullptr, p.used.data(),
+                 p.mean.data(), p.scale.data(), [&](int t, const double* z) {
                      int best = 0;
                      double best_d = std::numeric_limits<double>::infinity();
                      for (int c = 0; c < k; ++c) {

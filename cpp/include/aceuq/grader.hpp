@@ -46,13 +46,15 @@ private:
     Assign assign_ = Assign::Nearest;
     std::vector<ElementActiveSet> sets_;  // by potential element index; empty inv: not graded
 
-    // Kernel-ready copies: matrices with columns padded to a multiple of the kernel's tile width
-    // (zero columns change no product and no max |.|).
+    // Kernel-ready copies: matrices as column panels of the kernel's tile width, columns padded to
+    // a multiple of it (zero columns change no product and no max |.|).
     struct Packed {
         int n_pad = 0;                         // inv columns
         int dim_pad = 0;                       // transform columns
-        std::vector<std::vector<double>> inv;  // k x [n_proj][n_pad]
-        std::vector<double> components_t;      // [n_proj][dim_pad]: components^T
+        std::vector<std::vector<double>> inv;  // k x [n_pad / tile][n_proj][tile]
+        std::vector<int> used;                 // projections with a nonzero component (transform input)
+        std::vector<double> mean, scale;       // [used]
+        std::vector<double> components_t;      // components^T on the used rows, [dim_pad / tile][used][tile]
     };
     std::vector<Packed> packed_;
     void pack(int mu);
