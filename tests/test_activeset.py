@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import aceuq
-from aceuq.activeset import ActiveSet, build_active_set, load_npz
+from aceuq.activeset import ActiveSet, build_active_set, feature_columns, load_npz, standardized_pca
 from aceuq.cli.main import main as cli
 from aceuq.select import select_structures
 from potentials import SPECS, emt_training_set, pyace_gamma
@@ -105,6 +105,28 @@ def test_clustered_k1_equals_global_and_own_cluster_interpolates(cu, tmp_path):
         assert max(g.max() for g, _ in aset.gamma(train)) <= 1 + TOL + 1e-9
     auto = build_active_set(pot, train, clusters="auto")
     assert auto.elements["Cu"].notes and auto.elements["Cu"].k >= 1
+
+
+def test_clusters_use_the_two_and_three_body_functions(cu):
+    # the clustering transform reads only B functions of rank <= 2; the active sets use all
+    _, pot, train, _ = cu
+    ranks = pot.function_ranks("Cu")
+    assert (ranks <= 2).sum() >= 2 and (ranks > 2).any()
+    cols = feature_columns(pot, "Cu")
+    np.testing.assert_array_equal(cols, np.nonzero(ranks <= 2)[0])
+    built = build_active_set(pot, train, clusters=2)
+    s = built.elements["Cu"]
+    assert s.k == 2
+    assert np.all(s.components[:, ranks > 2] == 0) and np.any(s.components[:, ranks <= 2] != 0)
+    assert all(inv.shape == (len(ranks), len(ranks)) for inv in s.inverses)
+    # the restricted PCA is the PCA of the selected columns, embedded
+    x = np.random.default_rng(0).normal(size=(200, 6)) * [1, 2, 3, 4, 5, 6]
+    mean, scale, comps = standardized_pca(x, 2, np.array([1, 3, 4]))
+    m2, s2, c2 = standardized_pca(x[:, [1, 3, 4]], 2)
+    np.testing.assert_allclose(comps[:, [1, 3, 4]], c2)
+    assert np.all(comps[:, [0, 2, 5]] == 0)
+    np.testing.assert_allclose(mean[[1, 3, 4]], m2)
+    np.testing.assert_allclose(scale[[1, 3, 4]], s2)
 
 
 def test_too_small_clusters_are_merged_with_a_message(cu):

@@ -75,9 +75,11 @@ def test_ensemble_calculator_ase_names(cu_ensemble):
     res = atoms.calc.results
     assert res["forces_std"].shape == (len(atoms), 3) and res["energies_std"].shape == (len(atoms),)
     assert np.allclose(res["forces_std"], r.forces_std)
-    # calibrated by default: the stored factor scales the raw spread
+    # calibrated by default: the stored factor scales the raw spread, the floor adds in quadrature
     raw = cu_ensemble.evaluate(atoms, calibrated=False)
-    assert np.allclose(res["forces_std"], cu_ensemble.calibration["forces"] * raw.forces_std)
+    cal = cu_ensemble.calibration
+    assert cal["forces_floor"] == pytest.approx(metrics.FORCE_RESOLUTION)
+    assert np.allclose(res["forces_std"], np.sqrt((cal["forces"] * raw.forces_std) ** 2 + cal["forces_floor"] ** 2))
     assert res["energy_std"] == pytest.approx(cu_ensemble.calibration["energy"] * raw.energy_std)
     assert np.allclose(res["force_uncertainty"], np.linalg.norm(res["forces_std"], axis=1))
 

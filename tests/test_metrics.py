@@ -32,6 +32,27 @@ def test_correlations_agree_with_scipy(rng):
     assert metrics.spearman(np.r_[x, np.nan], np.r_[x, 1.0]) == pytest.approx(1.0)
 
 
+def test_calibration_floor_ignores_atoms_with_vanishing_sigma(rng):
+    # a calibrated sample (σ scaled by 1/7: factor 7) plus atoms whose forces vanish by symmetry:
+    # σ at rounding level, "error" at the reference precision
+    sigma = rng.uniform(0.05, 0.5, 3000)
+    err = np.linalg.norm(rng.normal(size=(3000, 3)) * sigma[:, None], axis=1)
+    raw = sigma / 7.0
+    assert metrics.calibration_factor(err, raw, dof=3) == pytest.approx(7.0, rel=0.05)
+    assert metrics.calibration_factor(err, raw, dof=3, floor=1e-4) == pytest.approx(7.0, rel=0.05)
+    e_sym, s_sym = np.full(300, 6e-8), np.full(300, 1e-10)
+    e_all, s_all = np.r_[err, e_sym], np.r_[raw, s_sym]
+    assert metrics.calibration_factor(e_all, s_all, dof=3) > 50          # the scalar factor is set by them
+    a = metrics.calibration_factor(e_all, s_all, dof=3, floor=1e-4)
+    assert a == pytest.approx(7.0 * np.sqrt(3000 / 3300), rel=0.06)     # RMS = 1 over all atoms
+    z = metrics.z_rms(e_all, np.sqrt((a * s_all) ** 2 + 1e-8), dof=3)
+    assert z == pytest.approx(1.0, abs=1e-6)
+    assert metrics.calibration_factor(np.full(5, 1e-6), np.ones(5), dof=3, floor=1.0) == 0.0
+    # floor -> 0 is the scalar factor
+    assert metrics.calibration_factor(err, raw, dof=3, floor=1e-12) == pytest.approx(
+        metrics.calibration_factor(err, raw, dof=3), rel=1e-6)
+
+
 def test_perfect_calibration_has_near_zero_area(rng):
     for dof in (1, 3):
         sigma = rng.lognormal(mean=-2, sigma=1.0, size=20000)

@@ -19,9 +19,12 @@ Uncertainties (ASE result names as pyace's ``PyACEEnsembleCalculator``):
 - ``force_uncertainty``: per atom sqrt(Σ_c forces_std²) — the predicted RMS of the per-atom
   force-error norm |ΔF|; with :mod:`aceuq.metrics` use ``sigma=force_uncertainty/√3, dof=3``.
 
-Calibration: scalar factors (``energy``, ``forces``) fitted on held-out structures so that the
-RMS of error/σ is 1 (:func:`aceuq.metrics.calibration_factor`), stored in the manifest and
-applied to the ``*_std`` results unless ``calibrated=False``.
+Calibration, fitted on held-out structures, stored in the manifest and applied to the ``*_std``
+results unless ``calibrated=False``, so that the RMS of error/σ is 1 on those structures
+(:func:`aceuq.metrics.calibration_factor`): forces σ_cal = sqrt((a·σ)² + b²) per component, b the
+resolution of reference forces (1e-4 eV/Å; atoms whose forces vanish by symmetry have σ ≈ 0 and
+would otherwise set the scale a), energies one scalar factor. Manifests without a floor (older
+files) are read with b = 0.
 """
 from __future__ import annotations
 
@@ -455,15 +458,21 @@ class Ensemble:
     def evaluate(self, atoms: Atoms, forces: bool = True, calibrated: bool = True) -> EnsembleResult:
         m = self.members_evaluate(atoms, forces)
         se = self.calibration["energy"] if calibrated else 1.0
-        sf = self.calibration["forces"] if calibrated else 1.0
         f = m["forces"]
         return EnsembleResult(
             energy=float(m["energy"].mean()), energies=m["energies"].mean(axis=0),
             forces=None if f is None else f.mean(axis=0),
             energy_std=float(se * m["energy"].std()), energies_std=se * m["energies"].std(axis=0),
-            forces_std=None if f is None else sf * f.std(axis=0),
+            forces_std=None if f is None else self._forces_std(f.std(axis=0), calibrated),
             members_energy=m["energy"], members_energies=m["energies"], members_forces=f,
         )
+
+    def _forces_std(self, raw: np.ndarray, calibrated: bool) -> np.ndarray:
+        if not calibrated:
+            return raw
+        floor = float(self.calibration.get("forces_floor", 0.0) or 0.0)
+        scaled = self.calibration["forces"] * raw
+        return np.sqrt(scaled ** 2 + floor ** 2) if floor > 0 else scaled
 
     # ---------------------------------------------------------------- calibration
     def errors_and_sigma(self, frames: Sequence[Atoms], calibrated: bool = False, progress: bool = False) -> Dict:
@@ -481,11 +490,12 @@ class Ensemble:
                 "structure": np.concatenate(s_idx)}
 
     def calibrate(self, frames: Sequence[Atoms], progress: bool = False) -> Dict:
-        """Fit the scalar σ factors on held-out labelled frames (RMS error/σ = 1 there)."""
+        """Fit the σ calibration on held-out labelled frames (RMS error/σ = 1 there; module doc)."""
         d = self.errors_and_sigma(frames, calibrated=False, progress=progress)
-        fs = metrics.calibration_factor(d["force_error"], d["force_sigma"] / np.sqrt(3.0), dof=3)
+        floor = metrics.FORCE_RESOLUTION
+        fs = metrics.calibration_factor(d["force_error"], d["force_sigma"] / np.sqrt(3.0), dof=3, floor=floor)
         es = metrics.calibration_factor(d["energy_error"], d["energy_sigma"], dof=1)
-        self.calibration = {"energy": es, "forces": fs, "fitted": True,
+        self.calibration = {"energy": es, "forces": fs, "forces_floor": floor, "fitted": True,
                             "n_structures": len(d["energy_error"]), "n_atoms": int(d["force_error"].size)}
         return self.calibration
 

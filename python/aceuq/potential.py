@@ -64,6 +64,11 @@ class Potential:
         n = self.n_functions(element)
         return n * self.ndensity(element) if mode == "full" else n
 
+    def function_ranks(self, element: str) -> np.ndarray:
+        """Rank (number of neighbours coupled: body order - 1) of each of the element's B functions,
+        projection order."""
+        return np.array([f[0] for f in self._pot.functions(self._element_index(element))], dtype=int)
+
     def coefficients(self, element: str) -> np.ndarray:
         """(n_functions, ndensity) coefficients of the element's B functions, projection order."""
         return self._pot.coefficients(self._element_index(element))

@@ -21,7 +21,8 @@ over a sweep of basis sizes.
 
 Methods, all graded on the same frames:
 
-- ``ensemble``: linear ACE ensemble force σ, calibrated by one scalar on the calibration frames;
+- ``ensemble``: linear ACE ensemble force σ, calibrated on the calibration frames (scale and
+  floor, :meth:`aceuq.ensemble.Ensemble.calibrate`);
 - ``gamma_global``: D-optimality extrapolation grade γ against one active set per element
   (pacemaker's .asi) built from the training atoms' projections;
 - ``gamma_local_<assign>`` (``gamma_local_k<k>_<assign>`` when several k are studied): the
@@ -438,6 +439,7 @@ class Study:
                 row["map_spearman"] = metrics.spearman(s.sigma, err)
             if name == "ensemble" and model.ens.calibration.get("fitted"):
                 row["calibration_factor"] = float(model.ens.calibration["forces"])
+                row["calibration_floor"] = float(model.ens.calibration.get("forces_floor", 0.0))
             if name in model.gamma:
                 gm = model.gamma[name]
                 row["k_effective"] = gm.k_effective
