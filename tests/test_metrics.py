@@ -48,6 +48,9 @@ def test_calibration_floor_ignores_atoms_with_vanishing_sigma(rng):
     z = metrics.z_rms(e_all, np.sqrt((a * s_all) ** 2 + 1e-8), dof=3)
     assert z == pytest.approx(1.0, abs=1e-6)
     assert metrics.calibration_factor(np.full(5, 1e-6), np.ones(5), dof=3, floor=1.0) == 0.0
+    for floor in (0.0, 1e-4):  # nothing a scale could act on: one clear error
+        with pytest.raises(ValueError, match="no positive sigma"):
+            metrics.calibration_factor(err, np.zeros_like(err), dof=3, floor=floor)
     # floor -> 0 is the scalar factor
     assert metrics.calibration_factor(err, raw, dof=3, floor=1e-12) == pytest.approx(
         metrics.calibration_factor(err, raw, dof=3), rel=1e-6)
