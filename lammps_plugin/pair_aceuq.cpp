@@ -150,9 +150,17 @@ void PairACEUQ::compute(int eflag, int vflag)
 
       const int n = (int) core->mu_j.size();
       const bool graded = want_gamma && core->grader->has_element(mu_i);
+      double *proj_row = nullptr;    // the projections go straight into this element's batch
+      if (graded) {
+        auto &batch = core->proj[mu_i];
+        const size_t width = core->grader->element(mu_i).n_proj;
+        batch.resize(batch.size() + width);
+        proj_row = batch.data() + batch.size() - width;
+        core->atoms[mu_i].push_back(i);
+      }
       auto &res = core->result;
       core->evaluator->compute(mu_i, n, core->mu_j.data(), core->rij.data(), true,
-                               graded ? mode : aceuq::ProjectionMode::None, res);
+                               graded ? mode : aceuq::ProjectionMode::None, res, proj_row);
 
       if (eflag_global) eng_vdwl += res.energy;
       if (eflag_atom) eatom[i] += res.energy;
@@ -170,16 +178,6 @@ void PairACEUQ::compute(int eflag, int vflag)
           const double *r = &core->rij[3 * k];
           ev_tally_xyz(i, j, nlocal, newton_pair, 0.0, 0.0, g[0], g[1], g[2], -r[0], -r[1], -r[2]);
         }
-      }
-
-      if (graded) {
-        const int width = core->grader->element(mu_i).n_proj;
-        if ((int) res.projections.size() != width)
-          throw std::runtime_error("an atom of element " + core->potential->elements()[mu_i] + " has " +
-                                   std::to_string(res.projections.size()) +
-                                   " projections, the active set expects " + std::to_string(width));
-        core->proj[mu_i].insert(core->proj[mu_i].end(), res.projections.begin(), res.projections.end());
-        core->atoms[mu_i].push_back(i);
       }
     }
     if (want_gamma) compute_gamma();
@@ -319,6 +317,14 @@ void PairACEUQ::coeff(int narg, char **arg)
       error->all(FLERR, "pair_style aceuq: cannot read active set '{}': {}", as_path, e.what());
     }
     if (core->assign_given) core->grader->set_assign(core->assign);
+    // compute() writes projections straight into the Grader's batches: the widths must agree
+    const auto mode = core->grader->full() ? aceuq::ProjectionMode::Full : aceuq::ProjectionMode::Linear;
+    for (int mu = 0; mu < nel; mu++)
+      if (core->grader->has_element(mu) &&
+          core->grader->element(mu).n_proj != core->evaluator->projection_width(mu, mode))
+        error->all(FLERR, "pair_style aceuq: active set '{}' grades {} projections for element {}, the potential "
+                   "'{}' has {}", as_path, core->grader->element(mu).n_proj, core->potential->elements()[mu],
+                   pot_path, core->evaluator->projection_width(mu, mode));
   }
 
   int count = 0;

@@ -138,14 +138,20 @@ AtomEvaluator::AtomEvaluator(std::shared_ptr<const Potential> potential) : pot_(
 }
 
 void AtomEvaluator::compute(int mu_i, int nneigh, const int* mu_j, const double* rij, bool need_forces,
-                            ProjectionMode mode, AtomResult& out) {
+                            ProjectionMode mode, AtomResult& out, double* projections_to) {
     const Potential& p = *pot_;
     Scratch& s = *s_;
     if (mu_i < 0 || mu_i >= s.ne) throw std::invalid_argument("AtomEvaluator: bad central element index");
     if (s.coefficients_version != p.coefficients_version()) s.load_coefficients(p);
     prepare(mu_i, nneigh, mu_j, rij, need_forces);
     const ElementPlan& ep = s.plans[mu_i];
-    finish(mu_i, ep.r1_coeff.data(), ep.f_coeff.data(), need_forces, mode, out);
+    finish(mu_i, ep.r1_coeff.data(), ep.f_coeff.data(), need_forces, mode, out, projections_to);
+}
+
+int AtomEvaluator::projection_width(int mu_i, ProjectionMode mode) const {
+    if (mode == ProjectionMode::None) return 0;
+    const int nf = pot_->n_functions(mu_i);
+    return mode == ProjectionMode::Full ? nf * pot_->embedding(mu_i).ndensity : nf;
 }
 
 void AtomEvaluator::compute_members(int mu_i, int nneigh, const int* mu_j, const double* rij, bool need_forces,
@@ -157,7 +163,7 @@ void AtomEvaluator::compute_members(int mu_i, int nneigh, const int* mu_j, const
     out.resize(member_coeffs.size());
     for (size_t k = 0; k < member_coeffs.size(); ++k) {
         const double* c = member_coeffs[k];
-        finish(mu_i, c, c + size_t(ep.n_rank1) * ep.ndensity, need_forces, ProjectionMode::None, out[k]);
+        finish(mu_i, c, c + size_t(ep.n_rank1) * ep.ndensity, need_forces, ProjectionMode::None, out[k], nullptr);
     }
 }
 
@@ -288,7 +294,7 @@ void AtomEvaluator::prepare(int mu_i, int nneigh, const int* mu_j, const double*
 // Energy, projections and forces of one coefficient set (r1: rank-1 functions, f: higher ones;
 // [function][density]) from what prepare() left.
 void AtomEvaluator::finish(int mu_i, const double* r1_coeff, const double* f_coeff, bool need_forces,
-                           ProjectionMode mode, AtomResult& out) {
+                           ProjectionMode mode, AtomResult& out, double* projections_to) {
     const Potential& p = *pot_;
     Scratch& s = *s_;
     const ElementPlan& ep = s.plans[mu_i];
@@ -303,8 +309,12 @@ void AtomEvaluator::finish(int mu_i, const double* r1_coeff, const double* f_coe
         for (int q = 0; q < nd; ++q) s.rho[q] += r1_coeff[f * nd + q] * s.b[f];
     for (int f = 0; f < ep.n_higher; ++f)
         for (int q = 0; q < nd; ++q) s.rho[q] += f_coeff[f * nd + q] * s.b[ep.n_rank1 + f];
-    std::vector<double>& proj = out.projections;
-    if (mode == ProjectionMode::Linear) proj.assign(s.b.begin(), s.b.end());
+    double* proj = projections_to;
+    if (mode != ProjectionMode::None && !proj) {
+        out.projections.resize(size_t(nf) * (mode == ProjectionMode::Full ? nd : 1));
+        proj = out.projections.data();
+    }
+    if (mode == ProjectionMode::Linear) std::copy(s.b.begin(), s.b.begin() + nf, proj);
 
     const Embedding& emb = p.embedding(mu_i);
     double e_emb = 0;
@@ -318,7 +328,6 @@ void AtomEvaluator::finish(int mu_i, const double* r1_coeff, const double* f_coe
         s.dF[q] = emb.parameters[2 * q] * dF;
     }
     if (mode == ProjectionMode::Full) {  // dE/dc, density-major
-        proj.resize(size_t(nf) * nd);
         for (int q = 0; q < nd; ++q)
             for (int f = 0; f < nf; ++f) proj[size_t(q) * nf + f] = s.dF[q] * s.b[f];
     }
@@ -474,8 +483,7 @@ StructureResult evaluate_structure(AtomEvaluator& ev, int n, const double* posit
     StructureResult res = empty_result(n, need_forces);
     if (mode != ProjectionMode::None) {
         int width = 0;
-        for (int mu = 0; mu < p.nelements(); ++mu)
-            width = std::max(width, p.n_functions(mu) * (mode == ProjectionMode::Full ? p.embedding(mu).ndensity : 1));
+        for (int mu = 0; mu < p.nelements(); ++mu) width = std::max(width, ev.projection_width(mu, mode));
         res.projection_width = width;
         res.projections.assign(size_t(n) * width, 0.0);
     }
@@ -485,11 +493,9 @@ StructureResult evaluate_structure(AtomEvaluator& ev, int n, const double* posit
         const long b = nl.offsets[i], e = nl.offsets[i + 1];
         mu_j.resize(e - b);
         for (long q = b; q < e; ++q) mu_j[q - b] = types[nl.index[q]];
-        ev.compute(types[i], int(e - b), mu_j.data(), nl.dvec.data() + 3 * b, need_forces, mode, ar);
+        double* row = mode == ProjectionMode::None ? nullptr : res.projections.data() + size_t(i) * res.projection_width;
+        ev.compute(types[i], int(e - b), mu_j.data(), nl.dvec.data() + 3 * b, need_forces, mode, ar, row);
         accumulate(res, i, ar, nl, need_forces);
-        if (mode != ProjectionMode::None)
-            std::copy(ar.projections.begin(), ar.projections.end(),
-                      res.projections.begin() + size_t(i) * res.projection_width);
     }
     return res;
 }

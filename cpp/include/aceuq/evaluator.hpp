@@ -28,8 +28,14 @@ public:
 
     // mu_i: element index of the central atom; for each of nneigh neighbours its element index
     // (negative: ignored) and displacement r_j - r_i.
+    // projections_to: if not null, the projections are written there (projection_width(mu_i, mode)
+    // values) instead of into out.projections, e.g. straight into a caller's batch of rows.
     void compute(int mu_i, int nneigh, const int* mu_j, const double* rij, bool need_forces,
-                 ProjectionMode mode, AtomResult& out);
+                 ProjectionMode mode, AtomResult& out, double* projections_to = nullptr);
+
+    // Number of projections of a central atom of element mu_i: n_functions for Linear,
+    // n_functions * ndensity for Full, 0 for None.
+    int projection_width(int mu_i, ProjectionMode mode) const;
 
     // The same atom for several coefficient sets that share this potential's basis (ensemble
     // members): neighbours, A and B are computed once. member_coeffs[k] points to the
@@ -41,7 +47,7 @@ public:
 private:
     void prepare(int mu_i, int nneigh, const int* mu_j, const double* rij, bool need_forces);
     void finish(int mu_i, const double* r1_coeff, const double* f_coeff, bool need_forces, ProjectionMode mode,
-                AtomResult& out);
+                AtomResult& out, double* projections_to);
     std::shared_ptr<const Potential> pot_;
     struct Scratch;
     std::shared_ptr<Scratch> s_;
