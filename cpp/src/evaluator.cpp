@@ -142,6 +142,8 @@ void AtomEvaluator::compute(int mu_i, int nneigh, const int* mu_j, const double*
     const Potential& p = *pot_;
     Scratch& s = *s_;
     if (mu_i < 0 || mu_i >= s.ne) throw std::invalid_argument("AtomEvaluator: bad central element index");
+    if (mode != ProjectionMode::None && !projections_to)
+        throw std::invalid_argument("AtomEvaluator: projections requested without a buffer for them");
     if (s.coefficients_version != p.coefficients_version()) s.load_coefficients(p);
     prepare(mu_i, nneigh, mu_j, rij, need_forces);
     const ElementPlan& ep = s.plans[mu_i];
@@ -310,10 +312,6 @@ void AtomEvaluator::finish(int mu_i, const double* r1_coeff, const double* f_coe
     for (int f = 0; f < ep.n_higher; ++f)
         for (int q = 0; q < nd; ++q) s.rho[q] += f_coeff[f * nd + q] * s.b[ep.n_rank1 + f];
     double* proj = projections_to;
-    if (mode != ProjectionMode::None && !proj) {
-        out.projections.resize(size_t(nf) * (mode == ProjectionMode::Full ? nd : 1));
-        proj = out.projections.data();
-    }
     if (mode == ProjectionMode::Linear) std::copy(s.b.begin(), s.b.begin() + nf, proj);
 
     const Embedding& emb = p.embedding(mu_i);

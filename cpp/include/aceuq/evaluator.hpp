@@ -16,7 +16,6 @@ struct AtomResult {
     double energy = 0;
     // dE_i/d(r_j - r_i) for each neighbour passed in (zero for those beyond the cutoff)
     std::vector<double> dE_drij;            // 3 per neighbour
-    std::vector<double> projections;        // Linear: n_functions; Full: n_functions * ndensity
 };
 
 // Works on one central atom and its neighbours: the layer LAMMPS and the structure code share.
@@ -28,8 +27,9 @@ public:
 
     // mu_i: element index of the central atom; for each of nneigh neighbours its element index
     // (negative: ignored) and displacement r_j - r_i.
-    // projections_to: if not null, the projections are written there (projection_width(mu_i, mode)
-    // values) instead of into out.projections, e.g. straight into a caller's batch of rows.
+    // mode other than None: the projections b_i (Linear: n_functions values; Full: dE/dc,
+    // n_functions * ndensity, density-major) are written to projections_to, which must hold
+    // projection_width(mu_i, mode) values (e.g. a row of the caller's batch).
     void compute(int mu_i, int nneigh, const int* mu_j, const double* rij, bool need_forces,
                  ProjectionMode mode, AtomResult& out, double* projections_to = nullptr);
 
