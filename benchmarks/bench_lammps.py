@@ -9,9 +9,9 @@ on a shared machine disturb less) on the same rattled fcc Cu box, for two pair-s
 
 each timed twice in the same pair-style instance: E+F alone (no fix asks for γ, so none is
 computed) and E+F+γ every step (`fix g all pair 1 aceuq gamma 1`). Comparing within one instance
-matters: re-creating the pair style moves its arrays and the neighbour lists in memory, which on
-this machine shifts the E+F time alone by up to ±8 % from one instance to the next -- more than
-the effect measured. Reported ratios: glob/EF and casi/EF (γ every step over E+F of the same
+keeps out what re-creating the pair style changes (where its arrays and the neighbour lists land
+in memory): E+F alone of two instances has differed by up to 8 %, more than the effect measured.
+On a shared machine single ratios still move by a few per cent from run to run. Reported ratios: glob/EF and casi/EF (γ every step over E+F of the same
 instance) and casi/glob = (casi/EF) / (glob/EF), the cost of clustered over global grading.
 
 For every combination of potential (--functions, default ~80 and ~300 functions, 2 densities,
