@@ -364,6 +364,60 @@ def test_clustered_nearest_and_min_match_definition(cual, tmp_path, rng):
         g.grade(7, np.zeros((3, n)))
 
 
+GENERIC_KERNEL_SCRIPT = """
+import sys, numpy as np, aceuq
+from aceuq import _core
+pot_path, casi, data, out = sys.argv[1:]
+assert _core.grader_kernel() == "generic", _core.grader_kernel()
+pot = aceuq.Potential(pot_path)
+g = _core.Grader(casi, pot._pot)
+res = {}
+for key, b in np.load(data).items():
+    el, assign, count = key.split(":")
+    g.assign = assign
+    res["gamma:" + key], res["cluster:" + key] = g.grade(pot._pot.element_index(el), b)
+np.savez(out, **res)
+"""
+
+
+def test_generic_kernel_matches_definition(cual, tmp_path, rng):
+    """The portable two-wide kernel, which CPUs without AVX2 and FMA run (forced here with
+    ACEUQ_GRADER_KERNEL=generic in a fresh process), gives the definitions' γ and clusters for every
+    tile remainder, and NaN for a NaN projection."""
+    import subprocess
+    import sys
+
+    pot_path, pot, _ = cual
+    sets = random_clustered_sets(pot, rng, k=2)
+    sets["Al"] = {"inv": sets["Al"]["inv"][:1]}
+    casi = write_casi(tmp_path / "two.casi", pot, sets)
+    n = pot.n_functions("Cu")
+    batches = {}
+    for count in (1, 5, 64, 130):
+        b = rng.normal(size=(count, n))
+        for assign in ("nearest", "min"):
+            batches[f"Cu:{assign}:{count}"] = b
+            batches[f"Al:{assign}:{count}"] = b
+    broken = rng.normal(size=(7, n))
+    broken[3, n // 2] = np.nan
+    batches["Al:nearest:nan"] = broken
+    np.savez(tmp_path / "in.npz", **batches)
+    script = tmp_path / "generic.py"
+    script.write_text(GENERIC_KERNEL_SCRIPT)
+    env = dict(os.environ, ACEUQ_GRADER_KERNEL="generic")
+    proc = subprocess.run([sys.executable, str(script), pot_path, casi, str(tmp_path / "in.npz"),
+                           str(tmp_path / "out.npz")], env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = np.load(tmp_path / "out.npz")
+    for key, b in batches.items():
+        el, assign, _ = key.split(":")
+        ref_gamma, ref_cluster = reference_grade(sets[el], b, assign)
+        np.testing.assert_array_equal(out["cluster:" + key], ref_cluster)
+        np.testing.assert_allclose(out["gamma:" + key], ref_gamma, rtol=1e-12)
+    gamma = out["gamma:Al:nearest:nan"]
+    assert np.isnan(gamma[3]) and np.all(np.isfinite(np.delete(gamma, 3)))
+
+
 def test_casi_meta_assign_default(cual, tmp_path, rng):
     _, pot, _ = cual
     sets = random_clustered_sets(pot, rng, k=3)

@@ -34,6 +34,8 @@ int check_mu(const Grader& g, int mu) {
 }  // namespace
 
 void bind_grader(py::module_& m) {
+    m.def("grader_kernel", &grader_kernel,
+          "The γ kernel in use: 'avx2+fma' or 'generic' (ACEUQ_GRADER_KERNEL=generic forces the latter)");
     m.def("read_npz", [](const std::string& path) {
             std::map<std::string, NpyArray> arrays;
             {

@@ -12,6 +12,11 @@ namespace aceuq {
 
 enum class Assign { Nearest, Min };
 
+// The γ kernel in use: "avx2+fma" (four-wide, picked at run time where the CPU has AVX2 and FMA)
+// or "generic" (two-wide vectors, any CPU). ACEUQ_GRADER_KERNEL=generic in the environment forces
+// the generic kernel (read once, at the first use).
+const char* grader_kernel();
+
 // Active sets of one element.
 struct ElementActiveSet {
     int n_proj = 0;                      // projection width (n_functions, or * ndensity when full)

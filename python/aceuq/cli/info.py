@@ -18,9 +18,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     build_parser().parse_args(argv)
+    from .._core import grader_kernel
     from ..lammps import plugin_path
 
     print(f"aceuq {__version__}")
+    print(f"γ kernel: {grader_kernel()} (ACEUQ_GRADER_KERNEL=generic selects the portable one)")
     try:
         path = plugin_path()
     except FileNotFoundError as exc:
