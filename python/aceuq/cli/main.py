@@ -13,6 +13,7 @@ VERBS = {
     "info": "version, and where the LAMMPS plugin (pair_style aceuq) is and how to load it",
     "ensemble": "fit an ensemble of linear ACE potentials (bootstrap), with calibrated σ",
     "study": "the paper's UQ study (accuracy, heterogeneity, novelty) on labelled data",
+    "explore": "MD replicas over MPI ranks, extrapolation-triggered dumps, D-optimal selection for DFT",
 }
 
 

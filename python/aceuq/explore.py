@@ -1,0 +1,284 @@
+"""``mpiexec -n N aceuq explore CONFIG.yaml -o DIR``: extrapolation-triggered exploration.
+
+Many independent MD replicas (every starting structure x temperature x seed) run with
+``pair_style aceuq`` and ``fix aceuq/extrapolation``: every ``every`` steps the fix grades the
+atoms, appends the configuration (or cut-outs around the extrapolating atoms) once the largest γ
+exceeds ``lower`` and stops the replica once it exceeds ``upper``. The replicas are dealt out to
+the MPI ranks (replica i on rank i mod N, each in its own single-rank LAMMPS), so a replica's
+trajectory does not depend on how many ranks run the job. Rank 0 then gathers what every replica
+wrote, in replica order, into ``candidates.extxyz`` and removes near-duplicates by D-optimal
+selection against the active set (as ``aceuq select``): ``selected.extxyz`` holds the
+configurations worth computing with DFT. ``summary.json`` lists every replica (steps run, whether
+it stopped, frames written, last max γ).
+
+Config (YAML; paths relative to the config file)::
+
+    potential: Cu.yaml          # pacemaker potential
+    active_set: Cu.casi         # .asi or .casi of that potential
+    structures: [start.extxyz]  # starting configurations: every frame of every file
+    temperatures: [600, 1500]   # K: NVT (Nose-Hoover) at each
+    seeds: [1]                  # velocity seeds: one replica per structure, temperature and seed
+    steps: 5000
+    timestep: 0.002             # ps (metal units)
+    every: 20                   # grade every N steps
+    lower: 3.0                  # write configurations above this max γ
+    upper: 25.0                 # stop a replica above this max γ
+    cutout: null                # a radius (Å): write cut-outs around each atom above lower instead
+    select: 20                  # configurations to select from all written (0: keep all, no selection)
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass
+from typing import Dict, List, Optional, Sequence
+
+from ._core import InputError
+from .data import atomic_output, read_structures, read_yaml_config, write_extxyz_atomic
+
+DEFAULTS = {"seeds": [1], "timestep": 0.002, "every": 20, "cutout": None, "select": 0, "assign": None}
+REQUIRED = ("potential", "active_set", "structures", "temperatures", "steps", "lower", "upper")
+
+
+@dataclass
+class Replica:
+    index: int
+    structure: int        # index into all starting frames
+    temperature: float
+    seed: int
+
+
+@dataclass
+class ReplicaResult:
+    index: int
+    structure: int
+    temperature: float
+    seed: int
+    rank: int
+    steps_run: int = 0
+    halted: bool = False
+    frames_written: int = 0
+    last_max_gamma: float = 0.0
+    seconds: float = 0.0
+    error: Optional[str] = None
+
+
+def load_config(path) -> Dict:
+    """Read and check an explore config; paths become absolute (relative to the config file)."""
+    path = os.fspath(path)
+    raw = read_yaml_config(path, "explore config")
+    where = f"explore config '{path}'"
+    missing = [k for k in REQUIRED if k not in raw]
+    if missing:
+        raise InputError(f"{where}: missing {', '.join(missing)}")
+    unknown = set(raw) - set(REQUIRED) - set(DEFAULTS) - {"name", "description"}
+    if unknown:
+        raise InputError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
+    cfg = {**DEFAULTS, **raw}
+    base = os.path.dirname(os.path.abspath(path))
+
+    def file(p):
+        full = p if os.path.isabs(p) else os.path.normpath(os.path.join(base, p))
+        if not os.path.exists(full):
+            raise InputError(f"{where}: no such file '{p}' (looked for {full})")
+        return full
+
+    def number_list(key, kind):
+        v = cfg[key] if isinstance(cfg[key], list) else [cfg[key]]
+        try:
+            v = [kind(x) for x in v]
+        except (TypeError, ValueError):
+            raise InputError(f"{where}: '{key}' must be a number or a list of numbers, got {cfg[key]!r}") from None
+        if not v:
+            raise InputError(f"{where}: '{key}' is empty")
+        return v
+
+    def number(key, kind, low, strict=True):
+        try:
+            v = kind(cfg[key])
+        except (TypeError, ValueError):
+            raise InputError(f"{where}: '{key}' must be a number, got {cfg[key]!r}") from None
+        if v < low or (strict and v == low):
+            raise InputError(f"{where}: '{key}' must be {'>' if strict else '>='} {low}, got {v}")
+        return v
+
+    cfg["potential"] = file(str(cfg["potential"]))
+    cfg["active_set"] = file(str(cfg["active_set"]))
+    structures = cfg["structures"] if isinstance(cfg["structures"], list) else [cfg["structures"]]
+    cfg["structures"] = [file(str(s)) for s in structures]
+    cfg["temperatures"] = number_list("temperatures", float)
+    if min(cfg["temperatures"]) <= 0:
+        raise InputError(f"{where}: temperatures must be positive, got {cfg['temperatures']}")
+    cfg["seeds"] = number_list("seeds", int)
+    if min(cfg["seeds"]) <= 0:
+        raise InputError(f"{where}: seeds must be positive integers (LAMMPS velocity seeds), got {cfg['seeds']}")
+    cfg["steps"] = number("steps", int, 0)
+    cfg["every"] = number("every", int, 0)
+    cfg["timestep"] = number("timestep", float, 0.0)
+    cfg["lower"] = number("lower", float, 0.0)
+    cfg["upper"] = number("upper", float, 0.0)
+    if cfg["upper"] <= cfg["lower"]:
+        raise InputError(f"{where}: 'upper' ({cfg['upper']}) must be above 'lower' ({cfg['lower']})")
+    if cfg["cutout"] is not None:
+        cfg["cutout"] = number("cutout", float, 0.0)
+    cfg["select"] = number("select", int, 0, strict=False)
+    if cfg["assign"] not in (None, "nearest", "min"):
+        raise InputError(f"{where}: 'assign' must be nearest or min, got {cfg['assign']!r}")
+    return cfg
+
+
+def plan(cfg: Dict, n_structures: int) -> List[Replica]:
+    """Every starting structure x temperature x seed, in that nesting order."""
+    out = []
+    for s in range(n_structures):
+        for t in cfg["temperatures"]:
+            for seed in cfg["seeds"]:
+                out.append(Replica(len(out), s, t, seed))
+    return out
+
+
+def lammps_commands(cfg: Dict, data_file: str, elements: Sequence[str], pbc, out_file: str,
+                    rep: Replica) -> List[str]:
+    """The LAMMPS input of one replica."""
+    boundary = " ".join("p" if p else "s" for p in pbc)
+    dt = cfg["timestep"]
+    extract = (f"fix x all aceuq/extrapolation {cfg['every']} lower {cfg['lower']} upper {cfg['upper']} "
+               f"file {out_file}" + (f" cutout {cfg['cutout']}" if cfg["cutout"] else ""))
+    return [
+        "units metal",
+        "atom_style atomic",
+        "atom_modify map array",
+        f"boundary {boundary}",
+        f"read_data {data_file}",
+        "pair_style aceuq" + (f" assign {cfg['assign']}" if cfg["assign"] else ""),
+        f"pair_coeff * * {cfg['potential']} {cfg['active_set']} {' '.join(elements)}",
+        f"velocity all create {rep.temperature} {rep.seed} mom yes rot no dist gaussian loop geom",
+        f"timestep {dt}",
+        f"fix md all nvt temp {rep.temperature} {rep.temperature} {100 * dt}",
+        extract,
+        "thermo_style custom step temp pe f_x[1] f_x[2]",
+        f"thermo {max(1, cfg['steps'] // 10)}",
+        f"run {cfg['steps']}",
+    ]
+
+
+def run_replica(cfg: Dict, rep: Replica, atoms, elements: Sequence[str], folder: str, rank: int) -> ReplicaResult:
+    """One replica in its own single-rank LAMMPS; never raises (errors are recorded)."""
+    import ase.io
+    from mpi4py import MPI
+
+    from .lammps import make_lammps
+
+    res = ReplicaResult(rep.index, rep.structure, rep.temperature, rep.seed, rank)
+    t0 = time.perf_counter()
+    stem = os.path.join(folder, f"replica_{rep.index:04d}")
+    out_file = stem + ".extxyz"
+    if os.path.exists(out_file):  # the fix appends
+        os.unlink(out_file)
+    lmp = None
+    try:
+        present = sorted(set(atoms.get_chemical_symbols()) - set(elements))
+        if present:
+            raise InputError(f"starting structure {rep.structure} has element(s) {', '.join(present)} "
+                             f"that the potential lacks")
+        # parallel=False: under MPI, ASE would otherwise write on world rank 0 only
+        ase.io.write(stem + ".data", atoms, format="lammps-data", specorder=list(elements), masses=True,
+                     units="metal", atom_style="atomic", parallel=False)
+        lmp = make_lammps(cmdargs=["-log", stem + ".log", "-screen", "none", "-nocite"], comm=MPI.COMM_SELF)
+        for c in lammps_commands(cfg, stem + ".data", elements, atoms.pbc, out_file, rep):
+            lmp.command(c)
+        res.steps_run = int(lmp.extract_global("ntimestep"))
+        res.halted = res.steps_run < cfg["steps"]
+        vec = [lmp.extract_fix("x", 0, 1, k) for k in range(4)]
+        res.last_max_gamma = float(vec[0])
+        res.frames_written = int(vec[3] if cfg["cutout"] else vec[2])
+    except Exception as exc:  # noqa: BLE001 -- recorded, reported by rank 0, exit code 1
+        res.error = f"{type(exc).__name__}: {exc}"
+    finally:
+        if lmp is not None:
+            lmp.close()
+    res.seconds = time.perf_counter() - t0
+    return res
+
+
+def gather_frames(folder: str, results: Sequence[ReplicaResult]):
+    """What every replica wrote, in replica order, labelled with its replica."""
+    import ase.io
+
+    frames = []
+    for r in sorted(results, key=lambda r: r.index):
+        path = os.path.join(folder, f"replica_{r.index:04d}.extxyz")
+        if not os.path.exists(path):
+            continue
+        for a in ase.io.read(path, index=":", format="extxyz", parallel=False):
+            a.info.update(replica=r.index, structure=r.structure, temperature=r.temperature, seed=r.seed)
+            frames.append(a)
+    return frames
+
+
+def run(config, output_dir: str, progress: bool = True, comm=None) -> Optional[Dict]:
+    """Run the exploration on every rank of ``comm`` (default MPI.COMM_WORLD); rank 0 returns the
+    summary (also written to output_dir/summary.json), the other ranks None."""
+    from .lammps import load_mpi
+
+    load_mpi()
+    from mpi4py import MPI
+
+    comm = MPI.COMM_WORLD if comm is None else comm
+    rank, size = comm.Get_rank(), comm.Get_size()
+    cfg = load_config(config)  # every rank: a bad config fails everywhere, with the same message
+    from .potential import Potential
+
+    pot = Potential(cfg["potential"])
+    from .activeset import ActiveSet
+
+    aset = ActiveSet.load(cfg["active_set"], pot, assign=cfg["assign"])
+    starts = read_structures(cfg["structures"])
+    if not starts:
+        raise InputError(f"explore config '{config}': the structure files hold no configuration")
+    replicas = plan(cfg, len(starts))
+    folder = os.path.abspath(output_dir)
+    replica_dir = os.path.join(folder, "replicas")
+    if rank == 0:
+        os.makedirs(replica_dir, exist_ok=True)
+    comm.Barrier()
+
+    mine = replicas[rank::size]
+    results = []
+    for rep in mine:
+        r = run_replica(cfg, rep, starts[rep.structure], pot.elements, replica_dir, rank)
+        results.append(r)
+        if progress:
+            state = (f"error: {r.error}" if r.error else
+                     f"{'stopped' if r.halted else 'ran'} at step {r.steps_run}, {r.frames_written} written, "
+                     f"last max γ {r.last_max_gamma:.3g}")
+            print(f"[rank {rank}] replica {rep.index + 1}/{len(replicas)} (structure {rep.structure}, "
+                  f"{rep.temperature:g} K, seed {rep.seed}): {state} ({r.seconds:.1f} s)", flush=True)
+    gathered = comm.gather(results, root=0)
+    if rank != 0:
+        comm.Barrier()
+        return None
+    try:
+        results = sorted((r for part in gathered for r in part), key=lambda r: r.index)
+        frames = gather_frames(replica_dir, results)
+        write_extxyz_atomic(os.path.join(folder, "candidates.extxyz"), frames)
+        summary = {"replicas": [asdict(r) for r in results], "candidates": len(frames), "ranks": size,
+                   "selected": None}
+        if cfg["select"] and frames:
+            from .select import select_structures
+
+            sel = select_structures(pot, frames, aset, cfg["select"], progress=progress)
+            chosen = []
+            for i, rows in zip(sel.indices, sel.new_rows):
+                a = frames[i].copy()
+                a.info.update(candidate_index=int(i), max_gamma=float(sel.max_gamma[i]), active_rows_added=int(rows))
+                chosen.append(a)
+            write_extxyz_atomic(os.path.join(folder, "selected.extxyz"), chosen)
+            summary["selected"] = [int(i) for i in sel.indices]
+            summary["selection_notes"] = sel.notes
+        with atomic_output(os.path.join(folder, "summary.json")) as fh:
+            json.dump(summary, fh, indent=1)
+    finally:
+        comm.Barrier()
+    return summary

