@@ -220,19 +220,18 @@ def gather_frames(folder: str, results: Sequence[ReplicaResult]):
 def run(config, output_dir: str, progress: bool = True, comm=None) -> Optional[Dict]:
     """Run the exploration on every rank of ``comm`` (default MPI.COMM_WORLD); rank 0 returns the
     summary (also written to output_dir/summary.json), the other ranks None."""
+    from .activeset import ActiveSet
     from .lammps import load_mpi
+    from .potential import Potential
 
     load_mpi()
     from mpi4py import MPI
 
     comm = MPI.COMM_WORLD if comm is None else comm
     rank, size = comm.Get_rank(), comm.Get_size()
-    cfg = load_config(config)  # every rank: a bad config fails everywhere, with the same message
-    from .potential import Potential
-
+    # on every rank: a bad config or input file fails everywhere, with the same message
+    cfg = load_config(config)
     pot = Potential(cfg["potential"])
-    from .activeset import ActiveSet
-
     aset = ActiveSet.load(cfg["active_set"], pot, assign=cfg["assign"])
     starts = read_structures(cfg["structures"])
     if not starts:
@@ -266,15 +265,10 @@ def run(config, output_dir: str, progress: bool = True, comm=None) -> Optional[D
         summary = {"replicas": [asdict(r) for r in results], "candidates": len(frames), "ranks": size,
                    "selected": None}
         if cfg["select"] and frames:
-            from .select import select_structures
+            from .select import select_structures, selected_frames
 
             sel = select_structures(pot, frames, aset, cfg["select"], progress=progress)
-            chosen = []
-            for i, rows in zip(sel.indices, sel.new_rows):
-                a = frames[i].copy()
-                a.info.update(candidate_index=int(i), max_gamma=float(sel.max_gamma[i]), active_rows_added=int(rows))
-                chosen.append(a)
-            write_extxyz_atomic(os.path.join(folder, "selected.extxyz"), chosen)
+            write_extxyz_atomic(os.path.join(folder, "selected.extxyz"), selected_frames(frames, sel))
             summary["selected"] = [int(i) for i in sel.indices]
             summary["selection_notes"] = sel.notes
         with atomic_output(os.path.join(folder, "summary.json")) as fh:

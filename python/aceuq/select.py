@@ -87,6 +87,23 @@ def select_structures(potential: Potential, candidates: Sequence[Atoms], active_
     return Selection(chosen, brought, max_gamma, notes)
 
 
+def selected_frames(candidates: Sequence[Atoms], selection: Selection) -> List[Atoms]:
+    """The selected candidates in the order chosen, as copies (with any stored energies and forces)
+    labelled ``candidate_index``, ``max_gamma`` (vs the initial active set), ``active_rows_added``."""
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    out = []
+    for i, rows in zip(selection.indices, selection.new_rows):
+        a = candidates[i].copy()
+        if candidates[i].calc is not None and getattr(candidates[i].calc, "results", None):
+            a.calc = SinglePointCalculator(a, **candidates[i].calc.results)
+        a.info["candidate_index"] = int(i)
+        a.info["max_gamma"] = float(selection.max_gamma[i])
+        a.info["active_rows_added"] = int(rows)
+        out.append(a)
+    return out
+
+
 def _entering(grp: _Group, rows: np.ndarray, tol, max_iters) -> np.ndarray:
     """Indices (into rows) of candidate rows MaxVol swaps into the group's active set."""
     p = len(grp.matrix)

@@ -9,7 +9,7 @@ from ..activeset import ActiveSet
 from ..data import read_structures, write_extxyz_atomic
 from ..maxvol import DEFAULT_MAX_ITERS, DEFAULT_TOL
 from ..potential import Potential
-from ..select import select_structures
+from ..select import select_structures, selected_frames
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,17 +43,7 @@ def main(argv=None) -> int:
     except InputError as exc:
         print(f"aceuq select: error: {exc}", file=sys.stderr)
         return 1
-    out = []
-    for i, rows in zip(sel.indices, sel.new_rows):
-        a = frames[i].copy()
-        if frames[i].calc is not None and getattr(frames[i].calc, "results", None):
-            from ase.calculators.singlepoint import SinglePointCalculator
-
-            a.calc = SinglePointCalculator(a, **frames[i].calc.results)
-        a.info["candidate_index"] = int(i)
-        a.info["max_gamma"] = float(sel.max_gamma[i])
-        a.info["active_rows_added"] = int(rows)
-        out.append(a)
+    out = selected_frames(frames, sel)
     write_extxyz_atomic(args.output, out)
     for note in sel.notes:
         print(f"aceuq select: {note}")
