@@ -27,8 +27,11 @@ def main(argv=None) -> int:
 
     try:
         summary = run(args.config, args.output, progress=not args.no_progress)
-    except InputError as exc:
-        print(f"aceuq explore: error: {exc}", file=sys.stderr)
+    except InputError as exc:  # raised on every rank alike: said once
+        from mpi4py import MPI
+
+        if MPI.COMM_WORLD.Get_rank() == 0:
+            print(f"aceuq explore: error: {exc}", file=sys.stderr)
         return 1
     if summary is None:  # ranks other than 0
         return 0
