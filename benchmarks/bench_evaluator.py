@@ -79,8 +79,8 @@ def main():
         frames.append(a)
     na = sum(len(f) for f in frames)
     bbasis = ACEBBasisSet(path)
-    t_ref = best_of(lambda: compute_B_projections(bbasis, frames), 1)
-    t_ours = best_of(lambda: pot.projections(frames), 1)
+    t_ref = best_of(lambda: compute_B_projections(bbasis, frames), args.repeat)
+    t_ours = best_of(lambda: pot.projections(frames), args.repeat)
     print(f"{'(c) linear projections of a dataset':<38}{na:>7}{1e6 * t_ours / na:>15.1f}{1e6 * t_ref / na:>15.1f}"
           f"{t_ours / t_ref:>8.2f}")
 
