@@ -54,11 +54,11 @@ def setup(tmp_path_factory):
     return root, pot
 
 
-def _two_rank_run(root, out):
+def _two_rank_run(config, out):
     mpiexec = aceuq_lammps.mpiexec_path()
     assert mpiexec, "mpiexec not found (pip install mpich)"
     proc = subprocess.run([mpiexec, "-n", "2", sys.executable, "-m", "aceuq.cli.main", "explore",
-                           str(root / "explore.yaml"), "-o", str(out), "--no-progress"],
+                           str(config), "-o", str(out), "--no-progress"],
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     with open(out / "summary.json") as fh:
@@ -68,7 +68,7 @@ def _two_rank_run(root, out):
 def test_one_rank_equals_two_ranks_and_frames_obey_thresholds(setup):
     root, pot = setup
     one = run(str(root / "explore.yaml"), str(root / "one"), progress=False)
-    two = _two_rank_run(root, root / "two")
+    two = _two_rank_run(root / "explore.yaml", root / "two")
 
     assert len(one["replicas"]) == 2 * 2 * 2 and one["ranks"] == 1 and two["ranks"] == 2
     assert {r["rank"] for r in two["replicas"]} == {0, 1}
@@ -113,6 +113,33 @@ def test_one_rank_equals_two_ranks_and_frames_obey_thresholds(setup):
     assert [s.info["candidate_index"] for s in selected] == one["selected"]
     for s in selected:
         np.testing.assert_array_equal(s.positions, frames_one[s.info["candidate_index"]].positions)
+
+
+def test_domain_mode_one_rank_equals_two_ranks(setup):
+    """mode: domain runs every replica on all ranks: two ranks follow the one-rank trajectories
+    (to the summation-order rounding) and write the same frames, sorted by atom id."""
+    root, _ = setup
+    config = root / "domain.yaml"
+    config.write_text(CONFIG.replace("seeds: [1, 2]", "seeds: [1]").replace("steps: 400", "steps: 200")
+                      + "mode: domain\n")
+    one = run(str(config), str(root / "dom1"), progress=False)
+    two = _two_rank_run(config, root / "dom2")
+    assert [r["rank"] for r in two["replicas"]] == [-1] * 4
+    for a, b in zip(one["replicas"], two["replicas"]):
+        assert a["error"] is None and b["error"] is None
+        assert (a["steps_run"], a["halted"], a["frames_written"]) == (b["steps_run"], b["halted"], b["frames_written"])
+        assert a["last_max_gamma"] == pytest.approx(b["last_max_gamma"], rel=1e-8)
+    assert any(r["halted"] for r in one["replicas"]) and not all(r["halted"] for r in one["replicas"])
+    frames_one = read(root / "dom1" / "candidates.extxyz", ":")
+    frames_two = read(root / "dom2" / "candidates.extxyz", ":")
+    assert len(frames_one) == len(frames_two) > 0
+    for a, b in zip(frames_one, frames_two):
+        assert a.info["replica"] == b.info["replica"] and a.info["step"] == b.info["step"]
+        np.testing.assert_array_equal(a.arrays["id"], np.sort(a.arrays["id"]))
+        np.testing.assert_array_equal(a.arrays["id"], b.arrays["id"])
+        np.testing.assert_allclose(a.positions, b.positions, rtol=0, atol=1e-7)
+        np.testing.assert_allclose(a.arrays["gamma"], b.arrays["gamma"], rtol=1e-6)
+    assert one["selected"] == two["selected"]
 
 
 def test_bad_config_names_the_file_and_the_problem(setup, tmp_path):

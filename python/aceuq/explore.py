@@ -3,9 +3,11 @@
 Many independent MD replicas (every starting structure x temperature x seed) run with
 ``pair_style aceuq`` and ``fix aceuq/extrapolation``: every ``every`` steps the fix grades the
 atoms, appends the configuration (or cut-outs around the extrapolating atoms) once the largest γ
-exceeds ``lower`` and stops the replica once it exceeds ``upper``. The replicas are dealt out to
-the MPI ranks (replica i on rank i mod N, each in its own single-rank LAMMPS), so a replica's
-trajectory does not depend on how many ranks run the job. Rank 0 then gathers what every replica
+exceeds ``lower`` and stops the replica once it exceeds ``upper``. With ``mode: replicas`` (the
+default) the replicas are dealt out to the MPI ranks (replica i on rank i mod N, each in its own
+single-rank LAMMPS), so a replica's trajectory does not depend on how many ranks run the job;
+with ``mode: domain`` every replica in turn runs on all ranks, domain-decomposed (for systems too
+large for one rank; the fix gathers frames and cut-outs to one writer). Rank 0 then gathers what every replica
 wrote, in replica order, into ``candidates.extxyz`` and removes near-duplicates by D-optimal
 selection against the active set (as ``aceuq select``): ``selected.extxyz`` holds the
 configurations worth computing with DFT. ``summary.json`` lists every replica (steps run, whether
@@ -25,6 +27,7 @@ Config (YAML; paths relative to the config file)::
     upper: 25.0                 # stop a replica above this max γ
     cutout: null                # a radius (Å): write cut-outs around each atom above lower instead
     select: 20                  # configurations to select from all written (0: keep all, no selection)
+    mode: replicas              # or domain: each replica on all ranks
 """
 from __future__ import annotations
 
@@ -37,7 +40,8 @@ from typing import Dict, List, Optional, Sequence
 from ._core import InputError
 from .data import atomic_output, read_structures, read_yaml_config, write_extxyz_atomic
 
-DEFAULTS = {"seeds": [1], "timestep": 0.002, "every": 20, "cutout": None, "select": 0, "assign": None}
+DEFAULTS = {"seeds": [1], "timestep": 0.002, "every": 20, "cutout": None, "select": 0, "assign": None,
+            "mode": "replicas"}
 REQUIRED = ("potential", "active_set", "structures", "temperatures", "steps", "lower", "upper")
 
 
@@ -55,7 +59,7 @@ class ReplicaResult:
     structure: int
     temperature: float
     seed: int
-    rank: int
+    rank: int             # the rank that ran it; -1: all ranks together (mode: domain)
     steps_run: int = 0
     halted: bool = False
     frames_written: int = 0
@@ -123,6 +127,8 @@ def load_config(path) -> Dict:
     if cfg["cutout"] is not None:
         cfg["cutout"] = number("cutout", float, 0.0)
     cfg["select"] = number("select", int, 0, strict=False)
+    if cfg["mode"] not in ("replicas", "domain"):
+        raise InputError(f"{where}: 'mode' must be replicas or domain, got {cfg['mode']!r}")
     if cfg["assign"] not in (None, "nearest", "min"):
         raise InputError(f"{where}: 'assign' must be nearest or min, got {cfg['assign']!r}")
     return cfg
@@ -163,29 +169,39 @@ def lammps_commands(cfg: Dict, data_file: str, elements: Sequence[str], pbc, out
     ]
 
 
-def run_replica(cfg: Dict, rep: Replica, atoms, elements: Sequence[str], folder: str, rank: int) -> ReplicaResult:
-    """One replica in its own single-rank LAMMPS; never raises (errors are recorded)."""
+def run_replica(cfg: Dict, rep: Replica, atoms, elements: Sequence[str], folder: str, comm) -> ReplicaResult:
+    """One replica in a LAMMPS on ``comm`` (one rank, or all of them for mode: domain: every rank
+    of comm calls this); never raises (errors are recorded)."""
     import ase.io
     from mpi4py import MPI
 
     from .lammps import make_lammps
 
-    res = ReplicaResult(rep.index, rep.structure, rep.temperature, rep.seed, rank)
+    alone = comm.Get_size() == 1
+    res = ReplicaResult(rep.index, rep.structure, rep.temperature, rep.seed, MPI.COMM_WORLD.Get_rank() if alone else -1)
     t0 = time.perf_counter()
     stem = os.path.join(folder, f"replica_{rep.index:04d}")
     out_file = stem + ".extxyz"
-    if os.path.exists(out_file):  # the fix appends
-        os.unlink(out_file)
     lmp = None
     try:
         present = sorted(set(atoms.get_chemical_symbols()) - set(elements))
         if present:
             raise InputError(f"starting structure {rep.structure} has element(s) {', '.join(present)} "
                              f"that the potential lacks")
-        # parallel=False: under MPI, ASE would otherwise write on world rank 0 only
-        ase.io.write(stem + ".data", atoms, format="lammps-data", specorder=list(elements), masses=True,
-                     units="metal", atom_style="atomic", parallel=False)
-        lmp = make_lammps(cmdargs=["-log", stem + ".log", "-screen", "none", "-nocite"], comm=MPI.COMM_SELF)
+        failed = None
+        if comm.Get_rank() == 0:  # one writer; the other ranks of a domain run wait for it
+            try:
+                if os.path.exists(out_file):  # the fix appends
+                    os.unlink(out_file)
+                # parallel=False: under MPI, ASE would otherwise write on world rank 0 only
+                ase.io.write(stem + ".data", atoms, format="lammps-data", specorder=list(elements),
+                             masses=True, units="metal", atom_style="atomic", parallel=False)
+            except Exception as exc:  # noqa: BLE001 -- shared with the other ranks below
+                failed = f"cannot write {stem}.data: {type(exc).__name__}: {exc}"
+        failed = comm.bcast(failed, root=0)
+        if failed:
+            raise OSError(failed)
+        lmp = make_lammps(cmdargs=["-log", stem + ".log", "-screen", "none", "-nocite"], comm=comm)
         for c in lammps_commands(cfg, stem + ".data", elements, atoms.pbc, out_file, rep):
             lmp.command(c)
         res.steps_run = int(lmp.extract_global("ntimestep"))
@@ -243,16 +259,20 @@ def run(config, output_dir: str, progress: bool = True, comm=None) -> Optional[D
         os.makedirs(replica_dir, exist_ok=True)
     comm.Barrier()
 
-    mine = replicas[rank::size]
+    domain = cfg["mode"] == "domain"
+    mine = replicas if domain else replicas[rank::size]
     results = []
     for rep in mine:
-        r = run_replica(cfg, rep, starts[rep.structure], pot.elements, replica_dir, rank)
+        r = run_replica(cfg, rep, starts[rep.structure], pot.elements, replica_dir, comm if domain else MPI.COMM_SELF)
+        if domain and rank != 0:
+            continue  # the same result on every rank: rank 0 reports it
         results.append(r)
         if progress:
             state = (f"error: {r.error}" if r.error else
                      f"{'stopped' if r.halted else 'ran'} at step {r.steps_run}, {r.frames_written} written, "
                      f"last max γ {r.last_max_gamma:.3g}")
-            print(f"[rank {rank}] replica {rep.index + 1}/{len(replicas)} (structure {rep.structure}, "
+            who = f"{size} ranks" if domain else f"rank {rank}"
+            print(f"[{who}] replica {rep.index + 1}/{len(replicas)} (structure {rep.structure}, "
                   f"{rep.temperature:g} K, seed {rep.seed}): {state} ({r.seconds:.1f} s)", flush=True)
     gathered = comm.gather(results, root=0)
     if rank != 0:
