@@ -7,9 +7,9 @@ exceeds ``lower`` and stops the replica once it exceeds ``upper``. With ``mode: 
 default) the replicas are dealt out to the MPI ranks (replica i on rank i mod N, each in its own
 single-rank LAMMPS), so a replica's trajectory does not depend on how many ranks run the job;
 with ``mode: domain`` every replica in turn runs on all ranks, domain-decomposed (for systems too
-large for one rank; the fix gathers frames and cut-outs to one writer). Rank 0 then gathers what every replica
-wrote, in replica order, into ``candidates.extxyz`` and removes near-duplicates by D-optimal
-selection against the active set (as ``aceuq select``): ``selected.extxyz`` holds the
+large for one rank; the fix gathers frames and cut-outs to one writer). Rank 0 then gathers what
+every replica wrote, in replica order, into ``candidates.extxyz`` and removes near-duplicates by
+D-optimal selection against the active set (as ``aceuq select``): ``selected.extxyz`` holds the
 configurations worth computing with DFT. ``summary.json`` lists every replica (steps run, whether
 it stopped, frames written, last max γ).
 
