@@ -38,7 +38,8 @@ def main(argv=None) -> int:
     failed = [r for r in summary["replicas"] if r["error"]]
     stopped = sum(r["halted"] for r in summary["replicas"])
     print(f"aceuq explore: {len(summary['replicas'])} replicas on {summary['ranks']} rank(s), {stopped} stopped "
-          f"above the upper threshold; {summary['candidates']} configurations written -> {args.output}/candidates.extxyz")
+          f"above the upper threshold; {summary['candidates']} configurations written "
+          f"-> {args.output}/candidates.extxyz")
     if summary["selected"] is not None:
         print(f"aceuq explore: {len(summary['selected'])} selected (D-optimal) -> {args.output}/selected.extxyz")
         for note in summary.get("selection_notes", []):
