@@ -51,6 +51,21 @@ def test_demo_finds_and_writes_extrapolation(demo):
         assert res.max_gamma > 25.0 and res.steps_run < res.steps_requested
 
 
+def test_demo_explore_config_runs(demo):
+    """The explore.yaml the demo leaves runs as written: replicas of the demo's crystal, frames
+    above the demo's lower threshold, at most 5 selected."""
+    from aceuq.explore import run
+
+    root, _ = demo
+    folder = root / "aceuq-demo"
+    summary = run(str(folder / "explore.yaml"), str(folder / "explore"), progress=False)
+    assert len(summary["replicas"]) == 3 and all(r["error"] is None for r in summary["replicas"])
+    frames = read(folder / "explore" / "candidates.extxyz", ":") if summary["candidates"] else []
+    assert len(frames) == summary["candidates"] == sum(r["frames_written"] for r in summary["replicas"]) > 0
+    assert all(len(f) == 256 and f.arrays["gamma"].max() > 3.0 for f in frames)
+    assert 0 < len(summary["selected"]) <= 5
+
+
 @pytest.mark.parametrize("script", sorted(os.path.basename(p) for p in glob.glob(os.path.join(EXAMPLES, "in.*.lmp"))))
 def test_example_scripts_run(demo, script, monkeypatch):
     root, _ = demo

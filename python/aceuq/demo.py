@@ -76,6 +76,35 @@ def lammps_input(potential: str, active_set: str, folder: str, steps: int, lower
     ]
 
 
+EXPLORE_CONFIG = """# Exploration of the demo's model: mpiexec -n 2 aceuq explore explore.yaml -o explore
+# (paths are relative to this file; see the README, "Exploration over MPI ranks")
+potential: Cu.yaml
+active_set: {active_set}
+structures: start.extxyz     # the 256-atom fcc crystal of the heating run
+temperatures: [800, 1600, 2400]
+seeds: [1]
+steps: 500
+timestep: 0.002
+every: 20
+lower: {lower}
+upper: {upper}
+select: 5
+"""
+
+
+def write_explore_config(folder: str, active_set: str, lower: float, upper: float) -> str:
+    """start.extxyz and explore.yaml in folder: a ready `aceuq explore` run of the demo's model."""
+    from ase.build import bulk
+
+    from .data import atomic_output, write_extxyz_atomic
+
+    write_extxyz_atomic(os.path.join(folder, "start.extxyz"), [bulk("Cu", "fcc", a=3.61, cubic=True).repeat((4, 4, 4))])
+    path = os.path.join(folder, "explore.yaml")
+    with atomic_output(path) as fh:
+        fh.write(EXPLORE_CONFIG.format(active_set=os.path.basename(active_set), lower=lower, upper=upper))
+    return path
+
+
 def run(folder: str = "aceuq-demo", steps: int = 3000, lower: float = 3.0, upper: float = 25.0,
         cutout_lower: float = 8.0, cutout: float = 4.0, clusters="auto", verbose: bool = True) -> DemoResult:
     from ase.io import write
@@ -135,5 +164,8 @@ def run(folder: str = "aceuq-demo", steps: int = 3000, lower: float = 3.0, upper
         say(f"ran all {steps} steps (T = {temp:.0f} K); last max gamma {res.max_gamma:.3g}")
     say(f"configurations to send to DFT: {res.frames_written} frames (gamma > {lower}) in extrapolative.extxyz, "
         f"{res.cutouts_written} cut-outs of radius {cutout} Å (gamma > {cutout_lower}) in cutouts.extxyz")
+    explore = write_explore_config(folder, as_path, lower, upper)
     say(f"files in {folder} ({res.seconds:.0f} s)")
+    say(f"next, MD replicas over MPI ranks with D-optimal selection: "
+        f"mpiexec -n 2 aceuq explore {os.path.relpath(explore)} -o {os.path.relpath(os.path.join(folder, 'explore'))}")
     return res

@@ -164,7 +164,8 @@ def lammps_commands(cfg: Dict, data_file: str, elements: Sequence[str], pbc, out
         f"fix md all nvt temp {rep.temperature} {rep.temperature} {100 * dt}",
         extract,
         "thermo_style custom step temp pe f_x[1] f_x[2]",
-        f"thermo {max(1, cfg['steps'] // 10)}",
+        # thermo prints f_x: only on grading steps (multiples of every), about 10 times per run
+        f"thermo {cfg['every'] * max(1, cfg['steps'] // (10 * cfg['every']))}",
         f"run {cfg['steps']}",
     ]
 
