@@ -150,7 +150,9 @@ void PairACEUQ::compute(int eflag, int vflag)
 
       const int n = (int) core->mu_j.size();
       const bool graded = want_gamma && core->grader->has_element(mu_i);
-      double *proj_row = nullptr;    // the projections go straight into this element's batch
+      // the projections go straight into this element's batch (the Grader's width and the
+      // evaluator's are both Potential::n_projections)
+      double *proj_row = nullptr;
       if (graded) {
         auto &batch = core->proj[mu_i];
         const size_t width = core->grader->element(mu_i).n_proj;
@@ -317,14 +319,6 @@ void PairACEUQ::coeff(int narg, char **arg)
       error->all(FLERR, "pair_style aceuq: cannot read active set '{}': {}", as_path, e.what());
     }
     if (core->assign_given) core->grader->set_assign(core->assign);
-    // compute() writes projections straight into the Grader's batches: the widths must agree
-    const auto mode = core->grader->full() ? aceuq::ProjectionMode::Full : aceuq::ProjectionMode::Linear;
-    for (int mu = 0; mu < nel; mu++)
-      if (core->grader->has_element(mu) &&
-          core->grader->element(mu).n_proj != core->evaluator->projection_width(mu, mode))
-        error->all(FLERR, "pair_style aceuq: active set '{}' grades {} projections for element {}, the potential "
-                   "'{}' has {}", as_path, core->grader->element(mu).n_proj, core->potential->elements()[mu],
-                   pot_path, core->evaluator->projection_width(mu, mode));
   }
 
   int count = 0;

@@ -58,6 +58,7 @@ void bind_potential(py::module_& m) {
         .def("element_index", &Potential::element_index)
         .def("ndensity", [](const Potential& p, int mu) { return p.embedding(mu).ndensity; })
         .def("n_functions", &Potential::n_functions)
+        .def("n_projections", &Potential::n_projections, py::arg("mu"), py::arg("full"))
         .def("coefficients", [](const Potential& p, int mu) {
             auto c = p.coefficients(mu);
             return to_array(c, {py::ssize_t(p.n_functions(mu)), py::ssize_t(p.embedding(mu).ndensity)});

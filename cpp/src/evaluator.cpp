@@ -151,9 +151,7 @@ void AtomEvaluator::compute(int mu_i, int nneigh, const int* mu_j, const double*
 }
 
 int AtomEvaluator::projection_width(int mu_i, ProjectionMode mode) const {
-    if (mode == ProjectionMode::None) return 0;
-    const int nf = pot_->n_functions(mu_i);
-    return mode == ProjectionMode::Full ? nf * pot_->embedding(mu_i).ndensity : nf;
+    return mode == ProjectionMode::None ? 0 : pot_->n_projections(mu_i, mode == ProjectionMode::Full);
 }
 
 void AtomEvaluator::compute_members(int mu_i, int nneigh, const int* mu_j, const double* rij, bool need_forces,

@@ -442,10 +442,6 @@ std::shared_ptr<Grader> Grader::load(const std::string& path, const Potential& p
     g->sets_.assign(nel, ElementActiveSet{});
     g->packed_.assign(nel, Packed{});
 
-    auto width_of = [&](int mu, bool full) {
-        return potential.n_functions(mu) * (full ? potential.embedding(mu).ndensity : 1);
-    };
-
     auto meta_it = L.npz.find("meta");
     if (meta_it == L.npz.end()) {
         // ---- pacemaker .asi: one square inverse per element, keyed by element name ----
@@ -456,7 +452,7 @@ std::shared_ptr<Grader> Grader::load(const std::string& path, const Potential& p
         for (int mu = 0; mu < nel; ++mu) {
             const std::string& el = potential.elements()[mu];
             const std::size_t w = L.square_width(el);
-            const int nf = width_of(mu, false), nfull = width_of(mu, true);
+            const int nf = potential.n_projections(mu, false), nfull = potential.n_projections(mu, true);
             int full;
             if (w == std::size_t(nf)) full = 0;  // ndensity 1: both coincide, and both mean linear (as pyace)
             else if (w == std::size_t(nfull)) full = 1;
@@ -472,7 +468,7 @@ std::shared_ptr<Grader> Grader::load(const std::string& path, const Potential& p
         for (int mu = 0; mu < nel; ++mu) {
             const std::string& el = potential.elements()[mu];
             ElementActiveSet& s = g->sets_[mu];
-            s.n_proj = width_of(mu, g->full_);
+            s.n_proj = potential.n_projections(mu, g->full_);
             s.k = 1;
             s.inv.push_back(L.numbers(el, {std::size_t(s.n_proj), std::size_t(s.n_proj)}));
             g->pack(mu);
@@ -569,7 +565,7 @@ std::shared_ptr<Grader> Grader::load(const std::string& path, const Potential& p
     for (int mu = 0; mu < nel; ++mu) {
         const std::string& el = potential.elements()[mu];
         ElementActiveSet& s = g->sets_[mu];
-        s.n_proj = width_of(mu, g->full_);
+        s.n_proj = potential.n_projections(mu, g->full_);
         const std::size_t n = std::size_t(s.n_proj);
         auto np_it = n_projections.find(el);
         if (np_it != n_projections.end() && np_it->second != s.n_proj)

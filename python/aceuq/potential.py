@@ -61,8 +61,7 @@ class Potential:
         return self._pot.ndensity(self._element_index(element))
 
     def n_projections(self, element: str, mode: str = "linear") -> int:
-        n = self.n_functions(element)
-        return n * self.ndensity(element) if mode == "full" else n
+        return self._pot.n_projections(self._element_index(element), mode == "full")
 
     def function_ranks(self, element: str) -> np.ndarray:
         """Rank (number of neighbours coupled: body order - 1) of each of the element's B functions,

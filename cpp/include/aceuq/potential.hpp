@@ -61,6 +61,9 @@ public:
     const std::vector<BasisFunction>& rank1(int mu) const { return rank1_.at(mu); }
     const std::vector<BasisFunction>& higher(int mu) const { return higher_.at(mu); }
     int n_functions(int mu) const { return int(rank1_.at(mu).size() + higher_.at(mu).size()); }
+    // Projections of an atom of element mu: its B functions (linear), or dE/dc over all densities
+    // (full, n_functions * ndensity): the width the evaluator writes and the Grader reads.
+    int n_projections(int mu, bool full) const { return n_functions(mu) * (full ? embedding(mu).ndensity : 1); }
 
     // Replace the expansion coefficients of element mu: c[n_functions(mu) * ndensity], function-major.
     void set_coefficients(int mu, const std::vector<double>& c);
