@@ -60,6 +60,15 @@ def test_plugin_path_and_info(capsys):
     assert main(["info"]) == 0
     out = capsys.readouterr().out
     assert f"plugin load {path}" in out and "LAMMPS_PLUGIN_PATH" in out
+    assert "γ kernel: " in out and "not recognised" not in out
+
+
+def test_info_flags_an_unknown_kernel_choice(capsys, monkeypatch):
+    from aceuq.cli.main import main
+
+    monkeypatch.setenv("ACEUQ_GRADER_KERNEL", "avx512")
+    assert main(["info"]) == 0
+    assert "ACEUQ_GRADER_KERNEL='avx512' is not recognised and is ignored" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("name", ["Cu_fs2", "Cu_zbl", "CuAl_sbessel", "CuAlNi_chebexpcos"])

@@ -23,6 +23,10 @@ def main(argv=None) -> int:
 
     print(f"aceuq {__version__}")
     print(f"γ kernel: {grader_kernel()} (ACEUQ_GRADER_KERNEL=generic selects the portable one)")
+    forced = os.environ.get("ACEUQ_GRADER_KERNEL")
+    if forced is not None and forced != "generic":
+        print(f"warning: ACEUQ_GRADER_KERNEL='{forced}' is not recognised and is ignored (the only value is "
+              f"'generic'; unset, the kernel follows the CPU)")
     try:
         path = plugin_path()
     except FileNotFoundError as exc:
