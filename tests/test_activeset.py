@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 import aceuq
-from aceuq.activeset import ActiveSet, build_active_set, feature_columns, load_npz, standardized_pca
+from aceuq.activeset import (WHITEN_RTOL, ActiveSet, build_active_set, cluster_transform, cluster_with_minimum_size,
+                             feature_columns, load_npz, standardized_pca)
 from aceuq.cli.main import main as cli
 from aceuq.select import select_structures
 from potentials import SPECS, emt_training_set, pyace_gamma
@@ -118,6 +119,9 @@ def test_clusters_use_the_two_and_three_body_functions(cu):
     s = built.elements["Cu"]
     assert s.k == 2
     assert np.all(s.components[:, ranks > 2] == 0) and np.any(s.components[:, ranks <= 2] != 0)
+    # the stored transform gives the whitened features: unit variance over the training atoms
+    feats = s.transform(pot.projections(train)["Cu"].values)
+    np.testing.assert_allclose(feats.var(axis=0), 1.0, rtol=1e-6)
     assert all(inv.shape == (len(ranks), len(ranks)) for inv in s.inverses)
     # the restricted PCA is the PCA of the selected columns, embedded
     x = np.random.default_rng(0).normal(size=(200, 6)) * [1, 2, 3, 4, 5, 6]
@@ -127,6 +131,34 @@ def test_clusters_use_the_two_and_three_body_functions(cu):
     assert np.all(comps[:, [0, 2, 5]] == 0)
     np.testing.assert_allclose(mean[[1, 3, 4]], m2)
     np.testing.assert_allclose(scale[[1, 3, 4]], s2)
+
+
+def test_whitened_features_find_groups_a_correlated_nuisance_hides():
+    # two groups differ along one column; five strongly correlated columns carry a uniform
+    # nuisance. Standardized PCA gives the nuisance 5x the variance and k-means splits it;
+    # whitened, every direction weighs the same and the bimodal one is split.
+    rng = np.random.default_rng(3)
+    n = 4000
+    group = rng.integers(0, 2, n)
+    nuisance = rng.uniform(-1, 1, n)
+    x = np.column_stack([nuisance + 0.01 * rng.normal(size=n) for _ in range(5)]
+                        + [np.where(group == 1, 1.0, -1.0) + 0.1 * rng.normal(size=n)])
+    cols = np.arange(6)
+
+    def split(mean, scale, comps):
+        labels, _, _ = cluster_with_minimum_size(((x - mean) / scale) @ comps.T, 2, 10)
+        return max(np.mean(labels == group), np.mean(labels != group))
+
+    mean, scale, comps = cluster_transform(x, 6, cols)
+    feats = ((x - mean) / scale) @ comps.T
+    np.testing.assert_allclose(feats.var(axis=0), 1.0, rtol=1e-9)
+    assert split(mean, scale, comps) == 1.0
+    assert split(*standardized_pca(x, 6, cols)) < 0.6
+    # a direction along which the data does not vary is dropped, not blown up
+    flat = np.column_stack([x, 2 * x[:, 5] + 1e-9 * rng.normal(size=n)])
+    _, _, comps_flat = cluster_transform(flat, 7, np.arange(7))
+    _, _, _, var = standardized_pca(flat, 7, np.arange(7), variances=True)
+    assert len(comps_flat) == np.sum(var > WHITEN_RTOL * var[0]) == 6
 
 
 def test_too_small_clusters_are_merged_with_a_message(cu):
