@@ -24,7 +24,7 @@ liquid from a crystal; their number grows slowly with the basis (25 of 30 functi
 many-body functions of a large basis the same weight each, so they dominate the PCA and the
 clusters follow many-body detail (on mlearn Si with 1000 functions the crystal-like cluster then
 keeps ~300 liquid atoms, which span the surface atoms graded there: surface-novelty ROC-AUC of
-local gamma 0.81 instead of 0.95). The active sets themselves use all functions. The transform is
+local gamma 0.81 instead of 0.95, both measured before the whitening below). The active sets themselves use all functions. The transform is
 stored as before (T(b) = ((b - mean)/scale)·componentsᵀ, components zero on the columns not
 used, the whitening folded into the components), so .casi files and the Grader do not change.
 
