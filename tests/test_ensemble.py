@@ -84,6 +84,35 @@ def test_ensemble_calculator_ase_names(cu_ensemble):
     assert np.allclose(res["force_uncertainty"], np.linalg.norm(res["forces_std"], axis=1))
 
 
+def test_ace_calculator_on_an_ensemble_gives_pyace_sigma(cu_ensemble, tmp_path):
+    # aceuq.ACECalculator takes the member files, the ensemble directory or its manifest and
+    # gives pyace's PyACEEnsembleCalculator results under the same names
+    from pyace.asecalc import PyACEEnsembleCalculator
+
+    import aceuq
+
+    atoms = _test_structures()[1]
+    ref = atoms.copy()
+    ref.calc = PyACEEnsembleCalculator(cu_ensemble.paths)
+    ref.get_forces()
+    r = ref.calc.results
+    mine = atoms.copy()
+    mine.calc = aceuq.ACECalculator(list(cu_ensemble.paths))
+    assert mine.get_potential_energy() == pytest.approx(r["energy"], abs=1e-9)
+    assert np.allclose(mine.get_forces(), r["forces"], atol=1e-9, rtol=0)
+    for key in ("energy_std", "energies_std", "forces_std"):
+        assert np.allclose(mine.calc.get_property(key, mine), r[key], atol=1e-9, rtol=0), key
+    folder = os.path.dirname(cu_ensemble.paths[0])
+    for source in (folder, os.path.join(folder, "ensemble.json")):
+        calc = aceuq.ACECalculator(source, calibrated=False)
+        assert calc.ensemble.paths == cu_ensemble.paths
+        assert np.allclose(calc.get_property("forces_std", atoms.copy()), r["forces_std"], atol=1e-9, rtol=0)
+    with pytest.raises(InputError, match="ensemble"):
+        aceuq.ACECalculator(str(tmp_path))                  # a directory without a manifest
+    with pytest.raises(Exception, match="stress"):
+        mine.get_stress()                                   # not implemented for ensembles: said so
+
+
 def test_shared_projection_path_equals_member_by_member(cu_ensemble):
     g = cu_ensemble.groups[0]
     atoms = _test_structures()[0]

@@ -1,26 +1,67 @@
-"""ASE calculator backed by the aceuq C++ evaluator."""
+"""ASE calculator backed by the aceuq C++ evaluator: one potential, or an ensemble with its σ."""
 from __future__ import annotations
+
+import os
 
 from ase.calculators.calculator import Calculator, all_changes
 
 from .potential import Potential
 
+SINGLE_PROPERTIES = ["energy", "free_energy", "energies", "forces", "stress"]
+ENSEMBLE_PROPERTIES = ["energy", "free_energy", "energies", "forces", "energy_std", "energies_std", "forces_std",
+                       "force_uncertainty"]
+
+
+def _is_ensemble(source) -> bool:
+    from .ensemble import MANIFEST, Ensemble
+
+    if isinstance(source, Ensemble):
+        return True
+    if isinstance(source, (str, os.PathLike)):
+        path = os.fspath(source)
+        return os.path.isdir(path) or os.path.basename(path) == MANIFEST
+    return isinstance(source, (list, tuple))
+
 
 class ACECalculator(Calculator):
-    """ASE calculator for pacemaker ``.yaml`` ACE potentials.
+    """ASE calculator for pacemaker ``.yaml`` ACE potentials, single or as an ensemble.
 
     >>> atoms.calc = ACECalculator("output_potential.yaml")
     >>> atoms.get_potential_energy(), atoms.get_forces(), atoms.get_stress()
+
+    Given an ensemble (a directory written by ``aceuq ensemble``, its ``ensemble.json``, a list
+    of member ``.yaml`` files or an :class:`aceuq.ensemble.Ensemble`), the results are the
+    members' means plus their spread under pyace's ``PyACEEnsembleCalculator`` names:
+    ``energy_std``, ``energies_std``, ``forces_std`` (calibrated if the manifest has a
+    calibration, unless ``calibrated=False``) and ``force_uncertainty`` (per atom, see
+    :mod:`aceuq.ensemble`):
+
+    >>> atoms.calc = ACECalculator("ens_dir")
+    >>> atoms.get_forces(); atoms.calc.results["forces_std"]
     """
 
-    implemented_properties = ["energy", "free_energy", "energies", "forces", "stress"]
+    implemented_properties = SINGLE_PROPERTIES
 
-    def __init__(self, potential, **kwargs):
+    def __init__(self, potential, calibrated: bool = True, **kwargs):
         super().__init__(**kwargs)
-        self.potential = potential if isinstance(potential, Potential) else Potential(potential)
+        self.potential = self.ensemble = None
+        if _is_ensemble(potential):
+            from .ensemble import Ensemble
+
+            self.ensemble = potential if isinstance(potential, Ensemble) else Ensemble.load(potential)
+            self.calibrated = calibrated
+            self.implemented_properties = ENSEMBLE_PROPERTIES
+        else:
+            self.potential = potential if isinstance(potential, Potential) else Potential(potential)
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
         super().calculate(atoms, properties, system_changes)
+        if self.ensemble is not None:
+            r = self.ensemble.evaluate(self.atoms, forces=True, calibrated=self.calibrated)
+            self.results.update(energy=r.energy, free_energy=r.energy, energies=r.energies, forces=r.forces,
+                                energy_std=r.energy_std, energies_std=r.energies_std, forces_std=r.forces_std,
+                                force_uncertainty=r.force_uncertainty)
+            return
         res = self.potential.evaluate(self.atoms, forces=True)
         self.results["energy"] = res.energy
         self.results["free_energy"] = res.energy

@@ -35,10 +35,10 @@ from typing import Dict, List, Optional, Sequence, Union
 
 import numpy as np
 from ase import Atoms
-from ase.calculators.calculator import Calculator, all_changes
 
 from . import metrics
 from ._core import InputError
+from .calculator import ACECalculator
 from .data import atomic_path, read_yaml_config
 from .potential import Potential
 from .progress import progress as show_progress
@@ -536,28 +536,15 @@ def _evaluate_members_slow(pot: Potential, atoms: Atoms, members, forces: bool =
 
 
 # ======================================================================= ASE
-class EnsembleCalculator(Calculator):
-    """ASE calculator: members' mean energy/forces plus their spread.
-
-    Results: energy, free_energy, energies, forces (means) and energy_std, energies_std,
-    forces_std (as pyace's PyACEEnsembleCalculator; calibrated if the manifest has factors),
-    force_uncertainty (per atom, see module doc).
+class EnsembleCalculator(ACECalculator):
+    """:class:`aceuq.ACECalculator` on an ensemble (and only on one): the members' mean
+    energy/forces plus energy_std, energies_std, forces_std (pyace's PyACEEnsembleCalculator
+    names; calibrated if the manifest has factors) and force_uncertainty (see module doc).
 
     >>> atoms.calc = EnsembleCalculator("ens_dir")
     >>> atoms.get_forces(); atoms.calc.results["forces_std"]
     """
 
-    implemented_properties = ["energy", "free_energy", "energies", "forces", "energy_std", "energies_std",
-                              "forces_std", "force_uncertainty"]
-
     def __init__(self, ensemble, calibrated: bool = True, **kwargs):
-        super().__init__(**kwargs)
-        self.ensemble = ensemble if isinstance(ensemble, Ensemble) else Ensemble.load(ensemble)
-        self.calibrated = calibrated
-
-    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
-        super().calculate(atoms, properties, system_changes)
-        r = self.ensemble.evaluate(self.atoms, forces=True, calibrated=self.calibrated)
-        self.results.update(energy=r.energy, free_energy=r.energy, energies=r.energies, forces=r.forces,
-                            energy_std=r.energy_std, energies_std=r.energies_std, forces_std=r.forces_std,
-                            force_uncertainty=r.force_uncertainty)
+        super().__init__(ensemble if isinstance(ensemble, Ensemble) else Ensemble.load(ensemble),
+                         calibrated=calibrated, **kwargs)
