@@ -19,25 +19,25 @@ Grader's ``assign nearest`` computes, so every training atom has gamma <= 1 + to
 
 Why only rank <= 2 for the clusters: they are the radial and bond-angle distributions of the
 neighbourhood (coordination, bond lengths and angles), the quantities that tell a surface or a
-liquid from a crystal; their number grows slowly with the basis (25 of 30 functions, 168 of
-1000 for the study's Si bases). Standardizing all functions instead gives the hundreds of
-many-body functions of a large basis the same weight each, so they dominate the PCA and the
-clusters follow many-body detail (on mlearn Si with 1000 functions the crystal-like cluster then
-keeps ~300 liquid atoms, which span the surface atoms graded there: surface-novelty ROC-AUC of
-local gamma 0.81 instead of 0.95, both measured before the whitening below). The active sets themselves use all functions. The transform is
-stored as before (T(b) = ((b - mean)/scale)·componentsᵀ, components zero on the columns not
-used, the whitening folded into the components), so .casi files and the Grader do not change.
+liquid from a crystal; their number grows slowly with the basis (25 of 30 functions, 168 of 1000 for
+the study's Si bases). Standardizing all functions instead gives the hundreds of many-body functions
+of a large basis the same weight each, so they dominate the PCA and the clusters follow many-body
+detail (on mlearn Si with 1000 functions the crystal-like cluster then keeps ~300 liquid atoms,
+which span the surface atoms graded there: surface-novelty ROC-AUC of local gamma 0.81 instead of
+0.95, both measured before the whitening below). The active sets themselves use all functions. The
+transform is stored as before (T(b) = ((b - mean)/scale)·componentsᵀ, components zero on the columns
+not used, the whitening folded into the components), so .casi files and the Grader do not change.
 
-Why whitened: k-means with Euclidean distances splits along the directions of largest spread.
-Over a heterogeneous training set that is often the spread within one kind of environment rather
-than the gap between kinds (on mlearn Si at 30 functions, the spread within the liquid groups is
-half the variance of the first two components). With every kept direction at unit variance, the k = 2
-clusters of mlearn Si are the liquid atoms and the rest at every basis size (without whitening,
-up to half the liquid atoms fell in the crystal-like cluster and spanned the surfaces graded
-there), and the surface-novelty ROC-AUC of local gamma rose from 0.95-0.98 to 0.98-0.99 at 30 to
-1000 functions. The variance cut keeps whitening from blowing up directions the data does not
-really vary in (rounding and fitting noise): with a cut of 1e-6 instead of 1e-5 the AUC falls by
-about 0.02 at 100 and 300 functions.
+Why whitened: k-means with Euclidean distances splits along the directions of largest spread. Over a
+heterogeneous training set that is often the spread within one kind of environment rather than the
+gap between kinds (on mlearn Si at 30 functions, the spread within the liquid groups is half the
+variance of the first two components). With every kept direction at unit variance, the k = 2
+clusters of mlearn Si are the liquid atoms and the rest at every basis size (without whitening, up
+to half the liquid atoms fell in the crystal-like cluster and spanned the surfaces graded there),
+and the surface-novelty ROC-AUC of local gamma rose from 0.95-0.98 to 0.98-0.99 at 30 to 1000
+functions. The variance cut keeps whitening from blowing up directions the data does not really vary
+in (rounding and fitting noise): with a cut of 1e-6 instead of 1e-5 the AUC falls by about 0.02 at
+100 and 300 functions.
 """
 from __future__ import annotations
 
