@@ -178,19 +178,15 @@ def build_active_sets(pot_path, folder, n_atoms, k=8):
     if s.k == k:
         note = f"built by build_active_set(clusters={k}) on {s.n_atoms} atoms, sizes {s.cluster_sizes}"
     else:
-        # hand-made k=8 .casi (documented layout): real transform and k-means centres, the global
-        # inverse in every cluster -- grading costs the same whatever the inverse holds
-        from sklearn.cluster import KMeans
-
-        from aceuq.activeset import MAX_PCA_DIM
-        from sklearn.decomposition import PCA
+        # hand-made k=8 .casi (documented layout): the library's clustering transform and k-means
+        # centres, the global inverse in every cluster -- grading costs the same whatever the
+        # inverse holds
+        from aceuq.activeset import MAX_PCA_DIM, cluster_transform, feature_columns, kmeans
 
         values = proj["Cu"].values
-        mean, scale = values.mean(axis=0), values.std(axis=0)
-        scale[scale == 0] = 1.0
-        z = (values - mean) / scale
-        comps = PCA(n_components=min(MAX_PCA_DIM, z.shape[1]), svd_solver="full", random_state=0).fit(z).components_
-        centers = KMeans(n_clusters=k, n_init=2, random_state=0).fit(z @ comps.T).cluster_centers_
+        cols = feature_columns(pot, "Cu")
+        mean, scale, comps = cluster_transform(values, min(MAX_PCA_DIM, len(cols)), cols)
+        centers, _ = kmeans(((values - mean) / scale) @ comps.T, k)
         s.mean, s.scale, s.components, s.centers = mean, scale, comps, centers
         s.inverses = [glob.elements["Cu"].inverses[0]] * k
         note = (f"build_active_set(clusters={k}) kept k={len(built.elements['Cu'].cluster_sizes)} on {s.n_atoms} "

@@ -218,17 +218,13 @@ def test_study_on_mlearn_si(data_dir, tmp_path):
     assert "ensemble σ: under-predicts beyond its training data **yes**, calibrated within it **yes**" in report
 
 
-def _summary_row(**kw):
-    return {k: v for k, v in kw.items()}
-
-
 def test_claims_verdicts_follow_their_rules():
     # a hand-made summary: (1) ensemble improves on both counts, global γ only in Spearman, local γ
     # in neither; (2) ensemble under-predicts beyond Elastic; (3) local beats global where global
     # misses, and the saturated case is left out
     cases = [{"name": "hard", "train": ["A", "B"], "novel": ["S"], "bases": ["small", "large"]},
              {"name": "easy", "train": ["A", "B"], "novel": ["L"], "bases": ["small"]}]
-    r = _summary_row
+    r = dict
     summary = {
         "accuracy/small": {"ensemble": r(force_rmse=0.3, n_functions=30, spearman=0.5),
                            "gamma_global": r(spearman=-0.3), "gamma_local_nearest": r(spearman=0.2)},
