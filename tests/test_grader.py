@@ -312,8 +312,10 @@ def random_clustered_sets(pot, rng, k=2, dim=3):
         n = pot.n_functions(el)
         s = {"inv": [rng.normal(size=(n, n)) / np.sqrt(n) + np.eye(n) for _ in range(k)]}
         if k > 1:
+            # components zero on a third of the functions, as a .casi clustering on a subset of them
+            components = rng.normal(size=(dim, n)) / np.sqrt(n) * (rng.uniform(size=n) > 1 / 3)
             s.update(mean=rng.normal(size=n), scale=rng.uniform(0.5, 2.0, size=n),
-                     components=rng.normal(size=(dim, n)) / np.sqrt(n), centers=rng.normal(size=(k, dim)))
+                     components=components, centers=rng.normal(size=(k, dim)))
         sets[el] = s
     return sets
 

@@ -313,14 +313,18 @@ double max_abs(const double* c, int m) {
 }
 
 // Runs C = Z . M over `count` rows of proj (row t is proj[(idx ? idx[t] : t) * stride]), with
-// Z = b when cols is null, else Z_i = (b[cols[i]] - mean[i]) / scale[i] (i < n); calls
-// epilogue(t, C row) per row.
+// Z = b when cols is null, else Z_i = b[cols[i]] (i < n); calls epilogue(t, C row) per row.
 template <class Epilogue>
 void product_rows(const double* M, int n, int mpad, int count, const double* proj, int stride, const int* idx,
-                  const int* cols, const double* mean, const double* scale, Epilogue&& epilogue) {
-    std::vector<double> C(std::size_t(kBlock) * mpad), z(cols ? std::size_t(kBlock) * n : 0);
-    const std::vector<double> zeros(n, 0.0);  // fills the last group (its products are not used)
-    std::vector<const double*> rows(kBlock);
+                  const int* cols, Epilogue&& epilogue) {
+    // scratch kept from call to call (a block of C is 230 kB at n = 300: allocating and zeroing it
+    // on every call cost as much as grading 30 atoms)
+    thread_local std::vector<double> C, z, zeros;
+    thread_local std::vector<const double*> rows;
+    C.resize(std::size_t(kBlock) * mpad);
+    if (cols) z.resize(std::size_t(kBlock) * n);
+    if (zeros.size() < std::size_t(n)) zeros.assign(n, 0.0);  // fills the last group (its products are not used)
+    rows.resize(kBlock);
     for (int b0 = 0; b0 < count; b0 += kBlock) {
         const int nrows = std::min(kBlock, count - b0);
         const int groups = (nrows + kRows - 1) / kRows;
@@ -332,7 +336,7 @@ void product_rows(const double* M, int n, int mpad, int count, const double* pro
             const double* src = proj + std::size_t(idx ? idx[b0 + t] : b0 + t) * std::size_t(stride);
             if (cols) {
                 double* dst = z.data() + std::size_t(t) * n;
-                for (int i = 0; i < n; ++i) dst[i] = (src[cols[i]] - mean[i]) / scale[i];
+                for (int i = 0; i < n; ++i) dst[i] = src[cols[i]];
                 src = dst;
             }
             rows[t] = src;
@@ -345,7 +349,7 @@ void product_rows(const double* M, int n, int mpad, int count, const double* pro
 // gamma of rows against one (padded) inverse
 void gamma_rows(const std::vector<double>& inv, int n, int npad, int count, const double* proj, int stride,
                 const int* idx, double* gamma) {
-    product_rows(inv.data(), n, npad, count, proj, stride, idx, nullptr, nullptr, nullptr,
+    product_rows(inv.data(), n, npad, count, proj, stride, idx, nullptr,
                  [&](int t, const double* c) { gamma[t] = max_abs(c, npad); });
 }
 
@@ -416,23 +420,31 @@ void Grader::pack(int mu) {
     p.n_pad = pad_cols(n);
     p.inv.clear();
     for (int c = 0; c < s.k; ++c) p.inv.push_back(pack_panels(s.inv[c].data(), n, n, n, 1));
-    p.dim_pad = s.dim ? pad_cols(s.dim) : 0;
-    // The transform reads only the projections its components use (a .casi may cluster on a subset
-    // of the functions, with zero components elsewhere): the others would add exact zeros to T(b).
+    // The assignment reads only the projections the components use (a .casi may cluster on a
+    // subset of the functions, with zero components elsewhere): the others add exact zeros.
     p.used.clear();
-    p.mean.clear();
-    p.scale.clear();
-    std::vector<double> components_t;  // [used][dim]
-    for (int k = 0; k < n; ++k) {
+    p.kappa.assign(s.k, 0.0);
+    p.k_pad = 0;
+    p.v.clear();
+    if (s.dim == 0) return;
+    std::vector<double> v;  // [used][k]
+    for (int i = 0; i < n; ++i) {
         bool any = false;
-        for (int d = 0; d < s.dim; ++d) any = any || s.components[std::size_t(d) * n + k] != 0.0;
+        for (int d = 0; d < s.dim; ++d) any = any || s.components[std::size_t(d) * n + i] != 0.0;
         if (!any) continue;
-        p.used.push_back(k);
-        p.mean.push_back(s.mean[k]);
-        p.scale.push_back(s.scale[k]);
-        for (int d = 0; d < s.dim; ++d) components_t.push_back(s.components[std::size_t(d) * n + k]);
+        p.used.push_back(i);
+        for (int c = 0; c < s.k; ++c) {
+            double w = 0.0;
+            for (int d = 0; d < s.dim; ++d) w += s.components[std::size_t(d) * n + i] * s.centers[std::size_t(c) * s.dim + d];
+            w /= s.scale[i];
+            v.push_back(w);
+            p.kappa[c] += 2.0 * s.mean[i] * w;
+        }
     }
-    p.components_t = pack_panels(components_t.data(), int(p.used.size()), s.dim, s.dim, 1);
+    for (int c = 0; c < s.k; ++c)
+        for (int d = 0; d < s.dim; ++d) p.kappa[c] += s.centers[std::size_t(c) * s.dim + d] * s.centers[std::size_t(c) * s.dim + d];
+    p.k_pad = pad_cols(s.k);
+    p.v = pack_panels(v.data(), int(p.used.size()), s.k, s.k, 1);
 }
 
 std::shared_ptr<Grader> Grader::load(const std::string& path, const Potential& potential) {
@@ -613,18 +625,15 @@ std::shared_ptr<Grader> Grader::load(const std::string& path, const Potential& p
 }
 
 void Grader::assign_nearest(int mu, int n, const double* proj, int stride, int* cluster) const {
-    const ElementActiveSet& s = sets_[mu];
     const Packed& p = packed_[mu];
-    const int dim = s.dim, k = s.k;
-    product_rows(p.components_t.data(), int(p.used.size()), p.dim_pad, n, proj, stride, nullptr, p.used.data(),
-                 p.mean.data(), p.scale.data(), [&](int t, const double* z) {
+    const int k = sets_[mu].k;
+    product_rows(p.v.data(), int(p.used.size()), p.k_pad, n, proj, stride, nullptr, p.used.data(),
+                 [&](int t, const double* bv) {
                      int best = 0;
                      double best_d = std::numeric_limits<double>::infinity();
                      for (int c = 0; c < k; ++c) {
-                         const double* ctr = s.centers.data() + std::size_t(c) * dim;
-                         double d2 = 0.0;
-                         for (int d = 0; d < dim; ++d) d2 += (z[d] - ctr[d]) * (z[d] - ctr[d]);
-                         if (d2 < best_d) { best_d = d2; best = c; }
+                         const double d = p.kappa[c] - 2.0 * bv[c];  // |T(b) - c|^2 - |T(b)|^2
+                         if (d < best_d) { best_d = d; best = c; }
                      }
                      cluster[t] = best;
                  });

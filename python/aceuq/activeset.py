@@ -579,7 +579,9 @@ def silhouette(X: np.ndarray, labels: np.ndarray) -> float:
 
 
 def _nearest(feats, centers):
-    # squared differences, not the expanded |x|^2 - 2 x.c + |c|^2: same rounding as the Grader's
+    # squared differences of the features; the Grader folds the transform and the centres into one
+    # product (|T(b)|^2 - 2 T(b).c + |c|^2), so the two can disagree only on an atom whose distances
+    # to two centres agree to rounding
     out = np.empty(len(feats), dtype=int)
     for s in range(0, len(feats), 4096):
         f = feats[s: s + 4096]

@@ -55,11 +55,14 @@ private:
     // a multiple of it (zero columns change no product and no max |.|).
     struct Packed {
         int n_pad = 0;                         // inv columns
-        int dim_pad = 0;                       // transform columns
         std::vector<std::vector<double>> inv;  // k x [n_pad / tile][n_proj][tile]
+        // Nearest centre, folded: |T(b) - c|^2 = |T(b)|^2 + kappa_c - 2 b_used . V_c, so the argmin
+        // over c needs only b_used . V (no T(b)), with V = (components^T centers^T) / scale on the
+        // used rows and kappa_c = |c|^2 + 2 mean_used . V_c.
         std::vector<int> used;                 // projections with a nonzero component (transform input)
-        std::vector<double> mean, scale;       // [used]
-        std::vector<double> components_t;      // components^T on the used rows, [dim_pad / tile][used][tile]
+        int k_pad = 0;                         // V columns
+        std::vector<double> v;                 // V as panels, [k_pad / tile][used][tile]
+        std::vector<double> kappa;             // [k]
     };
     std::vector<Packed> packed_;
     void pack(int mu);
