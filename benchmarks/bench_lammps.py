@@ -30,6 +30,11 @@ needs at least n_functions atoms), a k=8 .casi is written by hand in the documen
 (k-means centres in the PCA space, the global inverse in every cluster): the cost of grading
 does not depend on the values of the inverses.
 
+Last, the Grader by itself (aceuq.ActiveSet.grade, no LAMMPS) is timed on the projections of a
+box like the benchmark's, and the ratios it implies, 1 + Grader / (E+F per atom and rank), are
+printed: the part of the γ cost that is arithmetic (the batched products run close to the FMA
+peak of a core), below which the LAMMPS ratios cannot go, whatever the machine's noise does.
+
 Targets: γ every step <= 1.05x E+F alone; clustered <= 1.03x global.
 
     python benchmarks/bench_lammps.py [--functions 80 300] [--sizes 500 4000] [--ranks 1 2]
@@ -195,6 +200,25 @@ def build_active_sets(pot_path, folder, n_atoms, k=8):
     return asi, casi, note
 
 
+def grader_alone(pot_path, asi, casi, n_atoms, repeat, seed=1):
+    """µs per atom of the Grader by itself (min over `repeat` calls, warm caches) on the
+    projections of a box like setup_box's, for the global and the clustered active set: the cost
+    of γ without LAMMPS around it."""
+    import aceuq
+    from aceuq.activeset import ActiveSet
+    from ase.build import bulk
+
+    from common import best_of
+
+    reps = max(1, round((n_atoms / 4) ** (1 / 3)))
+    atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat((reps, reps, reps))
+    atoms.positions += np.random.default_rng(seed).uniform(-0.08, 0.08, atoms.positions.shape)
+    pot = aceuq.Potential(pot_path)
+    b = np.ascontiguousarray(pot.projections([atoms])["Cu"].values)
+    return {setup: 1e6 * best_of(lambda a=ActiveSet.load(path, pot): a.grade("Cu", b), repeat) / len(b)
+            for setup, path in (("global", asi), ("casi", casi))}
+
+
 def run_config(cfg, ranks, folder, mpiexec):
     if ranks == 1:
         from mpi4py import MPI
@@ -237,7 +261,7 @@ def main():
         sys.exit("mpiexec not found (pip install mpich)")
     import aceuq
 
-    rows = []
+    rows, alone = [], {}
     for nf in args.functions:
         pot = cu_potential(folder, n_functions=nf, rcut=args.rcut)
         p = aceuq.Potential(pot)
@@ -246,6 +270,7 @@ def main():
         print(f"potential Cu {p.n_functions('Cu')} functions, {p.ndensity('Cu')} densities, cutoff {p.cutoff} Å; "
               f"active sets in {time.perf_counter() - t:.0f} s: {note}", flush=True)
         for n in args.sizes:
+            alone[(p.n_functions("Cu"), n)] = grader_alone(pot, asi, casi, n, 4 * args.repeat)
             for ranks in args.ranks:
                 cfg = {"pot": pot, "asi": asi, "casi": casi, "atoms": n, "repeat": args.repeat,
                        "block_seconds": args.block_seconds}
@@ -275,6 +300,15 @@ def main():
         g, c = np.asarray(res["paired"]["global"]), np.asarray(res["paired"]["casi"])
         print(f"{nf:>6}{res['atoms']:>7}{res['ranks']:>6}{np.median(g):>9.3f}{np.median(c):>9.3f}"
               f"{np.median(c / g):>10.3f}")
+    # what γ costs without LAMMPS around it: the Grader alone on the same kind of box, over the
+    # E+F time per atom and rank; the ratios above cannot go below these
+    print("\nthe Grader alone (warm caches, min over calls), µs per atom, and the ratios it implies "
+          "(1 + Grader / (E+F x ranks), E+F as above)")
+    print(f"{'funcs':>6}{'atoms':>7}{'ranks':>6}{'γ glob':>9}{'γ casi':>9}{'glob/EF':>9}{'casi/EF':>9}")
+    for nf, res in rows:
+        a, ef = alone[(nf, res["atoms"])], 1e6 * res["sec_per_step"]["ef_global"] / res["atoms"] * res["ranks"]
+        print(f"{nf:>6}{res['atoms']:>7}{res['ranks']:>6}{a['global']:>9.2f}{a['casi']:>9.2f}"
+              f"{1 + a['global'] / ef:>9.3f}{1 + a['casi'] / ef:>9.3f}")
     print("targets: glob/EF <= 1.05, casi/glob <= 1.03")
 
 
