@@ -420,15 +420,20 @@ def test_generic_kernel_matches_definition(cual, tmp_path, rng):
     assert np.isnan(gamma[3]) and np.all(np.isfinite(np.delete(gamma, 3)))
 
 
-def test_casi_meta_assign_default(cual, tmp_path, rng):
+@pytest.mark.parametrize("k", [3, 11])  # 11: more centres than one column panel of the kernel
+def test_casi_meta_assign_default(cual, tmp_path, rng, k):
     _, pot, _ = cual
-    sets = random_clustered_sets(pot, rng, k=3)
+    sets = random_clustered_sets(pot, rng, k=k)
     g = _core.Grader(write_casi(tmp_path / "a.casi", pot, sets, assign="nearest"), pot._pot)
     assert g.assign == "nearest"
-    b = rng.normal(size=(50, pot.n_functions("Al")))
+    s = sets["Al"]
+    # random rows, and one row on each centre (T(b) = centre), so that every cluster is exercised
+    on_centres = s["mean"] + s["scale"] * (np.linalg.pinv(s["components"]) @ s["centers"].T).T
+    b = np.vstack([rng.normal(size=(100, pot.n_functions("Al"))), on_centres])
     gamma, cluster = g.grade(pot._pot.element_index("Al"), b)
-    ref_gamma, ref_cluster = reference_grade(sets["Al"], b, "nearest")
+    ref_gamma, ref_cluster = reference_grade(s, b, "nearest")
     np.testing.assert_array_equal(cluster, ref_cluster)
+    np.testing.assert_array_equal(cluster[100:], np.arange(k))
     np.testing.assert_allclose(gamma, ref_gamma, rtol=1e-12)
 
 
