@@ -20,6 +20,7 @@
 #include "aceuq/grader.hpp"
 #include "aceuq/potential.hpp"
 
+#include <chrono>
 #include <cstring>
 #include <exception>
 #include <memory>
@@ -67,6 +68,7 @@ PairACEUQ::PairACEUQ(LAMMPS *lmp) : Pair(lmp), core(new Core)
   centroidstressflag = CENTROID_NOTAVAIL;
 
   gamma_flag = 0;
+  pair_seconds = gamma_seconds = 0.0;
   nmax_peratom = 0;
   gamma = nullptr;
   cluster = nullptr;
@@ -88,6 +90,8 @@ PairACEUQ::~PairACEUQ()
 
 void PairACEUQ::compute(int eflag, int vflag)
 {
+  using clock = std::chrono::steady_clock;
+  const auto start = clock::now();
   ev_init(eflag, vflag);
 
   double **x = atom->x;
@@ -182,12 +186,17 @@ void PairACEUQ::compute(int eflag, int vflag)
         }
       }
     }
-    if (want_gamma) compute_gamma();
+    if (want_gamma) {
+      const auto grading = clock::now();
+      compute_gamma();
+      gamma_seconds += std::chrono::duration<double>(clock::now() - grading).count();
+    }
   } catch (std::exception &e) {
     error->one(FLERR, "pair_style aceuq: {}", e.what());
   }
 
   if (vflag_fdotr) virial_fdotr_compute();
+  pair_seconds += std::chrono::duration<double>(clock::now() - start).count();
 }
 
 /* grade the projections collected during compute(), one batch per element */
@@ -370,11 +379,14 @@ void PairACEUQ::grow_peratom()
 }
 
 // The protocol of fix pair: it sets *extract("gamma_flag") to 1 before the force computation on
-// the steps it wants gamma, then reads extract_peratom("gamma").
+// the steps it wants gamma, then reads extract_peratom("gamma"). "pair_seconds" and
+// "gamma_seconds" (scalars, this rank, since the pair style was created) say what gamma costs.
 void *PairACEUQ::extract(const char *name, int &dim)
 {
   dim = 0;
   if (strcmp(name, "gamma_flag") == 0) return (void *) &gamma_flag;
+  if (strcmp(name, "pair_seconds") == 0) return (void *) &pair_seconds;
+  if (strcmp(name, "gamma_seconds") == 0) return (void *) &gamma_seconds;
   return nullptr;
 }
 

@@ -39,6 +39,9 @@ class PairACEUQ : public Pair {
   Core *core;
 
   int gamma_flag;       // set by fix pair on steps where gamma is wanted
+  // wall seconds this rank spent in compute() and, of those, in grading (extract "pair_seconds",
+  // "gamma_seconds"): what asking for gamma costs, measured on the same steps
+  double pair_seconds, gamma_seconds;
   int nmax_peratom;
   double *gamma;        // per atom (local), valid after a compute with gamma_flag set
   double *cluster;      // per atom: cluster index of the atom's active set, -1 if not graded

@@ -322,6 +322,29 @@ def test_gamma_matches_python(cual_asi):
     np.testing.assert_allclose(gamma, g, rtol=1e-12, atol=1e-12)
 
 
+def test_gamma_cost_is_reported(cual_asi):
+    # extract_pair("pair_seconds") and ("gamma_seconds"): time in the pair style and, of it, in
+    # grading; grading time grows only on steps where a fix asks for gamma
+    path, pot, asi = cual_asi
+    atoms = to_lammps_frame(rattled_bulk(["Cu", "Al"], seed=21))
+    lmp = new_lammps()
+    try:
+        create_system(lmp, atoms, ["Cu", "Al"])
+        set_aceuq(lmp, path, ["Cu", "Al"], asi)
+        lmp.command("run 5")
+        p0, g0 = lmp.extract_pair("pair_seconds"), lmp.extract_pair("gamma_seconds")
+        assert p0 > 0 and g0 == 0
+        lmp.command("fix g all pair 2 aceuq gamma 1")
+        lmp.command("run 6")
+        p1, g1 = lmp.extract_pair("pair_seconds"), lmp.extract_pair("gamma_seconds")
+        assert g1 > g0 and p1 - p0 > g1 - g0
+        lmp.command("unfix g")
+        lmp.command("run 5")
+        assert lmp.extract_pair("gamma_seconds") == g1 and lmp.extract_pair("pair_seconds") > p1
+    finally:
+        lmp.close()
+
+
 def test_gamma_full_projections(make_pot, tmp_path):
     """Cu_fs2 has two densities: a full-mode active set grades dE/dc (n_functions * 2 values)."""
     from potentials import emt_training_set
