@@ -30,6 +30,12 @@ needs at least n_functions atoms), a k=8 .casi is written by hand in the documen
 (k-means centres in the PCA space, the global inverse in every cluster): the cost of grading
 does not depend on the values of the inverses.
 
+Single steps are timed too (rank 0's wall time from one step's forces to the next's, through a
+`fix external` callback), with γ on every third step (`fix pair 3`): per triple, a step with γ
+(G), the E+F step after it (E1, which pays for whatever grading evicted from the caches) and a
+clean E+F step (E2); with γ every step every step would cost G + E1 - E2, and the median over
+triples of (G + E1 - E2) / E2 is a whole-step ratio from steps tens of ms apart.
+
 The pair style also times itself (extract_pair "pair_seconds" and "gamma_seconds": wall seconds in
 its compute and, of those, in grading, per rank): on the E+F+γ blocks the ratio pair time / (pair
 time - grading time) splits the same steps into E+F and γ, so changes of the machine's speed
@@ -165,9 +171,35 @@ def measure(cfg, comm):
                     gmax[v] = lmp.extract_compute("gmax", 0, 0)
                     lmp.command("uncompute gmax")
             paired[setup].append(this_round[True] / this_round[False])
+    per_step = {setup: step_triples(lmp, comm, setup, cfg, max(30, 3 * cfg["repeat"] * steps)) for setup in SETUPS}
     lmp.close()
     return {"atoms": n, "steps": steps, "sec_per_step": best, "cpu_per_step": best_cpu, "gamma_max": gmax,
-            "paired": paired, "inside": inside, "ranks": comm.Get_size()}
+            "paired": paired, "inside": inside, "per_step": per_step, "ranks": comm.Get_size()}
+
+
+def step_triples(lmp, comm, setup, cfg, nsteps):
+    """Median over triples of steps (γ on the first of every three: `fix pair 3`) of (G + E1 - E2) / E2,
+    from the wall time of single steps on rank 0: G is a step with γ, E1 the E+F step after it
+    (which pays for what grading evicted from the caches), E2 a clean E+F step. With γ every step,
+    every step would cost G + (E1 - E2). Steps a few tens of ms apart share the machine's speed, so
+    its changes cancel in each triple."""
+    use_setup(lmp, setup, cfg["pot"], cfg["asi"], cfg["casi"])
+    stamps = []
+    lmp.command("fix clock all external pf/callback 1 1")
+    lmp.set_fix_external_callback("clock", lambda *args: stamps.append(time.perf_counter()), None)
+    lmp.command("fix g all pair 3 aceuq gamma 1")
+    lmp.command("run 0")
+    first = lmp.extract_global("ntimestep")
+    stamps.clear()
+    comm.Barrier()
+    lmp.command(f"run {nsteps} pre no post no")
+    lmp.command("unfix g")
+    lmp.command("unfix clock")
+    dt = np.diff(stamps)  # dt[i]: step first + i + 2, from the end of its forces to the end of the next's
+    steps = first + 2 + np.arange(len(dt))
+    g = np.nonzero((steps % 3 == 0) & (np.arange(len(dt)) + 2 < len(dt)))[0]
+    G, E1, E2 = dt[g], dt[g + 1], dt[g + 2]
+    return float(np.median((G + E1 - E2) / E2)) if len(g) else float("nan")
 
 
 def driver(cfg_path, out_path):
@@ -316,6 +348,12 @@ def main():
         g, c = np.asarray(res["paired"]["global"]), np.asarray(res["paired"]["casi"])
         print(f"{nf:>6}{res['atoms']:>7}{res['ranks']:>6}{np.median(g):>9.3f}{np.median(c):>9.3f}"
               f"{np.median(c / g):>10.3f}")
+    print(f"\nratios from single steps: E+F+γ every step over E+F as (G + E1 - E2) / E2, median over triples "
+          f"(G: step with γ, E1: the step after it, E2: the next; fix pair 3)")
+    print(f"{'funcs':>6}{'atoms':>7}{'ranks':>6}{'glob/EF':>9}{'casi/EF':>9}{'casi/glob':>10}")
+    for nf, res in rows:
+        g, c = res["per_step"]["global"], res["per_step"]["casi"]
+        print(f"{nf:>6}{res['atoms']:>7}{res['ranks']:>6}{g:>9.3f}{c:>9.3f}{c / g:>10.3f}")
     # the pair style's own timers split each E+F+γ step into E+F and γ: both parts are timed on the
     # same steps, so the machine's speed changes cancel; what γ does to the rest of the step (caches)
     # is not in this figure, but is in the ones above
