@@ -342,7 +342,7 @@ def main():
                   f"{us['gamma_casi']:>9.2f}{glob:>9.3f}{casi:>9.3f}{casi / glob:>10.3f}")
     # each round's E+F+γ over the E+F timed just before or after it cancels drifts of the machine's
     # speed that are slower than a block; the median over rounds ignores single disturbed blocks
-    print(f"\nratios, median over {args.repeat} rounds of back-to-back pairs (wall time; the most robust figure)")
+    print(f"\nratios, median over {args.repeat} rounds of back-to-back pairs (wall time)")
     print(f"{'funcs':>6}{'atoms':>7}{'ranks':>6}{'glob/EF':>9}{'casi/EF':>9}{'casi/glob':>10}")
     for nf, res in rows:
         g, c = np.asarray(res["paired"]["global"]), np.asarray(res["paired"]["casi"])
