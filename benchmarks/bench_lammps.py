@@ -67,7 +67,7 @@ import numpy as np  # noqa: E402
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 from bench_activeset import make_frames  # noqa: E402
-from common import cu_potential  # noqa: E402
+from common import best_of, cu_potential, cu_supercell  # noqa: E402
 
 SETUPS = ("global", "casi")
 VARIANTS = ("ef_global", "gamma_global", "ef_casi", "gamma_casi")  # (E+F, E+F+γ) per set-up
@@ -248,19 +248,14 @@ def build_active_sets(pot_path, folder, n_atoms, k=8):
     return asi, casi, note
 
 
-def grader_alone(pot_path, asi, casi, n_atoms, repeat, seed=1):
+def grader_alone(pot_path, asi, casi, n_atoms, repeat):
     """µs per atom of the Grader by itself (min over `repeat` calls, warm caches) on the
-    projections of a box like setup_box's, for the global and the clustered active set: the cost
-    of γ without LAMMPS around it."""
+    projections of a rattled fcc box of the same size as setup_box's, for the global and the
+    clustered active set: the cost of γ without LAMMPS around it."""
     import aceuq
     from aceuq.activeset import ActiveSet
-    from ase.build import bulk
 
-    from common import best_of
-
-    reps = max(1, round((n_atoms / 4) ** (1 / 3)))
-    atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat((reps, reps, reps))
-    atoms.positions += np.random.default_rng(seed).uniform(-0.08, 0.08, atoms.positions.shape)
+    atoms = cu_supercell(n_atoms, seed=1)
     pot = aceuq.Potential(pot_path)
     b = np.ascontiguousarray(pot.projections([atoms])["Cu"].values)
     return {setup: 1e6 * best_of(lambda a=ActiveSet.load(path, pot): a.grade("Cu", b), repeat) / len(b)
