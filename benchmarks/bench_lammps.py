@@ -281,6 +281,17 @@ def run_config(cfg, ranks, folder, mpiexec):
         return json.load(fh)
 
 
+def ratio_table(title, rows, key):
+    """glob/EF, casi/EF and casi/glob from res[key] (per set-up, a ratio or a list of them per
+    round: their median)."""
+    print(f"\n{title}")
+    print(f"{'funcs':>6}{'atoms':>7}{'ranks':>6}{'glob/EF':>9}{'casi/EF':>9}{'casi/glob':>10}")
+    for nf, res in rows:
+        g, c = np.asarray(res[key]["global"]), np.asarray(res[key]["casi"])
+        print(f"{nf:>6}{res['atoms']:>7}{res['ranks']:>6}{np.median(g):>9.3f}{np.median(c):>9.3f}"
+              f"{np.median(c / g):>10.3f}")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--functions", type=int, nargs="+", default=[80, 300])
@@ -337,28 +348,14 @@ def main():
                   f"{us['gamma_casi']:>9.2f}{glob:>9.3f}{casi:>9.3f}{casi / glob:>10.3f}")
     # each round's E+F+γ over the E+F timed just before or after it cancels drifts of the machine's
     # speed that are slower than a block; the median over rounds ignores single disturbed blocks
-    print(f"\nratios, median over {args.repeat} rounds of back-to-back pairs (wall time)")
-    print(f"{'funcs':>6}{'atoms':>7}{'ranks':>6}{'glob/EF':>9}{'casi/EF':>9}{'casi/glob':>10}")
-    for nf, res in rows:
-        g, c = np.asarray(res["paired"]["global"]), np.asarray(res["paired"]["casi"])
-        print(f"{nf:>6}{res['atoms']:>7}{res['ranks']:>6}{np.median(g):>9.3f}{np.median(c):>9.3f}"
-              f"{np.median(c / g):>10.3f}")
-    print(f"\nratios from single steps: E+F+γ every step over E+F as (G + E1 - E2) / E2, median over triples "
-          f"(G: step with γ, E1: the step after it, E2: the next; fix pair 3)")
-    print(f"{'funcs':>6}{'atoms':>7}{'ranks':>6}{'glob/EF':>9}{'casi/EF':>9}{'casi/glob':>10}")
-    for nf, res in rows:
-        g, c = res["per_step"]["global"], res["per_step"]["casi"]
-        print(f"{nf:>6}{res['atoms']:>7}{res['ranks']:>6}{g:>9.3f}{c:>9.3f}{c / g:>10.3f}")
+    ratio_table(f"ratios, median over {args.repeat} rounds of back-to-back pairs (wall time)", rows, "paired")
+    ratio_table("ratios from single steps: E+F+γ every step over E+F as (G + E1 - E2) / E2, median over triples "
+                "(G: step with γ, E1: the step after it, E2: the next; fix pair 3)", rows, "per_step")
     # the pair style's own timers split each E+F+γ step into E+F and γ: both parts are timed on the
     # same steps, so the machine's speed changes cancel; what γ does to the rest of the step (caches)
     # is not in this figure, but is in the ones above
-    print(f"\nratios inside the pair style (extract_pair 'pair_seconds', 'gamma_seconds'): pair time over "
-          f"pair time less grading on the same steps, median over {args.repeat} rounds")
-    print(f"{'funcs':>6}{'atoms':>7}{'ranks':>6}{'glob/EF':>9}{'casi/EF':>9}{'casi/glob':>10}")
-    for nf, res in rows:
-        g, c = np.asarray(res["inside"]["global"]), np.asarray(res["inside"]["casi"])
-        print(f"{nf:>6}{res['atoms']:>7}{res['ranks']:>6}{np.median(g):>9.3f}{np.median(c):>9.3f}"
-              f"{np.median(c / g):>10.3f}")
+    ratio_table("ratios inside the pair style (extract_pair 'pair_seconds', 'gamma_seconds'): pair time over "
+                f"pair time less grading on the same steps, median over {args.repeat} rounds", rows, "inside")
     # what γ costs without LAMMPS around it: the Grader alone on the same kind of box, over the
     # E+F time per atom and rank; the ratios above cannot go below these
     print("\nthe Grader alone (warm caches, min over calls), µs per atom, and the ratios it implies "
