@@ -344,15 +344,20 @@ def test_clustered_nearest_and_min_match_definition(cual, tmp_path, rng):
     mu_cu, mu_al = pot._pot.element_index("Cu"), pot._pot.element_index("Al")
     assert g.n_clusters(mu_cu) == 2 and g.n_clusters(mu_al) == 1
     n = pot.n_functions("Cu")
-    for count in (0, 1, 5, 64, 130):  # block and tile remainders
+    for count in (0, 1, 2, 3, 4, 5, 6, 64, 130, 197):  # every tile remainder; one, two and three blocks
         b = rng.normal(size=(count, n))
+        if count >= 4:
+            b[count // 2, n // 3] = np.nan  # a broken projection must not look safe
         for assign in ("nearest", "min"):
             g.assign = assign
             gamma, cluster = g.grade(mu_cu, b)
             ref_gamma, ref_cluster = reference_grade(sets["Cu"], b, assign)
             assert gamma.dtype == np.float64 and cluster.dtype == np.int32
-            np.testing.assert_array_equal(cluster, ref_cluster)
+            ok = np.isfinite(b).all(axis=1)  # a broken row's cluster is not defined
+            np.testing.assert_array_equal(cluster[ok], ref_cluster[ok])
             np.testing.assert_allclose(gamma, ref_gamma, rtol=1e-12)
+            if count >= 4:
+                assert np.isnan(gamma[count // 2]) and np.isfinite(np.delete(gamma, count // 2)).all()
             if count >= 64:
                 assert set(cluster) == {0, 1}, "both clusters should be exercised"
             gamma, cluster = g.grade(mu_al, b)
@@ -395,7 +400,7 @@ def test_generic_kernel_matches_definition(cual, tmp_path, rng):
     casi = write_casi(tmp_path / "two.casi", pot, sets)
     n = pot.n_functions("Cu")
     batches = {}
-    for count in (1, 5, 64, 130):
+    for count in (1, 2, 3, 4, 5, 6, 130, 197):
         b = rng.normal(size=(count, n))
         for assign in ("nearest", "min"):
             batches[f"Cu:{assign}:{count}"] = b

@@ -9,6 +9,7 @@
 #include <set>
 #include <sstream>
 #include <stdexcept>
+#include <tuple>
 
 #include "aceuq/npz.hpp"
 
@@ -212,67 +213,118 @@ std::vector<double> pack_panels(const double* A, int n, int m, std::size_t row_s
 typedef double Vec2 __attribute__((vector_size(16)));
 typedef double Vec4 __attribute__((vector_size(32)));
 
-// rows[g * kRows + r]: row r of group g (n values each)
-template <class Vec>
-inline __attribute__((always_inline)) void block_product_vec(const double* const* rows, int groups, int n,
-                                                             const double* __restrict M, int mpad,
-                                                             double* __restrict C) {
+// One R x kCols tile: rows P[0..R) times the kCols columns of the panel Mj; written to C (kMaxAbs
+// false: rows of mpad values, from column j0) or folded into the running lane-wise maxima hi and
+// minima lo of its rows (kMaxAbs; NaN sticks in the maximum: a broken projection must not look
+// safe).
+template <class Vec, bool kMaxAbs, int R>
+inline __attribute__((always_inline)) void tile(const double* const* P, int n, const double* __restrict Mj,
+                                                Vec* hi, Vec* lo, double* __restrict C, int mpad, int j0) {
     constexpr int W = sizeof(Vec) / sizeof(double), kVecs = kCols / W;
     // element-wise loads and stores, which the compiler merges into vector moves (memcpy of the
     // arrays made GCC keep the accumulators in memory)
-    for (int j0 = 0; j0 < mpad; j0 += kCols) {
-        const double* Mj = M + std::size_t(j0) * n;
-        for (int g = 0; g < groups; ++g) {
-            const double* P[kRows];
-            for (int r = 0; r < kRows; ++r) P[r] = rows[g * kRows + r];
-            Vec acc[kRows][kVecs] = {};
-            for (int k = 0; k < n; ++k) {
-                const double* row = Mj + std::size_t(k) * kCols;
-                Vec a[kVecs];
-                for (int v = 0; v < kVecs; ++v)
-                    for (int l = 0; l < W; ++l) a[v][l] = row[v * W + l];
-                for (int r = 0; r < kRows; ++r)
-                    for (int v = 0; v < kVecs; ++v) acc[r][v] += P[r][k] * a[v];
+    Vec acc[R][kVecs] = {};
+    for (int k = 0; k < n; ++k) {
+        const double* row = Mj + std::size_t(k) * kCols;
+        Vec a[kVecs];
+        for (int v = 0; v < kVecs; ++v)
+            for (int l = 0; l < W; ++l) a[v][l] = row[v * W + l];
+        for (int r = 0; r < R; ++r)
+            for (int v = 0; v < kVecs; ++v) acc[r][v] += P[r][k] * a[v];
+    }
+    for (int r = 0; r < R; ++r) {
+        if constexpr (kMaxAbs) {
+            for (int v = 0; v < kVecs; ++v) {
+                const Vec c = acc[r][v];
+                hi[r] = ((c > hi[r]) | (c != c)) ? c : hi[r];
+                lo[r] = c < lo[r] ? c : lo[r];
             }
-            for (int r = 0; r < kRows; ++r) {
-                double* out = C + std::size_t(g * kRows + r) * mpad + j0;
-                for (int v = 0; v < kVecs; ++v)
-                    for (int l = 0; l < W; ++l) out[v * W + l] = acc[r][v][l];
-            }
+        } else {
+            double* out = C + std::size_t(r) * mpad + j0;
+            for (int v = 0; v < kVecs; ++v)
+                for (int l = 0; l < W; ++l) out[v * W + l] = acc[r][v][l];
         }
     }
 }
 
-// max_j |c_j| over m values, m a multiple of kCols (a padded row of C), as the larger of max c and
-// -min c, a vector at a time: a scalar loop is one long dependency chain, as slow as a tenth of
-// the product at n = 300. NaN propagates: a broken projection must not look safe.
-template <class Vec>
-inline __attribute__((always_inline)) double max_abs_vec(const double* c, int m) {
+// The rows of the next block, fetched into L2 a few at a time while this block is multiplied:
+// the first pass over a block (one panel) is otherwise bound by memory bandwidth when the
+// projections no longer fit in cache (4000 atoms: 9.6 MB at n = 300).
+struct Prefetch {
+    const double* const* rows;
+    int nrows;
+    int len;  // values per row to fetch
+};
+
+// rows[t]: row t (n values) of a block of nrows <= kBlock rows, in groups of kRows and a last
+// group of the nrows % kRows rows left (a kernel of that height: padding them to kRows with
+// zero rows cost up to a twentieth of the grading when a rank's atoms split into eight
+// clusters). With kMaxAbs only max_j |C[t][j]| is kept, in C[t]: each finished tile is folded
+// into running maxima and minima of its rows, so the block of C (kBlock x m, 230 kB at n = 300)
+// is never written and read back, and the block's projections and the inverse have the L2 cache
+// to themselves. (A scalar max over a row of C is one long dependency chain, as slow as a tenth
+// of the product at n = 300.)
+template <class Vec, bool kMaxAbs>
+inline __attribute__((always_inline)) void block_product_vec(const double* const* rows, int nrows, int n,
+                                                             const double* __restrict M, int mpad,
+                                                             double* __restrict C, const Prefetch& next) {
     constexpr int W = sizeof(Vec) / sizeof(double);
-    Vec hi = {}, lo = {};
-    decltype(hi != hi) nan = {};
-    for (int j = 0; j < m; j += W) {
-        Vec v;
-        for (int l = 0; l < W; ++l) v[l] = c[j + l];
-        hi = v > hi ? v : hi;
-        lo = v < lo ? v : lo;
-        nan |= v != v;
+    Vec hi[kMaxAbs ? kBlock : 1], lo[kMaxAbs ? kBlock : 1];
+    if (kMaxAbs)
+        for (int t = 0; t < nrows; ++t) hi[t] = lo[t] = Vec{};
+    const int full = nrows / kRows * kRows;
+    const int panels = mpad / kCols;
+    for (int j0 = 0; j0 < mpad; j0 += kCols) {
+        const double* Mj = M + std::size_t(j0) * n;
+        const int p = j0 / kCols;
+        for (int r = p * next.nrows / panels; r < (p + 1) * next.nrows / panels; ++r)
+            for (int i = 0; i < next.len; i += 8) __builtin_prefetch(next.rows[r] + i, 0, 2);  // 64-byte lines
+        // where the tile of rows from t goes: C rows, or the running extrema
+        auto at = [&](int t) {
+            return kMaxAbs ? std::make_tuple(hi + t, lo + t, C) : std::make_tuple(hi, lo, C + std::size_t(t) * mpad);
+        };
+        for (int t = 0; t < full; t += kRows) {
+            const auto [h, l, c] = at(t);
+            tile<Vec, kMaxAbs, kRows>(rows + t, n, Mj, h, l, c, mpad, j0);
+        }
+        const auto [h, l, c] = at(full);
+        const double* const* tail = rows + full;
+        static_assert(kRows == 6, "one case per remainder");
+        switch (nrows - full) {
+            case 1: tile<Vec, kMaxAbs, 1>(tail, n, Mj, h, l, c, mpad, j0); break;
+            case 2: tile<Vec, kMaxAbs, 2>(tail, n, Mj, h, l, c, mpad, j0); break;
+            case 3: tile<Vec, kMaxAbs, 3>(tail, n, Mj, h, l, c, mpad, j0); break;
+            case 4: tile<Vec, kMaxAbs, 4>(tail, n, Mj, h, l, c, mpad, j0); break;
+            case 5: tile<Vec, kMaxAbs, 5>(tail, n, Mj, h, l, c, mpad, j0); break;
+            default: break;
+        }
     }
-    double g = 0.0;
-    for (int l = 0; l < W; ++l) {
-        if (nan[l]) return std::numeric_limits<double>::quiet_NaN();
-        g = std::max({g, hi[l], -lo[l]});
-    }
-    return g;
+    if constexpr (kMaxAbs)
+        for (int t = 0; t < nrows; ++t) {
+            double gmax = 0.0;
+            for (int l = 0; l < W; ++l) {
+                if (hi[t][l] != hi[t][l]) {
+                    gmax = std::numeric_limits<double>::quiet_NaN();
+                    break;
+                }
+                gmax = std::max({gmax, hi[t][l], -lo[t][l]});
+            }
+            C[t] = gmax;
+        }
 }
 
 #if defined(__GNUC__) && defined(__x86_64__)
 #define ACEUQ_AVX2_DISPATCH
-__attribute__((target("avx2,fma"))) void block_product_avx2(const double* const* rows, int groups, int n,
-                                                             const double* M, int mpad, double* C) {
-    block_product_vec<Vec4>(rows, groups, n, M, mpad, C);
+__attribute__((target("avx2,fma"))) void block_product_avx2(const double* const* rows, int nrows, int n,
+                                                             const double* M, int mpad, double* C,
+                                                             const Prefetch& next) {
+    block_product_vec<Vec4, false>(rows, nrows, n, M, mpad, C, next);
 }
-__attribute__((target("avx2,fma"))) double max_abs_avx2(const double* c, int m) { return max_abs_vec<Vec4>(c, m); }
+__attribute__((target("avx2,fma"))) void block_max_abs_avx2(const double* const* rows, int nrows, int n,
+                                                             const double* M, int mpad, double* C,
+                                                             const Prefetch& next) {
+    block_product_vec<Vec4, true>(rows, nrows, n, M, mpad, C, next);
+}
 
 // one portable build: the four-wide kernels where the CPU has them and the environment does not
 // ask for the generic ones (checked once)
@@ -298,42 +350,35 @@ const char* grader_kernel() {
 
 namespace {
 
-void block_product(const double* const* rows, int groups, int n, const double* M, int mpad, double* C) {
+// C = Z . M (kMaxAbs false: C rows of mpad values) or max_j |(Z . M)[t][j]| (kMaxAbs: C[t])
+template <bool kMaxAbs>
+void block_product(const double* const* rows, int nrows, int n, const double* M, int mpad, double* C,
+                   const Prefetch& next) {
 #ifdef ACEUQ_AVX2_DISPATCH
-    if (use_avx2()) return block_product_avx2(rows, groups, n, M, mpad, C);
+    if (use_avx2()) return (kMaxAbs ? block_max_abs_avx2 : block_product_avx2)(rows, nrows, n, M, mpad, C, next);
 #endif
-    block_product_vec<Vec2>(rows, groups, n, M, mpad, C);
-}
-
-double max_abs(const double* c, int m) {
-#ifdef ACEUQ_AVX2_DISPATCH
-    if (use_avx2()) return max_abs_avx2(c, m);
-#endif
-    return max_abs_vec<Vec2>(c, m);
+    block_product_vec<Vec2, kMaxAbs>(rows, nrows, n, M, mpad, C, next);
 }
 
 // Runs C = Z . M over `count` rows of proj (row t is proj[(idx ? idx[t] : t) * stride]), with
-// Z = b when cols is null, else Z_i = b[cols[i]] (i < n); calls epilogue(t, C row) per row.
-template <class Epilogue>
+// Z = b when cols is null, else Z_i = b[cols[i]] (i < n); calls epilogue(t, C row) per row, where
+// with kMaxAbs the "row" is the one value max_j |C[t][j]|.
+template <bool kMaxAbs, class Epilogue>
 void product_rows(const double* M, int n, int mpad, int count, const double* proj, int stride, const int* idx,
                   const int* cols, Epilogue&& epilogue) {
     // scratch kept from call to call (a block of C is 230 kB at n = 300: allocating and zeroing it
     // on every call cost as much as grading 30 atoms)
-    thread_local std::vector<double> C, z, zeros;
+    thread_local std::vector<double> C, z;
     thread_local std::vector<const double*> rows;
-    C.resize(std::size_t(kBlock) * mpad);
+    const std::size_t c_width = kMaxAbs ? 1 : std::size_t(mpad);
+    if (C.size() < kBlock * c_width) C.resize(kBlock * c_width);
     if (cols) z.resize(std::size_t(kBlock) * n);
-    if (zeros.size() < std::size_t(n)) zeros.assign(n, 0.0);  // fills the last group (its products are not used)
-    rows.resize(kBlock);
+    rows.resize(2 * kBlock);  // this block's rows, then the next block's sources (to prefetch)
+    auto source = [&](int t) { return proj + std::size_t(idx ? idx[t] : t) * std::size_t(stride); };
     for (int b0 = 0; b0 < count; b0 += kBlock) {
         const int nrows = std::min(kBlock, count - b0);
-        const int groups = (nrows + kRows - 1) / kRows;
-        for (int t = 0; t < groups * kRows; ++t) {
-            if (t >= nrows) {
-                rows[t] = zeros.data();
-                continue;
-            }
-            const double* src = proj + std::size_t(idx ? idx[b0 + t] : b0 + t) * std::size_t(stride);
+        for (int t = 0; t < nrows; ++t) {
+            const double* src = source(b0 + t);
             if (cols) {
                 double* dst = z.data() + std::size_t(t) * n;
                 for (int i = 0; i < n; ++i) dst[i] = src[cols[i]];
@@ -341,16 +386,19 @@ void product_rows(const double* M, int n, int mpad, int count, const double* pro
             }
             rows[t] = src;
         }
-        block_product(rows.data(), groups, n, M, mpad, C.data());
-        for (int t = 0; t < nrows; ++t) epilogue(b0 + t, C.data() + std::size_t(t) * mpad);
+        const int next_rows = std::max(0, std::min(kBlock, count - b0 - kBlock));
+        for (int t = 0; t < next_rows; ++t) rows[kBlock + t] = source(b0 + kBlock + t);
+        block_product<kMaxAbs>(rows.data(), nrows, n, M, mpad, C.data(),
+                               Prefetch{rows.data() + kBlock, next_rows, cols ? stride : n});
+        for (int t = 0; t < nrows; ++t) epilogue(b0 + t, C.data() + std::size_t(t) * c_width);
     }
 }
 
 // gamma of rows against one (padded) inverse
 void gamma_rows(const std::vector<double>& inv, int n, int npad, int count, const double* proj, int stride,
                 const int* idx, double* gamma) {
-    product_rows(inv.data(), n, npad, count, proj, stride, idx, nullptr,
-                 [&](int t, const double* c) { gamma[t] = max_abs(c, npad); });
+    product_rows<true>(inv.data(), n, npad, count, proj, stride, idx, nullptr,
+                       [&](int t, const double* g) { gamma[t] = *g; });
 }
 
 // ============================ loading ============================
@@ -627,7 +675,7 @@ std::shared_ptr<Grader> Grader::load(const std::string& path, const Potential& p
 void Grader::assign_nearest(int mu, int n, const double* proj, int stride, int* cluster) const {
     const Packed& p = packed_[mu];
     const int k = sets_[mu].k;
-    product_rows(p.v.data(), int(p.used.size()), p.k_pad, n, proj, stride, nullptr, p.used.data(),
+    product_rows<false>(p.v.data(), int(p.used.size()), p.k_pad, n, proj, stride, nullptr, p.used.data(),
                  [&](int t, const double* bv) {
                      int best = 0;
                      double best_d = std::numeric_limits<double>::infinity();
