@@ -197,8 +197,8 @@ int pad_cols(int m) { return (m + kCols - 1) / kCols * kCols; }
 
 // Column panels of the n x m matrix whose element (k, j) is A[k * row_step + j * col_step],
 // zero-padded to pad_cols(m) columns (zero columns change no product and no max |.|).
-std::vector<double> pack_panels(const double* A, int n, int m, std::size_t row_step, std::size_t col_step) {
-    std::vector<double> out(std::size_t(n) * pad_cols(m), 0.0);
+Panels pack_panels(const double* A, int n, int m, std::size_t row_step, std::size_t col_step) {
+    Panels out(std::size_t(n) * pad_cols(m), 0.0);
     for (int k = 0; k < n; ++k)
         for (int j = 0; j < m; ++j)
             out[(std::size_t(j / kCols) * n + k) * kCols + j % kCols] = A[k * row_step + j * col_step];
@@ -395,7 +395,7 @@ void product_rows(const double* M, int n, int mpad, int count, const double* pro
 }
 
 // gamma of rows against one (padded) inverse
-void gamma_rows(const std::vector<double>& inv, int n, int npad, int count, const double* proj, int stride,
+void gamma_rows(const Panels& inv, int n, int npad, int count, const double* proj, int stride,
                 const int* idx, double* gamma) {
     product_rows<true>(inv.data(), n, npad, count, proj, stride, idx, nullptr,
                        [&](int t, const double* g) { gamma[t] = *g; });
