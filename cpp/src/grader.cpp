@@ -366,8 +366,8 @@ void block_product(const double* const* rows, int nrows, int n, const double* M,
 template <bool kMaxAbs, class Epilogue>
 void product_rows(const double* M, int n, int mpad, int count, const double* proj, int stride, const int* idx,
                   const int* cols, Epilogue&& epilogue) {
-    // scratch kept from call to call (a block of C is 230 kB at n = 300: allocating and zeroing it
-    // on every call cost as much as grading 30 atoms)
+    // scratch kept from call to call (allocating and zeroing a block of products on every call
+    // cost as much as grading 30 atoms at n = 300)
     thread_local std::vector<double> C, z;
     thread_local std::vector<const double*> rows;
     const std::size_t c_width = kMaxAbs ? 1 : std::size_t(mpad);
