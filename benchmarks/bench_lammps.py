@@ -15,6 +15,8 @@ On a shared machine single ratios still move by a few per cent from run to run. 
 instance) and casi/glob = (casi/EF) / (glob/EF), the cost of clustered over global grading, both
 as ratios of the minima over rounds and as medians over rounds of the back-to-back pairs (E+F and
 E+F+γ of one set-up timed one right after the other), which cancel slow drifts of the machine.
+Each median is printed with its 90 % bootstrap interval (resampling the rounds, or the triples
+below): how far the machine's noise leaves it uncertain, to read a target against.
 
 For every combination of potential (--functions, default ~80 and ~300 functions, 2 densities,
 --rcut), box size (--sizes, default 500 and 4000 atoms) and MPI ranks (--ranks, default 1 and 2;
@@ -178,7 +180,7 @@ def measure(cfg, comm):
 
 
 def step_triples(lmp, comm, setup, cfg, nsteps):
-    """Median over triples of steps (γ on the first of every three: `fix pair 3`) of (G + E1 - E2) / E2,
+    """Per triple of steps (γ on the first of every three: `fix pair 3`), (G + E1 - E2) / E2,
     from the wall time of single steps on rank 0: G is a step with γ, E1 the E+F step after it
     (which pays for what grading evicted from the caches), E2 a clean E+F step. With γ every step,
     every step would cost G + (E1 - E2). Steps a few tens of ms apart share the machine's speed, so
@@ -199,7 +201,7 @@ def step_triples(lmp, comm, setup, cfg, nsteps):
     steps = first + 2 + np.arange(len(dt))
     g = np.nonzero((steps % 3 == 0) & (np.arange(len(dt)) + 2 < len(dt)))[0]
     G, E1, E2 = dt[g], dt[g + 1], dt[g + 2]
-    return float(np.median((G + E1 - E2) / E2)) if len(g) else float("nan")
+    return ((G + E1 - E2) / E2).tolist()
 
 
 def driver(cfg_path, out_path):
@@ -281,15 +283,31 @@ def run_config(cfg, ranks, folder, mpiexec):
         return json.load(fh)
 
 
-def ratio_table(title, rows, key):
-    """glob/EF, casi/EF and casi/glob from res[key] (per set-up, a ratio or a list of them per
-    round: their median)."""
+def median_interval(samples, stat=np.median, n_boot=2000, level=0.9, seed=0):
+    """stat(*samples) and its bootstrap interval: the percentiles of stat over n_boot resamplings,
+    each array of `samples` resampled (with replacement) on its own."""
+    rng = np.random.default_rng(seed)
+    boot = [stat(*(x[rng.integers(0, len(x), len(x))] for x in samples)) for _ in range(n_boot)]
+    lo, hi = np.percentile(boot, [50 * (1 - level), 50 * (1 + level)])
+    return stat(*samples), lo, hi
+
+
+def ratio_table(title, rows, key, paired):
+    """glob/EF, casi/EF and casi/glob from res[key] (per set-up, a list of ratios: their median),
+    each with its 90 % bootstrap interval: how far the machine's noise leaves the median uncertain.
+    paired: the two set-ups' lists are of the same rounds, so casi/glob is the median of their
+    per-round quotients; otherwise it is the quotient of their medians."""
     print(f"\n{title}")
-    print(f"{'funcs':>6}{'atoms':>7}{'ranks':>6}{'glob/EF':>9}{'casi/EF':>9}{'casi/glob':>10}")
+    print(f"{'funcs':>6}{'atoms':>7}{'ranks':>6}{'glob/EF':>22}{'casi/EF':>22}{'casi/glob':>22}")
+    fmt = lambda m, lo, hi: f"{m:.3f} [{lo:.3f}, {hi:.3f}]".rjust(22)  # noqa: E731
     for nf, res in rows:
         g, c = np.asarray(res[key]["global"]), np.asarray(res[key]["casi"])
-        print(f"{nf:>6}{res['atoms']:>7}{res['ranks']:>6}{np.median(g):>9.3f}{np.median(c):>9.3f}"
-              f"{np.median(c / g):>10.3f}")
+        if paired:
+            both = median_interval([c / g])
+        else:
+            both = median_interval([c, g], stat=lambda a, b: np.median(a) / np.median(b))
+        print(f"{nf:>6}{res['atoms']:>7}{res['ranks']:>6}{fmt(*median_interval([g]))}{fmt(*median_interval([c]))}"
+              f"{fmt(*both)}")
 
 
 def main():
@@ -348,14 +366,15 @@ def main():
                   f"{us['gamma_casi']:>9.2f}{glob:>9.3f}{casi:>9.3f}{casi / glob:>10.3f}")
     # each round's E+F+γ over the E+F timed just before or after it cancels drifts of the machine's
     # speed that are slower than a block; the median over rounds ignores single disturbed blocks
-    ratio_table(f"ratios, median over {args.repeat} rounds of back-to-back pairs (wall time)", rows, "paired")
+    ratio_table(f"ratios, median over {args.repeat} rounds of back-to-back pairs (wall time) [90 % bootstrap "
+                "interval]", rows, "paired", paired=True)
     ratio_table("ratios from single steps: E+F+γ every step over E+F as (G + E1 - E2) / E2, median over triples "
-                "(G: step with γ, E1: the step after it, E2: the next; fix pair 3)", rows, "per_step")
+                "(G: step with γ, E1: the step after it, E2: the next; fix pair 3)", rows, "per_step", paired=False)
     # the pair style's own timers split each E+F+γ step into E+F and γ: both parts are timed on the
     # same steps, so the machine's speed changes cancel; what γ does to the rest of the step (caches)
     # is not in this figure, but is in the ones above
     ratio_table("ratios inside the pair style (extract_pair 'pair_seconds', 'gamma_seconds'): pair time over "
-                f"pair time less grading on the same steps, median over {args.repeat} rounds", rows, "inside")
+                f"pair time less grading on the same steps, median over {args.repeat} rounds", rows, "inside", paired=True)
     # what γ costs without LAMMPS around it: the Grader alone on the same kind of box, over the
     # E+F time per atom and rank; the ratios above cannot go below these
     print("\nthe Grader alone (warm caches, min over calls), µs per atom, and the ratios it implies "
