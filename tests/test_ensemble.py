@@ -46,7 +46,10 @@ def test_sigma_matches_pyace_ensemble_calculator(cu_ensemble):
     ref_calc = PyACEEnsembleCalculator(cu_ensemble.paths)
     plain = Ensemble.load(cu_ensemble.paths)  # no reference energy, no calibration
     assert plain.shared_basis and len(plain) == 5
-    for atoms in _test_structures():
+    structures = _test_structures()
+    plain_all = plain.evaluate(structures)  # a list in, a list out
+    assert len(plain_all) == len(structures)
+    for atoms, p in zip(structures, plain_all):
         ref = atoms.copy()
         ref.calc = ref_calc
         ref.get_potential_energy()
@@ -56,7 +59,6 @@ def test_sigma_matches_pyace_ensemble_calculator(cu_ensemble):
         assert mine.energy_std == pytest.approx(r["energy_std"], abs=1e-9)
         assert np.allclose(mine.energies_std, r["energies_std"], atol=1e-9, rtol=0)
         assert np.allclose(mine.forces_std, r["forces_std"], atol=1e-9, rtol=0)
-        p = plain.evaluate(atoms)
         assert p.energy == pytest.approx(r["energy"], abs=1e-9)
         assert np.allclose(p.forces, r["forces"], atol=1e-9, rtol=0)
         assert np.allclose(p.energies, r["energies"], atol=1e-9, rtol=0)

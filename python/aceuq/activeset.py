@@ -126,11 +126,12 @@ class BuiltActiveSet:
         lines = []
         for el, s in self.elements.items():
             conds = ", ".join(f"{m.condition:.3g}" for m in s.matrices)
-            raw = ", ".join(f"{m.raw_condition:.3g}" for m in s.matrices)
+            raw = ", ".join(f"{m.raw_condition:.3g}" if np.isfinite(m.raw_condition) else "singular"
+                            for m in s.matrices)
             ranks = ", ".join(str(m.rank) for m in s.matrices)
             lines.append(f"{el}: {s.n_atoms} atoms, n_proj {s.n_projections}, k requested {s.k_requested}, "
                          f"effective k {s.k} (sizes {s.cluster_sizes}), rank [{ranks}], "
-                         f"condition [{conds}] (raw rows [{raw}])")
+                         f"condition [{conds}] (of the selected rows as they are: [{raw}])")
             lines.extend(f"  {el}: {n}" for n in s.notes)
             for c, m in enumerate(s.matrices):
                 lines.extend(f"  {el}/cluster {c}: {n}" for n in m.notes)

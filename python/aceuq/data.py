@@ -5,11 +5,12 @@ from __future__ import annotations
 import os
 import tempfile
 from contextlib import contextmanager
-from typing import IO, Iterable, Iterator, List, Sequence, Union
+from typing import IO, Iterable, Iterator, List, Optional, Sequence, Union
 
 import numpy as np
 from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
+from ase.data import atomic_numbers, chemical_symbols
 
 from ._core import InputError
 
@@ -21,27 +22,68 @@ def is_pacemaker_pickle(path: PathLike) -> bool:
     return os.fspath(path).endswith(_PICKLE_SUFFIXES)
 
 
-def read_structures(paths: Union[PathLike, Sequence[PathLike]]) -> List[Atoms]:
+def read_structures(paths: Union[PathLike, Sequence[PathLike]],
+                    elements: Union[str, Sequence[str], None] = None) -> List[Atoms]:
     """All structures of the given files, in order.
 
     Extended XYZ (and every format ASE reads) keeps energies and forces as ASE results;
     pacemaker DataFrames (``.pkl.gzip``) give ``ase_atoms`` with ``energy_corrected`` (or
     ``energy``) and ``forces``. Pickles run code when loaded: only read files you trust.
+
+    LAMMPS dumps name atom types, not elements: ``elements`` gives the element of type 1, 2, ...
+    (as in ``pair_coeff``, e.g. ``"Ni Nb"``), as pacemaker's ``pace_select -e`` does. It is needed
+    for dumps without an ``element`` column and applies only to them.
     """
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
+    type_elements = _parse_elements(elements)
     frames: List[Atoms] = []
     for path in paths:
         path = os.fspath(path)
         if not os.path.exists(path):
             raise InputError(f"structure file '{path}': no such file")
-        frames.extend(_read_pickle(path) if is_pacemaker_pickle(path) else _read_ase(path))
+        frames.extend(_read_pickle(path) if is_pacemaker_pickle(path) else _read_ase(path, type_elements))
     return frames
 
 
-def _read_ase(path: str) -> List[Atoms]:
+def _parse_elements(elements: Union[str, Sequence[str], None]) -> Optional[List[str]]:
+    """Element symbols from "Ni Nb", "Ni,Nb" or ["Ni", "Nb"]."""
+    if elements is None:
+        return None
+    if isinstance(elements, str):
+        elements = [elements]
+    symbols = [s for item in elements for s in item.replace(",", " ").split()]
+    unknown = [s for s in symbols if s not in chemical_symbols[1:]]
+    if not symbols or unknown:
+        raise InputError(f"elements {' '.join(symbols) or '(none)'}: "
+                         + (f"not element symbols: {' '.join(unknown)}" if unknown else "none given"))
+    return symbols
+
+
+def _lammps_dump_columns(path: str) -> Optional[List[str]]:
+    """The per-atom columns of a LAMMPS text dump (its first 'ITEM: ATOMS' line), or None when the
+    file is not one."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4096).decode("ascii", errors="replace").splitlines()
+    except OSError:
+        return None
+    if not head or not head[0].startswith("ITEM: TIMESTEP"):
+        return None
+    for line in head:
+        if line.startswith("ITEM: ATOMS"):
+            return line.split()[2:]
+    return []
+
+
+def _read_ase(path: str, type_elements: Optional[List[str]] = None) -> List[Atoms]:
     import ase.io
 
+    dump_columns = _lammps_dump_columns(path)
+    types_only = dump_columns is not None and "element" not in dump_columns
+    if types_only and type_elements is None:
+        raise InputError(f"structure file '{path}': a LAMMPS dump with atom types but no element names: "
+                         "give the elements of types 1, 2, ... as in pair_coeff (--elements \"Ni Nb\" on the command line, elements= in Python)")
     try:
         frames = ase.io.read(path, index=":", parallel=False)
     except Exception as exc:  # ASE raises many kinds; the user needs the file and the reason
@@ -50,6 +92,14 @@ def _read_ase(path: str) -> List[Atoms]:
         frames = [frames]
     if not frames:
         raise InputError(f"structure file '{path}': holds no structures")
+    if types_only:
+        numbers = np.array([atomic_numbers[s] for s in type_elements])
+        for k, atoms in enumerate(frames):
+            types = atoms.arrays.get("type", atoms.numbers)
+            if len(types) and (types.min() < 1 or types.max() > len(numbers)):
+                raise InputError(f"structure file '{path}': frame {k} has atom type {int(types.max())}, "
+                                 f"but elements are given for types 1-{len(numbers)} only ({' '.join(type_elements)})")
+            atoms.numbers = numbers[types - 1]
     return frames
 
 

@@ -455,7 +455,13 @@ class Ensemble:
             energy += e0.sum()
         return {"energy": energy, "energies": energies, "forces": frc}
 
-    def evaluate(self, atoms: Atoms, forces: bool = True, calibrated: bool = True) -> EnsembleResult:
+    def evaluate(self, atoms: Union[Atoms, Sequence[Atoms]], forces: bool = True, calibrated: bool = True,
+                 progress: bool = False):
+        """Members' mean and (calibrated) spread of one structure (an EnsembleResult), or of each
+        of a list of them (a list), as Potential.evaluate."""
+        if not isinstance(atoms, Atoms):
+            return [self.evaluate(a, forces, calibrated)
+                    for a in show_progress(list(atoms), progress, "evaluate", unit="struct")]
         m = self.members_evaluate(atoms, forces)
         se = self.calibration["energy"] if calibrated else 1.0
         f = m["forces"]

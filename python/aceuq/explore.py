@@ -270,7 +270,7 @@ def run(config, output_dir: str, progress: bool = True, comm=None) -> Optional[D
         results.append(r)
         if progress:
             state = (f"error: {r.error}" if r.error else
-                     f"{'stopped' if r.halted else 'ran'} at step {r.steps_run}, {r.frames_written} written, "
+                     f"{'stopped' if r.halted else 'finished'} at step {r.steps_run}, {r.frames_written} written, "
                      f"last max γ {r.last_max_gamma:.3g}")
             who = f"{size} ranks" if domain else f"rank {rank}"
             print(f"[{who}] replica {rep.index + 1}/{len(replicas)} (structure {rep.structure}, "

@@ -48,7 +48,7 @@ def main(argv=None) -> int:
 
     try:
         frames = read_structures(args.data)
-        calib = None
+        calib, note = None, None
         if args.calibration_data:
             calib = read_structures(args.calibration_data)
         elif args.holdout > 0:
@@ -56,8 +56,7 @@ def main(argv=None) -> int:
                 raise InputError("--holdout must be in [0, 1)")
             n_hold = int(round(args.holdout * len(frames)))
             if len(frames) < 10 or n_hold < 1:
-                print(f"aceuq ensemble: only {len(frames)} structures: σ is not calibrated "
-                      "(use --calibration-data)", file=sys.stderr)
+                note = f"only {len(frames)} structures: σ is not calibrated (use --calibration-data)"
             else:
                 perm = np.random.default_rng(args.seed + 7919).permutation(len(frames))
                 calib = [frames[i] for i in sorted(perm[:n_hold])]
@@ -69,6 +68,8 @@ def main(argv=None) -> int:
     except InputError as exc:
         print(f"aceuq ensemble: error: {exc}", file=sys.stderr)
         return 1
+    if note:
+        print(f"aceuq ensemble: {note}", file=sys.stderr)
     fit = ens.manifest["fit"]
     msg = (f"aceuq ensemble: {len(ens)} members, {fit['n_functions']} functions, cutoff {fit['cutoff']} Å, "
            f"{fit['n_structures']} training structures -> {args.output}")

@@ -8,6 +8,7 @@ import sys
 from ase.calculators.singlepoint import SinglePointCalculator
 
 from .._core import InputError
+from . import add_elements_option
 from ..data import read_structures, write_extxyz_atomic
 from ..potential import Potential
 from ..progress import progress as show_progress
@@ -16,17 +17,19 @@ from ..progress import progress as show_progress
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="aceuq evaluate",
+        usage="aceuq evaluate [-h] (POTENTIAL | --ensemble DIR) STRUCTURES... -o OUTPUT [options]",
         description="Evaluate structures with a pacemaker ACE potential (or an ensemble of them); write "
                     "extended XYZ with energy, forces, stress (periodic cells) and per-atom energies. With "
                     "--ensemble: the members' mean, and their spread as energy_std (info), energies_std, "
                     "forces_std and force_uncertainty (per atom).",
     )
-    p.add_argument("inputs", nargs="+", metavar="POTENTIAL STRUCTURES",
+    p.add_argument("inputs", nargs="+", metavar="FILE",
                    help="pacemaker potential .yaml (omit with --ensemble), then structure files: extxyz or any "
                         "ASE format, or pacemaker .pkl.gzip")
     p.add_argument("--ensemble", metavar="DIR", help="ensemble folder written by 'aceuq ensemble' (ensemble.json)")
     p.add_argument("--uncalibrated", action="store_true", help="with --ensemble: raw member spread, no calibration")
     p.add_argument("-o", "--output", required=True, help="output .extxyz (written atomically)")
+    add_elements_option(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
@@ -43,7 +46,7 @@ def main(argv=None) -> int:
             from ..ensemble import Ensemble
 
             ens = Ensemble.load(args.ensemble)
-            frames = read_structures(structure_files)
+            frames = read_structures(structure_files, args.elements)
             for atoms in show_progress(frames, not args.no_progress, "evaluate", unit="struct"):
                 r = ens.evaluate(atoms, forces=True, calibrated=not args.uncalibrated)
                 a = atoms.copy()
@@ -56,7 +59,7 @@ def main(argv=None) -> int:
                 out.append(a)
         else:
             pot = Potential(args.inputs[0])
-            frames = read_structures(structure_files)
+            frames = read_structures(structure_files, args.elements)
             for atoms, res in zip(frames, pot.evaluate(frames, forces=True, progress=not args.no_progress)):
                 a = atoms.copy()
                 props = {"energy": res.energy, "free_energy": res.energy, "forces": res.forces,

@@ -9,10 +9,15 @@ import numpy as np
 from ase.calculators.singlepoint import SinglePointCalculator
 
 from .._core import InputError
+from . import add_elements_option
 from ..activeset import ActiveSet
 from ..data import read_structures, write_extxyz_atomic
 from ..metrics import ErrorMap
 from ..potential import Potential
+
+
+# active-set atoms have γ = 1 up to rounding (a few 1e-10 on ill-conditioned sets): not counted as above 1
+GAMMA_ROUNDING = 1e-6
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="γ→force-error map (metrics.ErrorMap JSON, e.g. written by 'aceuq study' to "
                         "DIR/error_maps/); adds the per-atom 'force_error_estimate' (eV/Å) and the per-structure "
                         "'max_force_error_estimate'")
+    add_elements_option(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
@@ -40,7 +46,7 @@ def main(argv=None) -> int:
         pot = Potential(args.potential)
         aset = ActiveSet.load(args.active_set, pot, assign=args.assign)
         error_map = _load_error_map(args.error_map) if args.error_map else None
-        frames = read_structures(args.structures)
+        frames = read_structures(args.structures, args.elements)
         graded = aset.gamma(frames, progress=not args.no_progress)
     except InputError as exc:
         print(f"aceuq gamma: error: {exc}", file=sys.stderr)
@@ -65,7 +71,7 @@ def main(argv=None) -> int:
               f"max {est.max():.3g}")
     all_gamma = np.concatenate([g for g, _ in graded]) if graded else np.zeros(0)
     print(f"aceuq gamma: {len(out)} structures, {len(all_gamma)} atoms; gamma median {np.median(all_gamma):.3g}, "
-          f"max {all_gamma.max():.3g}, {int((all_gamma > 1).sum())} atoms above 1 -> {args.output}")
+          f"max {all_gamma.max():.4g}, {int((all_gamma > 1 + GAMMA_ROUNDING).sum())} atoms above 1 -> {args.output}")
     return 0
 
 

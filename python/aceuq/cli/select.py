@@ -5,6 +5,7 @@ import argparse
 import sys
 
 from .._core import InputError
+from . import add_elements_option
 from ..activeset import ActiveSet
 from ..data import read_structures, write_extxyz_atomic
 from ..maxvol import DEFAULT_MAX_ITERS, DEFAULT_TOL
@@ -18,13 +19,14 @@ def build_parser() -> argparse.ArgumentParser:
         description="Select the N candidate structures that enlarge the active set most (D-optimality, greedy): "
                     "the structures to compute with DFT next.")
     p.add_argument("potential", help="pacemaker potential .yaml")
-    p.add_argument("candidates", nargs="+", help="candidate structures: extxyz (e.g. LAMMPS dumps), .pkl.gzip")
+    p.add_argument("candidates", nargs="+", help="candidate structures: extxyz, LAMMPS dumps (with --elements), .pkl.gzip")
     p.add_argument("--active-set", required=True, help="current active set (.asi or .casi)")
     p.add_argument("-n", type=int, required=True, help="number of structures to select")
     p.add_argument("-o", "--output", required=True, help="output .extxyz (written atomically)")
     p.add_argument("--assign", choices=("nearest", "min"), default=None, help="cluster assignment of candidates")
     p.add_argument("--tol", type=float, default=DEFAULT_TOL, help="MaxVol tolerance")
     p.add_argument("--max-iters", type=int, default=DEFAULT_MAX_ITERS, help="MaxVol row swaps per run")
+    add_elements_option(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
 
@@ -37,7 +39,7 @@ def main(argv=None) -> int:
     try:
         pot = Potential(args.potential)
         aset = ActiveSet.load(args.active_set, pot, assign=args.assign)
-        frames = read_structures(args.candidates)
+        frames = read_structures(args.candidates, args.elements)
         sel = select_structures(pot, frames, aset, args.n, tol=args.tol, max_iters=args.max_iters,
                                 progress=not args.no_progress)
     except InputError as exc:

