@@ -374,7 +374,8 @@ def main():
     # same steps, so the machine's speed changes cancel; what γ does to the rest of the step (caches)
     # is not in this figure, but is in the ones above
     ratio_table("ratios inside the pair style (extract_pair 'pair_seconds', 'gamma_seconds'): pair time over "
-                f"pair time less grading on the same steps, median over {args.repeat} rounds", rows, "inside", paired=True)
+                f"pair time less grading on the same steps, median over {args.repeat} rounds", rows, "inside",
+                paired=True)
     # what γ costs without LAMMPS around it: the Grader alone on the same kind of box, over the
     # E+F time per atom and rank; the ratios above cannot go below these
     print("\nthe Grader alone (warm caches, min over calls), µs per atom, and the ratios it implies "

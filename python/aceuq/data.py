@@ -83,7 +83,8 @@ def _read_ase(path: str, type_elements: Optional[List[str]] = None) -> List[Atom
     types_only = dump_columns is not None and "element" not in dump_columns
     if types_only and type_elements is None:
         raise InputError(f"structure file '{path}': a LAMMPS dump with atom types but no element names: "
-                         "give the elements of types 1, 2, ... as in pair_coeff (--elements \"Ni Nb\" on the command line, elements= in Python)")
+                         "give the elements of types 1, 2, ... as in pair_coeff (--elements \"Ni Nb\" on the "
+                         "command line, elements= in Python)")
     try:
         frames = ase.io.read(path, index=":", parallel=False)
     except Exception as exc:  # ASE raises many kinds; the user needs the file and the reason

@@ -19,7 +19,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Select the N candidate structures that enlarge the active set most (D-optimality, greedy): "
                     "the structures to compute with DFT next.")
     p.add_argument("potential", help="pacemaker potential .yaml")
-    p.add_argument("candidates", nargs="+", help="candidate structures: extxyz, LAMMPS dumps (with --elements), .pkl.gzip")
+    p.add_argument("candidates", nargs="+",
+                   help="candidate structures: extxyz, LAMMPS dumps (with --elements), .pkl.gzip")
     p.add_argument("--active-set", required=True, help="current active set (.asi or .casi)")
     p.add_argument("-n", type=int, required=True, help="number of structures to select")
     p.add_argument("-o", "--output", required=True, help="output .extxyz (written atomically)")
