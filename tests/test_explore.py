@@ -152,6 +152,7 @@ def test_bad_config_names_the_file_and_the_problem(setup, tmp_path):
         "file": (base.replace("Cu.casi", "nope.casi"), "no such file 'nope.casi'"),
         "temps": (base.replace("[800, 3000]", "[800, -5]"), "temperatures must be positive"),
         "steps": (base.replace("steps: 400", "steps: many"), "'steps' must be a number"),
+        "elements": (base + "elements: Cu Qq\n", "not element symbols: Qq"),
     }
     for name, (text, message) in cases.items():
         path = root / f"bad_{name}.yaml"
@@ -177,3 +178,47 @@ def test_replica_with_foreign_element_fails_alone(setup, tmp_path):
     errors = [r["error"] for r in summary["replicas"]]
     assert errors[:2] == [None, None]
     assert all(e and "Al" in e and "lacks" in e for e in errors[2:])
+
+
+def test_start_from_a_lammps_dump(setup, tmp_path):
+    """Starting structures given as a LAMMPS dump (atom types, `elements:` in the config) run the
+    same replicas as the same structure given as extended XYZ."""
+    root, _ = setup
+    start = bulk("Cu", "fcc", a=3.61, cubic=True).repeat((2, 2, 2))
+    start.rattle(0.05, seed=4)
+    write(tmp_path / "start.extxyz", start)
+    start = read(tmp_path / "start.extxyz")  # the positions as extxyz keeps them (8 decimals)
+    lmp = aceuq_lammps.make_lammps()
+    try:
+        lmp.commands_string(f"""
+            units metal
+            atom_style atomic
+            atom_modify map array
+            region box block 0 {float(start.cell[0, 0])!r} 0 {float(start.cell[1, 1])!r} 0 {float(start.cell[2, 2])!r} units box
+            create_box 1 box
+        """)
+        for p in start.positions:
+            lmp.command("create_atoms 1 single {!r} {!r} {!r} units box remap yes".format(*map(float, p)))
+        lmp.commands_string(f"""
+            mass 1 63.546
+            write_dump all custom {tmp_path / 'start.dump'} id type x y z modify sort id format float %.17g
+        """)
+    finally:
+        lmp.close()
+    text = (CONFIG.replace("[800, 3000]", "[3000]").replace("seeds: [1, 2]", "seeds: [1]")
+            .replace("steps: 400", "steps: 100").replace("select: 4", "select: 0"))
+    for rel in ("Cu.yaml", "Cu.casi"):
+        text = text.replace(f": {rel}", f": {root / rel}")
+    (tmp_path / "xyz.yaml").write_text(text.replace("start.extxyz", str(tmp_path / "start.extxyz")))
+    (tmp_path / "dump.yaml").write_text(text.replace("start.extxyz", str(tmp_path / "start.dump"))
+                                        + "elements: Cu\n")
+    from_xyz = run(str(tmp_path / "xyz.yaml"), str(tmp_path / "out_xyz"), progress=False)
+    from_dump = run(str(tmp_path / "dump.yaml"), str(tmp_path / "out_dump"), progress=False)
+    drop = ("rank", "seconds")
+    (a,), (b,) = from_xyz["replicas"], from_dump["replicas"]
+    assert a["error"] is None and a["frames_written"] > 0
+    assert {k: v for k, v in a.items() if k not in drop} == {k: v for k, v in b.items() if k not in drop}
+    # without `elements:` the dump is refused, naming it
+    (tmp_path / "bad.yaml").write_text(text.replace("start.extxyz", str(tmp_path / "start.dump")))
+    with pytest.raises(aceuq.InputError, match="start.dump.*elements"):
+        run(str(tmp_path / "bad.yaml"), str(tmp_path / "out_bad"), progress=False)

@@ -36,7 +36,7 @@ def read_structures(paths: Union[PathLike, Sequence[PathLike]],
     """
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
-    type_elements = _parse_elements(elements)
+    type_elements = parse_elements(elements)
     frames: List[Atoms] = []
     for path in paths:
         path = os.fspath(path)
@@ -46,7 +46,7 @@ def read_structures(paths: Union[PathLike, Sequence[PathLike]],
     return frames
 
 
-def _parse_elements(elements: Union[str, Sequence[str], None]) -> Optional[List[str]]:
+def parse_elements(elements: Union[str, Sequence[str], None]) -> Optional[List[str]]:
     """Element symbols from "Ni Nb", "Ni,Nb" or ["Ni", "Nb"]."""
     if elements is None:
         return None

@@ -18,6 +18,7 @@ Config (YAML; paths relative to the config file)::
     potential: Cu.yaml          # pacemaker potential
     active_set: Cu.casi         # .asi or .casi of that potential
     structures: [start.extxyz]  # starting configurations: every frame of every file
+    elements: null              # elements of LAMMPS atom types 1, 2, ... (structures that are LAMMPS dumps)
     temperatures: [600, 1500]   # K: NVT (Nose-Hoover) at each
     seeds: [1]                  # velocity seeds: one replica per structure, temperature and seed
     steps: 5000
@@ -38,10 +39,10 @@ from dataclasses import asdict, dataclass
 from typing import Dict, List, Optional, Sequence
 
 from ._core import InputError
-from .data import atomic_output, read_structures, read_yaml_config, write_extxyz_atomic
+from .data import atomic_output, parse_elements, read_structures, read_yaml_config, write_extxyz_atomic
 
 DEFAULTS = {"seeds": [1], "timestep": 0.002, "every": 20, "cutout": None, "select": 0, "assign": None,
-            "mode": "replicas"}
+            "mode": "replicas", "elements": None}
 REQUIRED = ("potential", "active_set", "structures", "temperatures", "steps", "lower", "upper")
 
 
@@ -131,6 +132,11 @@ def load_config(path) -> Dict:
         raise InputError(f"{where}: 'mode' must be replicas or domain, got {cfg['mode']!r}")
     if cfg["assign"] not in (None, "nearest", "min"):
         raise InputError(f"{where}: 'assign' must be nearest or min, got {cfg['assign']!r}")
+    if cfg["elements"] is not None:
+        try:
+            cfg["elements"] = parse_elements(cfg["elements"])
+        except InputError as exc:
+            raise InputError(f"{where}: {exc}") from None
     return cfg
 
 
@@ -250,7 +256,7 @@ def run(config, output_dir: str, progress: bool = True, comm=None) -> Optional[D
     cfg = load_config(config)
     pot = Potential(cfg["potential"])
     aset = ActiveSet.load(cfg["active_set"], pot, assign=cfg["assign"])
-    starts = read_structures(cfg["structures"])
+    starts = read_structures(cfg["structures"], cfg["elements"])
     if not starts:
         raise InputError(f"explore config '{config}': the structure files hold no configuration")
     replicas = plan(cfg, len(starts))
