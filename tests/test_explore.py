@@ -186,6 +186,7 @@ def test_start_from_a_lammps_dump(setup, tmp_path):
     root, _ = setup
     start = bulk("Cu", "fcc", a=3.61, cubic=True).repeat((2, 2, 2))
     start.rattle(0.05, seed=4)
+    start.wrap()  # inside the box: LAMMPS keeps every position as given
     write(tmp_path / "start.extxyz", start)
     start = read(tmp_path / "start.extxyz")  # the positions as extxyz keeps them (8 decimals)
     lmp = aceuq_lammps.make_lammps()
@@ -205,6 +206,11 @@ def test_start_from_a_lammps_dump(setup, tmp_path):
         """)
     finally:
         lmp.close()
+    # the box is orthogonal (a triclinic one would round positions through fractional coordinates),
+    # so both files hold the same numbers
+    from aceuq.data import read_structures
+
+    np.testing.assert_array_equal(read_structures(tmp_path / "start.dump", "Cu")[0].positions, start.positions)
     text = (CONFIG.replace("[800, 3000]", "[3000]").replace("seeds: [1, 2]", "seeds: [1]")
             .replace("steps: 400", "steps: 100").replace("select: 4", "select: 0"))
     for rel in ("Cu.yaml", "Cu.casi"):

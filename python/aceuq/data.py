@@ -97,8 +97,9 @@ def _read_ase(path: str, type_elements: Optional[List[str]] = None) -> List[Atom
         numbers = np.array([atomic_numbers[s] for s in type_elements])
         for k, atoms in enumerate(frames):
             types = atoms.arrays.get("type", atoms.numbers)
-            if len(types) and (types.min() < 1 or types.max() > len(numbers)):
-                raise InputError(f"structure file '{path}': frame {k} has atom type {int(types.max())}, "
+            bad = types[(types < 1) | (types > len(numbers))]
+            if len(bad):
+                raise InputError(f"structure file '{path}': frame {k} has atom type {int(bad[0])}, "
                                  f"but elements are given for types 1-{len(numbers)} only ({' '.join(type_elements)})")
             atoms.numbers = numbers[types - 1]
     return frames
