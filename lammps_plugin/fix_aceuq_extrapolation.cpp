@@ -15,6 +15,8 @@
 #include "utils.h"
 
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <cstdio>
 #include <fstream>
 #include <sstream>
@@ -84,6 +86,14 @@ void FixACEUQExtrapolation::init()
         error->all(FLERR, "fix aceuq/extrapolation: cutout radius {} exceeds half the periodic box ({})", cutout,
                    len);
     }
+  }
+  if (!file_started) {    // a new file, as a dump starts one: found unwritable now, not at the first frame
+    std::string why;
+    if (comm->me == 0) why = write_atomically("");
+    int n = int(why.size());
+    MPI_Bcast(&n, 1, MPI_INT, 0, world);
+    if (n) error->all(FLERR, "fix aceuq/extrapolation: {}", why);
+    file_started = true;
   }
 }
 
@@ -300,19 +310,34 @@ void FixACEUQExtrapolation::write_frame(const std::vector<int> &above_local)
 // old one. Dumps happen only on extrapolation, so the copy is cheap next to the MD.
 void FixACEUQExtrapolation::append_atomically(const std::string &text)
 {
+  const std::string why = write_atomically(text);
+  if (!why.empty()) error->one(FLERR, "fix aceuq/extrapolation: {}", why);
+}
+
+// The file's old content (once started) followed by text, through a temporary file and a rename;
+// returns why that failed, or an empty string.
+std::string FixACEUQExtrapolation::write_atomically(const std::string &text)
+{
   const std::string tmp = filename + ".tmp";
   {
     std::ofstream dst(tmp, std::ios::binary | std::ios::trunc);
-    if (!dst) error->one(FLERR, "fix aceuq/extrapolation: cannot write {}", tmp);
-    if (file_started) {    // a fix starts a new file, then appends (as LAMMPS dumps do)
+    if (!dst) return fmt::format("cannot write {} (for {}): {}", tmp, filename, std::strerror(errno));
+    if (file_started) {
       std::ifstream src(filename, std::ios::binary);
-      if (src) dst << src.rdbuf();
+      // (inserting an empty stream buffer would set failbit)
+      if (src && src.peek() != std::ifstream::traits_type::eof()) dst << src.rdbuf();
     }
     dst << text;
     dst.flush();
-    if (!dst) error->one(FLERR, "fix aceuq/extrapolation: writing {} failed (disk full?)", tmp);
+    if (!dst) {
+      std::remove(tmp.c_str());
+      return fmt::format("writing {} failed (disk full?)", tmp);
+    }
   }
-  if (std::rename(tmp.c_str(), filename.c_str()) != 0)
-    error->one(FLERR, "fix aceuq/extrapolation: cannot rename {} to {}", tmp, filename);
-  file_started = true;
+  if (std::rename(tmp.c_str(), filename.c_str()) != 0) {
+    const std::string why = std::strerror(errno);
+    std::remove(tmp.c_str());
+    return fmt::format("cannot replace {} by {}: {}", filename, tmp, why);
+  }
+  return "";
 }

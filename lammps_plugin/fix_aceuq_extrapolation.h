@@ -41,6 +41,7 @@ class FixACEUQExtrapolation : public Fix {
   void check();
   void write_frame(const std::vector<int> &centres);
   void append_atomically(const std::string &text);
+  std::string write_atomically(const std::string &text);
 };
 
 }    // namespace LAMMPS_NS

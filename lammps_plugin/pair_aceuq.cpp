@@ -14,6 +14,7 @@
 #include "memory.h"
 #include "neigh_list.h"
 #include "neighbor.h"
+#include "platform.h"
 #include "update.h"
 
 #include "aceuq/evaluator.hpp"
@@ -128,11 +129,13 @@ void PairACEUQ::compute(int eflag, int vflag)
     }
   }
 
+  int current = -1;    // the atom being evaluated, named in errors
   try {
     for (int ii = 0; ii < inum; ii++) {
       const int i = ilist[ii];
       const int mu_i = map[type[i]];
       if (mu_i < 0) continue;
+      current = i;
 
       const int *jlist = firstneigh[i];
       const int jnum = numneigh[i];
@@ -186,12 +189,16 @@ void PairACEUQ::compute(int eflag, int vflag)
         }
       }
     }
+    current = -1;
     if (want_gamma) {
       const auto grading = clock::now();
       compute_gamma();
       gamma_seconds += std::chrono::duration<double>(clock::now() - grading).count();
     }
   } catch (std::exception &e) {
+    if (current >= 0)
+      error->one(FLERR, "pair_style aceuq: atom {} (type {}) at step {}: {}", atom->tag[current],
+                 type[current], update->ntimestep, e.what());
     error->one(FLERR, "pair_style aceuq: {}", e.what());
   }
 
@@ -276,11 +283,13 @@ void PairACEUQ::coeff(int narg, char **arg)
   check_units();
 
   const int ntypes = atom->ntypes;
+  const std::string usage = fmt::format(
+      "expected '* * POTENTIAL.yaml [ACTIVESET.asi|.casi] {}' (one element or NULL for each of the {} atom "
+      "type{})",
+      ntypes == 1 ? "El1" : (ntypes == 2 ? "El1 El2" : fmt::format("El1 ... El{}", ntypes)), ntypes,
+      ntypes == 1 ? "" : "s");
   if (narg != 3 + ntypes && narg != 4 + ntypes)
-    error->all(FLERR,
-               "pair_coeff for pair_style aceuq: expected '* * POTENTIAL.yaml [ACTIVESET.asi|.casi] "
-               "El1 ... El{}' (one element or NULL for each of the {} atom types), got {} arguments",
-               ntypes, ntypes, narg);
+    error->all(FLERR, "pair_coeff for pair_style aceuq: {}, got {} arguments", usage, narg);
   if (strcmp(arg[0], "*") != 0 || strcmp(arg[1], "*") != 0)
     error->all(FLERR, "pair_coeff for pair_style aceuq must start with '* *' (one call maps all atom types)");
 
@@ -320,6 +329,9 @@ void PairACEUQ::coeff(int narg, char **arg)
 
   if (has_active_set) {
     const std::string as_path = arg[3];
+    if (core->potential->element_index(as_path) >= 0 && !platform::file_is_readable(as_path))
+      error->all(FLERR, "pair_coeff for pair_style aceuq: {}; got {} element names after the potential", usage,
+                 ntypes + 1);
     try {
       core->grader = aceuq::Grader::load(as_path, *core->potential);
     } catch (const aceuq::InputError &e) {
@@ -372,9 +384,14 @@ double PairACEUQ::init_one(int i, int j)
 void PairACEUQ::grow_peratom()
 {
   if (atom->nmax > nmax_peratom) {
+    const int old = nmax_peratom;
     nmax_peratom = atom->nmax;
     memory->grow(gamma, nmax_peratom, "pair:aceuq:gamma");
     memory->grow(cluster, nmax_peratom, "pair:aceuq:cluster");
+    for (int i = old; i < nmax_peratom; i++) {    // not graded yet
+      gamma[i] = 0.0;
+      cluster[i] = -1.0;
+    }
   }
 }
 
@@ -393,9 +410,12 @@ void *PairACEUQ::extract(const char *name, int &dim)
 void *PairACEUQ::extract_peratom(const char *name, int &ncol)
 {
   ncol = 0;
-  if (strcmp(name, "gamma") == 0) return (void *) gamma;
-  if (strcmp(name, "cluster") == 0) return (void *) cluster;
-  return nullptr;
+  const bool g = strcmp(name, "gamma") == 0, c = strcmp(name, "cluster") == 0;
+  if ((!g && !c) || !core->grader) return nullptr;
+  // what the last graded step left (also to a reader that does not ask for gamma itself, such as
+  // fix pair with trigger 0 beside a fix that does)
+  grow_peratom();
+  return g ? (void *) gamma : (void *) cluster;
 }
 
 double PairACEUQ::memory_usage()

@@ -104,3 +104,56 @@ def test_atoms_too_close_is_an_error_not_a_crash(good):
     atoms.positions[1] = atoms.positions[0] + [1e-4, 0, 0]
     with pytest.raises(ValueError, match="too close"):
         pot.evaluate(atoms)
+
+
+def test_non_finite_and_out_of_range_numbers(tmp_path, good):
+    """A potential with nan/inf, or a size that would allocate without bound, is refused when read
+    (before: nan energies from LAMMPS, or std::bad_alloc)."""
+    text = open(good).read()
+    first_c = re.search(r"c: \[[^,\]]+", text)
+    expect_error(write(tmp_path, "nan_c.yaml", text[:first_c.start()] + "c: [.nan" + text[first_c.end():]),
+                 r"key 'c' holds a non-finite number")
+    expect_error(write(tmp_path, "inf_rcut.yaml", re.sub(r"rcutij: [0-9.eE+-]+", "rcutij: .inf", text, count=1)),
+                 r"key 'rcutij' holds a non-finite number")
+    expect_error(write(tmp_path, "lmax.yaml", re.sub(r"lmaxi: \d+", "lmaxi: 2000000000", text, count=1)),
+                 r"'lmaxi' = 2000000000 is outside 0\.\.50")
+    expect_error(write(tmp_path, "ndens.yaml", re.sub(r"ndensityi: \d+", "ndensityi: 2000000000", text, count=1)),
+                 r"'ndensityi' = 2000000000 is outside")
+    expect_error(write(tmp_path, "exp0.yaml", re.sub(r"parameters: \[([^,]+), [^,\]]+", r"parameters: [\1, 0",
+                                                     text, count=1)),
+                 r"exponent of density 0 in 'parameters' must be > 0")
+    cheb = re.sub(r"radparameters: \[[^\]]*\]", "radparameters: [0]", text.replace("radbase: SBessel",
+                                                                                  "radbase: ChebExpCos"))
+    expect_error(write(tmp_path, "lambda0.yaml", cheb), r"lambda\) of ChebExpCos must be > 0")
+
+
+def test_wrong_shapes_and_kinds_of_file(tmp_path, good):
+    text = open(good).read()
+    expect_error(write(tmp_path, "scalar.yaml", re.sub(r"global:\n(  .*\n)+", "global: 7\n", text, count=1)),
+                 r"global: expected a mapping")
+    folder = tmp_path / "a_folder.yaml"
+    folder.mkdir()
+    expect_error(str(folder), "is a directory")
+    yace = write(tmp_path, "p.yace", "elements: [Cu]\nE0: [0]\ndeltaSplineBins: 0.001\nembeddings: {}\n"
+                                     "bonds: {}\nfunctions: {}\n")
+    expect_error(yace, r"\.yace file .* use the \.yaml potential")
+
+
+def test_structure_errors_name_file_and_frame(good, tmp_path):
+    from ase.io import write as ase_write
+
+    from aceuq.data import read_structures
+
+    pot = aceuq.Potential(good)
+    ok = bulk("Cu", "fcc", a=3.6).repeat(2)
+    close = ok.copy()
+    close.positions[1] = close.positions[0] + [1e-4, 0, 0]
+    ase_write(tmp_path / "set.extxyz", [ok, ok, close])
+    frames = read_structures(tmp_path / "set.extxyz")
+    with pytest.raises(InputError, match=r"set\.extxyz', frame 2: .*too close"):
+        pot.evaluate(frames)
+    with pytest.raises(InputError, match=r"set\.extxyz', frame 2: .*too close"):
+        pot.projections(frames)
+    nickel = bulk("Ni", "fcc", a=3.52)
+    with pytest.raises(InputError, match=r"^structure 1: element\(s\) Ni"):  # not read from a file
+        pot.projections([ok, nickel])

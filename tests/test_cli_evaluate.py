@@ -51,3 +51,20 @@ def test_evaluate_reports_bad_input(make_pot, tmp_path, capsys):
     assert main(["evaluate", str(tmp_path / "nope.yaml"), str(bad), "-o", str(tmp_path / "o.extxyz")]) == 1
     assert "nope.yaml" in capsys.readouterr().err
     assert not (tmp_path / "o.extxyz").exists()
+
+
+def test_unwritable_output_is_refused_before_the_work(make_pot, tmp_path, capsys):
+    from ase.build import bulk
+
+    path = make_pot("CuAl_sbessel")
+    write(tmp_path / "s.extxyz", bulk("Cu", "fcc", a=3.6))
+    (tmp_path / "folder").mkdir()
+    assert main(["evaluate", path, str(tmp_path / "s.extxyz"), "-o", str(tmp_path / "folder")]) == 1
+    assert "is a folder (give a file name)" in capsys.readouterr().err
+    (tmp_path / "file").write_text("")
+    assert main(["evaluate", path, str(tmp_path / "s.extxyz"), "-o", str(tmp_path / "file" / "o.extxyz")]) == 1
+    err = capsys.readouterr().err
+    assert "cannot write in" in err and "Traceback" not in err
+    assert main(["evaluate", path, str(tmp_path / "s.extxyz"), "-o", str(tmp_path / "new" / "o.extxyz")]) == 0
+    assert (tmp_path / "new" / "o.extxyz").exists()
+    assert [p.name for p in (tmp_path / "new").iterdir()] == ["o.extxyz"]  # no temporary left behind

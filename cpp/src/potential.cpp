@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <filesystem>
 #include <fstream>
 #include <iomanip>
 #include <set>
@@ -53,6 +54,16 @@ struct Block {
     std::vector<Func> funcs;
 };
 
+bool finite(double x) { return std::isfinite(x); }
+template <class T>
+bool finite(const std::vector<T>& v) {
+    return std::all_of(v.begin(), v.end(), [](const T& x) { return finite(x); });
+}
+template <class T>
+bool finite(const T&) {
+    return true;
+}
+
 class Reader {
 public:
     explicit Reader(std::string path) : path_(std::move(path)) {}
@@ -63,13 +74,24 @@ public:
 
     template <class T>
     T get(const YAML::Node& node, const std::string& key, const std::string& where) const {
+        if (!node.IsMap()) fail(where + ": expected a mapping (with key '" + key + "')");
         const YAML::Node v = node[key];
         if (!v) fail(where + ": missing key '" + key + "'");
+        T out;
         try {
-            return v.as<T>();
+            out = v.as<T>();
         } catch (const YAML::Exception&) {
             fail(where + ": key '" + key + "' has the wrong type or shape");
         }
+        if (!finite(out)) fail(where + ": key '" + key + "' holds a non-finite number (nan or inf)");
+        return out;
+    }
+    // a size that sets how much memory the basis takes
+    int get_size(const YAML::Node& node, const std::string& key, int max, const std::string& where) const {
+        const int v = get<int>(node, key, where);
+        if (v < 0 || v > max)
+            fail(where + ": '" + key + "' = " + std::to_string(v) + " is outside 0.." + std::to_string(max));
+        return v;
     }
     template <class T>
     T get_or(const YAML::Node& node, const std::string& key, const T& fallback,
@@ -91,7 +113,7 @@ public:
         if (b.nspecies == 1) {
             b.has_embedding = true;
             Embedding& e = b.embedding;
-            e.ndensity = get<int>(yb, "ndensityi", where);
+            e.ndensity = get_size(yb, "ndensityi", 64, where);
             if (e.ndensity < 1) fail(where + ": ndensityi must be >= 1");
             if (ndensity_of.count(mu0)) fail(where + ": embedding of " + mu0 + " defined twice");
             ndensity_of[mu0] = e.ndensity;
@@ -103,6 +125,10 @@ public:
             if (int(e.parameters.size()) != 2 * e.ndensity)
                 fail(where + ": 'parameters' must hold 2*ndensityi = " + std::to_string(2 * e.ndensity) +
                      " numbers, found " + std::to_string(e.parameters.size()));
+            for (int q = 0; q < e.ndensity; ++q)
+                if (!(e.parameters[2 * q + 1] > 0))
+                    fail(where + ": the exponent of density " + std::to_string(q) +
+                         " in 'parameters' must be > 0");
             e.rho_core_cut = get_or<double>(yb, "rho_core_cut", 100000.0, where);
             e.drho_core_cut = get_or<double>(yb, "drho_core_cut", 250.0, where);
         }
@@ -110,13 +136,14 @@ public:
         BondSpec& s = b.bond;
         if (yb["lmaxi"]) {
             b.has_radial = true;
-            s.lmax = get<int>(yb, "lmaxi", where);
-            s.nradmax = get<int>(yb, "nradmaxi", where);
-            s.nradbase = get<int>(yb, "nradbaseij", where);
-            if (s.lmax < 0 || s.nradmax < 0 || s.nradbase < 0) fail(where + ": negative basis size");
+            s.lmax = get_size(yb, "lmaxi", 50, where);
+            s.nradmax = get_size(yb, "nradmaxi", 1000, where);
+            s.nradbase = get_size(yb, "nradbaseij", 1000, where);
             s.radbase = get<std::string>(yb, "radbase", where);
             s.radparameters = get<std::vector<double>>(yb, "radparameters", where);
             if (s.radparameters.empty()) fail(where + ": 'radparameters' is empty");
+            if ((s.radbase == "ChebExpCos" || s.radbase == "ChebPow") && !(s.radparameters[0] > 0))
+                fail(where + ": radparameters[0] (lambda) of " + s.radbase + " must be > 0");
             read_radcoefficients(yb, s, where);
             s.rcut = get<double>(yb, "rcutij", where);
             s.dcut = get<double>(yb, "dcutij", where);
@@ -252,6 +279,7 @@ std::shared_ptr<Potential> Potential::load(const std::string& path) {
     {
         std::ifstream probe(path);
         if (!probe) throw InputError("potential file '" + path + "': cannot be opened (missing or unreadable)");
+        if (std::filesystem::is_directory(path)) rd.fail("is a directory, not a potential file");
     }
     YAML::Node root;
     try {
@@ -260,8 +288,12 @@ std::shared_ptr<Potential> Potential::load(const std::string& path) {
         rd.fail(std::string("malformed YAML: ") + e.what());
     }
     if (!root.IsMap()) rd.fail("not a pacemaker potential (top level is not a mapping)");
-    if (root["elements"] && root["embeddings"] && !root["species"])
+    if (root["elements"] && root["embeddings"] && !root["species"]) {
+        if (root["deltaSplineBins"])
+            rd.fail("this is a .yace file (pyace's format for LAMMPS), which has no B-basis and gives no "
+                    "projections: use the .yaml potential it was made from");
         rd.fail("this is a pacemaker basis *configuration*, not a potential; fit it first");
+    }
     if (!root["species"] || !root["species"].IsSequence() || root["species"].size() == 0)
         rd.fail("missing or empty 'species' list (a .yace file has none: use the .yaml potential)");
     if (!root["global"]) rd.fail("missing 'global' section");

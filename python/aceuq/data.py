@@ -42,8 +42,22 @@ def read_structures(paths: Union[PathLike, Sequence[PathLike]],
         path = os.fspath(path)
         if not os.path.exists(path):
             raise InputError(f"structure file '{path}': no such file")
-        frames.extend(_read_pickle(path) if is_pacemaker_pickle(path) else _read_ase(path, type_elements))
+        if os.path.isdir(path):
+            raise InputError(f"structure file '{path}': is a directory")
+        read = _read_pickle(path) if is_pacemaker_pickle(path) else _read_ase(path, type_elements)
+        for k, atoms in enumerate(read):
+            setattr(atoms, _SOURCE, f"structure file '{path}', frame {k}")
+        frames.extend(read)
     return frames
+
+
+_SOURCE = "_aceuq_source"  # where read_structures found a structure (an attribute: copies drop it)
+
+
+def structure_label(atoms: Atoms, index: Optional[int] = None) -> str:
+    """How errors name a structure: its file and frame when read_structures read it, else its
+    position in the list given."""
+    return getattr(atoms, _SOURCE, None) or ("structure" if index is None else f"structure {index}")
 
 
 def parse_elements(elements: Union[str, Sequence[str], None]) -> Optional[List[str]]:
@@ -83,8 +97,9 @@ def _read_ase(path: str, type_elements: Optional[List[str]] = None) -> List[Atom
     types_only = dump_columns is not None and "element" not in dump_columns
     if types_only and type_elements is None:
         raise InputError(f"structure file '{path}': a LAMMPS dump with atom types but no element names: "
-                         "give the elements of types 1, 2, ... as in pair_coeff (--elements \"Ni Nb\" on the "
-                         "command line, elements= in Python)")
+                         "give the elements of types 1, 2, ... as in pair_coeff (-e/--elements \"Ni Nb\" for "
+                         "evaluate, gamma, select and activeset; elements: in an explore config; elements= in "
+                         "Python)")
     try:
         frames = ase.io.read(path, index=":", parallel=False)
     except Exception as exc:  # ASE raises many kinds; the user needs the file and the reason
@@ -148,22 +163,50 @@ def read_yaml_config(path: PathLike, what: str) -> dict:
     return cfg
 
 
+def check_output(path: PathLike, folder: bool = False) -> str:
+    """Fail before any work, with one InputError, when ``path`` (a file, or with ``folder`` a
+    folder, created here) cannot be written: a long run should not end in a traceback."""
+    path = os.fspath(path)
+    kind = "output folder" if folder else "output"
+    if folder and os.path.exists(path) and not os.path.isdir(path):
+        raise InputError(f"{kind} '{path}': exists and is not a folder")
+    if not folder and os.path.isdir(path):
+        raise InputError(f"{kind} '{path}': is a folder (give a file name)")
+    where = path if folder else os.path.dirname(os.path.abspath(path))
+    try:
+        os.makedirs(where, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".aceuq-", suffix=".probe", dir=where)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise InputError(f"{kind} '{path}': cannot write in {where} ({exc.strerror or exc})") from None
+    return path
+
+
 @contextmanager
 def atomic_path(path: PathLike, suffix: str = ".tmp") -> Iterator[str]:
     """A temporary path beside ``path`` to write to; renamed over ``path`` when the block ends
     without error (readers never see half a file), removed otherwise. The file gets the usual
-    permissions (umask), not mkstemp's private 0600."""
+    permissions (umask), not mkstemp's private 0600. An unwritable place is an InputError."""
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".aceuq-", suffix=suffix, dir=folder)
+    try:
+        if os.path.isdir(path):
+            raise IsADirectoryError(21, "is a folder")
+        os.makedirs(folder, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".aceuq-", suffix=suffix, dir=folder)
+    except OSError as exc:
+        raise InputError(f"output '{path}': cannot be written ({exc.strerror or exc})") from None
     umask = os.umask(0)
     os.umask(umask)
     os.fchmod(fd, 0o666 & ~umask)
     os.close(fd)
     try:
         yield tmp
-        os.replace(tmp, path)
+        try:
+            os.replace(tmp, path)
+        except OSError as exc:
+            raise InputError(f"output '{path}': cannot be written ({exc.strerror or exc})") from None
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)

@@ -107,9 +107,8 @@ def write_explore_config(folder: str, active_set: str, lower: float, upper: floa
 
 def run(folder: str = "aceuq-demo", steps: int = 3000, lower: float = 3.0, upper: float = 25.0,
         cutout_lower: float = 8.0, cutout: float = 4.0, clusters="auto", verbose: bool = True) -> DemoResult:
-    from ase.io import write
-
     from .activeset import build_active_set
+    from .data import atomic_output, write_extxyz_atomic
     from .ensemble import fit_linear_potential
     from .lammps import make_lammps
     from .potential import Potential
@@ -120,7 +119,7 @@ def run(folder: str = "aceuq-demo", steps: int = 3000, lower: float = 3.0, upper
     os.makedirs(folder, exist_ok=True)
 
     frames = training_set()
-    write(os.path.join(folder, "train.extxyz"), frames, format="extxyz", parallel=False)
+    write_extxyz_atomic(os.path.join(folder, "train.extxyz"), frames)
     say(f"[1/4] training data: {len(frames)} strained fcc Cu cells (EMT), {sum(map(len, frames))} atoms "
         f"-> train.extxyz")
 
@@ -136,11 +135,8 @@ def run(folder: str = "aceuq-demo", steps: int = 3000, lower: float = 3.0, upper
         f"-> {os.path.basename(as_path)}")
 
     commands = lammps_input(pot_path, as_path, folder, steps, lower, upper, cutout_lower, cutout)
-    with open(os.path.join(folder, "in.heat.lmp"), "w") as fh:
+    with atomic_output(os.path.join(folder, "in.heat.lmp")) as fh:
         fh.write("# plugin load <path printed by 'aceuq info'>\n" + "\n".join(commands) + "\n")
-    for name in ("extrapolative.extxyz", "cutouts.extxyz"):
-        if os.path.exists(os.path.join(folder, name)):
-            os.unlink(os.path.join(folder, name))
     say(f"[4/4] LAMMPS: 256 Cu atoms heated 300 K -> 2500 K over {steps} steps (2 fs); gamma every 20 steps, "
         f"frames above {lower}, cut-outs above {cutout_lower}, stop above {upper}")
     lmp = make_lammps(cmdargs=["-log", os.path.join(folder, "log.lammps"), "-screen", "none", "-nocite"])

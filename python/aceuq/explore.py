@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from dataclasses import asdict, dataclass
 from typing import Dict, List, Optional, Sequence
@@ -198,8 +199,6 @@ def run_replica(cfg: Dict, rep: Replica, atoms, elements: Sequence[str], folder:
         failed = None
         if comm.Get_rank() == 0:  # one writer; the other ranks of a domain run wait for it
             try:
-                if os.path.exists(out_file):  # the fix appends
-                    os.unlink(out_file)
                 # parallel=False: under MPI, ASE would otherwise write on world rank 0 only
                 ase.io.write(stem + ".data", atoms, format="lammps-data", specorder=list(elements),
                              masses=True, units="metal", atom_style="atomic", parallel=False)
@@ -218,6 +217,13 @@ def run_replica(cfg: Dict, rep: Replica, atoms, elements: Sequence[str], folder:
         res.frames_written = int(vec[3] if cfg["cutout"] else vec[2])
     except Exception as exc:  # noqa: BLE001 -- recorded, reported by rank 0, exit code 1
         res.error = f"{type(exc).__name__}: {exc}"
+        if not alone and type(exc).__name__ == "MPIAbortException":
+            # LAMMPS failed on this rank only (error->one, e.g. atoms too close): the other ranks
+            # are inside a collective of the same run and cannot be released, so end the job
+            print(f"explore: replica {rep.index} (structure {rep.structure}, {rep.temperature:g} K, seed "
+                  f"{rep.seed}) failed on rank {MPI.COMM_WORLD.Get_rank()} alone, which stops a domain run: "
+                  f"{res.error}", file=sys.stderr, flush=True)
+            MPI.COMM_WORLD.Abort(1)
     finally:
         if lmp is not None:
             lmp.close()
@@ -262,9 +268,15 @@ def run(config, output_dir: str, progress: bool = True, comm=None) -> Optional[D
     replicas = plan(cfg, len(starts))
     folder = os.path.abspath(output_dir)
     replica_dir = os.path.join(folder, "replicas")
+    failed = None
     if rank == 0:
-        os.makedirs(replica_dir, exist_ok=True)
-    comm.Barrier()
+        try:
+            os.makedirs(replica_dir, exist_ok=True)
+        except OSError as exc:
+            failed = f"explore: cannot create the output folder {replica_dir}: {exc.strerror or exc}"
+    failed = comm.bcast(failed, root=0)
+    if failed:
+        raise InputError(failed)
 
     domain = cfg["mode"] == "domain"
     mine = replicas if domain else replicas[rank::size]

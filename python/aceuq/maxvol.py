@@ -454,6 +454,6 @@ def parse_memory(text: Union[str, int, None]) -> Optional[int]:
         value = float(num) * mult
     except ValueError:
         raise ValueError(f"cannot read memory limit '{text}' (examples: 2GB, 500MB)") from None
-    if value <= 0:
-        raise ValueError(f"memory limit must be positive, got '{text}'")
+    if not np.isfinite(value) or value <= 0:
+        raise ValueError(f"memory limit must be a positive, finite size, got '{text}'")
     return int(value)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Dict, Iterable, List, Optional, Sequence, Union
 
@@ -10,6 +11,7 @@ from ase import Atoms
 
 from . import _core
 from ._core import InputError
+from .data import structure_label
 from .progress import progress as show_progress
 
 _MODES = (None, "linear", "full")
@@ -87,7 +89,7 @@ class Potential:
         missing = sorted(el for el, mu in lookup.items() if mu < 0)
         if missing:
             raise InputError(
-                f"structure has element(s) {', '.join(missing)} that potential '{self.path}' does not describe "
+                f"element(s) {', '.join(missing)} that potential '{self.path}' does not describe "
                 f"(elements: {', '.join(self.elements)})"
             )
         return np.array([lookup[s] for s in symbols], dtype=np.int32)
@@ -101,18 +103,17 @@ class Potential:
         if isinstance(atoms, Atoms):
             return self._evaluate_one(atoms, forces, projections)
         frames = list(atoms)
-        return [self._evaluate_one(a, forces, projections)
-                for a in show_progress(frames, progress, "evaluate", unit="struct")]
+        return [self._evaluate_one(a, forces, projections, index=i)
+                for i, a in enumerate(show_progress(frames, progress, "evaluate", unit="struct"))]
 
     def _evaluate_one(self, atoms: Atoms, forces: bool, projections: Optional[str],
-                      types: Optional[np.ndarray] = None) -> EvaluationResult:
-        positions = np.ascontiguousarray(atoms.get_positions(), dtype=float)
-        if not np.all(np.isfinite(positions)):
-            raise InputError("structure has non-finite (NaN or inf) positions")
-        out = self._ev.evaluate(
-            positions, np.ascontiguousarray(atoms.cell.array, dtype=float), [bool(p) for p in atoms.pbc],
-            self.types_of(atoms) if types is None else types, forces, projections or "none",
-        )
+                      types: Optional[np.ndarray] = None, index: Optional[int] = None) -> EvaluationResult:
+        with _naming(atoms, index):
+            positions = _positions(atoms)
+            out = self._ev.evaluate(
+                positions, np.ascontiguousarray(atoms.cell.array, dtype=float), [bool(p) for p in atoms.pbc],
+                self.types_of(atoms) if types is None else types, forces, projections or "none",
+            )
         res = EvaluationResult(energy=float(out["energy"]), energies=out["energies"])
         if forces:
             res.forces = out["forces"]
@@ -125,8 +126,8 @@ class Potential:
             res.projections = out["projections"]
         return res
 
-    def evaluate_ensemble(self, atoms: Atoms, members: Sequence[Dict[str, np.ndarray]], forces: bool = True
-                          ) -> Dict[str, np.ndarray]:
+    def evaluate_ensemble(self, atoms: Atoms, members: Sequence[Dict[str, np.ndarray]], forces: bool = True,
+                          index: Optional[int] = None) -> Dict[str, np.ndarray]:
         """Evaluate several coefficient sets that share this potential's basis (ensemble members).
 
         members: one {element: (n_functions, ndensity) coefficients} per member. Neighbours, the
@@ -146,13 +147,11 @@ class Potential:
                                      f"the basis of '{self.path}' needs {expected}")
                 row.append(c.ravel())
             coeffs.append(row)
-        positions = np.ascontiguousarray(atoms.get_positions(), dtype=float)
-        if not np.all(np.isfinite(positions)):
-            raise InputError("structure has non-finite (NaN or inf) positions")
-        return self._ev.evaluate_members(
-            positions, np.ascontiguousarray(atoms.cell.array, dtype=float), [bool(p) for p in atoms.pbc],
-            self.types_of(atoms), coeffs, forces,
-        )
+        with _naming(atoms, index):
+            return self._ev.evaluate_members(
+                _positions(atoms), np.ascontiguousarray(atoms.cell.array, dtype=float),
+                [bool(p) for p in atoms.pbc], self.types_of(atoms), coeffs, forces,
+            )
 
     def projections(self, structures: Iterable[Atoms], mode: str = "linear", progress: bool = False,
                     memmap_dir: Optional[str] = None) -> Dict[str, "ElementProjections"]:
@@ -165,7 +164,10 @@ class Potential:
         if mode not in ("linear", "full"):
             raise ValueError("mode must be 'linear' or 'full'")
         frames = list(structures)
-        types = [self.types_of(a) for a in frames]
+        types = []
+        for i, a in enumerate(frames):
+            with _naming(a, i):
+                types.append(self.types_of(a))
         counts = {el: sum(int(np.count_nonzero(t == mu)) for t in types) for mu, el in enumerate(self.elements)}
         values, loc, filled = {}, {}, {}
         for el, n in counts.items():
@@ -178,7 +180,7 @@ class Potential:
             loc[el] = np.zeros((n, 2), dtype=int)
             filled[el] = 0
         for s_idx, atoms in enumerate(show_progress(frames, progress, "projections", unit="struct")):
-            res = self._evaluate_one(atoms, False, mode, types[s_idx])
+            res = self._evaluate_one(atoms, False, mode, types[s_idx], index=s_idx)
             for mu, el in enumerate(self.elements):
                 idx = np.nonzero(types[s_idx] == mu)[0]
                 if idx.size:
@@ -191,6 +193,22 @@ class Potential:
             if isinstance(v, np.memmap):
                 v.flush()
         return {el: ElementProjections(values[el], loc[el][:, 0], loc[el][:, 1]) for el in self.elements}
+
+
+def _positions(atoms: Atoms) -> np.ndarray:
+    positions = np.ascontiguousarray(atoms.get_positions(), dtype=float)
+    if not np.all(np.isfinite(positions)):
+        raise InputError("non-finite (NaN or inf) positions")
+    return positions
+
+
+@contextmanager
+def _naming(atoms: Atoms, index: Optional[int]):
+    """Errors about a structure (bad elements, positions, geometry) name it: its file and frame."""
+    try:
+        yield
+    except ValueError as exc:  # InputError, and the core's geometry errors (atoms too close, ...)
+        raise InputError(f"{structure_label(atoms, index)}: {exc}") from None
 
 
 @dataclass

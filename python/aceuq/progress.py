@@ -5,9 +5,10 @@ from typing import Iterable, Optional
 
 
 def progress(items: Iterable, enabled: bool, desc: str, unit: Optional[str] = None) -> Iterable:
-    """``items`` itself, or wrapped in a transient tqdm bar when ``enabled``."""
+    """``items`` itself, or wrapped in a transient tqdm bar when ``enabled`` and stderr is a
+    terminal (no bars in logs and pipes)."""
     if not enabled:
         return items
     from tqdm.auto import tqdm
 
-    return tqdm(items, desc=desc, unit=unit or "it", leave=False)
+    return tqdm(items, desc=desc, unit=unit or "it", leave=False, disable=None)

@@ -5,8 +5,9 @@ import argparse
 import sys
 
 from .._core import InputError
+from . import add_elements_option, number
 from ..activeset import build_active_set
-from ..data import read_structures
+from ..data import check_output, read_structures
 from ..maxvol import DEFAULT_MAX_ITERS, DEFAULT_TOL, parse_memory
 from ..potential import Potential
 
@@ -36,11 +37,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how atoms are assigned to clusters when graded (stored in .casi; default nearest)")
     p.add_argument("--full", action="store_true", help="full projections dE/dc over all densities (pacemaker's "
                                                        ".asi.nonlinear) instead of linear ones")
-    p.add_argument("--tol", type=float, default=DEFAULT_TOL, help=f"MaxVol tolerance: stop when all |coefficients| "
-                                                                 f"<= 1 + tol (default {DEFAULT_TOL})")
-    p.add_argument("--max-iters", type=int, default=DEFAULT_MAX_ITERS, help="MaxVol row swaps per run")
+    p.add_argument("--tol", type=number(float, minimum=0.0), default=DEFAULT_TOL,
+                   help=f"MaxVol tolerance: stop when all |coefficients| <= 1 + tol (default {DEFAULT_TOL})")
+    p.add_argument("--max-iters", type=number(int, minimum=0), default=DEFAULT_MAX_ITERS,
+                   help=f"MaxVol row swaps per run (default {DEFAULT_MAX_ITERS})")
     p.add_argument("--memory-limit", default=None, help="memory for MaxVol, e.g. 2GB, 500MB: sets the batch size "
                                                         "of streaming MaxVol (default: all rows at once)")
+    add_elements_option(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
 
@@ -53,8 +56,9 @@ def main(argv=None) -> int:
         print(f"aceuq activeset: error: {exc}", file=sys.stderr)
         return 2
     try:
+        check_output(args.output)
         pot = Potential(args.potential)
-        frames = read_structures(args.structures)
+        frames = read_structures(args.structures, args.elements)
         built = build_active_set(pot, frames, clusters=args.clusters, mode="full" if args.full else "linear",
                                  assign=args.assign, tol=args.tol, max_iters=args.max_iters, memory_limit=memory,
                                  progress=not args.no_progress)

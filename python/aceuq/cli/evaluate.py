@@ -9,7 +9,7 @@ from ase.calculators.singlepoint import SinglePointCalculator
 
 from .._core import InputError
 from . import add_elements_option
-from ..data import read_structures, write_extxyz_atomic
+from ..data import check_output, read_structures, write_extxyz_atomic
 from ..potential import Potential
 from ..progress import progress as show_progress
 
@@ -42,6 +42,7 @@ def main(argv=None) -> int:
     structure_files = args.inputs if args.ensemble else args.inputs[1:]
     out = []
     try:
+        check_output(args.output)
         if args.ensemble:
             from ..ensemble import Ensemble
 
@@ -68,10 +69,10 @@ def main(argv=None) -> int:
                     props["stress"] = res.stress
                 a.calc = SinglePointCalculator(a, **props)
                 out.append(a)
+        write_extxyz_atomic(args.output, out)
     except InputError as exc:
         print(f"aceuq evaluate: error: {exc}", file=sys.stderr)
         return 1
-    write_extxyz_atomic(args.output, out)
     n_atoms = sum(len(a) for a in out)
     print(f"aceuq evaluate: {len(out)} structures, {n_atoms} atoms -> {args.output}")
     return 0

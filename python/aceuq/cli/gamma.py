@@ -11,7 +11,7 @@ from ase.calculators.singlepoint import SinglePointCalculator
 from .._core import InputError
 from . import add_elements_option
 from ..activeset import ActiveSet
-from ..data import read_structures, write_extxyz_atomic
+from ..data import check_output, read_structures, write_extxyz_atomic
 from ..metrics import ErrorMap
 from ..potential import Potential
 
@@ -43,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        check_output(args.output)
         pot = Potential(args.potential)
         aset = ActiveSet.load(args.active_set, pot, assign=args.assign)
         error_map = _load_error_map(args.error_map) if args.error_map else None
@@ -64,7 +65,11 @@ def main(argv=None) -> int:
         if atoms.calc is not None and getattr(atoms.calc, "results", None):
             a.calc = SinglePointCalculator(a, **atoms.calc.results)
         out.append(a)
-    write_extxyz_atomic(args.output, out)
+    try:
+        write_extxyz_atomic(args.output, out)
+    except InputError as exc:
+        print(f"aceuq gamma: error: {exc}", file=sys.stderr)
+        return 1
     if error_map is not None:
         est = np.concatenate([a.arrays["force_error_estimate"] for a in out]) if out else np.zeros(0)
         print(f"aceuq gamma: force error estimate (|dF|, {error_map.units}) median {np.median(est):.3g}, "

@@ -5,9 +5,9 @@ import argparse
 import sys
 
 from .._core import InputError
-from . import add_elements_option
+from . import add_elements_option, number
 from ..activeset import ActiveSet
-from ..data import read_structures, write_extxyz_atomic
+from ..data import check_output, read_structures, write_extxyz_atomic
 from ..maxvol import DEFAULT_MAX_ITERS, DEFAULT_TOL
 from ..potential import Potential
 from ..select import select_structures, selected_frames
@@ -22,11 +22,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("candidates", nargs="+",
                    help="candidate structures: extxyz, LAMMPS dumps (with --elements), .pkl.gzip")
     p.add_argument("--active-set", required=True, help="current active set (.asi or .casi)")
-    p.add_argument("-n", type=int, required=True, help="number of structures to select")
+    p.add_argument("-n", type=number(int, minimum=1), required=True, help="number of structures to select")
     p.add_argument("-o", "--output", required=True, help="output .extxyz (written atomically)")
     p.add_argument("--assign", choices=("nearest", "min"), default=None, help="cluster assignment of candidates")
-    p.add_argument("--tol", type=float, default=DEFAULT_TOL, help="MaxVol tolerance")
-    p.add_argument("--max-iters", type=int, default=DEFAULT_MAX_ITERS, help="MaxVol row swaps per run")
+    p.add_argument("--tol", type=number(float, minimum=0.0), default=DEFAULT_TOL,
+                   help=f"MaxVol tolerance (default {DEFAULT_TOL})")
+    p.add_argument("--max-iters", type=number(int, minimum=0), default=DEFAULT_MAX_ITERS,
+                   help=f"MaxVol row swaps per run (default {DEFAULT_MAX_ITERS})")
     add_elements_option(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
@@ -34,20 +36,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    if args.n < 1:
-        print("aceuq select: error: -n must be at least 1", file=sys.stderr)
-        return 2
     try:
+        check_output(args.output)
         pot = Potential(args.potential)
         aset = ActiveSet.load(args.active_set, pot, assign=args.assign)
         frames = read_structures(args.candidates, args.elements)
         sel = select_structures(pot, frames, aset, args.n, tol=args.tol, max_iters=args.max_iters,
                                 progress=not args.no_progress)
+        out = selected_frames(frames, sel)
+        write_extxyz_atomic(args.output, out)
     except InputError as exc:
         print(f"aceuq select: error: {exc}", file=sys.stderr)
         return 1
-    out = selected_frames(frames, sel)
-    write_extxyz_atomic(args.output, out)
     for note in sel.notes:
         print(f"aceuq select: {note}")
     print(f"aceuq select: {len(out)} of {len(frames)} candidates selected -> {args.output}")
