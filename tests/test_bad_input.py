@@ -157,3 +157,25 @@ def test_structure_errors_name_file_and_frame(good, tmp_path):
     nickel = bulk("Ni", "fcc", a=3.52)
     with pytest.raises(InputError, match=r"^structure 1: element\(s\) Ni"):  # not read from a file
         pot.projections([ok, nickel])
+
+
+def test_zeroed_active_set_is_refused(good, tmp_path):
+    """An inverse with an all-zero column would grade every atom 0 in that direction (and an
+    all-zero file every atom 0): no invertible matrix has one."""
+    from potentials import emt_training_set
+
+    from aceuq.activeset import ActiveSet, build_active_set, load_npz
+
+    pot = aceuq.Potential(good)
+    path = build_active_set(pot, emt_training_set(["Cu", "Al"], n=10, seed=5)).save(str(tmp_path / "g.asi"))
+    data = load_npz(path)
+    data["Cu"] = data["Cu"].copy()
+    data["Cu"][:, 2] = 0.0
+    with open(tmp_path / "zero_column.asi", "wb") as fh:  # (a path would get .npz appended)
+        np.savez(fh, **data)
+    with pytest.raises(InputError, match=r"zero_column\.asi.*'Cu' has an all-zero column 2"):
+        ActiveSet.load(str(tmp_path / "zero_column.asi"), pot)
+    with open(tmp_path / "zeros.asi", "wb") as fh:
+        np.savez(fh, **{el: np.zeros_like(m) for el, m in data.items()})
+    with pytest.raises(InputError, match=r"zeros\.asi.*all-zero column 0"):
+        ActiveSet.load(str(tmp_path / "zeros.asi"), pot)

@@ -437,6 +437,20 @@ struct Loader {
         return v;
     }
 
+    // The inverse of an active-set matrix (n x n): finite, and no column is zero (an invertible
+    // matrix has none), which a truncated or zeroed file would otherwise pass off as gamma = 0.
+    std::vector<double> inverse(const std::string& key, std::size_t n) const {
+        std::vector<double> v = numbers(key, {n, n});
+        for (std::size_t j = 0; j < n; ++j) {
+            bool zero = true;
+            for (std::size_t i = 0; i < n && zero; ++i) zero = v[i * n + j] == 0.0;
+            if (zero)
+                fail("array '" + key + "' has an all-zero column " + std::to_string(j) +
+                     ": not the inverse of an active-set matrix");
+        }
+        return v;
+    }
+
     // A square matrix; returns its width.
     std::size_t square_width(const std::string& key) const {
         const NpyArray& a = npz.at(key);
@@ -530,7 +544,7 @@ std::shared_ptr<Grader> Grader::load(const std::string& path, const Potential& p
             ElementActiveSet& s = g->sets_[mu];
             s.n_proj = potential.n_projections(mu, g->full_);
             s.k = 1;
-            s.inv.push_back(L.numbers(el, {std::size_t(s.n_proj), std::size_t(s.n_proj)}));
+            s.inv.push_back(L.inverse(el, std::size_t(s.n_proj)));
             g->pack(mu);
         }
         return g;
@@ -645,7 +659,7 @@ std::shared_ptr<Grader> Grader::load(const std::string& path, const Potential& p
             if (L.square_width(key) != n)
                 L.fail("array '" + key + "' has width " + std::to_string(L.square_width(key)) + ", expected " +
                        std::to_string(n) + " (" + mode + " projections of " + el + ")");
-            s.inv.push_back(L.numbers(key, {n, n}));
+            s.inv.push_back(L.inverse(key, n));
         }
 
         const char* parts[] = {"centers", "mean", "scale", "components"};

@@ -114,7 +114,27 @@ def make_basis(basis: str, elements: Sequence[str], cutoff: float):
     _require_pyace("building an ACE basis")
     from pyace import ACEBBasisSet, create_multispecies_basis_config
 
-    return ACEBBasisSet(create_multispecies_basis_config(basis_potential_config(basis, elements, cutoff)))
+    cfg = basis_potential_config(basis, elements, cutoff)
+    try:
+        return ACEBBasisSet(create_multispecies_basis_config(cfg))
+    except Exception as exc:  # pyace's validation: ValueError, KeyError, TypeError, RuntimeError ...
+        what = f"basis config '{basis}'" if basis not in BASIS_PRESETS else f"basis '{basis}'"
+        raise InputError(f"{what}: pyace cannot build the basis ({type(exc).__name__}: {exc})") from None
+
+
+def check_cutoff(basis: str, cutoff: Optional[float]) -> None:
+    """A cutoff is an input of the presets only: a basis config file sets its own, the bonds'
+    ``rcut`` (per element pair, as in a pacemaker input file), which a single number cannot
+    override unambiguously. Reject a cutoff given with a file, and a non-positive one."""
+    if cutoff is None:
+        return
+    if not (isinstance(cutoff, (int, float, np.integer, np.floating)) and not isinstance(cutoff, bool)
+            and np.isfinite(cutoff) and cutoff > 0):
+        raise InputError(f"cutoff must be a positive number of Å, got {cutoff!r}")
+    if basis not in BASIS_PRESETS:
+        raise InputError(f"basis config '{basis}': a cutoff ({cutoff} Å) applies to the presets "
+                         f"({', '.join(BASIS_PRESETS)}) only; a basis config sets its cutoff by the bonds' "
+                         "'rcut': edit it there")
 
 
 # ======================================================================= fitting
@@ -283,6 +303,7 @@ def fit_linear_potential(frames: Sequence[Atoms], path: str, basis: str = "small
     frames = list(frames)
     if not frames:
         raise InputError("no training structures")
+    check_cutoff(basis, cutoff)
     elements = sorted(set(elements) if elements else {s for a in frames for s in a.get_chemical_symbols()})
     bbasis = make_basis(basis, elements, float(cutoff) if cutoff else default_cutoff(frames))
     e0 = reference_energies(frames, list(bbasis.elements_name))
@@ -290,6 +311,29 @@ def fit_linear_potential(frames: Sequence[Atoms], path: str, basis: str = "small
     (coef,) = fit_members(dm, [np.arange(len(frames))], alpha, energy_weight)
     _save_bbasis(bbasis, coef, path)
     return e0
+
+
+def check_fit_options(n_members: int = 2, alpha: float = 0.0, energy_weight: float = 1.0,
+                      subsample: float = 0.8, workers: int = 1, seed: int = 0) -> None:
+    """Ranges of the ensemble fit's numeric options (one InputError naming the option)."""
+    def num(v):
+        return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) and np.isfinite(v)
+
+    def integer(v):
+        return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+    if not (integer(n_members) and n_members >= 2):
+        raise InputError(f"an ensemble needs at least 2 members, got {n_members!r}")
+    if not (num(alpha) and alpha >= 0):
+        raise InputError(f"ridge alpha must be a number >= 0, got {alpha!r}")
+    if not (num(energy_weight) and energy_weight > 0):
+        raise InputError(f"energy weight must be a number > 0, got {energy_weight!r}")
+    if not (num(subsample) and 0 < subsample <= 1):
+        raise InputError(f"subsample must be a fraction in (0, 1], got {subsample!r}")
+    if not (integer(workers) and workers >= 1):
+        raise InputError(f"workers must be an integer >= 1, got {workers!r}")
+    if not (integer(seed) and seed >= 0):
+        raise InputError(f"seed must be an integer >= 0, got {seed!r}")
 
 
 def fit_ensemble(frames: Sequence[Atoms], n_members: int, output_dir: str, basis: str = "small",
@@ -300,16 +344,20 @@ def fit_ensemble(frames: Sequence[Atoms], n_members: int, output_dir: str, basis
     """Fit an ensemble of linear ACE members and write it to ``output_dir``.
 
     ``calibration_frames`` (held out, not used in fitting) fit the σ calibration factors.
+    ``cutoff`` (Å) is the cutoff of a preset basis (default: from the data, :func:`default_cutoff`);
+    a basis config file sets its own (the bonds' ``rcut``) and takes none (:func:`check_cutoff`).
+    The manifest records the cutoff the members have.
     """
     _require_pyace("fitting an ensemble")
-    if n_members < 2:
-        raise InputError("an ensemble needs at least 2 members")
+    check_fit_options(n_members=n_members, alpha=alpha, energy_weight=energy_weight, subsample=subsample,
+                      workers=workers, seed=seed)
+    check_cutoff(basis, cutoff)
     frames = list(frames)
     if not frames:
         raise InputError("no training structures")
     elements = sorted(set(elements) if elements else {s for a in frames for s in a.get_chemical_symbols()})
-    cutoff = float(cutoff) if cutoff else default_cutoff(frames)
-    bbasis = make_basis(basis, elements, cutoff)
+    bbasis = make_basis(basis, elements, float(cutoff) if cutoff is not None else default_cutoff(frames))
+    cutoff = float(bbasis.cutoffmax)  # what the members have (a basis config's rcut, not the argument)
     e0 = reference_energies(frames, list(bbasis.elements_name))
     dm = design_matrix(bbasis, frames, e0, workers=workers)
     samples = resample(len(frames), n_members, bootstrap, seed, subsample)
@@ -345,6 +393,71 @@ def write_ensemble(bbasis, coefs: Sequence[np.ndarray], output_dir: str, referen
 
 def write_manifest(folder: str, manifest: Dict) -> None:
     metrics._write_text_atomic(os.path.join(folder, MANIFEST), json.dumps(manifest, indent=1))
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and bool(np.isfinite(v))
+
+
+def check_manifest(man, path: str) -> List[str]:
+    """Validate an ``ensemble.json`` mapping (the schema :func:`write_ensemble` and
+    :meth:`Ensemble.save_calibration` write); return the member paths, relative ones resolved
+    against the manifest's folder. One :class:`InputError` naming ``path`` and the key otherwise.
+
+    Required: ``format``, ``members`` (>= 2 potential files). Optional, type-checked when present:
+    ``elements``, ``reference_energy`` (element → eV; absent = 0, as for a list of member files),
+    ``calibration`` and ``fit``. ``calibration`` as a whole may be absent (σ uncalibrated, as for
+    a list of member files), but when present it needs both factors ``energy`` and ``forces``: every
+    writer stores them together, so a block without one is a damaged file, and a silently assumed
+    factor 1 would misstate σ. ``forces_floor`` may be absent (manifests older than the floor: b = 0).
+    """
+    where = f"ensemble manifest '{path}'"
+    if not isinstance(man, dict) or man.get("format") != FORMAT:
+        raise InputError(f"{where}: not an aceuq ensemble manifest (needs \"format\": \"{FORMAT}\")")
+    members = man.get("members")
+    if not isinstance(members, list) or not members:
+        raise InputError(f"{where}: 'members' must be a list of member potential files, got {members!r}")
+    if len(members) < 2:
+        raise InputError(f"{where}: 'members' lists {len(members)} potential; an ensemble needs at least 2")
+    folder = os.path.dirname(os.path.abspath(path))
+    out = []
+    for k, m in enumerate(members):
+        if not isinstance(m, str) or not m.strip():
+            raise InputError(f"{where}: 'members' entry {k} must be a potential file name, got {m!r}")
+        full = m if os.path.isabs(m) else os.path.join(folder, m)
+        if not os.path.isfile(full):
+            raise InputError(f"{where}: member '{m}' not found ({full})")
+        out.append(full)
+    elements = man.get("elements")
+    if elements is not None and (not isinstance(elements, list) or not all(isinstance(e, str) for e in elements)):
+        raise InputError(f"{where}: 'elements' must be a list of element symbols, got {elements!r}")
+    ref = man.get("reference_energy")
+    if ref is not None:
+        if not isinstance(ref, dict):
+            raise InputError(f"{where}: 'reference_energy' must map elements to energies in eV, got {ref!r}")
+        for el, v in ref.items():
+            if not _is_number(v):
+                raise InputError(f"{where}: 'reference_energy' of {el} must be a finite number (eV), got {v!r}")
+    cal = man.get("calibration")
+    if cal is not None:
+        if not isinstance(cal, dict):
+            raise InputError(f"{where}: 'calibration' must be a mapping (energy, forces, ...), got {cal!r}")
+        for key in ("energy", "forces"):
+            if key not in cal:
+                raise InputError(f"{where}: 'calibration' has no '{key}' factor (written with 'energy' and "
+                                 "'forces'; remove the whole 'calibration' block for uncalibrated σ)")
+        for key in ("energy", "forces", "forces_floor"):
+            if key in cal and not (_is_number(cal[key]) and cal[key] >= 0):
+                raise InputError(f"{where}: 'calibration' '{key}' must be a finite number >= 0, got {cal[key]!r}")
+        if "fitted" in cal and not isinstance(cal["fitted"], bool):
+            raise InputError(f"{where}: 'calibration' 'fitted' must be true or false, got {cal['fitted']!r}")
+        for key in ("n_structures", "n_atoms"):
+            v = cal.get(key)
+            if v is not None and not (isinstance(v, int) and not isinstance(v, bool) and v >= 0):
+                raise InputError(f"{where}: 'calibration' '{key}' must be a count, got {v!r}")
+    if "fit" in man and not isinstance(man["fit"], dict):
+        raise InputError(f"{where}: 'fit' must be a mapping, got {man['fit']!r}")
+    return out
 
 
 # ======================================================================= evaluation
@@ -424,16 +537,24 @@ class Ensemble:
             if not os.path.exists(path):
                 raise InputError(f"ensemble '{source}': no {MANIFEST} (give a directory written by "
                                  f"'aceuq ensemble' or a list of potential files)")
-            with open(path) as fh:
-                try:
+            try:
+                with open(path) as fh:
                     man = json.load(fh)
-                except json.JSONDecodeError as exc:
-                    raise InputError(f"ensemble manifest '{path}': not JSON ({exc})") from None
-            if not isinstance(man, dict) or man.get("format") != FORMAT or not isinstance(man.get("members"), list):
-                raise InputError(f"ensemble manifest '{path}': not an aceuq ensemble manifest")
-            folder = os.path.dirname(os.path.abspath(path))
-            members = [m if os.path.isabs(m) else os.path.join(folder, m) for m in man["members"]]
-            return cls(members, man.get("reference_energy"), man.get("calibration"), man)
+            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                raise InputError(f"ensemble manifest '{path}': not JSON ({exc})") from None
+            except OSError as exc:
+                raise InputError(f"ensemble manifest '{path}': cannot be read ({exc.strerror or exc})") from None
+            members = check_manifest(man, path)
+            ens = cls(members, man.get("reference_energy"), man.get("calibration"), man)
+            listed = man.get("elements")
+            if listed is not None and sorted(listed) != sorted(ens.elements):
+                raise InputError(f"ensemble manifest '{path}': 'elements' {listed} differ from the members' "
+                                 f"elements {ens.elements}")
+            unknown = sorted(set(ens.reference_energy) - set(ens.elements))
+            if unknown:
+                raise InputError(f"ensemble manifest '{path}': 'reference_energy' names element(s) "
+                                 f"{', '.join(unknown)} not in the members ({', '.join(ens.elements)})")
+            return ens
         return cls(list(source))
 
     # ---------------------------------------------------------------- members

@@ -250,11 +250,45 @@ class ErrorMap:
 
     @classmethod
     def from_dict(cls, d: Dict, source: str = "error map") -> "ErrorMap":
-        if d.get("format") != "aceuq-error-map":
-            raise ValueError(f"{source}: not an aceuq error map (format {d.get('format')!r})")
-        meta = {k: d[k] for k in ("quantity", "units", "score") if k in d}
-        if d["method"] == "isotonic":
-            return cls("isotonic", x=d["log_score"], y=d["error"], **meta)
+        """The map of a :meth:`to_dict` mapping, validated: one :class:`aceuq.InputError` (a
+        ValueError) naming ``source`` and the key otherwise, never a failure at evaluation."""
+        from ._core import InputError
+
+        if not isinstance(d, dict) or d.get("format") != "aceuq-error-map":
+            what = f"format {d.get('format')!r}" if isinstance(d, dict) else f"a JSON {type(d).__name__}"
+            raise InputError(f"{source}: not an aceuq error map ({what})")
+        method = d.get("method")
+        if method not in ("isotonic", "power"):
+            raise InputError(f"{source}: 'method' must be 'isotonic' or 'power', got {method!r}")
+        meta = {}
+        for k in ("quantity", "units", "score"):
+            if k in d:
+                if not isinstance(d[k], str):
+                    raise InputError(f"{source}: '{k}' must be a string, got {d[k]!r}")
+                meta[k] = d[k]
+
+        def number(v):
+            return isinstance(v, (int, float)) and not isinstance(v, bool) and bool(np.isfinite(v))
+
+        if method == "isotonic":
+            arrays = {}
+            for k in ("log_score", "error"):
+                v = d.get(k)
+                if not isinstance(v, list) or not v or not all(number(x) for x in v):
+                    raise InputError(f"{source}: isotonic '{k}' must be a non-empty list of finite numbers, "
+                                     f"got {v!r:.80}")
+                arrays[k] = np.array(v, dtype=float)
+            x, y = arrays["log_score"], arrays["error"]
+            if x.size != y.size:
+                raise InputError(f"{source}: isotonic 'log_score' and 'error' differ in length ({x.size} vs {y.size})")
+            if np.any(np.diff(x) < 0):
+                raise InputError(f"{source}: isotonic 'log_score' must be non-decreasing (knots of the map)")
+            if np.any(y < 0):
+                raise InputError(f"{source}: isotonic 'error' must be >= 0 (an error norm)")
+            return cls("isotonic", x=x, y=y, **meta)
+        for k in ("a", "b"):
+            if not number(d.get(k)):
+                raise InputError(f"{source}: power '{k}' must be a finite number, got {d.get(k)!r}")
         return cls("power", a=d["a"], b=d["b"], **meta)
 
     def save(self, path) -> None:
@@ -262,12 +296,18 @@ class ErrorMap:
 
     @classmethod
     def load(cls, path) -> "ErrorMap":
+        """Read a map written by :meth:`save`; an :class:`aceuq.InputError` (a ValueError) naming
+        the file for a missing, unreadable or malformed one."""
+        from ._core import InputError
+
         path = os.fspath(path)
-        with open(path) as fh:
-            try:
+        try:
+            with open(path) as fh:
                 d = json.load(fh)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"error map '{path}': not JSON ({exc})") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise InputError(f"error map '{path}': not JSON ({exc})") from None
+        except OSError as exc:
+            raise InputError(f"error map '{path}': cannot be read ({exc.strerror or exc})") from None
         return cls.from_dict(d, f"error map '{path}'")
 
 
@@ -391,10 +431,12 @@ def plot_roc(scores: Dict[str, tuple], path, title="novelty detection") -> str:
 def _save(fig, path) -> str:
     import matplotlib.pyplot as plt
 
+    from .data import atomic_path
+
     path = os.fspath(path)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    with atomic_path(path, suffix=os.path.splitext(path)[1] or ".png") as tmp:  # savefig reads the format off it
+        fig.savefig(tmp, dpi=110)
     plt.close(fig)
     return path
 

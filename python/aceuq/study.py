@@ -95,76 +95,217 @@ DEFAULTS = {
 
 
 def load_config(path_or_dict) -> Dict:
-    """Read a study config (YAML) and fill defaults; data paths are relative to the config file."""
+    """Read a study config (YAML) and fill defaults; data paths are relative to the config file.
+
+    Every key is type- and range-checked here, and every basis (accuracy sweep, heterogeneity,
+    novelty cases) must be a preset or a readable basis config, so that a bad config fails at
+    once with one :class:`InputError` naming the file and the key, not after minutes of fitting.
+    """
     if isinstance(path_or_dict, dict):
         cfg, base = dict(path_or_dict), os.getcwd()
+        source = cfg.get("_path")
     else:
-        path = os.fspath(path_or_dict)
-        cfg = read_yaml_config(path, "study config")
-        base = os.path.dirname(os.path.abspath(path))
+        source = os.fspath(path_or_dict)
+        cfg = read_yaml_config(source, "study config")
+        base = os.path.dirname(os.path.abspath(source))
+    where = f"study config '{source}'" if source else "study config"
+
+    def bad(msg):
+        raise InputError(f"{where}: {msg}")
+
     if "data" not in cfg:
-        raise InputError("study config: needs 'data' (labelled structure files)")
+        bad("needs 'data' (labelled structure files)")
     data = cfg["data"] if isinstance(cfg["data"], list) else [cfg["data"]]
+    if not data or not all(isinstance(d, str) and d.strip() for d in data):
+        bad(f"'data' must be a structure file or a list of them, got {cfg['data']!r}")
     cfg["data"] = [d if os.path.isabs(d) else os.path.normpath(os.path.join(base, d)) for d in data]
+    unknown = set(cfg) - set(DEFAULTS) - {"data", "name", "description", "_path"}
+    if unknown:
+        bad(f"unknown key(s) {', '.join(sorted(unknown))}")
+    for k in ("ensemble", "accuracy", "heterogeneity"):
+        if k in cfg and not isinstance(cfg[k], dict):
+            bad(f"'{k}' must be a mapping, got {cfg[k]!r}")
     out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in DEFAULTS.items()}
     for k, v in cfg.items():
         if k in out and isinstance(out[k], dict) and isinstance(v, dict):
             out[k].update(v)
         else:
             out[k] = v
-    unknown = set(cfg) - set(DEFAULTS) - {"data", "name", "description"}
+    if source:
+        out["_path"] = source
+    for k in ("name", "description"):
+        if out.get(k) is not None and not isinstance(out[k], str):
+            bad(f"'{k}' must be a string, got {out[k]!r}")
+    if not isinstance(out["group_by"], str) or not out["group_by"]:
+        bad(f"'group_by' must be the name of a structure label (e.g. config_type), got {out['group_by']!r}")
+    if not isinstance(out["keep_models"], bool):
+        bad(f"'keep_models' must be true or false, got {out['keep_models']!r}")
+
+    seeds = out["seeds"]
+    if not isinstance(seeds, list) or not seeds:
+        bad(f"'seeds' must be a list of at least one seed (e.g. [0, 1, 2]), got {seeds!r}")
+    if not all(_is_int(x) and x >= 0 for x in seeds):
+        bad(f"'seeds' must be integers >= 0, got {seeds!r}")
+    if len(set(seeds)) != len(seeds):
+        bad(f"'seeds' must be distinct (a repeated seed repeats its split), got {seeds!r}")
+    out["test_fraction"] = _number(out["test_fraction"], lambda v: 0 < v < 1, "in (0, 1)", "'test_fraction'", bad)
+    out["calibration_fraction"] = _number(out["calibration_fraction"], lambda v: 0 <= v < 1, "in [0, 1)",
+                                          "'calibration_fraction'", bad)
+    if out["test_fraction"] + out["calibration_fraction"] >= 1:
+        bad("'test_fraction' + 'calibration_fraction' must leave training frames (sum < 1)")
+    if out["cutoff"] is not None:
+        out["cutoff"] = _number(out["cutoff"], lambda v: v > 0, "> 0 (Å)", "'cutoff'", bad)
+    if out["elements"] is not None:
+        from .data import parse_elements
+
+        if not isinstance(out["elements"], (str, list)) or not all(isinstance(x, str) for x in out["elements"]):
+            bad(f"'elements' must be a list of element symbols, got {out['elements']!r}")
+        try:
+            out["elements"] = parse_elements(out["elements"])
+        except InputError as exc:
+            bad(f"'elements': {exc}")
+    out["regroup"] = _regroup_config(out["regroup"], bad)
+
+    e = out["ensemble"]
+    unknown = set(e) - set(DEFAULTS["ensemble"])
     if unknown:
-        raise InputError(f"study config: unknown key(s) {', '.join(sorted(unknown))}")
-    if len(out["seeds"]) < 1:
-        raise InputError("study config: 'seeds' must list at least one seed")
-    out["gamma"] = _gamma_config(out["gamma"])
+        bad(f"unknown ensemble key(s) {', '.join(sorted(unknown))} (known: {', '.join(DEFAULTS['ensemble'])})")
+    if not (_is_int(e["members"]) and e["members"] >= 2):
+        bad(f"ensemble 'members' must be an integer >= 2, got {e['members']!r}")
+    if not isinstance(e["bootstrap"], bool):
+        bad(f"ensemble 'bootstrap' must be true or false, got {e['bootstrap']!r}")
+    e["alpha"] = _number(e["alpha"], lambda v: v >= 0, ">= 0", "ensemble 'alpha'", bad)
+    e["energy_weight"] = _number(e["energy_weight"], lambda v: v > 0, "> 0", "ensemble 'energy_weight'", bad)
+
+    acc = out["accuracy"]
+    if set(acc) - {"bases"}:
+        bad(f"unknown accuracy key(s) {', '.join(sorted(set(acc) - {'bases'}))} (known: bases)")
+    acc["bases"] = _name_list(acc["bases"], "accuracy 'bases'", bad, "a basis")
+    het = out["heterogeneity"]
+    if set(het) - set(DEFAULTS["heterogeneity"]):
+        bad(f"unknown heterogeneity key(s) {', '.join(sorted(set(het) - set(DEFAULTS['heterogeneity'])))}")
+    for k in ("homogeneous_group", "basis"):
+        if het[k] is not None and not (isinstance(het[k], str) and het[k]):
+            bad(f"heterogeneity '{k}' must be a name, got {het[k]!r}")
+
+    out["gamma"] = _gamma_config(out["gamma"], where)
     cases = out["novelty"] if isinstance(out["novelty"], list) else [out["novelty"]]
     known = {"name", "train_groups", "novel_groups", "basis", "bases"}
     for c in cases:
         if not isinstance(c, dict) or set(c) - known:
-            raise InputError(f"study config: a novelty case is a mapping of {', '.join(sorted(known))}, got {c!r}")
+            bad(f"a novelty case is a mapping of {', '.join(sorted(known))}, got {c!r}")
+        if c.get("name") is not None and not (isinstance(c["name"], str) and c["name"]):
+            bad(f"a novelty case's 'name' must be a string, got {c['name']!r}")
+        label = f"novelty case '{c.get('name') or 'novelty'}'"
+        if c.get("train_groups") is not None and c["train_groups"] != "rest":
+            c["train_groups"] = _name_list(c["train_groups"], f"{label} 'train_groups'", bad, "a group or 'rest'")
+        if c.get("novel_groups") is not None:
+            c["novel_groups"] = _name_list(c["novel_groups"], f"{label} 'novel_groups'", bad, "a group")
+        if c.get("basis") is not None and not (isinstance(c["basis"], str) and c["basis"]):
+            bad(f"{label} 'basis' must be a basis name or file, got {c['basis']!r}")
+        if c.get("bases") is not None:
+            c["bases"] = _name_list(c["bases"], f"{label} 'bases'", bad, "a basis")
     out["novelty"] = cases
     names = [c.get("name") or "novelty" for c in cases]
     if len(set(names)) != len(names):
-        raise InputError("study config: novelty cases need distinct names")
+        bad("novelty cases need distinct names")
 
-    def resolve(b):  # basis files are relative to the config, like data
+    def resolve(b, key):  # basis files are relative to the config, like data; checked here, not mid-study
         b = str(b)
         local = os.path.normpath(os.path.join(base, b))
-        return local if b not in ens_mod.BASIS_PRESETS and not os.path.isabs(b) and os.path.exists(local) else b
+        b = local if b not in ens_mod.BASIS_PRESETS and not os.path.isabs(b) and os.path.exists(local) else b
+        try:
+            ens_mod.basis_potential_config(b, [], 5.0)
+        except InputError as exc:
+            bad(f"{key}: {exc}")
+        return b
 
-    out["accuracy"]["bases"] = [resolve(b) for b in out["accuracy"]["bases"]]
-    if out["heterogeneity"].get("basis"):
-        out["heterogeneity"]["basis"] = resolve(out["heterogeneity"]["basis"])
+    acc["bases"] = [resolve(b, "accuracy 'bases'") for b in acc["bases"]]
+    if het.get("basis"):
+        het["basis"] = resolve(het["basis"], "heterogeneity 'basis'")
     for c in cases:
+        label = f"novelty case '{c.get('name') or 'novelty'}'"
         for key in ("basis", "bases"):
             if c.get(key):
-                c[key] = [resolve(b) for b in c[key]] if key == "bases" else resolve(c[key])
+                c[key] = [resolve(b, f"{label} 'bases'") for b in c[key]] if key == "bases" else \
+                    resolve(c[key], f"{label} 'basis'")
     return out
 
 
-def _gamma_config(g) -> Dict:
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _number(v, ok, text: str, key: str, bad) -> float:
+    """A finite number (YAML may hand a string such as '1e-5': PyYAML reads only '1.0e-5' as a
+    float) with ok(v), else bad(...)."""
+    try:
+        x = float(v) if not isinstance(v, bool) else None
+    except (TypeError, ValueError):
+        x = None
+    if x is None or not np.isfinite(x) or not ok(x):
+        bad(f"{key} must be a number {text}, got {v!r}")
+    return x
+
+
+def _name_list(v, key: str, bad, what: str) -> List[str]:
+    """A list of non-empty strings (a single string is a list of one)."""
+    items = [v] if isinstance(v, str) else v
+    if not isinstance(items, list) or not items or not all(isinstance(x, str) and x for x in items):
+        bad(f"{key} must be {what} or a non-empty list of them, got {v!r}")
+    return list(items)
+
+
+def _regroup_config(rules, bad) -> List[Dict]:
+    if rules is None:
+        return []
+    if not isinstance(rules, list):
+        bad(f"'regroup' must be a list of rules, got {rules!r}")
+    keys = {"group", "by", "cutoff", "threshold", "above", "below"}
+    out = []
+    for rule in rules:
+        if not isinstance(rule, dict) or set(rule) - keys:
+            bad(f"a regroup rule is a mapping of {', '.join(sorted(keys))}, got {rule!r}")
+        if rule.get("by") != "coordination":
+            bad(f"regroup rule {rule}: only 'by: coordination' is supported")
+        for k in ("group", "above", "below"):
+            if not (isinstance(rule.get(k), str) and rule[k]):
+                bad(f"regroup rule {rule}: '{k}' must be a group name")
+        r = dict(rule)
+        r["threshold"] = _number(rule.get("threshold"), lambda v: v >= 0, ">= 0",
+                                 f"regroup rule {rule}: 'threshold'", bad)
+        r["cutoff"] = _number(rule.get("cutoff", 3.0), lambda v: v > 0, "> 0 (Å)",
+                              f"regroup rule {rule}: 'cutoff'", bad)
+        out.append(r)
+    return out
+
+
+def _gamma_config(g, where: str = "study config") -> Dict:
     if g is False or g is None:
         return {"global": False, "clusters": [], "assign": [], "error_map": "isotonic", "mode": "linear",
                 "rank_rtol": None}
+    if g is not True and not isinstance(g, dict):
+        raise InputError(f"{where}: 'gamma' must be a mapping or false, got {g!r}")
     g = {**DEFAULTS["gamma"], **(g if isinstance(g, dict) else {})}
-    ks = g["clusters"] if isinstance(g["clusters"], list) else [g["clusters"]]
-    for k in ks:
-        if not (k == "auto" or (isinstance(k, int) and k >= 2)):
-            raise InputError(f"study config: gamma clusters must be 'auto' or integers >= 2, got {k!r}")
-    assign = g["assign"] if isinstance(g["assign"], list) else [g["assign"]]
-    if set(assign) - set(GAMMA_ASSIGN):
-        raise InputError(f"study config: gamma assign must be among {', '.join(GAMMA_ASSIGN)}, got {assign}")
-    if g["error_map"] not in ("isotonic", "power"):
-        raise InputError("study config: gamma error_map must be 'isotonic' or 'power'")
-    if g["mode"] not in ("linear", "full"):
-        raise InputError("study config: gamma mode must be 'linear' or 'full'")
     unknown = set(g) - set(DEFAULTS["gamma"])
     if unknown:
-        raise InputError(f"study config: unknown gamma key(s) {', '.join(sorted(unknown))}")
+        raise InputError(f"{where}: unknown gamma key(s) {', '.join(sorted(unknown))}")
+    if not isinstance(g["global"], bool):
+        raise InputError(f"{where}: gamma global must be true or false, got {g['global']!r}")
+    ks = g["clusters"] if isinstance(g["clusters"], list) else [g["clusters"]]
+    for k in ks:
+        if not (k == "auto" or (_is_int(k) and k >= 2)):
+            raise InputError(f"{where}: gamma clusters must be 'auto' or integers >= 2, got {k!r}")
+    assign = g["assign"] if isinstance(g["assign"], list) else [g["assign"]]
+    if not all(isinstance(a, str) for a in assign) or set(assign) - set(GAMMA_ASSIGN):
+        raise InputError(f"{where}: gamma assign must be among {', '.join(GAMMA_ASSIGN)}, got {assign}")
+    if g["error_map"] not in ("isotonic", "power"):
+        raise InputError(f"{where}: gamma error_map must be 'isotonic' or 'power'")
+    if g["mode"] not in ("linear", "full"):
+        raise InputError(f"{where}: gamma mode must be 'linear' or 'full'")
     rtol = g["rank_rtol"]
-    if rtol is not None and not (isinstance(rtol, (int, float)) and 0 < rtol < 1):
-        raise InputError(f"study config: gamma rank_rtol must be a number in (0, 1), got {rtol!r}")
+    if rtol is not None and not (isinstance(rtol, (int, float)) and not isinstance(rtol, bool) and 0 < rtol < 1):
+        raise InputError(f"{where}: gamma rank_rtol must be a number in (0, 1), got {rtol!r}")
     return {"global": bool(g["global"]), "clusters": ks, "assign": assign, "error_map": g["error_map"],
             "mode": g["mode"], "rank_rtol": None if rtol is None else float(rtol)}
 
@@ -354,7 +495,9 @@ class Study:
         self.labels = group_labels(self.frames, cfg)
         self.groups = sorted(set(self.labels))
         self.elements = cfg["elements"] or sorted({s for a in self.frames for s in a.get_chemical_symbols()})
-        self.cutoff = float(cfg["cutoff"] or ens_mod.default_cutoff(self.frames))
+        self.cutoff = float(cfg["cutoff"] or ens_mod.default_cutoff(self.frames))  # of the preset bases
+        where = f"study config '{cfg['_path']}'" if cfg.get("_path") else "study config"
+        self._bb: Dict[str, object] = {}
         self._dm: Dict[str, tuple] = {}
         self._proj: Dict[str, tuple] = {}
         self._models: Dict[tuple, Model] = {}
@@ -365,7 +508,7 @@ class Study:
         het = cfg["heterogeneity"]
         self.homogeneous = het["homogeneous_group"] or max(self.groups, key=lambda g: np.sum(self.labels == g))
         if self.homogeneous not in self.groups:
-            raise InputError(f"study config: homogeneous_group '{self.homogeneous}' is not a group "
+            raise InputError(f"{where}: homogeneous_group '{self.homogeneous}' is not a group "
                              f"(groups: {', '.join(self.groups)})")
         self.bases = list(cfg["accuracy"]["bases"])
         self.main_basis = het["basis"] or self.bases[0]
@@ -374,23 +517,29 @@ class Study:
             train, novel = c.get("train_groups"), c.get("novel_groups")
             if train == "rest":
                 if not novel:
-                    raise InputError("study config: novelty train_groups 'rest' needs novel_groups")
+                    raise InputError(f"{where}: novelty train_groups 'rest' needs novel_groups")
                 train = [g for g in self.groups if g not in novel]
             train = list(train or [self.homogeneous])
             novel = list(novel or [g for g in self.groups if g not in train])
             for g in train + novel:
                 if g not in self.groups:
-                    raise InputError(f"study config: novelty group '{g}' is not a group "
+                    raise InputError(f"{where}: novelty group '{g}' is not a group "
                                      f"(groups: {', '.join(self.groups)})")
             bases = list(c.get("bases") or [c.get("basis") or self.main_basis])
             self.cases.append({"name": c.get("name") or "novelty", "train": train, "novel": novel, "bases": bases})
         # kept for the report's headings: the first case
         self.novelty_train, self.novel = self.cases[0]["train"], self.cases[0]["novel"]
+        # every basis built now (cheap), so a config pyace rejects fails before any fitting
+        for b in dict.fromkeys(self.bases + [self.main_basis] + [b for c in self.cases for b in c["bases"]]):
+            try:
+                self._bb[b] = ens_mod.make_basis(b, self.elements, self.cutoff)
+            except InputError as exc:
+                raise InputError(f"{where}: {exc}") from None
 
     # ---------------------------------------------------------------- fitting
     def design(self, basis: str):
         if basis not in self._dm:
-            bb = ens_mod.make_basis(basis, self.elements, self.cutoff)
+            bb = self._bb[basis] if basis in self._bb else ens_mod.make_basis(basis, self.elements, self.cutoff)
             self._dm[basis] = (bb, ens_mod.design_matrix(bb, self.frames, {}, workers=self.workers))
         return self._dm[basis]
 
@@ -412,7 +561,8 @@ class Study:
         samples = [train_idx[s] for s in local]
         coefs = ens_mod.fit_members(dm, samples, float(e["alpha"]), float(e["energy_weight"]), reference_energy=e0)
         folder = os.path.join(self.out, "models", f"{tag}-seed{seed}")
-        ens = ens_mod.write_ensemble(bb, coefs, folder, e0, {"basis": basis, "cutoff": self.cutoff, "seed": seed,
+        ens = ens_mod.write_ensemble(bb, coefs, folder, e0, {"basis": basis, "cutoff": float(bb.cutoffmax),
+                                                             "seed": seed,
                                                              "n_structures": len(train_idx),
                                                              "n_functions": int(dm.X.shape[1])})
         if len(cal_idx):
@@ -590,7 +740,7 @@ class Study:
                  f"Splits: {len(cfg['seeds'])} random stratified splits (seeds {cfg['seeds']}), test "
                  f"{cfg['test_fraction']:.0%}, calibration {cfg['calibration_fraction']:.0%} of every group. "
                  f"Ensembles: {cfg['ensemble']['members']} linear ACE members, "
-                 f"{'bootstrap' if cfg['ensemble']['bootstrap'] else 'subsampling'}, cutoff {self.cutoff} Å.",
+                 f"{'bootstrap' if cfg['ensemble']['bootstrap'] else 'subsampling'}, cutoff {self._cutoff_text()} Å.",
                  "", "Per-atom force error |ΔF| vs per-atom uncertainty; miscalibration area on the σ "
                  "calibrated on held-out frames of the training distribution (dof 3); novelty score = max "
                  "over a structure's atoms. Values: mean ± std over splits.", ""]
@@ -623,6 +773,11 @@ class Study:
             lines += [f"![{key}]({os.path.basename(path)})", ""]
         return "\n".join(lines)
 
+
+    def _cutoff_text(self) -> str:
+        """The cutoff(s) the fitted bases have (a basis config's rcut, else the config's cutoff)."""
+        cutoffs = sorted({round(float(bb.cutoffmax), 6) for bb in self._bb.values()}) or [self.cutoff]
+        return ", ".join(f"{c:g}" for c in cutoffs)
 
     def _sweep_tables(self, summary: Dict) -> List[str]:
         """One line per basis: novelty ROC-AUC of every method (mean ± std over splits)."""

@@ -11,8 +11,9 @@ def add_elements_option(parser) -> None:
                              "dumps without an 'element' column")
 
 
-def number(kind=float, minimum=None, above=None):
-    """An argparse type: a finite number of ``kind``, at least ``minimum`` or above ``above``."""
+def number(kind=float, minimum=None, above=None, maximum=None, below=None):
+    """An argparse type: a finite number of ``kind`` (int or float) within the given bounds
+    (``minimum``/``maximum`` inclusive, ``above``/``below`` exclusive)."""
     def parse(text):
         try:
             value = kind(text)
@@ -20,9 +21,10 @@ def number(kind=float, minimum=None, above=None):
             raise argparse.ArgumentTypeError(f"not a{'n integer' if kind is int else ' number'}: '{text}'") from None
         if not math.isfinite(value):
             raise argparse.ArgumentTypeError(f"must be finite, got '{text}'")
-        if minimum is not None and value < minimum:
-            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {text}")
-        if above is not None and value <= above:
-            raise argparse.ArgumentTypeError(f"must be above {above}, got {text}")
+        for bound, ok, words in ((minimum, lambda b: value >= b, "at least"), (above, lambda b: value > b, "above"),
+                                 (maximum, lambda b: value <= b, "at most"), (below, lambda b: value < b, "below")):
+            if bound is not None and not ok(bound):
+                raise argparse.ArgumentTypeError(f"must be {words} {bound}, got {text}")
         return value
+    parse.__name__ = kind.__name__  # argparse names the type in some messages
     return parse

@@ -8,6 +8,7 @@ import numpy as np
 
 from .._core import InputError
 from ..data import read_structures
+from . import number
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -20,40 +21,51 @@ def build_parser() -> argparse.ArgumentParser:
                     "Needs pyace: pip install 'aceuq[pacemaker]'.",
     )
     p.add_argument("data", nargs="+", help="labelled structures (energy, forces): extxyz or pacemaker .pkl.gzip")
-    p.add_argument("-n", "--members", type=int, required=True, help="number of members (>= 2)")
+    p.add_argument("-n", "--members", type=number(int, minimum=2), required=True,
+                   help="number of members (>= 2)")
     p.add_argument("-o", "--output", required=True, help="output directory")
     p.add_argument("--basis", default="small",
                    help=f"basis preset ({', '.join(BASIS_PRESETS)}) or a create_multispecies_basis_config YAML "
                         "(embeddings are made linear); default small")
     p.add_argument("--bootstrap", action="store_true",
                    help="bootstrap resampling of structures (default: random subsamples, see --subsample)")
-    p.add_argument("--subsample", type=float, default=0.8, help="fraction of structures per member without --bootstrap")
+    p.add_argument("--subsample", type=number(float, above=0, maximum=1), default=0.8,
+                   help="fraction of structures per member without --bootstrap")
     p.add_argument("--elements", nargs="+", help="elements of the potential (default: those in the data)")
-    p.add_argument("--cutoff", type=float, help="radial cutoff in Å (default: 2.2x median nearest-neighbour distance)")
-    p.add_argument("--alpha", type=float, default=1e-5, help="ridge regularisation (default 1e-5)")
-    p.add_argument("--energy-weight", type=float, default=1.0,
+    p.add_argument("--cutoff", type=number(float, above=0),
+                   help="radial cutoff in Å of a preset basis (default: 2.2x median nearest-neighbour distance); "
+                        "a --basis CONFIG.yaml sets its own (its bonds' rcut, as in a pacemaker input) and takes "
+                        "no --cutoff")
+    p.add_argument("--alpha", type=number(float, minimum=0), default=1e-5,
+                   help="ridge regularisation (default 1e-5)")
+    p.add_argument("--energy-weight", type=number(float, above=0), default=1.0,
                    help="weight of the per-atom energy rows relative to force rows (default 1)")
-    p.add_argument("--holdout", type=float, default=0.1,
+    p.add_argument("--holdout", type=number(float, minimum=0, below=1), default=0.1,
                    help="fraction of structures held out to calibrate σ (default 0.1; 0 = no calibration)")
     p.add_argument("--calibration-data", nargs="+", help="separate labelled structures to calibrate σ (no holdout)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (resampling, holdout)")
-    p.add_argument("--workers", type=int, default=2, help="processes for the design matrix")
+    p.add_argument("--seed", type=number(int, minimum=0), default=0,
+                   help="random seed (resampling, holdout)")
+    p.add_argument("--workers", type=number(int, minimum=1), default=2,
+                   help="processes for the design matrix")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    from ..ensemble import fit_ensemble
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from ..ensemble import BASIS_PRESETS, fit_ensemble
 
+    if args.cutoff is not None and args.basis not in BASIS_PRESETS:
+        # a pacemaker basis config sets rcut per bond (element pair): one number cannot override it unambiguously
+        parser.error(f"--cutoff applies to the basis presets ({', '.join(BASIS_PRESETS)}) only; "
+                     f"'{args.basis}' sets its cutoff by its bonds' rcut: edit it there")
     try:
         frames = read_structures(args.data)
         calib, note = None, None
         if args.calibration_data:
             calib = read_structures(args.calibration_data)
         elif args.holdout > 0:
-            if not 0 < args.holdout < 1:
-                raise InputError("--holdout must be in [0, 1)")
             n_hold = int(round(args.holdout * len(frames)))
             if len(frames) < 10 or n_hold < 1:
                 note = f"only {len(frames)} structures: σ is not calibrated (use --calibration-data)"

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 import numpy as np
@@ -81,13 +80,7 @@ def main(argv=None) -> int:
 
 
 def _load_error_map(path: str) -> ErrorMap:
-    if not os.path.exists(path):
-        raise InputError(f"error map '{path}': no such file")
-    try:
-        emap = ErrorMap.load(path)
-    except (ValueError, KeyError, TypeError) as exc:
-        msg = str(exc)
-        raise InputError(msg if msg.startswith("error map") else f"error map '{path}': malformed ({msg})") from None
+    emap = ErrorMap.load(path)  # InputError naming the file when missing or malformed
     if emap.score != "gamma":
         raise InputError(f"error map '{path}': maps '{emap.score}', not gamma")
     return emap

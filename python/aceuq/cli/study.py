@@ -5,6 +5,7 @@ import argparse
 import sys
 
 from .._core import InputError
+from . import number
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -20,7 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("config", help="study config .yaml")
     p.add_argument("-o", "--output", required=True, help="output directory")
-    p.add_argument("--workers", type=int, default=2, help="processes for the design matrices")
+    p.add_argument("--workers", type=number(int, minimum=1), default=2, help="processes for the design matrices")
     p.add_argument("--keep-models", action="store_true", help="keep the fitted ensembles in DIR/models")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p

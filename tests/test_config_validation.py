@@ -1,0 +1,285 @@
+"""Malformed inputs of the ensemble, error-map and study files and of `aceuq ensemble`'s options:
+one clear error naming the file (or option) and the key, never a traceback or a silent default."""
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+pytest.importorskip("pyace")
+
+import ase.io  # noqa: E402
+
+from aceuq import metrics, study  # noqa: E402
+from aceuq._core import InputError  # noqa: E402
+from aceuq.cli.main import main  # noqa: E402
+from aceuq.ensemble import Ensemble, fit_ensemble  # noqa: E402
+from potentials import emt_training_set  # noqa: E402
+
+BASIS_CONFIG = """\
+potential:
+  deltaSplineBins: 0.001
+  embeddings: {ALL: {npot: FinnisSinclairShiftedScaled, fs_parameters: [1, 1], ndensity: 1}}
+  bonds:
+    ALL: {radbase: ChebExpCos, radparameters: [5.25], rcut: 5.0, dcut: 0.01, r_in: 1.0, delta_in: 0.5,
+          core-repulsion: [0.0, 1.0]}
+  functions:
+    ALL: {nradmax_by_orders: [6, 3], lmax_by_orders: [0, 2]}
+"""
+
+
+@pytest.fixture(scope="module")
+def frames():
+    return emt_training_set(["Cu"], n=6, seed=3)
+
+
+@pytest.fixture(scope="module")
+def train_file(frames, tmp_path_factory):
+    path = tmp_path_factory.mktemp("data") / "train.extxyz"
+    out = []
+    for k, a in enumerate(frames):
+        b = a.copy()
+        b.info = {"energy": a.info["energy"], "config_type": "A" if k % 2 else "B"}
+        b.arrays["forces"] = a.arrays["forces_ref"]
+        out.append(b)
+    ase.io.write(path, out, format="extxyz")
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def ens_dir(frames, tmp_path_factory):
+    """A small fitted, calibrated ensemble (2 members): its manifest is what the writer writes."""
+    out = str(tmp_path_factory.mktemp("ens") / "cu")
+    fit_ensemble(frames, 2, out, basis="small", seed=1, calibration_frames=frames[:2])
+    return out
+
+
+def one_error_line(err: str, verb: str) -> str:
+    """The single 'aceuq VERB: error: ...' line of stderr (and no traceback)."""
+    assert "Traceback" not in err
+    lines = [ln for ln in err.splitlines() if "error:" in ln]
+    assert len(lines) == 1, err
+    assert lines[0].startswith(f"aceuq {verb}: error: ")
+    return lines[0]
+
+
+# ---------------------------------------------------------------- 1. ensemble.json
+def _bad_manifest(ens_dir, tmp_path, edit) -> str:
+    folder = tmp_path / "bad_ens"
+    shutil.copytree(ens_dir, folder)
+    man = json.loads((folder / "ensemble.json").read_text())
+    edit(man)
+    (folder / "ensemble.json").write_text(json.dumps(man))
+    return str(folder)
+
+
+MANIFEST_CASES = {
+    "calibration_energy_string": (lambda m: m["calibration"].update(energy="abc"), "'calibration' 'energy'"),
+    "members_not_names": (lambda m: m.update(members=[1, 2]), "'members' entry 0"),
+    "reference_energy_string": (lambda m: m.update(reference_energy="x"), "'reference_energy'"),
+    "reference_energy_value": (lambda m: m["reference_energy"].update(Cu="abc"), "'reference_energy' of Cu"),
+    "reference_energy_unknown_element": (lambda m: m["reference_energy"].update(cu=1.0), "'reference_energy'"),
+    "calibration_without_forces": (lambda m: m["calibration"].pop("forces"), "no 'forces' factor"),
+    "calibration_negative": (lambda m: m["calibration"].update(forces=-1.0), "'calibration' 'forces'"),
+    "missing_member_file": (lambda m: m["members"].append("member_009.yaml"), "member 'member_009.yaml' not found"),
+    "one_member": (lambda m: m.update(members=m["members"][:1]), "at least 2"),
+    "members_not_a_list": (lambda m: m.update(members="member_000.yaml"), "'members' must be a list"),
+    "elements_differ": (lambda m: m.update(elements=["Al"]), "'elements'"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(MANIFEST_CASES))
+def test_malformed_manifest_cli(case, ens_dir, train_file, tmp_path, capsys):
+    edit, key = MANIFEST_CASES[case]
+    folder = _bad_manifest(ens_dir, tmp_path, edit)
+    rc = main(["evaluate", "--ensemble", folder, train_file, "-o", str(tmp_path / "out.extxyz"), "--no-progress"])
+    line = one_error_line(capsys.readouterr().err, "evaluate")
+    assert rc != 0
+    assert os.path.join(folder, "ensemble.json") in line and key in line
+    assert not (tmp_path / "out.extxyz").exists()
+
+
+def test_malformed_manifest_calculator(ens_dir, tmp_path):
+    from aceuq import ACECalculator
+
+    folder = _bad_manifest(ens_dir, tmp_path, lambda m: m["calibration"].update(energy="abc"))
+    with pytest.raises(InputError, match=r"ensemble\.json.*'calibration' 'energy'"):
+        ACECalculator(folder)
+
+
+def test_valid_manifests_still_load(ens_dir, tmp_path):
+    """Optional parts: no calibration block (uncalibrated), no floor (older files), no reference energies."""
+    def edit(m):
+        del m["calibration"], m["reference_energy"], m["fit"]
+    ens = Ensemble.load(_bad_manifest(ens_dir, tmp_path, edit))
+    assert ens.calibration["forces"] == 1.0 and not ens.calibration["fitted"] and ens.reference_energy == {}
+    ens = Ensemble.load(ens_dir)
+    assert ens.calibration["fitted"]
+    folder = tmp_path / "old"
+    shutil.copytree(ens_dir, folder)
+    man = json.loads((folder / "ensemble.json").read_text())
+    del man["calibration"]["forces_floor"]
+    (folder / "ensemble.json").write_text(json.dumps(man))
+    assert Ensemble.load(str(folder)).calibration.get("forces_floor") is None
+
+
+# ---------------------------------------------------------------- 2. error maps
+ERROR_MAPS = {
+    "top_level_list": ([1, 2], "not an aceuq error map"),
+    "isotonic_empty": ({"log_score": [], "error": []}, "non-empty list"),
+    "isotonic_unequal": ({"log_score": [0.0, 1.0], "error": [0.1]}, "differ in length"),
+    "isotonic_strings": ({"log_score": ["a"], "error": [0.1]}, "'log_score'"),
+    "isotonic_decreasing": ({"log_score": [1.0, 0.0], "error": [0.1, 0.2]}, "non-decreasing"),
+    "no_method": ({"method": None}, "'method'"),
+    "power_missing_b": ({"method": "power", "a": 0.1}, "power 'b'"),
+}
+
+
+def _write_map(path, content):
+    if isinstance(content, dict):
+        content = {"format": "aceuq-error-map", "version": 1, "method": "isotonic", "score": "gamma", **content}
+    path.write_text(json.dumps(content))
+    return str(path)
+
+
+@pytest.mark.parametrize("case", sorted(ERROR_MAPS))
+def test_malformed_error_map(case, tmp_path):
+    content, key = ERROR_MAPS[case]
+    path = _write_map(tmp_path / "map.json", content)
+    with pytest.raises(InputError, match="error map") as exc:
+        metrics.ErrorMap.load(path)
+    assert path in str(exc.value) and key in str(exc.value)
+
+
+def test_error_map_roundtrip_and_missing(tmp_path):
+    rng = np.random.default_rng(0)
+    g = rng.uniform(0.5, 5, 50)
+    for method in ("isotonic", "power"):
+        m = metrics.ErrorMap.fit(g, 0.1 * g + rng.uniform(0, 0.01, 50), method=method)
+        m.save(tmp_path / f"{method}.json")
+        assert np.allclose(metrics.ErrorMap.load(tmp_path / f"{method}.json")(g), m(g))
+    with pytest.raises(InputError, match="cannot be read"):
+        metrics.ErrorMap.load(tmp_path / "missing.json")
+
+
+def test_malformed_error_map_cli(ens_dir, train_file, tmp_path, capsys):
+    member = os.path.join(ens_dir, "member_000.yaml")
+    asi = str(tmp_path / "a.asi")
+    assert main(["activeset", member, train_file, "-o", asi, "--no-progress"]) == 0
+    capsys.readouterr()
+    for case in ("top_level_list", "isotonic_empty"):
+        path = _write_map(tmp_path / f"{case}.json", ERROR_MAPS[case][0])
+        rc = main(["gamma", member, asi, train_file, "-o", str(tmp_path / "g.extxyz"), "--error-map", path,
+                   "--no-progress"])
+        line = one_error_line(capsys.readouterr().err, "gamma")
+        assert rc != 0 and path in line and ERROR_MAPS[case][1] in line
+
+
+# ---------------------------------------------------------------- 3. study config
+STUDY_CASES = {
+    "seeds_int": ("seeds: 3", "'seeds'"),
+    "seeds_negative": ("seeds: [0, -1]", "'seeds'"),
+    "data_number": ("data: [5]", "'data'"),
+    "unknown_basis": ("accuracy: {bases: [tiny]}", "accuracy 'bases': basis 'tiny'"),
+    "missing_basis_file_in_novelty": ("novelty: [{name: n1, bases: [small, nofile.yaml]}]", "'nofile.yaml'"),
+    "unknown_heterogeneity_basis": ("heterogeneity: {basis: tiny}", "heterogeneity 'basis'"),
+    "members_one": ("ensemble: {members: 1}", "ensemble 'members'"),
+    "unknown_ensemble_key": ("ensemble: {member: 3}", "unknown ensemble key"),
+    "ensemble_not_mapping": ("ensemble: 5", "'ensemble' must be a mapping"),
+    "fractions": ("test_fraction: 0.7\ncalibration_fraction: 0.4", "'calibration_fraction'"),
+    "cutoff": ("cutoff: -1", "'cutoff'"),
+    "regroup_not_rules": ("regroup: [5]", "regroup rule"),
+    "elements": ("elements: [Xx]", "'elements'"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(STUDY_CASES))
+def test_bad_study_config(case, tmp_path):
+    text, key = STUDY_CASES[case]
+    cfg = tmp_path / "study.yaml"
+    cfg.write_text(("" if text.startswith("data:") else "data: train.extxyz\n") + text + "\n")
+    with pytest.raises(InputError, match="study config") as exc:
+        study.load_config(str(cfg))
+    assert str(cfg) in str(exc.value) and key in str(exc.value)
+
+
+def test_bad_study_basis_fails_before_fitting(train_file, tmp_path, capsys):
+    cfg = tmp_path / "study.yaml"
+    cfg.write_text(f"data: {train_file}\nseeds: [0]\naccuracy: {{bases: [small, tiny]}}\n")
+    rc = main(["study", str(cfg), "-o", str(tmp_path / "out"), "--no-progress"])
+    line = one_error_line(capsys.readouterr().err, "study")
+    assert rc != 0 and str(cfg) in line and "'tiny'" in line
+    assert not (tmp_path / "out").exists()  # nothing fitted
+
+
+def test_study_config_files_relative_and_yaml_numbers(tmp_path):
+    (tmp_path / "basis.yaml").write_text(BASIS_CONFIG)
+    cfg = tmp_path / "study.yaml"
+    cfg.write_text("data: train.extxyz\nseeds: [0]\nensemble: {alpha: 1e-5}\naccuracy: {bases: [small, basis.yaml]}\n"
+                   "novelty: {train_groups: A, novel_groups: B}\n")
+    out = study.load_config(str(cfg))
+    assert out["accuracy"]["bases"] == ["small", str(tmp_path / "basis.yaml")]
+    assert out["ensemble"]["alpha"] == 1e-5  # PyYAML reads 1e-5 as a string
+    assert out["novelty"][0]["train_groups"] == ["A"] and out["novelty"][0]["novel_groups"] == ["B"]
+    assert study.load_config(out) == out  # run_study loads a loaded config again
+
+
+# ---------------------------------------------------------------- 4. cutoff of a basis config
+def test_cutoff_with_basis_config_is_rejected(frames, train_file, tmp_path, capsys):
+    basis = tmp_path / "basis.yaml"
+    basis.write_text(BASIS_CONFIG)
+    with pytest.raises(SystemExit) as exc:
+        main(["ensemble", train_file, "-n", "2", "-o", str(tmp_path / "e"), "--basis", str(basis),
+              "--cutoff", "4.5", "--no-progress"])
+    assert exc.value.code == 2
+    line = one_error_line(capsys.readouterr().err, "ensemble")
+    assert "--cutoff" in line and str(basis) in line and "rcut" in line
+    with pytest.raises(InputError, match=f"basis config '{basis}'.*rcut"):
+        fit_ensemble(frames, 2, str(tmp_path / "e2"), basis=str(basis), cutoff=4.5)
+
+
+def test_recorded_cutoff_is_the_members(train_file, tmp_path, capsys):
+    """Without --cutoff, a basis config's rcut (5.0) is printed and recorded, not a data-derived value."""
+    from aceuq.potential import Potential
+
+    basis = tmp_path / "basis.yaml"
+    basis.write_text(BASIS_CONFIG)
+    out = tmp_path / "e"
+    assert main(["ensemble", train_file, "-n", "2", "-o", str(out), "--basis", str(basis), "--no-progress"]) == 0
+    man = json.loads((out / "ensemble.json").read_text())
+    assert man["fit"]["cutoff"] == pytest.approx(5.0)
+    assert Potential(str(out / man["members"][0])).cutoff == pytest.approx(5.0)
+    assert "cutoff 5.0 Å" in capsys.readouterr().out
+    out2 = tmp_path / "p"
+    assert main(["ensemble", train_file, "-n", "2", "-o", str(out2), "--cutoff", "4.6", "--no-progress"]) == 0
+    assert json.loads((out2 / "ensemble.json").read_text())["fit"]["cutoff"] == pytest.approx(4.6)
+
+
+# ---------------------------------------------------------------- 5. numeric options of `aceuq ensemble`
+@pytest.mark.parametrize("option", [["--holdout", "-0.1"], ["--holdout", "1"], ["-n", "1"], ["-n", "x"],
+                                    ["--energy-weight", "0"], ["--alpha", "-1"], ["--subsample", "1.5"],
+                                    ["--cutoff", "0"], ["--cutoff", "nan"], ["--workers", "0"], ["--seed", "-2"]])
+def test_ensemble_option_ranges(option, train_file, tmp_path, capsys):
+    args = ["ensemble", train_file, "-o", str(tmp_path / "e"), "--no-progress"]
+    args += option if option[0] == "-n" else ["-n", "2"] + option
+    with pytest.raises(SystemExit) as exc:
+        main(args)
+    assert exc.value.code == 2
+    line = one_error_line(capsys.readouterr().err, "ensemble")
+    assert f"argument {'-n/--members' if option[0] == '-n' else option[0]}:" in line
+    assert not (tmp_path / "e").exists()
+
+
+def test_fit_ensemble_option_ranges(frames, tmp_path):
+    for kw, match in [({"energy_weight": 0.0}, "energy weight"), ({"subsample": 0.0}, "subsample"),
+                      ({"alpha": -1.0}, "alpha"), ({"cutoff": -1.0}, "cutoff"), ({"seed": -1}, "seed")]:
+        with pytest.raises(InputError, match=match):
+            fit_ensemble(frames, 2, str(tmp_path / "e"), **kw)
+
+
+def test_study_workers_option(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["study", str(tmp_path / "s.yaml"), "-o", str(tmp_path / "out"), "--workers", "0"])
+    assert exc.value.code == 2
+    assert "argument --workers: must be at least 1" in one_error_line(capsys.readouterr().err, "study")
