@@ -8,8 +8,8 @@ from ase.calculators.calculator import Calculator, all_changes
 from .potential import Potential
 
 SINGLE_PROPERTIES = ["energy", "free_energy", "energies", "forces", "stress"]
-ENSEMBLE_PROPERTIES = ["energy", "free_energy", "energies", "forces", "energy_std", "energies_std", "forces_std",
-                       "force_uncertainty"]
+ENSEMBLE_PROPERTIES = ["energy", "free_energy", "energies", "forces", "stress", "energy_std", "energies_std",
+                       "forces_std", "force_uncertainty", "stress_std"]
 
 
 def _is_ensemble(source) -> bool:
@@ -31,7 +31,7 @@ class ACECalculator(Calculator):
 
     Given an ensemble (a directory written by ``aceuq ensemble``, its ``ensemble.json``, a list
     of member ``.yaml`` files or an :class:`aceuq.ensemble.Ensemble`), the results are the
-    members' means plus their spread under pyace's ``PyACEEnsembleCalculator`` names:
+    members' means (stress too) plus their spread under pyace's ``PyACEEnsembleCalculator`` names:
     ``energy_std``, ``energies_std``, ``forces_std`` (calibrated if the manifest has a
     calibration, unless ``calibrated=False``) and ``force_uncertainty`` (per atom, see
     :mod:`aceuq.ensemble`):
@@ -61,6 +61,8 @@ class ACECalculator(Calculator):
             self.results.update(energy=r.energy, free_energy=r.energy, energies=r.energies, forces=r.forces,
                                 energy_std=r.energy_std, energies_std=r.energies_std, forces_std=r.forces_std,
                                 force_uncertainty=r.force_uncertainty)
+            if r.stress is not None:
+                self.results.update(stress=r.stress, stress_std=r.stress_std)
             return
         res = self.potential.evaluate(self.atoms, forces=True)
         self.results["energy"] = res.energy

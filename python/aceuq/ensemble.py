@@ -40,7 +40,7 @@ from . import metrics
 from ._core import InputError
 from .calculator import ACECalculator
 from .data import atomic_path, read_yaml_config
-from .potential import Potential
+from .potential import Potential, stress_from_virial
 from .progress import progress as show_progress
 
 MANIFEST = "ensemble.json"
@@ -474,6 +474,8 @@ class EnsembleResult:
     members_energy: np.ndarray     # (M,)
     members_energies: np.ndarray   # (M, n_atoms)
     members_forces: Optional[np.ndarray]  # (M, n_atoms, 3)
+    stress: Optional[np.ndarray] = None       # members' mean, ASE's Voigt order (periodic cells with forces)
+    stress_std: Optional[np.ndarray] = None   # members' spread of it (not calibrated)
 
     @property
     def force_uncertainty(self) -> Optional[np.ndarray]:
@@ -559,22 +561,25 @@ class Ensemble:
 
     # ---------------------------------------------------------------- members
     def members_evaluate(self, atoms: Atoms, forces: bool = True) -> Dict[str, np.ndarray]:
-        """Every member's energy (M,), energies (M, n) and forces (M, n, 3), reference energies added."""
+        """Every member's energy (M,), energies (M, n), forces (M, n, 3) and virial (M, 3, 3),
+        reference energies added."""
         M, n = len(self.paths), len(atoms)
         energy = np.zeros(M)
         energies = np.zeros((M, n))
         frc = np.zeros((M, n, 3)) if forces else None
+        vir = np.zeros((M, 3, 3)) if forces else None
         for g in self.groups:
             out = evaluate_members(g.potential, atoms, g.members, forces)
             energy[g.index] = out["energy"]
             energies[g.index] = out["energies"]
             if forces:
                 frc[g.index] = out["forces"]
+                vir[g.index] = out["virial"]
         if self.reference_energy:
             e0 = np.array([self.reference_energy.get(s, 0.0) for s in atoms.get_chemical_symbols()])
             energies += e0
             energy += e0.sum()
-        return {"energy": energy, "energies": energies, "forces": frc}
+        return {"energy": energy, "energies": energies, "forces": frc, "virial": vir}
 
     def evaluate(self, atoms: Union[Atoms, Sequence[Atoms]], forces: bool = True, calibrated: bool = True,
                  progress: bool = False):
@@ -592,7 +597,16 @@ class Ensemble:
             energy_std=float(se * m["energy"].std()), energies_std=se * m["energies"].std(axis=0),
             forces_std=None if f is None else self._forces_std(f.std(axis=0), calibrated),
             members_energy=m["energy"], members_energies=m["energies"], members_forces=f,
+            **self._stress(atoms, m["virial"]),
         )
+
+    @staticmethod
+    def _stress(atoms: Atoms, virials: Optional[np.ndarray]) -> Dict[str, Optional[np.ndarray]]:
+        members = None if virials is None else [stress_from_virial(atoms, v) for v in virials]
+        if not members or members[0] is None:
+            return {"stress": None, "stress_std": None}
+        members = np.array(members)
+        return {"stress": members.mean(axis=0), "stress_std": members.std(axis=0)}
 
     def _forces_std(self, raw: np.ndarray, calibrated: bool) -> np.ndarray:
         if not calibrated:
@@ -638,7 +652,8 @@ class Ensemble:
 
 def evaluate_members(pot: Potential, atoms: Atoms, members: Sequence[Dict[str, np.ndarray]],
                      forces: bool = True) -> Dict[str, np.ndarray]:
-    """Members sharing ``pot``'s basis on one structure: {"energy" (M,), "energies" (M, n), "forces" (M, n, 3)}.
+    """Members sharing ``pot``'s basis on one structure: {"energy" (M,), "energies" (M, n), "forces" (M, n, 3),
+    "virial" (M, 3, 3)}.
 
     Uses the core's shared-projection path when present; otherwise swaps coefficients per member.
     """
@@ -659,7 +674,8 @@ def _evaluate_members_slow(pot: Potential, atoms: Atoms, members, forces: bool =
         for el, c in saved.items():
             pot.set_coefficients(el, c)
     return {"energy": np.array([r.energy for r in res]), "energies": np.array([r.energies for r in res]),
-            "forces": np.array([r.forces for r in res]) if forces else None}
+            "forces": np.array([r.forces for r in res]) if forces else None,
+            "virial": np.array([r.virial for r in res]) if forces else None}
 
 
 # ======================================================================= ASE

@@ -118,10 +118,7 @@ class Potential:
         if forces:
             res.forces = out["forces"]
             res.virial = out["virial"]
-            if atoms.pbc.all() and atoms.cell.volume > 0:
-                s = out["virial"] / atoms.cell.volume
-                s = 0.5 * (s + s.T)
-                res.stress = np.array([s[0, 0], s[1, 1], s[2, 2], s[1, 2], s[0, 2], s[0, 1]])
+            res.stress = stress_from_virial(atoms, out["virial"])
         if projections:
             res.projections = out["projections"]
         return res
@@ -193,6 +190,16 @@ class Potential:
             if isinstance(v, np.memmap):
                 v.flush()
         return {el: ElementProjections(values[el], loc[el][:, 0], loc[el][:, 1]) for el in self.elements}
+
+
+def stress_from_virial(atoms: Atoms, virial: np.ndarray) -> Optional[np.ndarray]:
+    """ASE's stress (Voigt xx yy zz yz xz xy, eV/Å³, positive under tension) from the core's
+    virial W = Σ r ⊗ dE/dr, for a cell periodic in all three directions (else None)."""
+    if not (atoms.pbc.all() and atoms.cell.volume > 0):
+        return None
+    s = np.asarray(virial) / atoms.cell.volume
+    s = 0.5 * (s + s.T)
+    return np.array([s[0, 0], s[1, 1], s[2, 2], s[1, 2], s[0, 2], s[0, 1]])
 
 
 def _positions(atoms: Atoms) -> np.ndarray:

@@ -51,8 +51,10 @@ def main(argv=None) -> int:
             for atoms in show_progress(frames, not args.no_progress, "evaluate", unit="struct"):
                 r = ens.evaluate(atoms, forces=True, calibrated=not args.uncalibrated)
                 a = atoms.copy()
-                a.calc = SinglePointCalculator(a, energy=r.energy, free_energy=r.energy, forces=r.forces,
-                                               energies=r.energies)
+                props = {"energy": r.energy, "free_energy": r.energy, "forces": r.forces, "energies": r.energies}
+                if r.stress is not None:
+                    props["stress"] = r.stress
+                a.calc = SinglePointCalculator(a, **props)
                 a.info["energy_std"] = r.energy_std
                 a.arrays["energies_std"] = r.energies_std
                 a.arrays["forces_std"] = r.forces_std
