@@ -297,3 +297,195 @@ def test_own_kmeans_and_silhouette_agree_with_scikit_learn():
     pairs = set(zip(np.asarray(labels).tolist(), ref.labels_.tolist()))
     assert len(pairs) == 3
     assert silhouette(x, np.asarray(labels)) == pytest.approx(silhouette_score(x, ref.labels_), rel=1e-10)
+
+
+def _greedy_maxvol(X, p, tol):
+    """Pacemaker's greedy MaxVol from scratch (numpy only): start at the first p rows of X; while
+    the largest |C_ij| of C = X X[rows]^-1 exceeds 1 + tol, row i replaces slot j (|det| grows by
+    |C_ij|). Returns the final rows (indices into X)."""
+    rows = list(range(p))
+    for _ in range(5000):
+        C = X @ np.linalg.inv(X[rows])
+        i, j = np.unravel_index(np.argmax(np.abs(C)), C.shape)
+        if abs(C[i, j]) <= 1 + tol:
+            return rows
+        rows[j] = int(i)
+    raise AssertionError("greedy MaxVol did not converge")
+
+
+def _select_candidates():
+    from ase.build import bulk
+
+    cands = [slab(["Cu"]), cluster(["Cu"]), rattled_bulk(["Cu"], seed=11), slab(["Cu"], seed=5, vacuum=6.0)]
+    dense = bulk("Cu", "fcc", a=3.3, cubic=True)
+    dense.rattle(0.2, seed=3)
+    hot = bulk("Cu", "fcc", a=3.61, cubic=True).repeat((2, 2, 2))
+    hot.rattle(0.3, seed=4)
+    return cands + [dense, hot]
+
+
+def test_select_follows_the_documented_d_optimal_rule_brute_force(cu, tmp_path):
+    """select.py's rule, recomputed in plain numpy: each round, MaxVol (greedy swaps from the
+    current active set) runs on the active set stacked over all rows of the candidates not yet
+    taken; the candidate owning most rows swapped in is picked (ties: the larger max gamma vs the
+    initial set); the active set is then updated with that candidate's rows (MaxVol on the active
+    set stacked over them); stop after n picks or when no row enters."""
+    _, pot, train, _ = cu
+    built = build_active_set(pot, train)
+    aset = ActiveSet.load(built.save(str(tmp_path / "bf.asi")), pot)
+    cands = _select_candidates()
+    n = len(cands)
+    sel = select_structures(pot, cands, aset, n)
+
+    inv0 = load_npz(aset.path)["Cu"]
+    A = np.linalg.inv(inv0)
+    proj = pot.projections(cands)["Cu"]
+    rows, owner = np.asarray(proj.values), np.asarray(proj.structure)
+    g0 = np.abs(rows @ inv0).max(axis=1)
+    max_gamma = np.array([g0[owner == s].max() for s in range(n)])
+    np.testing.assert_allclose(sel.max_gamma, max_gamma, rtol=1e-8)
+    p = len(A)
+    taken = np.zeros(n, dtype=bool)
+    chosen, brought = [], []
+    for _ in range(n):
+        live = ~taken[owner]
+        X = np.vstack([A, rows[live]])
+        entered = np.array([r - p for r in _greedy_maxvol(X, p, TOL) if r >= p], dtype=int)
+        counts = np.bincount(owner[live][entered], minlength=n)
+        if counts.max() == 0:
+            break
+        best = np.flatnonzero(counts == counts.max())
+        s = int(best[np.argmax(max_gamma[best])])
+        chosen.append(s)
+        brought.append(int(counts[s]))
+        taken[s] = True
+        X = np.vstack([A, rows[owner == s]])
+        A = X[_greedy_maxvol(X, p, TOL)]
+    # the case must discriminate: the first pick (most rows) is not the candidate of largest gamma
+    assert chosen[0] != int(np.argmax(max_gamma))
+    assert len(chosen) >= 3
+    assert sel.indices == chosen
+    assert sel.new_rows == brought
+    # after its pick, every atom of the last chosen candidate interpolates in the updated active set
+    g = np.abs(rows[owner == chosen[-1]] @ np.linalg.inv(A)).max()
+    assert g <= 1 + TOL + 1e-9
+
+
+def test_select_skips_a_near_duplicate_once_its_twin_is_taken(cu, tmp_path):
+    """The active set is updated after each pick: a candidate that is its twin rattled by 1e-4 Å
+    adds (almost) nothing once the twin is in, so of [slab, slab', cluster] only two are taken,
+    with a note; against the initial set alone both twins look equally novel."""
+    _, pot, train, _ = cu
+    aset = ActiveSet.load(build_active_set(pot, train).save(str(tmp_path / "dup.asi")), pot)
+    s = slab(["Cu"])
+    twin = s.copy()
+    twin.rattle(1e-4, seed=1)
+    sel = select_structures(pot, [s, twin, cluster(["Cu"])], aset, 3)
+    assert sel.max_gamma[0] > 10 and sel.max_gamma[1] > 10          # both twins extrapolate
+    assert sel.max_gamma[1] == pytest.approx(sel.max_gamma[0], rel=1e-2)
+    assert len(sel.indices) == 2 and 2 in sel.indices
+    assert len({0, 1} & set(sel.indices)) == 1
+    assert sel.notes and "2 of 3" in sel.notes[0]
+
+
+def test_too_small_cluster_is_merged_into_the_nearest_remaining_centre():
+    """Blobs of 200, 200 and 20 points, min_size 50: k-means with k = 3 finds the three blobs,
+    the blob of 20 is dropped and its points go to the nearest remaining centre, k-means reruns
+    from the two centres left (so they are the means of their clusters), and every cluster holds
+    >= min_size points; each point's label is its nearest centre."""
+    rng = np.random.default_rng(4)
+    a, b, small = np.array([0.0, 0.0, 0.0]), np.array([12.0, 0.0, 0.0]), np.array([30.0, 5.0, 0.0])
+    x = np.concatenate([a + rng.normal(size=(200, 3)), b + rng.normal(size=(200, 3)),
+                        small + rng.normal(size=(20, 3))])
+    truth = np.repeat([0, 1, 2], [200, 200, 20])
+    labels, centers, notes = cluster_with_minimum_size(x, 3, 50)
+    assert len(centers) == 2 and np.bincount(labels).min() >= 50
+    assert len(notes) == 1 and "cluster of 20" in notes[0] and "3 -> 2" in notes[0], notes
+    d2 = ((x[:, None, :] - centers[None]) ** 2).sum(axis=2)
+    np.testing.assert_array_equal(labels, d2.argmin(axis=1))
+    # blob a alone in one cluster; blob b and the small blob (nearer to b than to a) in the other
+    la, lb = labels[truth == 0], labels[truth == 1]
+    assert np.all(la == la[0]) and np.all(lb == lb[0]) and la[0] != lb[0]
+    assert np.all(labels[truth == 2] == lb[0])
+    for c in range(2):
+        np.testing.assert_allclose(centers[c], x[labels == c].mean(axis=0), atol=1e-8)
+    # nothing to merge: k stays
+    labels3, centers3, notes3 = cluster_with_minimum_size(x, 3, 20)
+    assert len(centers3) == 3 and not notes3
+    assert sorted(np.bincount(labels3).tolist()) == [20, 200, 200]
+
+
+def test_kmeans_lloyd_iterations_match_scikit_learn_from_the_same_start():
+    """Overlapping blobs and a poor start: Lloyd's iterations must move the centres, to where
+    scikit-learn's Lloyd KMeans from the same initial centres (n_init=1) ends."""
+    from sklearn.cluster import KMeans
+
+    from aceuq.activeset import kmeans
+
+    rng = np.random.default_rng(7)
+    centres = np.array([[0.0, 0.0, 0.0], [1.5, 0.0, 0.0], [0.0, 1.5, 0.5]])
+    x = np.concatenate([c + rng.normal(0, 1.0, (300, 3)) for c in centres])
+    init = x[[0, 1, 2]]  # three points of the first blob
+    for tol in (1e-4, 1e-10):
+        C, labels = kmeans(x, 3, init=init, tol=tol)
+        ref = KMeans(3, init=init, n_init=1, tol=tol, algorithm="lloyd").fit(x)
+        assert np.abs(C - init).max() > 0.3          # the start is far from the answer
+        np.testing.assert_allclose(C, ref.cluster_centers_, atol=1e-6)
+        np.testing.assert_array_equal(labels, ref.labels_)
+        inertia = ((x - C[labels]) ** 2).sum()
+        assert inertia == pytest.approx(ref.inertia_, rel=1e-8)
+
+
+@pytest.fixture(scope="module")
+def cu_fs2(tmp_path_factory):
+    import potentials
+
+    folder = str(tmp_path_factory.mktemp("aset_fs2"))
+    path = potentials.make_potential(SPECS["Cu_fsss2"], folder)
+    return path, aceuq.Potential(path), emt_training_set(["Cu"], n=20, seed=7), folder
+
+
+def test_full_mode_active_set_for_two_densities_matches_pyace(cu_fs2):
+    """Full mode (projections dE/dc over both densities, density-major): a global active set
+    built here grades its training atoms <= 1 + tol, and pyace, loading the same .asi.nonlinear
+    for the non-linear potential, gives the same gamma on other structures."""
+    path, pot, train, folder = cu_fs2
+    nfun = pot.n_functions("Cu")
+    assert pot.n_projections("Cu", "full") == 2 * nfun
+    built = build_active_set(pot, train, mode="full")
+    assert built.elements["Cu"].matrices[0].rank > nfun   # the second density adds directions
+    asi = built.save(os.path.join(folder, "Cu_fsss2.asi.nonlinear"))
+    aset = ActiveSet.load(asi, pot)
+    assert aset.mode == "full"
+    assert max(g.max() for g, _ in aset.gamma(train)) <= 1 + TOL + 1e-9
+    inv = load_npz(asi)["Cu"]
+    active = np.linalg.pinv(inv)
+    rtol = max(1e-8, 1e-15 * np.linalg.cond(active / np.abs(active).max(axis=0)))
+    seen = 0
+    for atoms in [rattled_bulk(["Cu"], seed=11), slab(["Cu"], periodic_z=True), cluster(["Cu"])]:
+        ref = pyace_gamma(path, asi, atoms)
+        np.testing.assert_allclose(aset.gamma(atoms)[0], ref, rtol=rtol, atol=1e-12)
+        seen += ref.max() > 1.5
+    assert seen >= 1
+
+
+def test_full_mode_clusters_use_the_low_rank_columns_of_every_density_block(cu_fs2):
+    """feature_columns in full mode: the rank <= 2 functions' columns of each density block
+    (projections are density-major: block d holds columns d*nfun .. (d+1)*nfun - 1)."""
+    _, pot, train, _ = cu_fs2
+    ranks = pot.function_ranks("Cu")
+    nfun = len(ranks)
+    low = np.nonzero(ranks <= 2)[0]
+    assert 2 <= len(low) < nfun
+    expected = np.concatenate([low, low + nfun])
+    np.testing.assert_array_equal(feature_columns(pot, "Cu", "full"), expected)
+    np.testing.assert_array_equal(feature_columns(pot, "Cu", "linear"), low)
+    built = build_active_set(pot, train, mode="full", clusters=2)
+    s = built.elements["Cu"]
+    assert s.k == 2
+    off = np.ones(2 * nfun, dtype=bool)
+    off[expected] = False
+    assert np.all(s.components[:, off] == 0) and np.any(s.components[:, nfun + low] != 0)
+    proj = pot.projections(train, mode="full")["Cu"].values
+    feats = s.transform(proj)
+    np.testing.assert_allclose(feats.var(axis=0), 1.0, rtol=1e-6)

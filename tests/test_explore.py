@@ -228,3 +228,41 @@ def test_start_from_a_lammps_dump(setup, tmp_path):
     (tmp_path / "bad.yaml").write_text(text.replace("start.extxyz", str(tmp_path / "start.dump")))
     with pytest.raises(aceuq.InputError, match="start.dump.*elements"):
         run(str(tmp_path / "bad.yaml"), str(tmp_path / "out_bad"), progress=False)
+
+
+def _thermo(log_path):
+    """(step, temp) rows of a LAMMPS log's thermo table."""
+    rows, on = [], False
+    for line in open(log_path):
+        words = line.split()
+        if words[:2] == ["Step", "Temp"]:
+            on = True
+        elif on and words and words[0] == "Loop":
+            on = False
+        elif on and len(words) >= 2 and words[0].isdigit():
+            rows.append((int(words[0]), float(words[1])))
+    return np.array(rows)
+
+
+def test_nvt_replica_holds_its_temperature(setup, tmp_path):
+    """A replica runs NVT at its temperature T: after equilibration the instantaneous kinetic
+    temperature of N atoms fluctuates about T with σ ≈ T·sqrt(2/(3N)) (canonical ensemble); the
+    thermo samples of the second half are 0.6 ps apart (several thermostat times), so their mean
+    lies within 3σ/sqrt(n_samples) of T, and each sample within 4σ."""
+    root, pot = setup
+    T, n = 300.0, 32
+    write(tmp_path / "start.extxyz", bulk("Cu", "fcc", a=3.61, cubic=True).repeat((2, 2, 2)))
+    (tmp_path / "nvt.yaml").write_text(
+        f"potential: {root / 'Cu.yaml'}\nactive_set: {root / 'Cu.casi'}\nstructures: start.extxyz\n"
+        f"temperatures: [{T}]\nseeds: [3]\nsteps: 3000\ntimestep: 0.002\nevery: 100\n"
+        "lower: 1.0e6\nupper: 2.0e6\nselect: 0\n")
+    summary = run(str(tmp_path / "nvt.yaml"), str(tmp_path / "out"), progress=False)
+    (r,) = summary["replicas"]
+    assert r["error"] is None and not r["halted"] and r["steps_run"] == 3000
+    t = _thermo(tmp_path / "out" / "replicas" / "replica_0000.log")
+    assert t[0, 0] == 0 and t[0, 1] == pytest.approx(T, rel=1e-6)   # velocities created at T
+    late = t[t[:, 0] >= 1500, 1]
+    assert len(late) >= 5
+    sigma = T * np.sqrt(2.0 / (3 * n))
+    assert np.all(np.abs(late - T) < 4 * sigma), late
+    assert abs(late.mean() - T) < 3 * sigma / np.sqrt(len(late)), late

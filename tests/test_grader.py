@@ -451,7 +451,7 @@ def test_asi_and_one_cluster_casi_agree(cual, tmp_path, rng):
     np.testing.assert_array_equal(a.grade(1, x)[0], b.grade(1, x)[0])
 
 
-def test_bad_casi_is_refused(cual, tmp_path, rng):
+def test_bad_casi_is_refused(cual, tmp_path, rng, make_pot):
     pot_path, pot, _ = cual
     sets = random_clustered_sets(pot, rng, k=2)
     expect_input_error(write_casi(tmp_path / "fp.casi", pot, sets, fingerprint="0123456789abcdef"), pot,
@@ -477,6 +477,10 @@ def test_bad_casi_is_refused(cual, tmp_path, rng):
     arrays = dict(np.load(path))
     arrays["Cu/extra"] = np.zeros(3)
     expect_input_error(write_npz(tmp_path / "extra.casi", arrays), pot, "Cu/extra")
-    # the same .casi with another potential of other elements
-    other = aceuq.Potential(pot_path.replace("CuAl_sbessel", "CuAl_sbessel"))
-    assert other.fingerprint == pot.fingerprint
+    # the same (valid) .casi with another potential: of more elements, or of fewer (the session's
+    # potentials, made for the pyace comparisons above)
+    _core.Grader(path, pot._pot)  # loads with its own potential
+    for name in ("CuAlNi_chebexpcos", "Cu_fs2"):
+        other = aceuq.Potential(make_pot(name))
+        assert other.fingerprint != pot.fingerprint
+        expect_input_error(path, other, "another potential")

@@ -177,3 +177,25 @@ def test_plots_are_pngs(tmp_path, rng):
     for f in files:
         with open(f, "rb") as fh:
             assert fh.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_error_map_equals_isotonic_regression_and_log_log_fit(rng):
+    """ErrorMap's documented models, recomputed: 'isotonic' is scikit-learn's IsotonicRegression
+    (increasing, clipped) of the error on log(score), evaluated in and beyond the fitted range;
+    'power' is the least-squares line of log(error) on log(score) (scipy's linregress), with the
+    log-normal bias correction exp(var(residual)/2)."""
+    from scipy.stats import linregress
+    from sklearn.isotonic import IsotonicRegression
+
+    gamma = rng.lognormal(size=500)
+    err = 0.05 * gamma ** 0.8 * rng.lognormal(sigma=0.3, size=500)
+    grid = np.concatenate([np.geomspace(gamma.min() / 10, gamma.max() * 10, 200), gamma[:50]])
+    iso = IsotonicRegression(increasing=True, out_of_bounds="clip").fit(np.log(gamma), err)
+    m = metrics.ErrorMap.fit(gamma, err, method="isotonic")
+    np.testing.assert_allclose(m(grid), iso.predict(np.log(grid)), rtol=1e-12, atol=1e-15)
+    assert m(gamma.max() * 100) == pytest.approx(iso.predict([np.log(gamma.max())])[0], rel=1e-12)
+    lr = linregress(np.log(gamma), np.log(err))
+    resid = np.log(err) - (lr.intercept + lr.slope * np.log(gamma))
+    p = metrics.ErrorMap.fit(gamma, err, method="power")
+    expected = np.exp(lr.intercept + 0.5 * np.var(resid)) * grid ** lr.slope
+    np.testing.assert_allclose(p(grid), expected, rtol=1e-10)

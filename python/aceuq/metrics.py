@@ -306,6 +306,8 @@ class ErrorMap:
                 d = json.load(fh)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise InputError(f"error map '{path}': not JSON ({exc})") from None
+        except FileNotFoundError:
+            raise InputError(f"error map '{path}': no such file") from None
         except OSError as exc:
             raise InputError(f"error map '{path}': cannot be read ({exc.strerror or exc})") from None
         return cls.from_dict(d, f"error map '{path}'")
