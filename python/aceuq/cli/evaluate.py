@@ -36,6 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    if args.uncalibrated and args.ensemble is None:
+        print("aceuq evaluate: error: --uncalibrated applies to --ensemble only", file=sys.stderr)
+        return 2
     if args.ensemble is None and len(args.inputs) < 2:
         print("aceuq evaluate: error: give a potential and at least one structure file", file=sys.stderr)
         return 2
