@@ -217,9 +217,11 @@ def _fully_periodic(atoms: Atoms, cutoff: float) -> Atoms:
     return a
 
 
-def design_matrix(bbasis, frames: Sequence[Atoms], e0: Dict[str, float], workers: int = 2) -> DesignMatrix:
+def design_matrix(bbasis, frames: Sequence[Atoms], e0: Dict[str, float], workers: int = 2,
+                  progress: bool = False) -> DesignMatrix:
     """B-function design matrix of the frames (pyace's LinearACEDataset rows, computed by pyace's
-    ``generate_data`` in worker processes whose failures are reported, not silently left as zeros)."""
+    ``generate_data`` in worker processes whose failures are reported, not silently left as zeros;
+    with ``progress``, a bar over chunks of structures, ``workers`` of them at a time)."""
     import multiprocessing as mp
 
     import pandas as pd
@@ -240,14 +242,19 @@ def design_matrix(bbasis, frames: Sequence[Atoms], e0: Dict[str, float], workers
     ds = LinearACEDataset(bbasis, df)
     n_struct, n_atoms = len(frames), int(comp.sum())
     shared = mp.Array("d", (n_struct + 3 * n_atoms) * ds.nfunc, lock=False)
-    chunks = [c for c in np.array_split(np.arange(n_struct), max(1, min(workers, n_struct))) if c.size]
+    # a bar needs more chunks than workers; a few per worker keep them busy without many forks
+    n_chunks = min(n_struct, workers * (8 if progress else 1))
+    chunks = [c for c in np.array_split(np.arange(n_struct), max(1, n_chunks)) if c.size]
     atom_start = np.concatenate([[0], np.cumsum([len(a) for a in frames])])
     jobs = [((int(c[0]), int(c[-1]) + 1), (int(atom_start[c[0]]), int(atom_start[c[-1] + 1]))) for c in chunks]
-    if len(jobs) == 1:
-        generate_data(ds.df, ds.basis, shared, jobs[0][0], jobs[0][1], cutoff, ds.elements_mapper_dict)
-    else:
+    rounds = [jobs[i:i + workers] for i in range(0, len(jobs), workers)]
+    for batch in show_progress(rounds, progress and len(rounds) > 1, "design matrix", unit="chunk"):
+        if len(batch) == 1:  # no process to fork for one chunk
+            for sc, ac in batch:
+                generate_data(ds.df, ds.basis, shared, sc, ac, cutoff, ds.elements_mapper_dict)
+            continue
         procs = [mp.Process(target=generate_data, args=(ds.df, ds.basis, shared, sc, ac, cutoff,
-                                                        ds.elements_mapper_dict)) for sc, ac in jobs]
+                                                        ds.elements_mapper_dict)) for sc, ac in batch]
         for p in procs:
             p.start()
         for p in procs:
@@ -359,7 +366,7 @@ def fit_ensemble(frames: Sequence[Atoms], n_members: int, output_dir: str, basis
     bbasis = make_basis(basis, elements, float(cutoff) if cutoff is not None else default_cutoff(frames))
     cutoff = float(bbasis.cutoffmax)  # what the members have (a basis config's rcut, not the argument)
     e0 = reference_energies(frames, list(bbasis.elements_name))
-    dm = design_matrix(bbasis, frames, e0, workers=workers)
+    dm = design_matrix(bbasis, frames, e0, workers=workers, progress=progress)
     samples = resample(len(frames), n_members, bootstrap, seed, subsample)
     coefs = fit_members(dm, samples, alpha, energy_weight, progress)
 
