@@ -219,10 +219,18 @@ def run_replica(cfg: Dict, rep: Replica, atoms, elements: Sequence[str], folder:
         res.error = f"{type(exc).__name__}: {exc}"
         if not alone and type(exc).__name__ == "MPIAbortException":
             # LAMMPS failed on this rank only (error->one, e.g. atoms too close): the other ranks
-            # are inside a collective of the same run and cannot be released, so end the job
-            print(f"explore: replica {rep.index} (structure {rep.structure}, {rep.temperature:g} K, seed "
-                  f"{rep.seed}) failed on rank {MPI.COMM_WORLD.Get_rank()} alone, which stops a domain run: "
-                  f"{res.error}", file=sys.stderr, flush=True)
+            # are inside a collective of the same run and cannot be released, so end the job. The
+            # message also goes to a file: mpiexec may drop what an aborting rank last printed.
+            msg = (f"explore: replica {rep.index} (structure {rep.structure}, {rep.temperature:g} K, seed "
+                   f"{rep.seed}) failed on rank {MPI.COMM_WORLD.Get_rank()} alone, which stops a domain run: "
+                   f"{res.error}")
+            try:
+                with atomic_output(stem + ".error") as fh:
+                    fh.write(msg + "\n")
+            except InputError:
+                pass
+            print(f"{msg} (also in {stem}.error)", file=sys.stderr, flush=True)
+            time.sleep(1.0)  # let mpiexec forward it before the abort tears the job down
             MPI.COMM_WORLD.Abort(1)
     finally:
         if lmp is not None:
