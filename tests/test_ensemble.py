@@ -377,3 +377,25 @@ def test_reference_energy_shift_per_element_is_absorbed_by_e0(tmp_path):
         r, rs = ens.evaluate(atoms), ens_s.evaluate(atoms)
         np.testing.assert_allclose(rs.forces, r.forces, atol=1e-8)
         assert rs.energy - r.energy == pytest.approx(sum(shift[s] for s in atoms.get_chemical_symbols()), abs=1e-6)
+
+
+def test_reported_rmse_equal_direct_evaluation(cu_frames, cu_ensemble):
+    """The RMSEs `aceuq ensemble` prints (training: from the design matrix; held out: from the
+    calibration pass) equal the errors of the members' mean evaluated by the C++ core."""
+    def rmse(frames):
+        e, f = [], []
+        for a in frames:
+            r = cu_ensemble.evaluate(a)
+            e.append((r.energy - a.get_potential_energy()) / len(a))
+            f.append((r.forces - a.get_forces()).ravel())
+        return np.sqrt(np.mean(np.square(e))), np.sqrt(np.mean(np.square(np.concatenate(f))))
+
+    train = cu_ensemble.manifest["fit"]["train_rmse"]
+    e, f = rmse(cu_frames[:24])
+    assert e > 1e-5 and f > 1e-4  # a real fit, not a perfect one
+    assert train["energy_per_atom"] == pytest.approx(e, rel=1e-6)
+    assert train["forces"] == pytest.approx(f, rel=1e-6)
+    cal = cu_ensemble.calibration
+    e, f = rmse(cu_frames[24:32])
+    assert cal["rmse_energy_per_atom"] == pytest.approx(e, rel=1e-9)
+    assert cal["rmse_forces"] == pytest.approx(f, rel=1e-9)

@@ -374,12 +374,22 @@ def fit_ensemble(frames: Sequence[Atoms], n_members: int, output_dir: str, basis
                 "bootstrap": bool(bootstrap), "subsample": None if bootstrap else subsample, "seed": int(seed),
                 "ridge_alpha": alpha, "energy_weight": energy_weight, "n_structures": len(frames),
                 "n_functions": int(dm.X.shape[1]), "sources": [os.fspath(s) for s in sources],
-                "member_structures": [s.tolist() for s in samples]}
+                "member_structures": [s.tolist() for s in samples],
+                "train_rmse": training_rmse(dm, coefs)}
     ens = write_ensemble(bbasis, coefs, output_dir, e0, fit_info)
     if calibration_frames:
         ens.calibrate(calibration_frames, progress=progress)
         ens.save_calibration(output_dir)
     return ens
+
+
+def training_rmse(dm: DesignMatrix, coefs: Sequence[np.ndarray]) -> Dict[str, float]:
+    """RMS errors of the members' mean on the training rows: energy per atom (eV/atom) and force
+    components (eV/Å), unweighted (a linear model: the mean of the coefficients predicts the mean)."""
+    resid = dm.X @ np.mean(coefs, axis=0) - dm.y
+    ns = dm.n_structures
+    return {"energy_per_atom": float(np.sqrt(np.mean(resid[:ns] ** 2))),
+            "forces": float(np.sqrt(np.mean(resid[ns:] ** 2))) if len(resid) > ns else None}
 
 
 def write_ensemble(bbasis, coefs: Sequence[np.ndarray], output_dir: str, reference_energy: Dict[str, float],
@@ -644,7 +654,10 @@ class Ensemble:
         fs = metrics.calibration_factor(d["force_error"], d["force_sigma"] / np.sqrt(3.0), dof=3, floor=floor)
         es = metrics.calibration_factor(d["energy_error"], d["energy_sigma"], dof=1)
         self.calibration = {"energy": es, "forces": fs, "forces_floor": floor, "fitted": True,
-                            "n_structures": len(d["energy_error"]), "n_atoms": int(d["force_error"].size)}
+                            "n_structures": len(d["energy_error"]), "n_atoms": int(d["force_error"].size),
+                            # the members' mean on these held-out frames, as training_rmse
+                            "rmse_energy_per_atom": float(np.sqrt(np.mean(d["energy_error"] ** 2))),
+                            "rmse_forces": float(np.sqrt(np.mean(d["force_error"] ** 2) / 3.0))}
         return self.calibration
 
     def save_calibration(self, folder: str) -> None:

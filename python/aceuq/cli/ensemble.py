@@ -39,7 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--alpha", type=number(float, minimum=0), default=1e-5,
                    help="ridge regularisation (default 1e-5)")
     p.add_argument("--energy-weight", type=number(float, above=0), default=1.0,
-                   help="weight of the per-atom energy rows relative to force rows (default 1)")
+                   help="weight of the per-atom energy rows relative to force rows (default 1, pyace's linear "
+                        "fit; a structure has one energy row and 3N force rows, so 10-30 gives better energies "
+                        "for slightly worse forces: compare the RMSEs printed)")
     p.add_argument("--holdout", type=number(float, minimum=0, below=1), default=0.1,
                    help="fraction of structures held out to calibrate σ (default 0.1; 0 = no calibration)")
     p.add_argument("--calibration-data", nargs="+", help="separate labelled structures to calibrate σ (no holdout)")
@@ -85,9 +87,15 @@ def main(argv=None) -> int:
     fit = ens.manifest["fit"]
     msg = (f"aceuq ensemble: {len(ens)} members, {fit['n_functions']} functions, cutoff {fit['cutoff']} Å, "
            f"{fit['n_structures']} training structures -> {args.output}")
+    rmse = fit.get("train_rmse") or {}
+    if rmse:
+        msg += (f"\n  RMSE of the members' mean, training: energy {1e3 * rmse['energy_per_atom']:.3g} meV/atom"
+                + (f", forces {1e3 * rmse['forces']:.3g} meV/Å" if rmse.get("forces") is not None else ""))
     cal = ens.calibration
     if cal.get("fitted"):
-        msg += f"\n  σ calibration on {cal['n_structures']} structures: energy x{cal['energy']:.3g}, forces x{cal['forces']:.3g}"
+        msg += (f"\n  held out ({cal['n_structures']} structures): energy "
+                f"{1e3 * cal['rmse_energy_per_atom']:.3g} meV/atom, forces {1e3 * cal['rmse_forces']:.3g} meV/Å; "
+                f"σ calibration: energy x{cal['energy']:.3g}, forces x{cal['forces']:.3g}")
     print(msg)
     return 0
 
