@@ -129,9 +129,10 @@ class BuiltActiveSet:
             raw = ", ".join(f"{m.raw_condition:.3g}" if np.isfinite(m.raw_condition) else "singular"
                             for m in s.matrices)
             ranks = ", ".join(str(m.rank) for m in s.matrices)
-            lines.append(f"{el}: {s.n_atoms} atoms, n_proj {s.n_projections}, k requested {s.k_requested}, "
-                         f"effective k {s.k} (sizes {s.cluster_sizes}), rank [{ranks}], "
-                         f"condition [{conds}] (of the selected rows as they are: [{raw}])")
+            lines.append(f"{el}: {s.n_atoms} atoms, {s.n_projections} projections, k requested {s.k_requested}, "
+                         f"effective k {s.k} (cluster sizes {s.cluster_sizes})")
+            lines.append(f"  {el}: per cluster: rank [{ranks}]; condition number of the selected rows in the "
+                         f"rank-r space MaxVol used [{conds}], of the raw selected rows [{raw}]")
             lines.extend(f"  {el}: {n}" for n in s.notes)
             for c, m in enumerate(s.matrices):
                 lines.extend(f"  {el}/cluster {c}: {n}" for n in m.notes)
