@@ -255,9 +255,10 @@ def test_cli_activeset_gamma_select(cu, tmp_path, capsys):
         cli(["activeset", path, data, "-o", str(tmp_path / "k.asi"), "--clusters", "0"])
 
 
-def test_memory_limit_spills_projections_and_gives_the_same_active_set(cu, monkeypatch):
+def test_memory_limit_spills_projections_and_gives_a_valid_active_set(cu, monkeypatch):
     """Under a memory limit smaller than the projection matrix, projections go to memory-mapped
-    files and MaxVol streams them; the active set is the in-memory one."""
+    files and MaxVol streams them; the active set meets the same criterion as the in-memory one
+    (every training atom at gamma <= 1 + tol), though its rows may differ."""
     path, pot, train, folder = cu
     seen = {}
     original = aceuq.Potential.projections
