@@ -31,7 +31,7 @@ constexpr int kRecord = 8;
 
 FixACEUQExtrapolation::FixACEUQExtrapolation(LAMMPS *lmp, int narg, char **arg) :
     Fix(lmp, narg, arg), lower(0), upper(0), cutout(0), pair(nullptr), max_gamma(0), n_above(0),
-    frames_written(0), cutouts_written(0), file_started(false)
+    frames_written(0), cutouts_written(0), file_started(false), last_checked(-1), halted(false)
 {
   if (narg < 10)
     error->all(FLERR, "Illegal fix aceuq/extrapolation command: expected "
@@ -68,6 +68,11 @@ FixACEUQExtrapolation::FixACEUQExtrapolation(LAMMPS *lmp, int narg, char **arg) 
   extvector = 0;
 }
 
+FixACEUQExtrapolation::~FixACEUQExtrapolation()
+{
+  if (halted) timer->reset_timeout();    // unfix: runs may go on
+}
+
 int FixACEUQExtrapolation::setmask()
 {
   return PRE_FORCE | END_OF_STEP;
@@ -76,7 +81,9 @@ int FixACEUQExtrapolation::setmask()
 void FixACEUQExtrapolation::init()
 {
   pair = dynamic_cast<PairACEUQ *>(force->pair_match("aceuq", 1));
-  if (!pair) error->all(FLERR, "fix aceuq/extrapolation requires pair_style aceuq");
+  if (!pair)
+    error->all(FLERR, "fix aceuq/extrapolation requires pair_style aceuq (alone, or as one sub-style of a "
+                      "hybrid style, not two)");
   if (!pair->has_active_set())
     error->all(FLERR, "fix aceuq/extrapolation: pair_coeff gave no active set (.asi or .casi): gamma is undefined");
   if (cutout > 0) {
@@ -106,7 +113,7 @@ void FixACEUQExtrapolation::request_gamma()
 
 void FixACEUQExtrapolation::setup_pre_force(int)
 {
-  if (update->ntimestep % nevery == 0) request_gamma();
+  if (update->ntimestep % nevery == 0 && update->ntimestep != last_checked) request_gamma();
 }
 
 void FixACEUQExtrapolation::pre_force(int)
@@ -117,7 +124,9 @@ void FixACEUQExtrapolation::pre_force(int)
 
 void FixACEUQExtrapolation::setup(int)
 {
-  if (update->ntimestep % nevery == 0) check();
+  // the last step of the previous run, where this one starts, was checked then (as a dump
+  // writes a step once)
+  if (update->ntimestep % nevery == 0 && update->ntimestep != last_checked) check();
 }
 
 void FixACEUQExtrapolation::end_of_step()
@@ -137,6 +146,7 @@ double FixACEUQExtrapolation::compute_vector(int i)
 
 void FixACEUQExtrapolation::check()
 {
+  last_checked = update->ntimestep;
   int ncols = 0;
   const double *gamma = static_cast<double *>(pair->extract_peratom("gamma", ncols));
   int dim = 0;
@@ -179,9 +189,11 @@ void FixACEUQExtrapolation::check()
   if (max_gamma > upper) {
     if (comm->me == 0)
       utils::logmesg(lmp,
-                     "fix aceuq/extrapolation: step {} atom {} has gamma {:.4g} > upper {}: stopping the run\n",
-                     update->ntimestep, (tagint) gtag, max_gamma, upper);
+                     "fix aceuq/extrapolation: step {} atom {} has gamma {:.4g} > upper {}: stopping the run "
+                     "(later runs are skipped while fix {} is defined)\n",
+                     update->ntimestep, (tagint) gtag, max_gamma, upper, id);
     timer->force_timeout();
+    halted = true;
   }
 }
 
@@ -193,7 +205,6 @@ void FixACEUQExtrapolation::write_frame(const std::vector<int> &above_local)
   double **x = atom->x;
   const int *type = atom->type;
   const tagint *tag = atom->tag;
-  const int *mask = atom->mask;
   const int nlocal = atom->nlocal;
 
   std::vector<double> mine;
@@ -227,19 +238,17 @@ void FixACEUQExtrapolation::write_frame(const std::vector<int> &above_local)
       centres.swap(sorted);
     }
     for (int c = 0; c < nc; ++c) {
-      for (int i = 0; i < nlocal; ++i) {
-        if (!(mask[i] & groupbit)) continue;
+      for (int i = 0; i < nlocal; ++i) {    // every atom near the centre, in the group or not
         double d[3] = {x[i][0] - centres[5 * c + 1], x[i][1] - centres[5 * c + 2], x[i][2] - centres[5 * c + 3]};
         domain->minimum_image(FLERR, d[0], d[1], d[2]);
         if (d[0] * d[0] + d[1] * d[1] + d[2] * d[2] <= cutout * cutout) pack(i, d, centres[5 * c]);
       }
     }
   } else {
-    for (int i = 0; i < nlocal; ++i)
-      if (mask[i] & groupbit) {
-        double p[3] = {x[i][0] - domain->boxlo[0], x[i][1] - domain->boxlo[1], x[i][2] - domain->boxlo[2]};
-        pack(i, p, -1.0);
-      }
+    for (int i = 0; i < nlocal; ++i) {    // the whole configuration (the group decides only when)
+      double p[3] = {x[i][0] - domain->boxlo[0], x[i][1] - domain->boxlo[1], x[i][2] - domain->boxlo[2]};
+      pack(i, p, -1.0);
+    }
   }
 
   int n = int(mine.size());
@@ -273,13 +282,13 @@ void FixACEUQExtrapolation::write_frame(const std::vector<int> &above_local)
       out << "Lattice=\"" << h[0] << " 0 0 " << h[5] << " " << h[1] << " 0 " << h[4] << " " << h[3] << " " << h[2]
           << "\" ";
     }
-    out << "Properties=species:S:1:pos:R:3:gamma:R:1:cluster:I:1:id:I:1 pbc=\""
+    out << "Properties=species:S:1:pos:R:3:gamma:R:1:cluster:I:1:id:I:1:type:I:1 pbc=\""
         << (periodic && domain->xperiodic ? "T" : "F") << " " << (periodic && domain->yperiodic ? "T" : "F") << " "
         << (periodic && domain->zperiodic ? "T" : "F") << "\" step=" << update->ntimestep << extra << "\n";
   };
   auto line = [&](const double *r) {
     out << pair->type_element(int(r[1])) << " " << r[2] << " " << r[3] << " " << r[4] << " " << r[5] << " "
-        << int(r[6]) << " " << (tagint) r[0] << "\n";
+        << int(r[6]) << " " << (tagint) r[0] << " " << int(r[1]) << "\n";
   };
   if (cutout > 0) {
     int k = 0;

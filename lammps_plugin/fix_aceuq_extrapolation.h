@@ -1,9 +1,11 @@
 /* fix ID group aceuq/extrapolation N lower L upper U file OUT.extxyz [cutout R]
 
    Every N steps asks pair_style aceuq for the per-atom extrapolation grade gamma. When the
-   largest gamma of the group (over all ranks) exceeds L, the configuration is appended to
-   OUT.extxyz with per-atom gamma and cluster (or, with `cutout R`, one spherical cut-out of
-   radius R around each atom above L); when it exceeds U the run stops cleanly, naming the atom.
+   largest gamma of the group (over all ranks) exceeds L, the configuration (all atoms, not only
+   the group's) is appended to OUT.extxyz with per-atom gamma, cluster, id and type (or, with
+   `cutout R`, one spherical cut-out of all atoms within R around each group atom above L); when
+   it exceeds U the run stops cleanly, naming the atom, and later runs are skipped until the fix
+   is removed (as fix halt ... error soft). A step is checked once, also across runs.
    Global vector (thermo: f_ID[k]): [1] max gamma, [2] atoms above L (both of the last check),
    [3] frames and [4] cut-outs written so far. */
 #ifndef LMP_FIX_ACEUQ_EXTRAPOLATION_H
@@ -26,6 +28,7 @@ class FixACEUQExtrapolation : public Fix {
   void pre_force(int) override;
   void setup(int) override;
   void end_of_step() override;
+  ~FixACEUQExtrapolation() override;
   double compute_vector(int) override;
 
  private:
@@ -36,6 +39,8 @@ class FixACEUQExtrapolation : public Fix {
   int n_above;
   int frames_written, cutouts_written;
   bool file_started;
+  bigint last_checked;    // the step checked last (a run that starts there does not check it again)
+  bool halted;            // this fix stopped the run (and keeps later runs from starting)
 
   void request_gamma();
   void check();

@@ -37,6 +37,7 @@ struct PairACEUQ::Core {
   std::shared_ptr<aceuq::Grader> grader;
   aceuq::Assign assign = aceuq::Assign::Nearest;
   bool assign_given = false;    // pair_style ... assign X overrides what a .casi file says
+  aceuq::Assign file_assign = aceuq::Assign::Nearest;    // what it says
   std::vector<double> rcutsq;    // [mu_i * nel + mu_j]
 
   // scratch for one central atom
@@ -250,7 +251,8 @@ void PairACEUQ::settings(int narg, char **arg)
       error->all(FLERR, "pair_style aceuq: unknown keyword '{}' (known: assign nearest|min)", arg[iarg]);
     }
   }
-  if (core->grader && core->assign_given) core->grader->set_assign(core->assign);
+  // a re-issued pair_style keeps the active set: without 'assign' it goes back to the file's
+  if (core->grader) core->grader->set_assign(core->assign_given ? core->assign : core->file_assign);
 }
 
 /* ---------------------------------------------------------------------- */
@@ -339,6 +341,7 @@ void PairACEUQ::coeff(int narg, char **arg)
     } catch (const std::exception &e) {
       error->all(FLERR, "pair_style aceuq: cannot read active set '{}': {}", as_path, e.what());
     }
+    core->file_assign = core->grader->assign();
     if (core->assign_given) core->grader->set_assign(core->assign);
   }
 

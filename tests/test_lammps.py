@@ -408,6 +408,33 @@ def test_clustered_gamma_and_cluster_match_python(cual_asi, tmp_path, assign):
     np.testing.assert_array_equal(cluster, c)
 
 
+def test_reissued_pair_style_goes_back_to_the_file_s_assignment(cual_asi, tmp_path):
+    """pair_style aceuq re-issued without 'assign' keeps the coefficients (a LAMMPS convention)
+    but not an earlier 'assign min': the .casi's own rule applies again."""
+    path, pot, _ = cual_asi
+    rng = np.random.default_rng(5)
+    sets = {}
+    for el in pot.elements:
+        n = pot.n_functions(el)
+        sets[el] = {"inv": [rng.normal(size=(n, n)) / np.sqrt(n) + np.eye(n) for _ in range(3)],
+                    "mean": rng.normal(size=n), "scale": rng.uniform(0.5, 2.0, size=n),
+                    "components": rng.normal(size=(4, n)) / np.sqrt(n), "centers": rng.normal(size=(3, 4))}
+    casi = write_casi(tmp_path / "CuAl.casi", pot, sets)  # says: nearest
+    atoms = to_lammps_frame(rattled_bulk(["Cu", "Al"], seed=22))
+    lmp = new_lammps()
+    try:
+        create_system(lmp, atoms, ["Cu", "Al"])
+        set_aceuq(lmp, path, ["Cu", "Al"], casi, "assign min")
+        lmp.commands_string("pair_style aceuq\nfix g all pair 1 aceuq gamma 1\nrun 0")
+        gamma = np.array(lmp.gather("f_g", 1, 1)[: len(atoms)])
+    finally:
+        lmp.close()
+    nearest, _ = ActiveSet.load(casi, pot, "nearest").gamma(atoms)
+    smallest, _ = ActiveSet.load(casi, pot, "min").gamma(atoms)
+    assert np.abs(nearest - smallest).max() > 1e-3  # the two rules differ here
+    np.testing.assert_allclose(gamma, nearest, rtol=1e-12, atol=1e-12)
+
+
 def test_active_set_of_another_potential(cual_asi, make_pot, tmp_path):
     _, _, asi = cual_asi  # Cu and Al arrays: the Cu-only potential has no Al
     msg = lammps_error(f"pair_style aceuq\npair_coeff * * {make_pot('Cu_fs2')} {asi} Cu")

@@ -114,6 +114,88 @@ def test_cutouts_around_each_extrapolating_atom(setup, tmp_path):
         np.testing.assert_allclose(f.arrays["gamma"], gamma[f.arrays["id"] - 1], rtol=1e-8)
 
 
+def test_a_group_decides_when_frames_and_cutouts_hold_every_atom(setup, tmp_path):
+    """The fix's group selects the atoms whose gamma triggers (and the cut-out centres); what is
+    written is the real configuration: every atom, or every atom within R of a centre."""
+    from ase.geometry import get_distances
+
+    path, pot, asi, atoms, gamma, lower = setup
+    al = np.array(atoms.get_chemical_symbols()) == "Al"  # type 1
+    assert (gamma[al] > lower).any() and (gamma[~al] > lower).any()
+    frames_out, cut_out, radius = tmp_path / "g.extxyz", tmp_path / "gc.extxyz", 3.4
+    lmp = aceuq_lammps.make_lammps()
+    try:
+        create_system(lmp, atoms, ["Al", "Cu"])
+        set_aceuq(lmp, path, ["Al", "Cu"], asi)
+        lmp.commands_string(f"""
+            group al type 1
+            fix f al aceuq/extrapolation 1 lower {lower} upper 1e9 file {frames_out}
+            fix c al aceuq/extrapolation 1 lower {lower} upper 1e9 file {cut_out} cutout {radius}
+            run 0
+        """)
+        above = lmp.extract_fix("f", 0, 1, 1)
+    finally:
+        lmp.close()
+    assert above == int((gamma[al] > lower).sum())
+    (frame,) = read(frames_out, ":")
+    assert len(frame) == len(atoms)
+    np.testing.assert_array_equal(frame.arrays["type"], np.where(al, 1, 2)[frame.arrays["id"] - 1])
+    assert frame.info["max_gamma"] == pytest.approx(gamma[al].max(), rel=1e-8)
+    centres = np.nonzero(al & (gamma > lower))[0]
+    cuts = read(cut_out, ":")
+    assert [f.info["centre_id"] for f in cuts] == list(centres + 1)
+    for c, f in zip(centres, cuts):
+        _, d = get_distances(atoms.positions[c], atoms.positions, cell=atoms.cell, pbc=True)
+        np.testing.assert_array_equal(np.sort(f.arrays["id"]), np.nonzero(d[0] <= radius)[0] + 1)
+
+
+def test_runs_in_a_row_check_each_step_once(setup, tmp_path):
+    """Run lengths that are multiples of N: the step where one run ends and the next starts is
+    written once, as a dump writes it."""
+    path, pot, asi, atoms, gamma, lower = setup
+    out = tmp_path / "runs.extxyz"
+    lmp = aceuq_lammps.make_lammps()
+    try:
+        create_system(lmp, atoms, ["Al", "Cu"])
+        set_aceuq(lmp, path, ["Al", "Cu"], asi)
+        lmp.commands_string(f"""
+            velocity all create 300 1 loop geom
+            fix nve all nve
+            timestep 0.001
+            fix x all aceuq/extrapolation 5 lower 1e-6 upper 1e9 file {out}
+            run 10
+            run 10
+            run 0
+        """)
+        written = lmp.extract_fix("x", 0, 1, 2)
+    finally:
+        lmp.close()
+    steps = [f.info["step"] for f in read(out, ":")]
+    assert steps == [0, 5, 10, 15, 20] and written == 5
+
+
+def test_after_a_halt_runs_are_skipped_until_the_fix_is_removed(setup, tmp_path):
+    path, pot, asi, atoms, gamma, lower = setup
+    lmp = aceuq_lammps.make_lammps()
+    try:
+        create_system(lmp, atoms, ["Al", "Cu"])
+        set_aceuq(lmp, path, ["Al", "Cu"], asi)
+        lmp.commands_string(f"""
+            velocity all create 300 1 loop geom
+            fix nve all nve
+            timestep 0.001
+            fix x all aceuq/extrapolation 5 lower {lower} upper {lower} file {tmp_path / 'h.extxyz'}
+            run 20
+        """)
+        assert lmp.extract_global("ntimestep") == 0  # stopped at the first check
+        lmp.command("run 20")
+        assert lmp.extract_global("ntimestep") == 0  # skipped, as after fix halt ... error soft
+        lmp.commands_string("unfix x\nrun 20")
+        assert lmp.extract_global("ntimestep") == 20
+    finally:
+        lmp.close()
+
+
 def test_upper_threshold_stops_the_run(setup, tmp_path):
     path, pot, asi, atoms, gamma, lower = setup
     out = tmp_path / "halt.extxyz"
