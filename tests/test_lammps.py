@@ -390,17 +390,23 @@ def write_casi(path, pot, sets, assign="nearest"):
     return str(path)
 
 
-@pytest.mark.parametrize("assign", ["nearest", "min"])
-def test_clustered_gamma_and_cluster_match_python(cual_asi, tmp_path, assign):
-    path, pot, _ = cual_asi
-    rng = np.random.default_rng(17)
+def random_casi(path, pot, seed, k=3, dim=4):
+    """A .casi of k random (well-conditioned) inverses per element and a random clustering map:
+    the grading rules do not depend on how the file was built."""
+    rng = np.random.default_rng(seed)
     sets = {}
     for el in pot.elements:
         n = pot.n_functions(el)
-        sets[el] = {"inv": [rng.normal(size=(n, n)) / np.sqrt(n) + np.eye(n) for _ in range(3)],
+        sets[el] = {"inv": [rng.normal(size=(n, n)) / np.sqrt(n) + np.eye(n) for _ in range(k)],
                     "mean": rng.normal(size=n), "scale": rng.uniform(0.5, 2.0, size=n),
-                    "components": rng.normal(size=(4, n)) / np.sqrt(n), "centers": rng.normal(size=(3, 4))}
-    casi = write_casi(tmp_path / "CuAl.casi", pot, sets)
+                    "components": rng.normal(size=(dim, n)) / np.sqrt(n), "centers": rng.normal(size=(k, dim))}
+    return write_casi(path, pot, sets)
+
+
+@pytest.mark.parametrize("assign", ["nearest", "min"])
+def test_clustered_gamma_and_cluster_match_python(cual_asi, tmp_path, assign):
+    path, pot, _ = cual_asi
+    casi = random_casi(tmp_path / "CuAl.casi", pot, 17)
     atoms = to_lammps_frame(rattled_bulk(["Cu", "Al"], seed=22))
     _, gamma, cluster = run_gamma(path, atoms, ["Cu", "Al"], casi, style_args=f"assign {assign}")
     g, c = ActiveSet.load(casi, pot, assign).gamma(atoms)
@@ -412,14 +418,7 @@ def test_reissued_pair_style_goes_back_to_the_file_s_assignment(cual_asi, tmp_pa
     """pair_style aceuq re-issued without 'assign' keeps the coefficients (a LAMMPS convention)
     but not an earlier 'assign min': the .casi's own rule applies again."""
     path, pot, _ = cual_asi
-    rng = np.random.default_rng(5)
-    sets = {}
-    for el in pot.elements:
-        n = pot.n_functions(el)
-        sets[el] = {"inv": [rng.normal(size=(n, n)) / np.sqrt(n) + np.eye(n) for _ in range(3)],
-                    "mean": rng.normal(size=n), "scale": rng.uniform(0.5, 2.0, size=n),
-                    "components": rng.normal(size=(4, n)) / np.sqrt(n), "centers": rng.normal(size=(3, 4))}
-    casi = write_casi(tmp_path / "CuAl.casi", pot, sets)  # says: nearest
+    casi = random_casi(tmp_path / "CuAl.casi", pot, 5)  # says: nearest
     atoms = to_lammps_frame(rattled_bulk(["Cu", "Al"], seed=22))
     lmp = new_lammps()
     try:

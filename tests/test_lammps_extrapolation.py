@@ -1,6 +1,7 @@
 """fix aceuq/extrapolation: dumps of extrapolating configurations and cut-outs, halting, MPI."""
 import os
 import subprocess
+from contextlib import contextmanager
 import sys
 
 import numpy as np
@@ -40,22 +41,26 @@ def setup(make_pot, tmp_path_factory):
     return path, pot, asi, atoms, gamma, lower
 
 
-def run_fix(setup, tmp_path, fix_args, steps=0):
+@contextmanager
+def system(setup, active_set=True, md=False):
+    """A LAMMPS with the setup's box and pair_style aceuq (with its active set), optionally NVE."""
     path, pot, asi, atoms, gamma, lower = setup
     lmp = aceuq_lammps.make_lammps()
     try:
-        elements = ["Al", "Cu"]
-        create_system(lmp, atoms, elements)
-        set_aceuq(lmp, path, elements, asi)
-        lmp.command(f"fix x all aceuq/extrapolation {fix_args}")
-        if steps:
+        create_system(lmp, atoms, ["Al", "Cu"])
+        set_aceuq(lmp, path, ["Al", "Cu"], asi if active_set else None)
+        if md:
             lmp.commands_string("velocity all create 300 1 loop geom\nfix nve all nve\ntimestep 0.001")
-        lmp.command(f"run {steps}")
-        vec = [lmp.extract_fix("x", 0, 1, k) for k in range(4)]
-        step = lmp.extract_global("ntimestep")
+        yield lmp
     finally:
         lmp.close()
-    return vec, step
+
+
+def run_fix(setup, tmp_path, fix_args, steps=0):
+    with system(setup, md=steps > 0) as lmp:
+        lmp.command(f"fix x all aceuq/extrapolation {fix_args}")
+        lmp.command(f"run {steps}")
+        return [lmp.extract_fix("x", 0, 1, k) for k in range(4)], lmp.extract_global("ntimestep")
 
 
 def test_dump_frame_holds_gamma_of_every_atom(setup, tmp_path):
@@ -123,10 +128,7 @@ def test_a_group_decides_when_frames_and_cutouts_hold_every_atom(setup, tmp_path
     al = np.array(atoms.get_chemical_symbols()) == "Al"  # type 1
     assert (gamma[al] > lower).any() and (gamma[~al] > lower).any()
     frames_out, cut_out, radius = tmp_path / "g.extxyz", tmp_path / "gc.extxyz", 3.4
-    lmp = aceuq_lammps.make_lammps()
-    try:
-        create_system(lmp, atoms, ["Al", "Cu"])
-        set_aceuq(lmp, path, ["Al", "Cu"], asi)
+    with system(setup) as lmp:
         lmp.commands_string(f"""
             group al type 1
             fix f al aceuq/extrapolation 1 lower {lower} upper 1e9 file {frames_out}
@@ -134,8 +136,6 @@ def test_a_group_decides_when_frames_and_cutouts_hold_every_atom(setup, tmp_path
             run 0
         """)
         above = lmp.extract_fix("f", 0, 1, 1)
-    finally:
-        lmp.close()
     assert above == int((gamma[al] > lower).sum())
     (frame,) = read(frames_out, ":")
     assert len(frame) == len(atoms)
@@ -154,46 +154,28 @@ def test_runs_in_a_row_check_each_step_once(setup, tmp_path):
     written once, as a dump writes it."""
     path, pot, asi, atoms, gamma, lower = setup
     out = tmp_path / "runs.extxyz"
-    lmp = aceuq_lammps.make_lammps()
-    try:
-        create_system(lmp, atoms, ["Al", "Cu"])
-        set_aceuq(lmp, path, ["Al", "Cu"], asi)
+    with system(setup, md=True) as lmp:
         lmp.commands_string(f"""
-            velocity all create 300 1 loop geom
-            fix nve all nve
-            timestep 0.001
             fix x all aceuq/extrapolation 5 lower 1e-6 upper 1e9 file {out}
             run 10
             run 10
             run 0
         """)
         written = lmp.extract_fix("x", 0, 1, 2)
-    finally:
-        lmp.close()
     steps = [f.info["step"] for f in read(out, ":")]
     assert steps == [0, 5, 10, 15, 20] and written == 5
 
 
 def test_after_a_halt_runs_are_skipped_until_the_fix_is_removed(setup, tmp_path):
-    path, pot, asi, atoms, gamma, lower = setup
-    lmp = aceuq_lammps.make_lammps()
-    try:
-        create_system(lmp, atoms, ["Al", "Cu"])
-        set_aceuq(lmp, path, ["Al", "Cu"], asi)
-        lmp.commands_string(f"""
-            velocity all create 300 1 loop geom
-            fix nve all nve
-            timestep 0.001
-            fix x all aceuq/extrapolation 5 lower {lower} upper {lower} file {tmp_path / 'h.extxyz'}
-            run 20
-        """)
+    lower = setup[-1]
+    with system(setup, md=True) as lmp:
+        lmp.command(f"fix x all aceuq/extrapolation 5 lower {lower} upper {lower} file {tmp_path / 'h.extxyz'}")
+        lmp.command("run 20")
         assert lmp.extract_global("ntimestep") == 0  # stopped at the first check
         lmp.command("run 20")
         assert lmp.extract_global("ntimestep") == 0  # skipped, as after fix halt ... error soft
         lmp.commands_string("unfix x\nrun 20")
         assert lmp.extract_global("ntimestep") == 20
-    finally:
-        lmp.close()
 
 
 def test_upper_threshold_stops_the_run(setup, tmp_path):
@@ -205,19 +187,10 @@ def test_upper_threshold_stops_the_run(setup, tmp_path):
 
 
 def test_bad_fix_input(setup, tmp_path, make_pot):
-    path, pot, asi, atoms, gamma, lower = setup
-    lmp = aceuq_lammps.make_lammps()
-    try:
-        create_system(lmp, atoms, ["Al", "Cu"])
-        set_aceuq(lmp, path, ["Al", "Cu"])  # no active set
+    with system(setup, active_set=False) as lmp:
         with pytest.raises(Exception, match="no active set"):
             lmp.commands_string(f"fix x all aceuq/extrapolation 1 lower 2 upper 5 file {tmp_path / 'o.extxyz'}\nrun 0")
-    finally:
-        lmp.close()
-    lmp = aceuq_lammps.make_lammps()
-    try:
-        create_system(lmp, atoms, ["Al", "Cu"])
-        set_aceuq(lmp, path, ["Al", "Cu"], asi)
+    with system(setup) as lmp:
         with pytest.raises(Exception, match="lower <= upper"):
             lmp.command(f"fix x all aceuq/extrapolation 1 lower 5 upper 2 file {tmp_path / 'o.extxyz'}")
         with pytest.raises(Exception, match="unknown keyword"):
@@ -233,18 +206,13 @@ def test_bad_fix_input(setup, tmp_path, make_pot):
         with pytest.raises(Exception, match="cannot replace .*a_folder"):
             lmp.command("run 0")
         assert not (tmp_path / "a_folder.tmp").exists()
-    finally:
-        lmp.close()
 
 
 def test_fix_pair_gamma_without_trigger_reads_the_fix_s_gamma(setup, tmp_path):
     """fix pair ... gamma 0 does not ask for gamma itself: it reads what the pair style last
     graded, here on the steps where fix aceuq/extrapolation asks."""
     path, pot, asi, atoms, gamma, lower = setup
-    lmp = aceuq_lammps.make_lammps()
-    try:
-        create_system(lmp, atoms, ["Al", "Cu"])
-        set_aceuq(lmp, path, ["Al", "Cu"], asi)
+    with system(setup) as lmp:
         lmp.commands_string(f"""
             fix g all pair 1 aceuq gamma 0
             fix x all aceuq/extrapolation 1 lower 1e9 upper 1e9 file {tmp_path / 'o.extxyz'}
@@ -252,8 +220,6 @@ def test_fix_pair_gamma_without_trigger_reads_the_fix_s_gamma(setup, tmp_path):
         """)
         got = np.array(lmp.numpy.extract_fix("g", 1, 1))[: len(atoms)]
         ids = np.array(lmp.numpy.extract_atom("id"))[: len(atoms)]
-    finally:
-        lmp.close()
     np.testing.assert_allclose(got, gamma[ids - 1], rtol=1e-8)
 
 
