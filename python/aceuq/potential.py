@@ -123,8 +123,8 @@ class Potential:
             res.projections = out["projections"]
         return res
 
-    def evaluate_ensemble(self, atoms: Atoms, members: Sequence[Dict[str, np.ndarray]], forces: bool = True,
-                          index: Optional[int] = None) -> Dict[str, np.ndarray]:
+    def evaluate_ensemble(self, atoms: Atoms, members: Sequence[Dict[str, np.ndarray]], forces: bool = True
+                          ) -> Dict[str, np.ndarray]:
         """Evaluate several coefficient sets that share this potential's basis (ensemble members).
 
         members: one {element: (n_functions, ndensity) coefficients} per member. Neighbours, the
@@ -144,7 +144,7 @@ class Potential:
                                      f"the basis of '{self.path}' needs {expected}")
                 row.append(c.ravel())
             coeffs.append(row)
-        with _naming(atoms, index):
+        with _naming(atoms, None):
             return self._ev.evaluate_members(
                 _positions(atoms), np.ascontiguousarray(atoms.cell.array, dtype=float),
                 [bool(p) for p in atoms.pbc], self.types_of(atoms), coeffs, forces,
