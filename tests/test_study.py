@@ -100,7 +100,7 @@ def test_bad_gamma_configs():
 GAMMA_METHODS = ("gamma_global", "gamma_local_nearest", "gamma_local_min")
 
 
-def test_study_end_to_end(emt_data, tmp_path):
+def test_study_end_to_end(emt_data, tmp_path, capsys):
     from aceuq.cli.main import main
 
     cfg = tmp_path / "study.yaml"
@@ -154,8 +154,18 @@ def test_study_end_to_end(emt_data, tmp_path):
     emap = out / "error_maps" / "small-all-seed0" / "gamma_local_nearest.json"
     assert emap.exists() and (model / "gamma_local.casi").exists()
     graded = tmp_path / "graded.extxyz"
+    capsys.readouterr()
     assert main(["gamma", str(model / "member_000.yaml"), str(model / "gamma_local.casi"), emt_data,
                  "-o", str(graded), "--error-map", str(emap), "--no-progress"]) == 0
+    assert "warning" not in capsys.readouterr().err  # the map was fitted for this active set
+    # maps record what they were fitted for: another assignment or active set is flagged
+    other = tmp_path / "other.extxyz"
+    assert main(["gamma", str(model / "member_000.yaml"), str(model / "gamma_local.casi"), emt_data,
+                 "-o", str(other), "--error-map", str(emap.parent / "gamma_local_min.json"), "--no-progress"]) == 0
+    assert "fitted for 'assign min'" in capsys.readouterr().err
+    assert main(["gamma", str(model / "member_000.yaml"), str(model / "gamma_global.asi"), emt_data,
+                 "-o", str(other), "--error-map", str(emap), "--no-progress"]) == 0
+    assert "fitted for another active set" in capsys.readouterr().err
     frames = ase.io.read(graded, ":")
     est = np.concatenate([a.arrays["force_error_estimate"] for a in frames])
     assert np.all(est >= 0) and np.all(np.isfinite(est)) and est.max() > 0

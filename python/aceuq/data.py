@@ -163,6 +163,17 @@ def read_yaml_config(path: PathLike, what: str) -> dict:
     return cfg
 
 
+def file_sha256(path: PathLike) -> str:
+    """The SHA-256 of a file's bytes (which active set an error map was fitted for)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def check_output(path: PathLike, folder: bool = False) -> str:
     """Fail before any work, with one InputError, when ``path`` (a file, or with ``folder`` a
     folder, created here) cannot be written: a long run should not end in a traceback."""

@@ -213,6 +213,8 @@ class ErrorMap:
         self.x = None if x is None else np.asarray(x, dtype=float)  # log(score) knots
         self.y = None if y is None else np.asarray(y, dtype=float)
         self.quantity, self.units, self.score = quantity, units, score
+        # what the map was fitted for, when known: {"active_set_sha256": ..., "assign": ...}
+        self.fitted_for: Optional[Dict[str, Optional[str]]] = None
 
     @classmethod
     def fit(cls, score, error, method: str = "isotonic", **meta) -> "ErrorMap":
@@ -246,6 +248,8 @@ class ErrorMap:
             d.update(log_score=self.x.tolist(), error=self.y.tolist())
         else:
             d.update(a=self.a, b=self.b)
+        if self.fitted_for:
+            d["fitted_for"] = dict(self.fitted_for)
         return d
 
     @classmethod
@@ -266,6 +270,17 @@ class ErrorMap:
                 if not isinstance(d[k], str):
                     raise InputError(f"{source}: '{k}' must be a string, got {d[k]!r}")
                 meta[k] = d[k]
+        fitted_for = d.get("fitted_for")
+        if fitted_for is not None and not (isinstance(fitted_for, dict) and all(
+                isinstance(k, str) and (v is None or isinstance(v, str)) for k, v in fitted_for.items())):
+            raise InputError(f"{source}: 'fitted_for' must map names to strings, got {fitted_for!r}")
+        out = cls._from_numbers(d, method, meta, source)
+        out.fitted_for = fitted_for
+        return out
+
+    @classmethod
+    def _from_numbers(cls, d: Dict, method: str, meta: Dict, source: str) -> "ErrorMap":
+        from ._core import InputError
 
         def number(v):
             return isinstance(v, (int, float)) and not isinstance(v, bool) and bool(np.isfinite(v))

@@ -64,7 +64,7 @@ from ase import Atoms
 from . import ensemble as ens_mod
 from . import metrics
 from ._core import InputError
-from .data import read_structures, read_yaml_config
+from .data import file_sha256, read_structures, read_yaml_config
 
 METRIC_KEYS = ("spearman", "pearson", "miscalibration_area", "roc_auc", "pr_auc")
 GAMMA_ASSIGN = ("nearest", "min")
@@ -464,6 +464,8 @@ class Model:
                     g_cal = np.concatenate([gamma[j] for j in self.cal_idx])
                     try:
                         gm.error_map = metrics.ErrorMap.fit(g_cal, err, method=gcfg["error_map"])
+                        gm.error_map.fitted_for = {"active_set_sha256": file_sha256(path),
+                                                   "assign": None if a == "global" else a}
                     except ValueError as exc:
                         self.notes.append(f"{name}: no error map ({exc})")
                     if gm.error_map is not None and error_map_dir:

@@ -10,7 +10,7 @@ from ase.calculators.singlepoint import SinglePointCalculator
 from .._core import InputError
 from . import add_elements_option
 from ..activeset import ActiveSet
-from ..data import check_output, read_structures, write_extxyz_atomic
+from ..data import check_output, file_sha256, read_structures, write_extxyz_atomic
 from ..metrics import ErrorMap
 from ..potential import Potential
 
@@ -46,6 +46,9 @@ def main(argv=None) -> int:
         pot = Potential(args.potential)
         aset = ActiveSet.load(args.active_set, pot, assign=args.assign)
         error_map = _load_error_map(args.error_map) if args.error_map else None
+        if error_map is not None:
+            for line in _map_mismatch(error_map, args.error_map, aset):
+                print(f"aceuq gamma: warning: {line}", file=sys.stderr)
         frames = read_structures(args.structures, args.elements)
         graded = aset.gamma(frames, progress=not args.no_progress)
     except InputError as exc:
@@ -77,6 +80,19 @@ def main(argv=None) -> int:
     print(f"aceuq gamma: {len(out)} structures, {len(all_gamma)} atoms; gamma median {np.median(all_gamma):.3g}, "
           f"max {all_gamma.max():.4g}, {int((all_gamma > 1 + GAMMA_ROUNDING).sum())} atoms above 1 -> {args.output}")
     return 0
+
+
+def _map_mismatch(emap: ErrorMap, path: str, aset: ActiveSet):
+    """Why the map may not apply to this γ: fitted (by `aceuq study`) for another active set or
+    cluster assignment. Maps without that record are taken as they are."""
+    fitted = emap.fitted_for or {}
+    if fitted.get("active_set_sha256") and fitted["active_set_sha256"] != file_sha256(aset.path):
+        yield (f"error map '{path}' was fitted for another active set than '{aset.path}': its estimates "
+               "do not apply to this gamma")
+    elif (fitted.get("assign") and fitted["assign"] != aset.assign
+          and any(aset.n_clusters(el) > 1 for el in aset.potential.elements)):
+        yield (f"error map '{path}' was fitted for 'assign {fitted['assign']}', this gamma uses "
+               f"'assign {aset.assign}' (--assign {fitted['assign']} matches it)")
 
 
 def _load_error_map(path: str) -> ErrorMap:
