@@ -38,6 +38,11 @@ def test_evaluate_extxyz_and_pickle(make_pot, tmp_path):
         if a.pbc.all():
             np.testing.assert_allclose(g.get_stress(), ref.stress, atol=1e-7)
     assert not [f for f in os.listdir(out.parent) if f.startswith(".aceuq-")], "temporary file left behind"
+    # the pickle's labels are kept beside the predictions
+    for a, g in zip(frames[2:], got[2:]):
+        assert g.info["ref_energy"] == 0.0
+        np.testing.assert_array_equal(g.arrays["ref_forces"], np.zeros((len(a), 3)))
+    assert "ref_energy" not in got[0].info  # the extxyz input had no labels
 
 
 def test_evaluate_reports_bad_input(make_pot, tmp_path, capsys):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+import numpy as np
 from ase.calculators.singlepoint import SinglePointCalculator
 
 from .._core import InputError
@@ -57,6 +58,7 @@ def main(argv=None) -> int:
                 props = {"energy": r.energy, "free_energy": r.energy, "forces": r.forces, "energies": r.energies}
                 if r.stress is not None:
                     props["stress"] = r.stress
+                _keep_reference(atoms, a)
                 a.calc = SinglePointCalculator(a, **props)
                 a.info["energy_std"] = r.energy_std
                 a.arrays["energies_std"] = r.energies_std
@@ -72,6 +74,7 @@ def main(argv=None) -> int:
                          "energies": res.energies}
                 if res.stress is not None:
                     props["stress"] = res.stress
+                _keep_reference(atoms, a)
                 a.calc = SinglePointCalculator(a, **props)
                 out.append(a)
         write_extxyz_atomic(args.output, out)
@@ -81,6 +84,16 @@ def main(argv=None) -> int:
     n_atoms = sum(len(a) for a in out)
     print(f"aceuq evaluate: {len(out)} structures, {n_atoms} atoms -> {args.output}")
     return 0
+
+
+def _keep_reference(source, out) -> None:
+    """The input's own energy and forces (e.g. DFT labels) kept beside the predictions, as
+    ref_energy (info) and ref_forces (per atom), so the output compares the two."""
+    results = getattr(source.calc, "results", None) or {}
+    if "energy" in results:
+        out.info["ref_energy"] = float(results["energy"])
+    if "forces" in results:
+        out.arrays["ref_forces"] = np.asarray(results["forces"], dtype=float).copy()
 
 
 if __name__ == "__main__":
