@@ -163,6 +163,16 @@ def read_yaml_config(path: PathLike, what: str) -> dict:
     return cfg
 
 
+def is_number(v) -> bool:
+    """A finite int or float (numpy's too), not a bool: what a config or argument may give as a number."""
+    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) and bool(np.isfinite(v))
+
+
+def is_integer(v) -> bool:
+    """An int (numpy's too), not a bool."""
+    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+
 def file_sha256(path: PathLike) -> str:
     """The SHA-256 of a file's bytes (which active set an error map was fitted for)."""
     import hashlib
@@ -183,15 +193,20 @@ def check_output(path: PathLike, folder: bool = False) -> str:
         raise InputError(f"{kind} '{path}': exists and is not a folder")
     if not folder and os.path.isdir(path):
         raise InputError(f"{kind} '{path}': is a folder (give a file name)")
-    where = path if folder else os.path.dirname(os.path.abspath(path))
-    try:
-        os.makedirs(where, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=".aceuq-", suffix=".probe", dir=where)
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as exc:
-        raise InputError(f"{kind} '{path}': cannot write in {where} ({exc.strerror or exc})") from None
+    fd, probe = _temp_in(path if folder else os.path.dirname(os.path.abspath(path)), ".probe", f"{kind} '{path}'")
+    os.close(fd)
+    os.unlink(probe)
     return path
+
+
+def _temp_in(folder: str, suffix: str, what: str):
+    """(fd, path) of a new temporary file in ``folder`` (created if need be); an InputError
+    naming ``what`` when that is not possible."""
+    try:
+        os.makedirs(folder, exist_ok=True)
+        return tempfile.mkstemp(prefix=".aceuq-", suffix=suffix, dir=folder)
+    except OSError as exc:
+        raise InputError(f"{what}: cannot write in {folder} ({exc.strerror or exc})") from None
 
 
 @contextmanager
@@ -200,14 +215,9 @@ def atomic_path(path: PathLike, suffix: str = ".tmp") -> Iterator[str]:
     without error (readers never see half a file), removed otherwise. The file gets the usual
     permissions (umask), not mkstemp's private 0600. An unwritable place is an InputError."""
     path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    try:
-        if os.path.isdir(path):
-            raise IsADirectoryError(21, "is a folder")
-        os.makedirs(folder, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".aceuq-", suffix=suffix, dir=folder)
-    except OSError as exc:
-        raise InputError(f"output '{path}': cannot be written ({exc.strerror or exc})") from None
+    if os.path.isdir(path):
+        raise InputError(f"output '{path}': is a folder (give a file name)")
+    fd, tmp = _temp_in(os.path.dirname(os.path.abspath(path)), suffix, f"output '{path}'")
     umask = os.umask(0)
     os.umask(umask)
     os.fchmod(fd, 0o666 & ~umask)

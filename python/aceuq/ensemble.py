@@ -39,7 +39,7 @@ from ase import Atoms
 from . import metrics
 from ._core import InputError
 from .calculator import ACECalculator
-from .data import atomic_path, read_yaml_config
+from .data import atomic_path, is_integer, is_number, read_yaml_config
 from .potential import Potential, stress_from_virial
 from .progress import progress as show_progress
 
@@ -128,8 +128,7 @@ def check_cutoff(basis: str, cutoff: Optional[float]) -> None:
     override unambiguously. Reject a cutoff given with a file, and a non-positive one."""
     if cutoff is None:
         return
-    if not (isinstance(cutoff, (int, float, np.integer, np.floating)) and not isinstance(cutoff, bool)
-            and np.isfinite(cutoff) and cutoff > 0):
+    if not (is_number(cutoff) and cutoff > 0):
         raise InputError(f"cutoff must be a positive number of Å, got {cutoff!r}")
     if basis not in BASIS_PRESETS:
         raise InputError(f"basis config '{basis}': a cutoff ({cutoff} Å) applies to the presets "
@@ -323,23 +322,17 @@ def fit_linear_potential(frames: Sequence[Atoms], path: str, basis: str = "small
 def check_fit_options(n_members: int = 2, alpha: float = 0.0, energy_weight: float = 1.0,
                       subsample: float = 0.8, workers: int = 1, seed: int = 0) -> None:
     """Ranges of the ensemble fit's numeric options (one InputError naming the option)."""
-    def num(v):
-        return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) and np.isfinite(v)
-
-    def integer(v):
-        return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
-
-    if not (integer(n_members) and n_members >= 2):
+    if not (is_integer(n_members) and n_members >= 2):
         raise InputError(f"an ensemble needs at least 2 members, got {n_members!r}")
-    if not (num(alpha) and alpha >= 0):
+    if not (is_number(alpha) and alpha >= 0):
         raise InputError(f"ridge alpha must be a number >= 0, got {alpha!r}")
-    if not (num(energy_weight) and energy_weight > 0):
+    if not (is_number(energy_weight) and energy_weight > 0):
         raise InputError(f"energy weight must be a number > 0, got {energy_weight!r}")
-    if not (num(subsample) and 0 < subsample <= 1):
+    if not (is_number(subsample) and 0 < subsample <= 1):
         raise InputError(f"subsample must be a fraction in (0, 1], got {subsample!r}")
-    if not (integer(workers) and workers >= 1):
+    if not (is_integer(workers) and workers >= 1):
         raise InputError(f"workers must be an integer >= 1, got {workers!r}")
-    if not (integer(seed) and seed >= 0):
+    if not (is_integer(seed) and seed >= 0):
         raise InputError(f"seed must be an integer >= 0, got {seed!r}")
 
 
@@ -412,10 +405,6 @@ def write_manifest(folder: str, manifest: Dict) -> None:
     metrics._write_text_atomic(os.path.join(folder, MANIFEST), json.dumps(manifest, indent=1))
 
 
-def _is_number(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and bool(np.isfinite(v))
-
-
 def check_manifest(man, path: str) -> List[str]:
     """Validate an ``ensemble.json`` mapping (the schema :func:`write_ensemble` and
     :meth:`Ensemble.save_calibration` write); return the member paths, relative ones resolved
@@ -453,7 +442,7 @@ def check_manifest(man, path: str) -> List[str]:
         if not isinstance(ref, dict):
             raise InputError(f"{where}: 'reference_energy' must map elements to energies in eV, got {ref!r}")
         for el, v in ref.items():
-            if not _is_number(v):
+            if not is_number(v):
                 raise InputError(f"{where}: 'reference_energy' of {el} must be a finite number (eV), got {v!r}")
     cal = man.get("calibration")
     if cal is not None:
@@ -464,13 +453,13 @@ def check_manifest(man, path: str) -> List[str]:
                 raise InputError(f"{where}: 'calibration' has no '{key}' factor (written with 'energy' and "
                                  "'forces'; remove the whole 'calibration' block for uncalibrated σ)")
         for key in ("energy", "forces", "forces_floor"):
-            if key in cal and not (_is_number(cal[key]) and cal[key] >= 0):
+            if key in cal and not (is_number(cal[key]) and cal[key] >= 0):
                 raise InputError(f"{where}: 'calibration' '{key}' must be a finite number >= 0, got {cal[key]!r}")
         if "fitted" in cal and not isinstance(cal["fitted"], bool):
             raise InputError(f"{where}: 'calibration' 'fitted' must be true or false, got {cal['fitted']!r}")
         for key in ("n_structures", "n_atoms"):
             v = cal.get(key)
-            if v is not None and not (isinstance(v, int) and not isinstance(v, bool) and v >= 0):
+            if v is not None and not (is_integer(v) and v >= 0):
                 raise InputError(f"{where}: 'calibration' '{key}' must be a count, got {v!r}")
     if "fit" in man and not isinstance(man["fit"], dict):
         raise InputError(f"{where}: 'fit' must be a mapping, got {man['fit']!r}")

@@ -49,8 +49,8 @@ every training row still has gamma <= 1 + tol; and novelty along unseen directio
 units of the training data's own spread there, instead of 1 / (rounding noise). Where the
 training data have (next to) no spread along a direction, as along most of the discarded ones of
 strained perfect crystals, delta_k is the floor, and any component along it gives a large gamma
-(1e3-1e9 for thermal displacements of such a training set): the model has never seen it. We did not use a
-ridge (Tikhonov) inverse: it has no such guarantee for training rows, and its gamma scale is set
+(1e3-1e9 for thermal displacements of such a training set): the model has never seen it.
+We did not use a ridge (Tikhonov) inverse: it has no such guarantee for training rows, and its gamma scale is set
 by an arbitrary lambda rather than by the data. With full-rank data (r = p) nothing changes: M is
 the inverse of the selected rows, as in pacemaker.
 """

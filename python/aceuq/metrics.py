@@ -281,15 +281,13 @@ class ErrorMap:
     @classmethod
     def _from_numbers(cls, d: Dict, method: str, meta: Dict, source: str) -> "ErrorMap":
         from ._core import InputError
-
-        def number(v):
-            return isinstance(v, (int, float)) and not isinstance(v, bool) and bool(np.isfinite(v))
+        from .data import is_number
 
         if method == "isotonic":
             arrays = {}
             for k in ("log_score", "error"):
                 v = d.get(k)
-                if not isinstance(v, list) or not v or not all(number(x) for x in v):
+                if not isinstance(v, list) or not v or not all(is_number(x) for x in v):
                     raise InputError(f"{source}: isotonic '{k}' must be a non-empty list of finite numbers, "
                                      f"got {v!r:.80}")
                 arrays[k] = np.array(v, dtype=float)
@@ -302,7 +300,7 @@ class ErrorMap:
                 raise InputError(f"{source}: isotonic 'error' must be >= 0 (an error norm)")
             return cls("isotonic", x=x, y=y, **meta)
         for k in ("a", "b"):
-            if not number(d.get(k)):
+            if not is_number(d.get(k)):
                 raise InputError(f"{source}: power '{k}' must be a finite number, got {d.get(k)!r}")
         return cls("power", a=d["a"], b=d["b"], **meta)
 

@@ -64,7 +64,7 @@ from ase import Atoms
 from . import ensemble as ens_mod
 from . import metrics
 from ._core import InputError
-from .data import file_sha256, read_structures, read_yaml_config
+from .data import file_sha256, is_integer, read_structures, read_yaml_config
 
 METRIC_KEYS = ("spearman", "pearson", "miscalibration_area", "roc_auc", "pr_auc")
 GAMMA_ASSIGN = ("nearest", "min")
@@ -144,7 +144,7 @@ def load_config(path_or_dict) -> Dict:
     seeds = out["seeds"]
     if not isinstance(seeds, list) or not seeds:
         bad(f"'seeds' must be a list of at least one seed (e.g. [0, 1, 2]), got {seeds!r}")
-    if not all(_is_int(x) and x >= 0 for x in seeds):
+    if not all(is_integer(x) and x >= 0 for x in seeds):
         bad(f"'seeds' must be integers >= 0, got {seeds!r}")
     if len(set(seeds)) != len(seeds):
         bad(f"'seeds' must be distinct (a repeated seed repeats its split), got {seeds!r}")
@@ -170,7 +170,7 @@ def load_config(path_or_dict) -> Dict:
     unknown = set(e) - set(DEFAULTS["ensemble"])
     if unknown:
         bad(f"unknown ensemble key(s) {', '.join(sorted(unknown))} (known: {', '.join(DEFAULTS['ensemble'])})")
-    if not (_is_int(e["members"]) and e["members"] >= 2):
+    if not (is_integer(e["members"]) and e["members"] >= 2):
         bad(f"ensemble 'members' must be an integer >= 2, got {e['members']!r}")
     if not isinstance(e["bootstrap"], bool):
         bad(f"ensemble 'bootstrap' must be true or false, got {e['bootstrap']!r}")
@@ -232,10 +232,6 @@ def load_config(path_or_dict) -> Dict:
     return out
 
 
-def _is_int(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
 def _number(v, ok, text: str, key: str, bad) -> float:
     """A finite number (YAML may hand a string such as '1e-5': PyYAML reads only '1.0e-5' as a
     float) with ok(v), else bad(...)."""
@@ -294,7 +290,7 @@ def _gamma_config(g, where: str = "study config") -> Dict:
         raise InputError(f"{where}: gamma global must be true or false, got {g['global']!r}")
     ks = g["clusters"] if isinstance(g["clusters"], list) else [g["clusters"]]
     for k in ks:
-        if not (k == "auto" or (_is_int(k) and k >= 2)):
+        if not (k == "auto" or (is_integer(k) and k >= 2)):
             raise InputError(f"{where}: gamma clusters must be 'auto' or integers >= 2, got {k!r}")
     assign = g["assign"] if isinstance(g["assign"], list) else [g["assign"]]
     if not all(isinstance(a, str) for a in assign) or set(assign) - set(GAMMA_ASSIGN):
