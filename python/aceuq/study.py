@@ -446,6 +446,7 @@ class Model:
                 continue
             path = built.save(os.path.join(folder, f"{stem}.casi" if built.clustered or k != 1 else f"{stem}.asi"))
             aset = ActiveSet.load(path, potential)
+            digest = file_sha256(path)  # what the error maps below are fitted for
             k_eff = float(np.mean([s.k for s in built.elements.values()]))
             cond = float(max(m.condition for s in built.elements.values() for m in s.matrices))
             for a in assigns:
@@ -460,7 +461,7 @@ class Model:
                     g_cal = np.concatenate([gamma[j] for j in self.cal_idx])
                     try:
                         gm.error_map = metrics.ErrorMap.fit(g_cal, err, method=gcfg["error_map"])
-                        gm.error_map.fitted_for = {"active_set_sha256": file_sha256(path),
+                        gm.error_map.fitted_for = {"active_set_sha256": digest,
                                                    "assign": None if a == "global" else a}
                     except ValueError as exc:
                         self.notes.append(f"{name}: no error map ({exc})")
