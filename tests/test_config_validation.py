@@ -133,6 +133,8 @@ ERROR_MAPS = {
     "isotonic_decreasing": ({"log_score": [1.0, 0.0], "error": [0.1, 0.2]}, "non-decreasing"),
     "no_method": ({"method": None}, "'method'"),
     "power_missing_b": ({"method": "power", "a": 0.1}, "power 'b'"),
+    "fitted_for_not_mapping": ({"log_score": [0.0], "error": [0.1], "fitted_for": ["x"]}, "'fitted_for'"),
+    "fitted_for_number": ({"log_score": [0.0], "error": [0.1], "fitted_for": {"assign": 3}}, "'fitted_for'"),
 }
 
 
