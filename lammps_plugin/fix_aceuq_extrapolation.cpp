@@ -17,9 +17,10 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
-#include <cstdio>
-#include <fstream>
 #include <sstream>
+
+#include <fcntl.h>
+#include <unistd.h>
 
 using namespace LAMMPS_NS;
 using namespace FixConst;
@@ -96,7 +97,7 @@ void FixACEUQExtrapolation::init()
   }
   if (!file_started) {    // a new file, as a dump starts one: found unwritable now, not at the first frame
     std::string why;
-    if (comm->me == 0) why = write_atomically("");
+    if (comm->me == 0) why = write_file("", true);
     int n = int(why.size());
     MPI_Bcast(&n, 1, MPI_INT, 0, world);
     if (n) error->all(FLERR, "fix aceuq/extrapolation: {}", why);
@@ -312,41 +313,41 @@ void FixACEUQExtrapolation::write_frame(const std::vector<int> &above_local)
     for (int q = 0; q < na; ++q) line(&all[kRecord * order[q]]);
     ++frames_written;
   }
-  append_atomically(out.str());
+  append(out.str());
 }
 
-// A frame is never half written: the file is rebuilt in a temporary file and renamed over the
-// old one. Dumps happen only on extrapolation, so the copy is cheap next to the MD.
-void FixACEUQExtrapolation::append_atomically(const std::string &text)
+// The file is started empty when the fix's first run starts, as a dump starts its file, and each
+// check that extrapolates appends its frames in place, in one write. Rewriting the file through a
+// temporary file and a rename at every append would copy all earlier frames each time: quadratic
+// over a long run that writes many frames or cut-outs. In place, the file grows by what is new,
+// and a reader following it (tail -f) keeps following. A write that fails (disk full) is cut back
+// to the length before it, so the file still ends with a whole frame.
+void FixACEUQExtrapolation::append(const std::string &text)
 {
-  const std::string why = write_atomically(text);
+  const std::string why = write_file(text, false);
   if (!why.empty()) error->one(FLERR, "fix aceuq/extrapolation: {}", why);
 }
 
-// The file's old content (once started) followed by text, through a temporary file and a rename;
-// returns why that failed, or an empty string.
-std::string FixACEUQExtrapolation::write_atomically(const std::string &text)
+// Writes text to the file (start: as its whole content; else after what it holds); returns why
+// that failed, or an empty string.
+std::string FixACEUQExtrapolation::write_file(const std::string &text, bool start)
 {
-  const std::string tmp = filename + ".tmp";
-  {
-    std::ofstream dst(tmp, std::ios::binary | std::ios::trunc);
-    if (!dst) return fmt::format("cannot write {} (for {}): {}", tmp, filename, std::strerror(errno));
-    if (file_started) {
-      std::ifstream src(filename, std::ios::binary);
-      // (inserting an empty stream buffer would set failbit)
-      if (src && src.peek() != std::ifstream::traits_type::eof()) dst << src.rdbuf();
+  const int fd = ::open(filename.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC | (start ? O_TRUNC : O_APPEND), 0666);
+  if (fd < 0) return fmt::format("cannot write {}: {}", filename, std::strerror(errno));
+  const off_t before = ::lseek(fd, 0, SEEK_END);
+  std::string why;
+  for (size_t done = 0; done < text.size();) {
+    const ssize_t n = ::write(fd, text.data() + done, text.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      why = fmt::format("writing {} failed: {}", filename, n < 0 ? std::strerror(errno) : "nothing written");
+      if (before >= 0 && ::ftruncate(fd, before) == 0)
+        why += " (the frames written before are kept, whole)";
+      break;
     }
-    dst << text;
-    dst.flush();
-    if (!dst) {
-      std::remove(tmp.c_str());
-      return fmt::format("writing {} failed (disk full?)", tmp);
-    }
+    done += size_t(n);
   }
-  if (std::rename(tmp.c_str(), filename.c_str()) != 0) {
-    const std::string why = std::strerror(errno);
-    std::remove(tmp.c_str());
-    return fmt::format("cannot replace {} by {}: {}", filename, tmp, why);
-  }
-  return "";
+  if (::close(fd) != 0 && why.empty())
+    why = fmt::format("writing {} failed: {}", filename, std::strerror(errno));
+  return why;
 }

@@ -45,8 +45,8 @@ class FixACEUQExtrapolation : public Fix {
   void request_gamma();
   void check();
   void write_frame(const std::vector<int> &centres);
-  void append_atomically(const std::string &text);
-  std::string write_atomically(const std::string &text);
+  void append(const std::string &text);
+  std::string write_file(const std::string &text, bool start);
 };
 
 }    // namespace LAMMPS_NS
