@@ -36,7 +36,9 @@ Single steps are timed too (rank 0's wall time from one step's forces to the nex
 `fix external` callback), with γ on every third step (`fix pair 3`): per triple, a step with γ
 (G), the E+F step after it (E1, which pays for whatever grading evicted from the caches) and a
 clean E+F step (E2); with γ every step every step would cost G + E1 - E2, and the median over
-triples of (G + E1 - E2) / E2 is a whole-step ratio from steps tens of ms apart.
+triples of (G + E1 - E2) / E2 is a whole-step ratio from steps tens of ms apart. The pair style's
+timers (below), read at each step, split it: grading, what the γ step's E+F part costs more than a
+clean one (the projections written, caches), the rest of the γ step, and the step after.
 
 The pair style also times itself (extract_pair "pair_seconds" and "gamma_seconds": wall seconds in
 its compute and, of those, in grading, per rank): on the E+F+γ blocks the ratio pair time / (pair
@@ -173,10 +175,11 @@ def measure(cfg, comm):
                     gmax[v] = lmp.extract_compute("gmax", 0, 0)
                     lmp.command("uncompute gmax")
             paired[setup].append(this_round[True] / this_round[False])
-    per_step = {setup: step_triples(lmp, comm, setup, cfg, max(30, 3 * cfg["repeat"] * steps)) for setup in SETUPS}
+    triples = {setup: step_triples(lmp, comm, setup, cfg, max(30, 3 * cfg["repeat"] * steps)) for setup in SETUPS}
     lmp.close()
     return {"atoms": n, "steps": steps, "sec_per_step": best, "cpu_per_step": best_cpu, "gamma_max": gmax,
-            "paired": paired, "inside": inside, "per_step": per_step, "ranks": comm.Get_size()}
+            "paired": paired, "inside": inside, "per_step": {k: v[0] for k, v in triples.items()},
+            "per_step_parts": {k: v[1] for k, v in triples.items()}, "ranks": comm.Get_size()}
 
 
 def step_triples(lmp, comm, setup, cfg, nsteps):
@@ -186,9 +189,13 @@ def step_triples(lmp, comm, setup, cfg, nsteps):
     every step would cost G + (E1 - E2). Steps a few tens of ms apart share the machine's speed, so
     its changes cancel in each triple."""
     use_setup(lmp, setup, cfg["pot"], cfg["asi"], cfg["casi"])
-    stamps = []
+    stamps = []  # per step: wall clock, and the pair style's timers (this rank)
+
+    def clock(*args):
+        stamps.append((time.perf_counter(), lmp.extract_pair("pair_seconds"), lmp.extract_pair("gamma_seconds")))
+
     lmp.command("fix clock all external pf/callback 1 1")
-    lmp.set_fix_external_callback("clock", lambda *args: stamps.append(time.perf_counter()), None)
+    lmp.set_fix_external_callback("clock", clock, None)
     lmp.command("fix g all pair 3 aceuq gamma 1")
     lmp.command("run 0")
     first = lmp.extract_global("ntimestep")
@@ -197,11 +204,17 @@ def step_triples(lmp, comm, setup, cfg, nsteps):
     lmp.command(f"run {nsteps} pre no post no")
     lmp.command("unfix g")
     lmp.command("unfix clock")
-    dt = np.diff(stamps)  # dt[i]: step first + i + 2, from the end of its forces to the end of the next's
+    # row i: step first + i + 2, from the end of the previous step's forces to the end of its own
+    dt, pair, grading = np.diff(np.array(stamps), axis=0).T
     steps = first + 2 + np.arange(len(dt))
     g = np.nonzero((steps % 3 == 0) & (np.arange(len(dt)) + 2 < len(dt)))[0]
     G, E1, E2 = dt[g], dt[g + 1], dt[g + 2]
-    return ((G + E1 - E2) / E2).tolist()
+    # where (G + E1 - E2) / E2 - 1 comes from, split by the pair style's timers
+    parts = {"grading": grading[g] / E2,
+             "E+F part": (pair[g] - grading[g] - pair[g + 2]) / E2,  # projections written, caches
+             "rest of step": ((G - pair[g]) - (E2 - pair[g + 2])) / E2,
+             "next step": (E1 - E2) / E2}
+    return ((G + E1 - E2) / E2).tolist(), {k: v.tolist() for k, v in parts.items()}
 
 
 def driver(cfg_path, out_path):
@@ -370,6 +383,15 @@ def main():
                 "interval]", rows, "paired", paired=True)
     ratio_table("ratios from single steps: E+F+γ every step over E+F as (G + E1 - E2) / E2, median over triples "
                 "(G: step with γ, E1: the step after it, E2: the next; fix pair 3)", rows, "per_step", paired=False)
+    print("\nwhere the single-step figure comes from: per step with γ, in % of a clean E+F step (median over "
+          "triples; the parts' medians need not add up to the figure's)")
+    names = list(rows[0][1]["per_step_parts"]["global"]) if rows else []
+    print(f"{'funcs':>6}{'atoms':>7}{'ranks':>6}{'set-up':>8}" + "".join(f"{k:>14}" for k in names))
+    for nf, res in rows:
+        for setup in SETUPS:
+            parts = res["per_step_parts"][setup]
+            print(f"{nf:>6}{res['atoms']:>7}{res['ranks']:>6}{setup:>8}"
+                  + "".join(f"{100 * np.median(parts[k]):>14.2f}" for k in names))
     # the pair style's own timers split each E+F+γ step into E+F and γ: both parts are timed on the
     # same steps, so the machine's speed changes cancel; what γ does to the rest of the step (caches)
     # is not in this figure, but is in the ones above
