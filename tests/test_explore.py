@@ -5,7 +5,6 @@ selection must be identical); the Python core's γ of every written frame equals
 wrote; the thresholds' meaning (frames above lower, stopped replicas above upper).
 """
 import json
-import os
 import subprocess
 import sys
 

@@ -93,9 +93,11 @@ class ElementSet:
 
     @property
     def k(self) -> int:
+        """Number of clusters (1: global)."""
         return len(self.inverses)
 
     def transform(self, b: np.ndarray) -> np.ndarray:
+        """Projections (rows) in the clustering space: standardised, then the PCA components."""
         return ((b - self.mean) / self.scale) @ self.components.T
 
 
@@ -110,9 +112,12 @@ class BuiltActiveSet:
 
     @property
     def clustered(self) -> bool:
+        """Whether any element has more than one cluster (then only a .casi holds it)."""
         return any(s.k > 1 for s in self.elements.values())
 
     def save(self, path) -> str:
+        """Write a pacemaker .asi (global sets) or an aceuq .casi (clustered sets, or a path ending
+        in .casi), atomically; returns the path written."""
         path = os.fspath(path)
         if self.clustered or path.endswith(".casi"):
             if path.endswith((".asi", ".asi.nonlinear")):
@@ -123,6 +128,8 @@ class BuiltActiveSet:
         return path
 
     def summary(self) -> List[str]:
+        """Lines for a person, per element: atoms, projections, clusters asked for and kept (with
+        their sizes), each cluster's rank and condition numbers, and any notes."""
         lines = []
         for el, s in self.elements.items():
             conds = ", ".join(f"{m.condition:.3g}" for m in s.matrices)
@@ -156,6 +163,8 @@ def write_asi(path, inverses: Dict[str, np.ndarray]) -> None:
 
 
 def write_casi(path, built: BuiltActiveSet) -> None:
+    """The .casi layout (README, File formats): per element its transform, centres and one inverse
+    per cluster, plus a JSON 'meta' entry (potential fingerprint, assignment rule)."""
     arrays: Dict[str, np.ndarray] = {}
     for el in sorted(built.elements):
         s = built.elements[el]
@@ -203,10 +212,12 @@ class ActiveSet:
 
     @property
     def mode(self) -> str:
+        """The projections it grades: "linear" (B functions) or "full" (dE/dc)."""
         return "full" if self._grader.full else "linear"
 
     @property
     def assign(self) -> str:
+        """How an atom picks its cluster: "nearest" centre, or "min" (the cluster of smallest γ)."""
         return self._grader.assign
 
     @assign.setter
@@ -216,6 +227,7 @@ class ActiveSet:
         self._grader.assign = value
 
     def n_clusters(self, element: str) -> int:
+        """Clusters of the element's active set (1 for an .asi)."""
         return self._grader.n_clusters(self.potential._element_index(element))
 
     def grade(self, element: str, projections: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
@@ -257,6 +269,7 @@ class ActiveSet:
 
 
 def load_npz(path) -> Dict[str, np.ndarray]:
+    """The arrays of an .asi/.casi, read without pickles; InputError naming the file otherwise."""
     path = os.fspath(path)
     try:
         with np.load(path, allow_pickle=False) as z:

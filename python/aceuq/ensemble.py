@@ -150,6 +150,7 @@ class DesignMatrix:
 
     @property
     def n_structures(self) -> int:
+        """Structures the design matrix was built from."""
         return len(self.n_atoms)
 
     def rows(self, structures: np.ndarray, energy_weight: float = 1.0, reference_energy: Optional[Dict] = None):
@@ -534,6 +535,7 @@ class Ensemble:
 
     @property
     def shared_basis(self) -> bool:
+        """Whether all members share one basis (then they are evaluated together, in one pass)."""
         return len(self.groups) == 1
 
     @classmethod
@@ -575,7 +577,7 @@ class Ensemble:
         frc = np.zeros((M, n, 3)) if forces else None
         vir = np.zeros((M, 3, 3)) if forces else None
         for g in self.groups:
-            out = evaluate_members(g.potential, atoms, g.members, forces)
+            out = g.potential.evaluate_ensemble(atoms, g.members, forces=forces)
             energy[g.index] = out["energy"]
             energies[g.index] = out["energies"]
             if forces:
@@ -657,34 +659,6 @@ class Ensemble:
         man["calibration"] = self.calibration
         write_manifest(folder, man)
         self.manifest = man
-
-
-def evaluate_members(pot: Potential, atoms: Atoms, members: Sequence[Dict[str, np.ndarray]],
-                     forces: bool = True) -> Dict[str, np.ndarray]:
-    """Members sharing ``pot``'s basis on one structure: {"energy" (M,), "energies" (M, n), "forces" (M, n, 3),
-    "virial" (M, 3, 3)}.
-
-    Uses the core's shared-projection path when present; otherwise swaps coefficients per member.
-    """
-    if hasattr(pot, "evaluate_ensemble"):
-        return pot.evaluate_ensemble(atoms, members, forces=forces)
-    return _evaluate_members_slow(pot, atoms, members, forces)
-
-
-def _evaluate_members_slow(pot: Potential, atoms: Atoms, members, forces: bool = True) -> Dict[str, np.ndarray]:
-    saved = {el: np.array(pot.coefficients(el)) for el in pot.elements}
-    try:
-        res = []
-        for member in members:
-            for el in pot.elements:
-                pot.set_coefficients(el, member[el])
-            res.append(pot.evaluate(atoms, forces=forces))
-    finally:
-        for el, c in saved.items():
-            pot.set_coefficients(el, c)
-    return {"energy": np.array([r.energy for r in res]), "energies": np.array([r.energies for r in res]),
-            "forces": np.array([r.forces for r in res]) if forces else None,
-            "virial": np.array([r.virial for r in res]) if forces else None}
 
 
 # ======================================================================= ASE

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Dict, Optional, Sequence
 
 import numpy as np
 
@@ -242,6 +242,7 @@ class ErrorMap:
         return np.exp(self.a + self.b * ls)
 
     def to_dict(self) -> Dict:
+        """The JSON form that save() writes and from_dict() reads back."""
         d = {"format": "aceuq-error-map", "version": 1, "method": self.method, "score": self.score,
              "quantity": self.quantity, "units": self.units}
         if self.method == "isotonic":
@@ -305,6 +306,7 @@ class ErrorMap:
         return cls("power", a=d["a"], b=d["b"], **meta)
 
     def save(self, path) -> None:
+        """Write the map as JSON, atomically (what 'aceuq gamma --error-map' reads)."""
         _write_text_atomic(path, json.dumps(self.to_dict(), indent=1))
 
     @classmethod

@@ -45,10 +45,12 @@ class Potential:
     # ---- basis facts ----
     @property
     def elements(self) -> List[str]:
+        """The elements, in the potential's order (the element indices of types_of)."""
         return list(self._pot.elements)
 
     @property
     def cutoff(self) -> float:
+        """The largest bond cutoff (Å): neighbours beyond it never contribute."""
         return self._pot.cutoff
 
     @property
@@ -57,12 +59,16 @@ class Potential:
         return self._pot.fingerprint
 
     def n_functions(self, element: str) -> int:
+        """Number of B functions of the element (rank 1 and higher), its linear projection width."""
         return self._pot.n_functions(self._element_index(element))
 
     def ndensity(self, element: str) -> int:
+        """Number of densities of the element's embedding (coefficients per B function)."""
         return self._pot.ndensity(self._element_index(element))
 
     def n_projections(self, element: str, mode: str = "linear") -> int:
+        """Width of the element's projections: n_functions for "linear" (pacemaker's default
+        active sets), n_functions * ndensity for "full" (dE/dc)."""
         return self._pot.n_projections(self._element_index(element), mode == "full")
 
     def function_ranks(self, element: str) -> np.ndarray:
@@ -75,6 +81,9 @@ class Potential:
         return self._pot.coefficients(self._element_index(element))
 
     def set_coefficients(self, element: str, coefficients: np.ndarray) -> None:
+        """Replace the element's coefficients: (n_functions, ndensity) values, projection order, as
+        coefficients() returns them (any array of that many values). The basis, and so the
+        projections and active sets, stay the same; energies and forces change."""
         self._pot.set_coefficients(self._element_index(element), np.asarray(coefficients, dtype=float))
 
     def _element_index(self, element: str) -> int:
@@ -84,6 +93,8 @@ class Potential:
         return mu
 
     def types_of(self, atoms: Atoms) -> np.ndarray:
+        """The potential's element index of each atom (its order in `elements`); InputError for an
+        element the potential does not describe."""
         symbols = atoms.get_chemical_symbols()
         lookup = {el: self._pot.element_index(el) for el in set(symbols)}
         missing = sorted(el for el, mu in lookup.items() if mu < 0)

@@ -41,6 +41,10 @@ class _Group:
 def select_structures(potential: Potential, candidates: Sequence[Atoms], active_set: ActiveSet, n: int,
                       tol: float = DEFAULT_TOL, max_iters: int = DEFAULT_MAX_ITERS,
                       progress: bool = False) -> Selection:
+    """Up to n candidate structures, greedily, each the one whose atoms enlarge the active set most
+    (module docstring); stops early when every remaining candidate atom interpolates (a note says
+    so). The active set on disk is not changed: the updates live only during the search.
+    tol, max_iters: MaxVol's (a swap must grow the volume by more than 1 + tol)."""
     candidates = list(candidates)
     if n < 1:
         raise ValueError("n must be at least 1")
