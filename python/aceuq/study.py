@@ -526,8 +526,6 @@ class Study:
                                      f"(groups: {', '.join(self.groups)})")
             bases = list(c.get("bases") or [c.get("basis") or self.main_basis])
             self.cases.append({"name": c.get("name") or "novelty", "train": train, "novel": novel, "bases": bases})
-        # kept for the report's headings: the first case
-        self.novelty_train, self.novel = self.cases[0]["train"], self.cases[0]["novel"]
         # every basis built now (cheap), so a config pyace rejects fails before any fitting
         for b in dict.fromkeys(self.bases + [self.main_basis] + [b for c in self.cases for b in c["bases"]]):
             try:
