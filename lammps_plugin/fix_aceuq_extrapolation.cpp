@@ -9,6 +9,7 @@
 #include "domain.h"
 #include "error.h"
 #include "force.h"
+#include "input.h"
 #include "pair_aceuq.h"
 #include "timer.h"
 #include "update.h"
@@ -132,7 +133,8 @@ void FixACEUQExtrapolation::setup(int)
 
 void FixACEUQExtrapolation::end_of_step()
 {
-  check();
+  // rerun calls setup() and then end_of_step() for each snapshot: one check each
+  if (update->ntimestep != last_checked) check();
 }
 
 double FixACEUQExtrapolation::compute_vector(int i)
@@ -188,13 +190,18 @@ void FixACEUQExtrapolation::check()
   if (max_gamma > lower) write_frame(above);
 
   if (max_gamma > upper) {
+    // rerun reads every snapshot whatever the timer says (fix halt cannot stop it either): there
+    // the snapshot is reported, and nothing is stopped or skipped
+    const bool rerun = input->command && strcmp(input->command, "rerun") == 0;
     if (comm->me == 0)
-      utils::logmesg(lmp,
-                     "fix aceuq/extrapolation: step {} atom {} has gamma {:.4g} > upper {}: stopping the run "
-                     "(later runs are skipped while fix {} is defined)\n",
-                     update->ntimestep, (tagint) gtag, max_gamma, upper, id);
-    timer->force_timeout();
-    halted = true;
+      utils::logmesg(lmp, "fix aceuq/extrapolation: step {} atom {} has gamma {:.4g} > upper {}: {}\n",
+                     update->ntimestep, (tagint) gtag, max_gamma, upper,
+                     rerun ? "rerun does not stop early, every snapshot is checked"
+                           : fmt::format("stopping the run (later runs are skipped while fix {} is defined)", id));
+    if (!rerun) {
+      timer->force_timeout();
+      halted = true;
+    }
   }
 }
 

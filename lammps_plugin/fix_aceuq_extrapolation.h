@@ -5,7 +5,8 @@
    the group's) is appended to OUT.extxyz with per-atom gamma, cluster, id and type (or, with
    `cutout R`, one spherical cut-out of all atoms within R around each group atom above L); when
    it exceeds U the run stops cleanly, naming the atom, and later runs are skipped until the fix
-   is removed (as fix halt ... error soft). A step is checked once, also across runs.
+   is removed (as fix halt ... error soft; under rerun, which cannot stop early, it is only
+   reported). A step is checked once, also across runs and under rerun.
    Global vector (thermo: f_ID[k]): [1] max gamma, [2] atoms above L (both of the last check),
    [3] frames and [4] cut-outs written so far. */
 #ifndef LMP_FIX_ACEUQ_EXTRAPOLATION_H

@@ -201,6 +201,38 @@ def test_a_failed_write_leaves_the_frames_before_it_whole(setup, tmp_path):
     assert out.read_bytes() == first
 
 
+def test_rerun_of_a_trajectory_writes_each_snapshot_once(setup, tmp_path):
+    """`rerun` grades a trajectory written before (by another potential, or DFT-MD): each
+    snapshot above L gives one frame, holding the γ the Python core gives that snapshot."""
+    from aceuq.data import read_structures
+
+    path, pot, asi, atoms, gamma, lower = setup
+    traj = tmp_path / "traj.dump"
+    with system(setup, md=True) as lmp:
+        lmp.commands_string(f"dump d all custom 5 {traj} id type x y z\n"
+                            "dump_modify d sort id format float %.17g\nrun 20")
+    snapshots = read_structures([str(traj)], elements=["Al", "Cu"])
+    grades = [reference_gamma(pot, asi, s) for s in snapshots]
+    expected = [k for k, g in enumerate(grades) if g.max() > lower]
+    assert len(snapshots) == 5 and 0 < len(expected)
+    out, log = tmp_path / "rerun.extxyz", tmp_path / "rerun.log"
+    upper = grades[0].max() * 0.999  # above it from the first snapshot: rerun cannot stop, so it reports
+    with system(setup) as lmp:
+        lmp.command(f"log {log}")
+        lmp.command(f"fix x all aceuq/extrapolation 1 lower {lower} upper {upper} file {out}")
+        lmp.command(f"rerun {traj} dump x y z")
+        frames = read(out, ":")
+        lmp.command("run 5")  # nothing was halted: runs go on
+        assert lmp.extract_global("ntimestep") == 25
+    assert [f.info["step"] for f in frames] == [5 * k for k in expected]
+    for f, k in zip(frames, expected):
+        order = np.argsort(f.arrays["id"])
+        np.testing.assert_allclose(f.arrays["gamma"][order], grades[k], rtol=1e-8)
+    reports = [line for line in log.read_text().splitlines() if "> upper" in line]
+    assert len(reports) == sum(g.max() > upper for g in grades) > 0
+    assert all("rerun does not stop early" in line for line in reports)
+
+
 def test_after_a_halt_runs_are_skipped_until_the_fix_is_removed(setup, tmp_path):
     lower = setup[-1]
     with system(setup, md=True) as lmp:
