@@ -131,6 +131,16 @@ void FixACEUQExtrapolation::setup(int)
   if (update->ntimestep % nevery == 0 && update->ntimestep != last_checked) check();
 }
 
+void FixACEUQExtrapolation::min_setup(int)
+{
+  // a minimizer's line search evaluates trial configurations it may reject, and no fix is called
+  // at the end of an iteration: say so rather than check nothing in silence
+  if (comm->me == 0)
+    error->warning(FLERR, "fix aceuq/extrapolation checks MD steps and rerun snapshots, not minimizer "
+                          "iterations: grade the minimized structure with 'run 0' (fix pair works during "
+                          "minimization)");
+}
+
 void FixACEUQExtrapolation::end_of_step()
 {
   // rerun calls setup() and then end_of_step() for each snapshot: one check each

@@ -28,6 +28,7 @@ class FixACEUQExtrapolation : public Fix {
   void setup_pre_force(int) override;
   void pre_force(int) override;
   void setup(int) override;
+  void min_setup(int) override;
   void end_of_step() override;
   ~FixACEUQExtrapolation() override;
   double compute_vector(int) override;

@@ -233,6 +233,19 @@ def test_rerun_of_a_trajectory_writes_each_snapshot_once(setup, tmp_path):
     assert all("rerun does not stop early" in line for line in reports)
 
 
+def test_minimize_says_it_is_not_checked(setup, tmp_path):
+    """A minimizer's iterations are not MD steps (its line search tries configurations it may
+    reject): the fix checks none of them, and says so instead of staying silent."""
+    path, pot, asi, atoms, gamma, lower = setup
+    out, log = tmp_path / "min.extxyz", tmp_path / "min.log"
+    with system(setup) as lmp:
+        lmp.command(f"log {log}")
+        lmp.command(f"fix x all aceuq/extrapolation 1 lower {lower} upper 1e9 file {out}")
+        lmp.command("minimize 0 1e-8 3 100")
+    assert "checks MD steps and rerun snapshots, not minimizer iterations" in log.read_text()
+    assert out.read_text() == ""
+
+
 def test_after_a_halt_runs_are_skipped_until_the_fix_is_removed(setup, tmp_path):
     lower = setup[-1]
     with system(setup, md=True) as lmp:
