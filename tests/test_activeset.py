@@ -46,6 +46,31 @@ def test_global_training_atoms_interpolate_and_pyace_agrees(cu, tmp_path):
         np.testing.assert_allclose(ours, pyace_gamma(path, out, atoms), rtol=1e-8, atol=1e-12)
 
 
+def test_gamma_of_many_structures_is_graded_in_batches(cu, tmp_path, monkeypatch):
+    """A trajectory is graded a batch at a time (bounded memory): every structure gets pyace's γ
+    whatever the batch size, and a bad structure in a later batch is named by its own number."""
+    import aceuq.activeset as activeset
+
+    path, pot, train, _ = cu
+    out = build_active_set(pot, train).save(str(tmp_path / "g.asi"))
+    aset = ActiveSet.load(out, pot)
+    frames = held_out()
+    reference = [pyace_gamma(path, out, a) for a in frames]
+    width = pot.n_projections("Cu")
+    for batch_atoms in (1, 40, 10 ** 9):  # a batch per structure, a few structures, all at once
+        monkeypatch.setattr(activeset, "GAMMA_BATCH_VALUES", batch_atoms * width)
+        graded = aset.gamma(frames)
+        assert len(graded) == len(frames)
+        for (g, c), ref, a in zip(graded, reference, frames):
+            assert len(g) == len(c) == len(a)
+            np.testing.assert_allclose(g, ref, rtol=1e-8, atol=1e-12)
+    bad = frames[-1].copy()
+    bad.positions[1] = bad.positions[0]
+    monkeypatch.setattr(activeset, "GAMMA_BATCH_VALUES", 40 * width)
+    with pytest.raises(aceuq.InputError, match=f"structure {len(frames)}: "):
+        aset.gamma(frames + [bad])
+
+
 @pytest.mark.parametrize("spec,elements", [("Cu_sbessel", ["Cu"]), ("CuAl_sbessel", ["Cu", "Al"])])
 def test_pyace_asi_loads_in_ours_and_max_gamma_agrees(spec, elements, tmp_path):
     """pace's active set and ours, from the same projections: pyace's .asi loads here with pyace's
@@ -263,8 +288,8 @@ def test_memory_limit_spills_projections_and_gives_a_valid_active_set(cu, monkey
     seen = {}
     original = aceuq.Potential.projections
 
-    def spy(self, structures, mode="linear", progress=False, memmap_dir=None):
-        out = original(self, structures, mode=mode, progress=progress, memmap_dir=memmap_dir)
+    def spy(self, structures, memmap_dir=None, **kwargs):
+        out = original(self, structures, memmap_dir=memmap_dir, **kwargs)
         seen["memmap"] = all(isinstance(p.values, np.memmap) for p in out.values() if len(p.values))
         return out
 

@@ -55,8 +55,10 @@ from ._core import InputError
 from .data import atomic_output
 from .maxvol import DEFAULT_MAX_ITERS, DEFAULT_RANK_RTOL, DEFAULT_TOL, ActiveSetMatrix, select_active_set
 from .potential import Potential
+from .progress import progress as show_progress
 
 CASI_FORMAT = "aceuq.casi"
+GAMMA_BATCH_VALUES = 1 << 23  # projection values graded at a time by ActiveSet.gamma (64 MB)
 CASI_VERSION = 1
 MAX_PCA_DIM = 32
 WHITEN_RTOL = 1e-5          # clustering features: PCA components with variance > this x the largest
@@ -236,26 +238,35 @@ class ActiveSet:
         return self._grader.grade(mu, np.ascontiguousarray(projections, dtype=float))
 
     def gamma(self, structures: Union[Atoms, Sequence[Atoms]], progress: bool = False):
-        """Per-atom (gamma, cluster) of one structure, or a list of them for a list of structures."""
+        """Per-atom (gamma, cluster) of one structure, or a list of them for a list of structures.
+
+        Structures are graded a batch at a time (about GAMMA_BATCH_VALUES projection values), so
+        a long trajectory needs no more memory than its structures and their grades."""
         single = isinstance(structures, Atoms)
         frames = [structures] if single else list(structures)
-        proj = self.potential.projections(frames, mode=self.mode, progress=progress)
-        out = self.grade_projections(proj, [len(a) for a in frames])
+        width = max(self.potential.n_projections(el, self.mode) for el in self.potential.elements)
+        out: List[Tuple[np.ndarray, np.ndarray]] = []
+        first, atoms_in_batch = 0, 0
+        for i, atoms in enumerate(show_progress(frames, progress, "gamma", unit="struct")):
+            atoms_in_batch += len(atoms)
+            if atoms_in_batch * width >= GAMMA_BATCH_VALUES or i == len(frames) - 1:
+                batch = frames[first:i + 1]
+                proj = self.potential.projections(batch, mode=self.mode, first_index=first)
+                out.extend(self.grade_projections(proj, [len(a) for a in batch]))
+                first, atoms_in_batch = i + 1, 0
         return out[0] if single else out
 
     def grade_projections(self, projections, n_atoms: Sequence[int]):
         """Per-structure (gamma, cluster) from ``Potential.projections`` output (in this active
         set's mode) of structures with ``n_atoms`` atoms each."""
-        out = [(np.zeros(n), np.zeros(n, dtype=np.int32)) for n in n_atoms]
+        start = np.concatenate([[0], np.cumsum(n_atoms, dtype=np.int64)])
+        gamma, cluster = np.zeros(start[-1]), np.zeros(start[-1], dtype=np.int32)
         for el, p in projections.items():
             if len(p.values) == 0:
                 continue
-            g, c = self.grade(el, p.values)
-            for s in np.unique(p.structure):
-                sel = p.structure == s
-                out[s][0][p.atom[sel]] = g[sel]
-                out[s][1][p.atom[sel]] = c[sel]
-        return out
+            rows = start[p.structure] + p.atom
+            gamma[rows], cluster[rows] = self.grade(el, p.values)
+        return [(gamma[a:b].copy(), cluster[a:b].copy()) for a, b in zip(start[:-1], start[1:])]
 
     def active_matrices(self) -> Dict[str, List[np.ndarray]]:
         """{element: [active-set matrix per cluster]}: the inverse of each stored grading matrix

@@ -162,19 +162,21 @@ class Potential:
             )
 
     def projections(self, structures: Iterable[Atoms], mode: str = "linear", progress: bool = False,
-                    memmap_dir: Optional[str] = None) -> Dict[str, "ElementProjections"]:
+                    memmap_dir: Optional[str] = None, first_index: int = 0) -> Dict[str, "ElementProjections"]:
         """Projections of every atom of every structure, grouped by element.
 
         Returns {element: ElementProjections(values (n, n_proj), structure (n,), atom (n,))}.
         memmap_dir: write the values to memory-mapped files there instead of holding them in
         memory (for datasets whose projection matrix does not fit).
+        first_index: the number errors give the first structure when it has no file and frame (the
+        structures are a slice of a longer list); `structure` counts from 0 all the same.
         """
         if mode not in ("linear", "full"):
             raise ValueError("mode must be 'linear' or 'full'")
         frames = list(structures)
         types = []
         for i, a in enumerate(frames):
-            with _naming(a, i):
+            with _naming(a, first_index + i):
                 types.append(self.types_of(a))
         counts = {el: sum(int(np.count_nonzero(t == mu)) for t in types) for mu, el in enumerate(self.elements)}
         values, loc, filled = {}, {}, {}
@@ -188,7 +190,7 @@ class Potential:
             loc[el] = np.zeros((n, 2), dtype=int)
             filled[el] = 0
         for s_idx, atoms in enumerate(show_progress(frames, progress, "projections", unit="struct")):
-            res = self._evaluate_one(atoms, False, mode, types[s_idx], index=s_idx)
+            res = self._evaluate_one(atoms, False, mode, types[s_idx], index=first_index + s_idx)
             for mu, el in enumerate(self.elements):
                 idx = np.nonzero(types[s_idx] == mu)[0]
                 if idx.size:
