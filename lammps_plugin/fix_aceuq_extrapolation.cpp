@@ -77,7 +77,7 @@ FixACEUQExtrapolation::~FixACEUQExtrapolation()
 
 int FixACEUQExtrapolation::setmask()
 {
-  return PRE_FORCE | END_OF_STEP;
+  return PRE_FORCE | END_OF_STEP | MIN_PRE_FORCE | MIN_POST_FORCE;
 }
 
 void FixACEUQExtrapolation::init()
@@ -131,14 +131,38 @@ void FixACEUQExtrapolation::setup(int)
   if (update->ntimestep % nevery == 0 && update->ntimestep != last_checked) check();
 }
 
+// Minimization: an iteration's line search evaluates trial configurations and ends on the one it
+// accepts, but no fix is called at the end of an iteration. So each evaluation of a checked
+// iteration is graded, the last one is kept, and it is committed (written, and the minimizer
+// stopped above U, after the next iteration) once the next iteration starts or the minimization
+// ends: the configurations a dump would write.
 void FixACEUQExtrapolation::min_setup(int)
 {
-  // a minimizer's line search evaluates trial configurations it may reject, and no fix is called
-  // at the end of an iteration: say so rather than check nothing in silence
-  if (comm->me == 0)
-    error->warning(FLERR, "fix aceuq/extrapolation checks MD steps and rerun snapshots, not minimizer "
-                          "iterations: grade the minimized structure with 'run 0' (fix pair works during "
-                          "minimization)");
+  pending.reset();
+  if (update->ntimestep % nevery == 0 && update->ntimestep != last_checked) check();
+}
+
+void FixACEUQExtrapolation::min_pre_force(int)
+{
+  if (pending && pending->step != update->ntimestep) commit_pending();
+  if (update->ntimestep % nevery == 0) request_gamma();
+}
+
+void FixACEUQExtrapolation::min_post_force(int)
+{
+  if (update->ntimestep % nevery == 0) pending = grade_step();
+}
+
+void FixACEUQExtrapolation::post_run()
+{
+  if (pending) commit_pending();
+}
+
+void FixACEUQExtrapolation::commit_pending()
+{
+  const Verdict v = std::move(*pending);
+  pending.reset();
+  commit(v);
 }
 
 void FixACEUQExtrapolation::end_of_step()
@@ -159,7 +183,14 @@ double FixACEUQExtrapolation::compute_vector(int i)
 
 void FixACEUQExtrapolation::check()
 {
-  last_checked = update->ntimestep;
+  commit(grade_step());
+}
+
+// The step's gamma over all ranks, and (rank 0) the text of its frame or cut-outs: collective.
+FixACEUQExtrapolation::Verdict FixACEUQExtrapolation::grade_step()
+{
+  Verdict v;
+  v.step = update->ntimestep;
   int ncols = 0;
   const double *gamma = static_cast<double *>(pair->extract_peratom("gamma", ncols));
   int dim = 0;
@@ -195,17 +226,26 @@ void FixACEUQExtrapolation::check()
     }
   }
   MPI_Allreduce(&local_above, &n_above, 1, MPI_INT, MPI_SUM, world);
-  max_gamma = std::max(gmax, 0.0);
+  max_gamma = v.max_gamma = std::max(gmax, 0.0);
+  v.atom = (tagint) gtag;
+  if (max_gamma > lower) write_frame(above, v);
+  return v;
+}
 
-  if (max_gamma > lower) write_frame(above);
-
-  if (max_gamma > upper) {
+// What a graded step leads to: its frames appended, and a stop above the upper threshold.
+void FixACEUQExtrapolation::commit(const Verdict &v)
+{
+  last_checked = v.step;
+  if (!v.text.empty()) append(v.text);
+  frames_written += v.frames;
+  cutouts_written += v.cutouts;
+  if (v.max_gamma > upper) {
     // rerun reads every snapshot whatever the timer says (fix halt cannot stop it either): there
     // the snapshot is reported, and nothing is stopped or skipped
     const bool rerun = input->command && strcmp(input->command, "rerun") == 0;
     if (comm->me == 0)
-      utils::logmesg(lmp, "fix aceuq/extrapolation: step {} atom {} has gamma {:.4g} > upper {}: {}\n",
-                     update->ntimestep, (tagint) gtag, max_gamma, upper,
+      utils::logmesg(lmp, "fix aceuq/extrapolation: step {} atom {} has gamma {:.4g} > upper {}: {}\n", v.step,
+                     v.atom, v.max_gamma, upper,
                      rerun ? "rerun does not stop early, every snapshot is checked"
                            : fmt::format("stopping the run (later runs are skipped while fix {} is defined)", id));
     if (!rerun) {
@@ -215,7 +255,7 @@ void FixACEUQExtrapolation::check()
   }
 }
 
-void FixACEUQExtrapolation::write_frame(const std::vector<int> &above_local)
+void FixACEUQExtrapolation::write_frame(const std::vector<int> &above_local, Verdict &v)
 {
   int ncols = 0;
   const double *gamma = static_cast<double *>(pair->extract_peratom("gamma", ncols));
@@ -320,7 +360,7 @@ void FixACEUQExtrapolation::write_frame(const std::vector<int> &above_local)
             << " max_gamma=" << max_gamma << " cutout_radius=" << cutout;
       header(k - start, extra.str(), false);
       for (int q = start; q < k; ++q) line(&all[kRecord * order[q]]);
-      ++cutouts_written;
+      ++v.cutouts;
     }
   } else {
     std::ostringstream extra;
@@ -328,9 +368,9 @@ void FixACEUQExtrapolation::write_frame(const std::vector<int> &above_local)
     extra << " max_gamma=" << max_gamma;
     header(na, extra.str(), true);
     for (int q = 0; q < na; ++q) line(&all[kRecord * order[q]]);
-    ++frames_written;
+    ++v.frames;
   }
-  append(out.str());
+  v.text = out.str();
 }
 
 // The file is started empty when the fix's first run starts, as a dump starts its file, and each

@@ -6,7 +6,8 @@
    `cutout R`, one spherical cut-out of all atoms within R around each group atom above L); when
    it exceeds U the run stops cleanly, naming the atom, and later runs are skipped until the fix
    is removed (as fix halt ... error soft; under rerun, which cannot stop early, it is only
-   reported). A step is checked once, also across runs and under rerun.
+   reported). A step is checked once, also across runs and under rerun; under minimize, every N-th
+   iteration on the configuration it accepts.
    Global vector (thermo: f_ID[k]): [1] max gamma, [2] atoms above L (both of the last check),
    [3] frames and [4] cut-outs written so far. */
 #ifndef LMP_FIX_ACEUQ_EXTRAPOLATION_H
@@ -14,6 +15,7 @@
 
 #include "fix.h"
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -29,6 +31,9 @@ class FixACEUQExtrapolation : public Fix {
   void pre_force(int) override;
   void setup(int) override;
   void min_setup(int) override;
+  void min_pre_force(int) override;
+  void min_post_force(int) override;
+  void post_run() override;
   void end_of_step() override;
   ~FixACEUQExtrapolation() override;
   double compute_vector(int) override;
@@ -44,9 +49,22 @@ class FixACEUQExtrapolation : public Fix {
   bigint last_checked;    // the step checked last (a run that starts there does not check it again)
   bool halted;            // this fix stopped the run (and keeps later runs from starting)
 
+  // one graded step: what it writes (text on rank 0) and whether it stops the run
+  struct Verdict {
+    bigint step = -1;
+    double max_gamma = 0.0;
+    tagint atom = 0;    // the atom of max_gamma
+    std::string text;
+    int frames = 0, cutouts = 0;
+  };
+  std::optional<Verdict> pending;    // minimization: the last evaluation of the current iteration
+
   void request_gamma();
   void check();
-  void write_frame(const std::vector<int> &centres);
+  Verdict grade_step();
+  void commit(const Verdict &v);
+  void commit_pending();
+  void write_frame(const std::vector<int> &centres, Verdict &v);
   void append(const std::string &text);
   std::string write_file(const std::string &text, bool start);
 };

@@ -233,17 +233,46 @@ def test_rerun_of_a_trajectory_writes_each_snapshot_once(setup, tmp_path):
     assert all("rerun does not stop early" in line for line in reports)
 
 
-def test_minimize_says_it_is_not_checked(setup, tmp_path):
-    """A minimizer's iterations are not MD steps (its line search tries configurations it may
-    reject): the fix checks none of them, and says so instead of staying silent."""
+def test_minimization_writes_the_iterations_a_dump_writes(setup, tmp_path):
+    """Under minimize the fix checks every N-th iteration's accepted configuration (the line
+    search also tries others): its frames are the dumped configurations above L, with the γ the
+    Python core gives them. Above U the minimizer stops."""
+    from aceuq.data import read_structures
+
     path, pot, asi, atoms, gamma, lower = setup
-    out, log = tmp_path / "min.extxyz", tmp_path / "min.log"
-    with system(setup) as lmp:
-        lmp.command(f"log {log}")
-        lmp.command(f"fix x all aceuq/extrapolation 1 lower {lower} upper 1e9 file {out}")
-        lmp.command("minimize 0 1e-8 3 100")
-    assert "checks MD steps and rerun snapshots, not minimizer iterations" in log.read_text()
-    assert out.read_text() == ""
+
+    def minimize(fix=""):
+        traj = tmp_path / "min.dump"
+        with system(setup) as lmp:
+            lmp.commands_string(f"""
+                displace_atoms all random 0.15 0.15 0.15 7 units box
+                dump d all custom 2 {traj} id type x y z
+                dump_modify d sort id format float %.17g
+                {fix}
+                minimize 0 0 12 1000
+            """)
+            final = lmp.extract_global("ntimestep")
+        snaps = [s for s in read_structures([str(traj)], elements=["Al", "Cu"]) if s.info["timestep"] % 2 == 0]
+        return final, {s.info["timestep"]: reference_gamma(pot, asi, s) for s in snaps}
+
+    final, grades = minimize()
+    assert final == 12 and sorted(grades) == list(range(0, 13, 2))
+    peaks = np.sort([g.max() for g in grades.values()])
+    lower = 0.5 * (peaks[2] + peaks[3])  # four of the seven checked configurations above it
+    out = tmp_path / "min.extxyz"
+    final, grades = minimize(f"fix x all aceuq/extrapolation 2 lower {lower} upper 1e9 file {out}")
+    frames = read(out, ":")
+    assert final == 12
+    assert [f.info["step"] for f in frames] == [t for t, g in grades.items() if g.max() > lower] and len(frames) == 4
+    for f in frames:
+        order = np.argsort(f.arrays["id"])
+        np.testing.assert_allclose(f.arrays["gamma"][order], grades[f.info["step"]], rtol=1e-8)
+    # a stop: the starting configuration above U stops the minimizer before its first iteration, a
+    # later one after the iteration that follows it
+    upper = 0.5 * (peaks[-2] + peaks[-1])
+    first_above = min(t for t, g in grades.items() if g.max() > upper)
+    final, _ = minimize(f"fix x all aceuq/extrapolation 2 lower {lower} upper {upper} file {out}")
+    assert final == (0 if first_above == 0 else first_above + 1)
 
 
 def test_after_a_halt_runs_are_skipped_until_the_fix_is_removed(setup, tmp_path):
