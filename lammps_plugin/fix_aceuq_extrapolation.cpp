@@ -77,7 +77,7 @@ FixACEUQExtrapolation::~FixACEUQExtrapolation()
 
 int FixACEUQExtrapolation::setmask()
 {
-  return PRE_FORCE | END_OF_STEP | MIN_PRE_FORCE | MIN_POST_FORCE;
+  return PRE_FORCE | PRE_FORCE_RESPA | END_OF_STEP | MIN_PRE_FORCE | MIN_POST_FORCE;
 }
 
 void FixACEUQExtrapolation::init()
@@ -122,6 +122,18 @@ void FixACEUQExtrapolation::pre_force(int)
 {
   // called after the step counter advanced: this is the step whose forces come next
   if (update->ntimestep % nevery == 0) request_gamma();
+}
+
+// run_style respa calls these at every level instead of the two above: ask at each, so the pair
+// style grades at whichever level it computes
+void FixACEUQExtrapolation::setup_pre_force_respa(int vflag, int)
+{
+  setup_pre_force(vflag);
+}
+
+void FixACEUQExtrapolation::pre_force_respa(int vflag, int, int)
+{
+  pre_force(vflag);
 }
 
 void FixACEUQExtrapolation::setup(int)

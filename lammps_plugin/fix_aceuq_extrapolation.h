@@ -29,6 +29,8 @@ class FixACEUQExtrapolation : public Fix {
   void init() override;
   void setup_pre_force(int) override;
   void pre_force(int) override;
+  void setup_pre_force_respa(int, int) override;
+  void pre_force_respa(int, int, int) override;
   void setup(int) override;
   void min_setup(int) override;
   void min_pre_force(int) override;

@@ -275,6 +275,29 @@ def test_minimization_writes_the_iterations_a_dump_writes(setup, tmp_path):
     assert final == (0 if first_above == 0 else first_above + 1)
 
 
+def test_run_style_respa_grades_the_checked_steps(setup, tmp_path):
+    """Under run_style respa the pair style computes at one of several levels: the fix still gets
+    the γ of the checked steps (the Python core's, on the same positions), not stale zeros."""
+    from aceuq.data import read_structures
+
+    path, pot, asi, atoms, gamma, lower = setup
+    traj, out = tmp_path / "respa.dump", tmp_path / "respa.extxyz"
+    with system(setup, md=True) as lmp:
+        lmp.commands_string(f"""
+            run_style respa 2 2
+            dump d all custom 5 {traj} id type x y z
+            dump_modify d sort id format float %.17g
+            fix x all aceuq/extrapolation 5 lower 1e-6 upper 1e9 file {out}
+            run 15
+        """)
+    snapshots = read_structures([str(traj)], elements=["Al", "Cu"])
+    frames = read(out, ":")
+    assert [f.info["step"] for f in frames] == [s.info["timestep"] for s in snapshots] == [0, 5, 10, 15]
+    for f, s in zip(frames, snapshots):
+        order = np.argsort(f.arrays["id"])
+        np.testing.assert_allclose(f.arrays["gamma"][order], reference_gamma(pot, asi, s), rtol=1e-8)
+
+
 def test_after_a_halt_runs_are_skipped_until_the_fix_is_removed(setup, tmp_path):
     lower = setup[-1]
     with system(setup, md=True) as lmp:
