@@ -33,11 +33,13 @@ constexpr int kRecord = 8;
 
 FixACEUQExtrapolation::FixACEUQExtrapolation(LAMMPS *lmp, int narg, char **arg) :
     Fix(lmp, narg, arg), lower(0), upper(0), cutout(0), pair(nullptr), max_gamma(0), n_above(0),
-    frames_written(0), cutouts_written(0), file_started(false), last_checked(-1), halted(false)
+    frames_written(0), cutouts_written(0), append_to_file(false), file_started(false), last_checked(-1),
+    halted(false)
 {
   if (narg < 10)
     error->all(FLERR, "Illegal fix aceuq/extrapolation command: expected "
-                      "fix ID group aceuq/extrapolation N lower L upper U file OUT.extxyz [cutout R]");
+                      "fix ID group aceuq/extrapolation N lower L upper U file OUT.extxyz [cutout R] "
+                      "[append yes|no]");
   nevery = utils::inumeric(FLERR, arg[3], false, lmp);
   if (nevery <= 0) error->all(FLERR, "fix aceuq/extrapolation: N must be > 0");
   bool have_lower = false, have_upper = false;
@@ -52,6 +54,8 @@ FixACEUQExtrapolation::FixACEUQExtrapolation(LAMMPS *lmp, int narg, char **arg) 
       have_upper = true;
     } else if (key == "file") {
       filename = arg[iarg + 1];
+    } else if (key == "append") {
+      append_to_file = utils::logical(FLERR, arg[iarg + 1], false, lmp) == 1;
     } else if (key == "cutout") {
       cutout = utils::numeric(FLERR, arg[iarg + 1], false, lmp);
       if (cutout <= 0) error->all(FLERR, "fix aceuq/extrapolation: cutout radius must be > 0");
@@ -96,9 +100,11 @@ void FixACEUQExtrapolation::init()
                    len);
     }
   }
-  if (!file_started) {    // a new file, as a dump starts one: found unwritable now, not at the first frame
+  // a new file, as a dump starts one (or, with append yes, the file continued): found unwritable
+  // now, not at the first frame
+  if (!file_started) {
     std::string why;
-    if (comm->me == 0) why = write_file("", true);
+    if (comm->me == 0) why = write_file("", !append_to_file);
     int n = int(why.size());
     MPI_Bcast(&n, 1, MPI_INT, 0, world);
     if (n) error->all(FLERR, "fix aceuq/extrapolation: {}", why);

@@ -1,4 +1,4 @@
-/* fix ID group aceuq/extrapolation N lower L upper U file OUT.extxyz [cutout R]
+/* fix ID group aceuq/extrapolation N lower L upper U file OUT.extxyz [cutout R] [append yes|no]
 
    Every N steps asks pair_style aceuq for the per-atom extrapolation grade gamma. When the
    largest gamma of the group (over all ranks) exceeds L, the configuration (all atoms, not only
@@ -47,6 +47,7 @@ class FixACEUQExtrapolation : public Fix {
   double max_gamma;
   int n_above;
   int frames_written, cutouts_written;
+  bool append_to_file;    // append yes: continue the file an earlier job wrote (as dump_modify append)
   bool file_started;
   bigint last_checked;    // the step checked last (a run that starts there does not check it again)
   bool halted;            // this fix stopped the run (and keeps later runs from starting)

@@ -298,6 +298,21 @@ def test_run_style_respa_grades_the_checked_steps(setup, tmp_path):
         np.testing.assert_allclose(f.arrays["gamma"][order], reference_gamma(pot, asi, s), rtol=1e-8)
 
 
+def test_append_yes_continues_the_file_of_an_earlier_job(setup, tmp_path):
+    """A job continued in a new LAMMPS (read_restart) keeps the frames of the first with
+    `append yes`, as `dump_modify append yes` does; without it the file starts anew, as a dump's."""
+    path, pot, asi, atoms, gamma, lower = setup
+    out = tmp_path / "jobs.extxyz"
+    for extra, expected in (("", [0]), (" append yes", [0, 0]), (" append no", [0])):
+        with system(setup) as lmp:
+            lmp.command(f"fix x all aceuq/extrapolation 1 lower {lower} upper 1e9 file {out}{extra}")
+            lmp.command("run 0")
+        assert [f.info["step"] for f in read(out, ":")] == expected, extra
+    with system(setup) as lmp:
+        with pytest.raises(Exception, match="[Ee]xpected boolean"):
+            lmp.command(f"fix x all aceuq/extrapolation 1 lower 1 upper 2 file {out} append maybe")
+
+
 def test_after_a_halt_runs_are_skipped_until_the_fix_is_removed(setup, tmp_path):
     lower = setup[-1]
     with system(setup, md=True) as lmp:
