@@ -391,8 +391,8 @@ void FixACEUQExtrapolation::write_frame(const std::vector<int> &above_local, Ver
   v.text = out.str();
 }
 
-// The file is started empty when the fix's first run starts, as a dump starts its file, and each
-// check that extrapolates appends its frames in place, in one write. Rewriting the file through a
+// The file is started empty when the fix's first run starts, as a dump starts its file (with
+// append yes, continued), and each check that extrapolates appends its frames in place, in one write. Rewriting the file through a
 // temporary file and a rename at every append would copy all earlier frames each time: quadratic
 // over a long run that writes many frames or cut-outs. In place, the file grows by what is new,
 // and a reader following it (tail -f) keeps following. A write that fails (disk full) is cut back
