@@ -166,7 +166,8 @@ def write_asi(path, inverses: Dict[str, np.ndarray]) -> None:
 
 def write_casi(path, built: BuiltActiveSet) -> None:
     """The .casi layout (README, File formats): per element its transform, centres and one inverse
-    per cluster, plus a JSON 'meta' entry (potential fingerprint, assignment rule)."""
+    per cluster, plus a JSON 'meta' entry (format, potential fingerprint, mode, assignment rule,
+    clusters per element)."""
     arrays: Dict[str, np.ndarray] = {}
     for el in sorted(built.elements):
         s = built.elements[el]
