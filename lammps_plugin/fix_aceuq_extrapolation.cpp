@@ -154,10 +154,10 @@ void FixACEUQExtrapolation::setup(int)
 // iteration is graded, the last one is kept, and it is committed (written, and the minimizer
 // stopped above U, after the next iteration) once the next iteration starts or the minimization
 // ends: the configurations a dump would write.
-void FixACEUQExtrapolation::min_setup(int)
+void FixACEUQExtrapolation::min_setup(int vflag)
 {
   pending.reset();
-  if (update->ntimestep % nevery == 0 && update->ntimestep != last_checked) check();
+  setup(vflag);    // the starting configuration is checked as a run's first step
 }
 
 void FixACEUQExtrapolation::min_pre_force(int)
@@ -246,7 +246,7 @@ FixACEUQExtrapolation::Verdict FixACEUQExtrapolation::grade_step()
   MPI_Allreduce(&local_above, &n_above, 1, MPI_INT, MPI_SUM, world);
   max_gamma = v.max_gamma = std::max(gmax, 0.0);
   v.atom = (tagint) gtag;
-  if (max_gamma > lower) write_frame(above, v);
+  if (v.max_gamma > lower) write_frame(above, v);
   return v;
 }
 
@@ -375,7 +375,7 @@ void FixACEUQExtrapolation::write_frame(const std::vector<int> &above_local, Ver
       std::ostringstream extra;
       extra.precision(10);
       extra << " centre_id=" << (tagint) centres[5 * c] << " centre_gamma=" << centres[5 * c + 4]
-            << " max_gamma=" << max_gamma << " cutout_radius=" << cutout;
+            << " max_gamma=" << v.max_gamma << " cutout_radius=" << cutout;
       header(k - start, extra.str(), false);
       for (int q = start; q < k; ++q) line(&all[kRecord * order[q]]);
       ++v.cutouts;
@@ -383,7 +383,7 @@ void FixACEUQExtrapolation::write_frame(const std::vector<int> &above_local, Ver
   } else {
     std::ostringstream extra;
     extra.precision(10);
-    extra << " max_gamma=" << max_gamma;
+    extra << " max_gamma=" << v.max_gamma;
     header(na, extra.str(), true);
     for (int q = 0; q < na; ++q) line(&all[kRecord * order[q]]);
     ++v.frames;

@@ -58,8 +58,8 @@ from .potential import Potential
 from .progress import progress as show_progress
 
 CASI_FORMAT = "aceuq.casi"
-GAMMA_BATCH_VALUES = 1 << 23  # projection values graded at a time by ActiveSet.gamma (64 MB)
 CASI_VERSION = 1
+GAMMA_BATCH_VALUES = 1 << 23  # projection values graded at a time by ActiveSet.gamma (64 MB)
 MAX_PCA_DIM = 32
 WHITEN_RTOL = 1e-5          # clustering features: PCA components with variance > this x the largest
 CLUSTER_MAX_RANK = 2        # clustering features: B functions of rank (body order - 1) <= this
