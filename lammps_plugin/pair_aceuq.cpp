@@ -1,9 +1,12 @@
 /* pair_style aceuq: LAMMPS glue over the aceuq core (Potential, AtomEvaluator, Grader).
 
    Forces: the core returns dE_i/d(r_j - r_i) for every neighbour j of a local atom i; with a full
-   neighbour list each such term acts on i and on j (j often a ghost), and newton pair on sends the
-   ghost forces back to their owners. Virial: global by F.r over local+ghost atoms (fdotr), per atom
-   by splitting each pair term between i and j. */
+   neighbour list each such term is computed once, on i's owner, and acts on i and on j (j often a
+   ghost). The ghost forces reach their owners through LAMMPS's reverse communication with newton
+   pair on, and through this pair style's own (reverse_comm(this)) with newton pair off, where
+   LAMMPS neither clears ghost forces nor sends them back. Virial: global by F.r over local+ghost
+   atoms (fdotr) with newton on, summed term by term with newton off; per atom by splitting each
+   term between i and j (the ghost halves sent back as the forces are). */
 
 #include "pair_aceuq.h"
 
@@ -68,6 +71,8 @@ PairACEUQ::PairACEUQ(LAMMPS *lmp) : Pair(lmp), core(new Core)
   one_coeff = 1;
   manybody_flag = 1;
   centroidstressflag = CENTROID_NOTAVAIL;
+  comm_reverse = 9;    // newton pair off: force (3) and per-atom virial (6) of ghost atoms
+  reverse_virial = 0;
 
   gamma_flag = 0;
   pair_seconds = gamma_seconds = 0.0;
@@ -100,7 +105,16 @@ void PairACEUQ::compute(int eflag, int vflag)
   double **f = atom->f;
   int *type = atom->type;
   const int nlocal = atom->nlocal;
-  const int newton_pair = force->newton_pair;
+  // newton pair off: LAMMPS does not clear ghost forces (nor per-atom virials) and does not send
+  // them back; this pair style does both
+  const bool own_reverse = force->newton_pair == 0;
+  if (own_reverse) {
+    const int nall = nlocal + atom->nghost;
+    for (int i = nlocal; i < nall; i++) f[i][0] = f[i][1] = f[i][2] = 0.0;
+    if (vflag_atom)
+      for (int i = nlocal; i < nall; i++)
+        for (int k = 0; k < 6; k++) vatom[i][k] = 0.0;
+  }
 
   const int inum = list->inum;
   int *ilist = list->ilist;
@@ -186,7 +200,8 @@ void PairACEUQ::compute(int eflag, int vflag)
         f[j][2] -= g[2];
         if (vflag_either) {
           const double *r = &core->rij[3 * k];
-          ev_tally_xyz(i, j, nlocal, newton_pair, 0.0, 0.0, g[0], g[1], g[2], -r[0], -r[1], -r[2]);
+          // each term is computed once (not once from each side): tally it whole, as newton on
+          ev_tally_xyz(i, j, nlocal, 1, 0.0, 0.0, g[0], g[1], g[2], -r[0], -r[1], -r[2]);
         }
       }
     }
@@ -204,6 +219,10 @@ void PairACEUQ::compute(int eflag, int vflag)
   }
 
   if (vflag_fdotr) virial_fdotr_compute();
+  if (own_reverse) {
+    reverse_virial = vflag_atom ? 1 : 0;
+    comm->reverse_comm(this);
+  }
   pair_seconds += std::chrono::duration<double>(clock::now() - start).count();
 }
 
@@ -366,12 +385,37 @@ void PairACEUQ::init_style()
 {
   check_units();
   if (!core->potential) error->all(FLERR, "pair_style aceuq: no potential (pair_coeff missing)");
-  // A full list visits each pair from both sides and puts forces on ghost atoms, which only
-  // reach their owners through the reverse communication that newton pair on performs.
-  if (force->newton_pair == 0)
-    error->all(FLERR, "pair_style aceuq requires 'newton on' (newton pair on): it puts forces on "
-                      "ghost atoms from a full neighbour list");
   neighbor->add_request(this, NeighConst::REQ_FULL);
+}
+
+/* newton pair off: what compute() put on ghost atoms goes back to their owners */
+
+int PairACEUQ::pack_reverse_comm(int n, int first, double *buf)
+{
+  double **f = atom->f;
+  int m = 0;
+  for (int i = first; i < first + n; i++) {
+    buf[m++] = f[i][0];
+    buf[m++] = f[i][1];
+    buf[m++] = f[i][2];
+    if (reverse_virial)
+      for (int k = 0; k < 6; k++) buf[m++] = vatom[i][k];
+  }
+  return m;
+}
+
+void PairACEUQ::unpack_reverse_comm(int n, int *list, double *buf)
+{
+  double **f = atom->f;
+  int m = 0;
+  for (int i = 0; i < n; i++) {
+    const int j = list[i];
+    f[j][0] += buf[m++];
+    f[j][1] += buf[m++];
+    f[j][2] += buf[m++];
+    if (reverse_virial)
+      for (int k = 0; k < 6; k++) vatom[j][k] += buf[m++];
+  }
 }
 
 double PairACEUQ::init_one(int i, int j)

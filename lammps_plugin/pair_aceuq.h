@@ -26,6 +26,8 @@ class PairACEUQ : public Pair {
   void coeff(int, char **) override;
   void init_style() override;
   double init_one(int, int) override;
+  int pack_reverse_comm(int, int, double *) override;
+  void unpack_reverse_comm(int, int *, double *) override;
   void *extract(const char *, int &) override;
   void *extract_peratom(const char *, int &) override;
   double memory_usage() override;
@@ -39,6 +41,7 @@ class PairACEUQ : public Pair {
   Core *core;
 
   int gamma_flag;       // set by fix pair on steps where gamma is wanted
+  int reverse_virial;   // newton pair off: the reverse communication also carries per-atom virials
   // wall seconds this rank spent in compute() and, of those, in grading (extract "pair_seconds",
   // "gamma_seconds"): what asking for gamma costs, measured on the same steps
   double pair_seconds, gamma_seconds;

@@ -1,7 +1,7 @@
 """Run under mpiexec by test_lammps.py: evaluate one structure with pair_style aceuq on all ranks.
 
 usage: mpiexec -n N python lammps_mpi_driver.py POTENTIAL STRUCTURE.npz OUT.npz El1 El2 ...
-  [--active-set FILE]
+  [--active-set FILE] [--newton on|off]
 Rank 0 writes energy, forces, per-atom energies, virial (and gamma, cluster with an active set),
 ordered by atom id.
 """
@@ -15,20 +15,22 @@ from lmp_helpers import create_system, evaluate, load_structure, set_aceuq
 
 
 def main(argv):
-    active_set = None
-    if "--active-set" in argv:
-        k = argv.index("--active-set")
-        active_set = argv[k + 1]
-        argv = argv[:k] + argv[k + 2:]
+    options = {"--active-set": None, "--newton": "on"}
+    for key in options:
+        if key in argv:
+            k = argv.index(key)
+            options[key] = argv[k + 1]
+            argv = argv[:k] + argv[k + 2:]
+    active_set = options["--active-set"]
     potential, structure, out_path, elements = argv[0], argv[1], argv[2], argv[3:]
     atoms = load_structure(structure)
     comm = MPI.COMM_WORLD
     lmp = make_lammps(comm=comm)
-    create_system(lmp, atoms, elements)
+    create_system(lmp, atoms, elements, newton=options["--newton"])
     set_aceuq(lmp, potential, elements, active_set)
     if active_set:
         lmp.command("fix aceuq_g all pair 1 aceuq gamma 1 cluster 0")
-    res = evaluate(lmp, len(atoms))
+    res = evaluate(lmp, len(atoms), runs=2)
     if active_set:
         g = np.array(lmp.gather("f_aceuq_g", 1, 2)[: 2 * len(atoms)]).reshape(-1, 2)
         res["gamma"], res["cluster"] = g[:, 0], g[:, 1]

@@ -61,9 +61,10 @@ def set_aceuq(lmp, potential: str, elements, active_set: str | None = None, styl
     lmp.command(f"pair_coeff * * {potential} {active_set or ''} {' '.join(elements)}")
 
 
-def evaluate(lmp, natoms: int) -> dict:
-    """run 0; energy, forces, per-atom energies (ordered by atom id), virial W = sum r f (eV),
-    and the sum of the per-atom virials."""
+def evaluate(lmp, natoms: int, runs: int = 1) -> dict:
+    """run 0 (`runs` times: what a step leaves behind must not leak into the next); energy, forces,
+    per-atom energies (ordered by atom id), virial W = sum r f (eV), and the sum of the per-atom
+    virials, of the last."""
     lmp.commands_string("""
         compute aceuq_peatom all pe/atom
         compute aceuq_satom all stress/atom NULL virial
@@ -71,8 +72,9 @@ def evaluate(lmp, natoms: int) -> dict:
         compute aceuq_pesum all reduce sum c_aceuq_peatom
         compute aceuq_ssum all reduce sum c_aceuq_satom[1] c_aceuq_satom[2] c_aceuq_satom[3] c_aceuq_satom[4] c_aceuq_satom[5] c_aceuq_satom[6]
         thermo_style custom step pe c_aceuq_vir[*] c_aceuq_pesum c_aceuq_ssum[*]
-        run 0
     """)
+    for _ in range(runs):
+        lmp.command("run 0")
     nktv2p = lmp.extract_global("nktv2p")
     boxlo, boxhi, xy, yz, xz, _, _ = lmp.extract_box()
     volume = float(np.prod(np.array(boxhi) - np.array(boxlo)))
