@@ -45,6 +45,23 @@ def test_evaluate_extxyz_and_pickle(make_pot, tmp_path):
     assert "ref_energy" not in got[0].info  # the extxyz input had no labels
 
 
+def test_evaluate_keeps_the_input_stress(make_pot, tmp_path):
+    """A labelled periodic structure: its stress (ASE Voigt order and sign) comes out as ref_stress,
+    beside the predicted one."""
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    path = make_pot("CuAl_sbessel")
+    atoms = rattled_bulk(["Cu", "Al"], seed=4)
+    label = np.array([0.01, -0.02, 0.03, 0.004, -0.005, 0.006])
+    atoms.calc = SinglePointCalculator(atoms, energy=-1.5, forces=np.zeros((len(atoms), 3)), stress=label)
+    write(tmp_path / "in.extxyz", atoms)
+    out = tmp_path / "out.extxyz"
+    assert main(["evaluate", path, str(tmp_path / "in.extxyz"), "-o", str(out), "--no-progress"]) == 0
+    got = read(out)
+    np.testing.assert_allclose(got.info["ref_stress"], label, rtol=1e-12)
+    np.testing.assert_allclose(got.get_stress(), aceuq.Potential(path).evaluate(atoms).stress, atol=1e-7)
+
+
 def test_evaluate_reports_bad_input(make_pot, tmp_path, capsys):
     path = make_pot("CuAl_sbessel")
     assert main(["evaluate", path, str(tmp_path / "missing.extxyz"), "-o", str(tmp_path / "o.extxyz")]) == 1
@@ -73,3 +90,35 @@ def test_unwritable_output_is_refused_before_the_work(make_pot, tmp_path, capsys
     assert main(["evaluate", path, str(tmp_path / "s.extxyz"), "-o", str(tmp_path / "new" / "o.extxyz")]) == 0
     assert (tmp_path / "new" / "o.extxyz").exists()
     assert [p.name for p in (tmp_path / "new").iterdir()] == ["o.extxyz"]  # no temporary left behind
+
+
+def test_output_through_a_link_or_into_a_fifo(make_pot, tmp_path):
+    """-o through a symbolic link writes the file it names and keeps the link; -o a FIFO (as a
+    device such as /dev/null) writes into it instead of renaming a regular file over it."""
+    import stat
+    import threading
+
+    from ase.build import bulk
+
+    path = make_pot("CuAl_sbessel")
+    write(tmp_path / "s.extxyz", bulk("Cu", "fcc", a=3.6))
+    (tmp_path / "results").mkdir()
+    link = tmp_path / "link.extxyz"
+    link.symlink_to(tmp_path / "results" / "o.extxyz")
+    assert main(["evaluate", path, str(tmp_path / "s.extxyz"), "-o", str(link), "--no-progress"]) == 0
+    assert link.is_symlink() and len(read(tmp_path / "results" / "o.extxyz", ":")) == 1
+
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    received = []
+    reader = threading.Thread(target=lambda: received.append(fifo.read_text()), daemon=True)
+    reader.start()
+    try:
+        assert main(["evaluate", path, str(tmp_path / "s.extxyz"), "-o", str(fifo), "--no-progress"]) == 0
+        reader.join(timeout=30)
+    finally:
+        if reader.is_alive():  # nothing opened the FIFO for writing: release the reader
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+            reader.join(timeout=5)
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode), "the FIFO was replaced by a regular file"
+    assert received and "Lattice=" in received[0]

@@ -3,6 +3,7 @@ writing extended XYZ atomically."""
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
 from contextlib import contextmanager
 from typing import IO, Iterable, Iterator, List, Optional, Sequence, Union
@@ -193,10 +194,32 @@ def check_output(path: PathLike, folder: bool = False) -> str:
         raise InputError(f"{kind} '{path}': exists and is not a folder")
     if not folder and os.path.isdir(path):
         raise InputError(f"{kind} '{path}': is a folder (give a file name)")
-    fd, probe = _temp_in(path if folder else os.path.dirname(os.path.abspath(path)), ".probe", f"{kind} '{path}'")
+    if folder:
+        probe_in = path
+    else:
+        target, in_place = _output_target(path)
+        if in_place:
+            if not os.access(target, os.W_OK):
+                raise InputError(f"{kind} '{path}': cannot be written (permission denied)")
+            return path
+        probe_in = os.path.dirname(target)
+    fd, probe = _temp_in(probe_in, ".probe", f"{kind} '{path}'")
     os.close(fd)
     os.unlink(probe)
     return path
+
+
+def _output_target(path: str):
+    """(target, in_place): the file that writing ``path`` reaches (symbolic links followed, so a
+    link keeps pointing where it did and its target gets the content) and whether it must be
+    written in place: an existing file that is not a regular one (a device such as /dev/null, a
+    FIFO) must not be replaced by a rename."""
+    target = os.path.realpath(path)
+    try:
+        mode = os.stat(target).st_mode
+    except OSError:  # not there (yet), or not reachable: writing it will tell
+        return target, False
+    return target, not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
 
 
 def _temp_in(folder: str, suffix: str, what: str):
@@ -213,11 +236,17 @@ def _temp_in(folder: str, suffix: str, what: str):
 def atomic_path(path: PathLike, suffix: str = ".tmp") -> Iterator[str]:
     """A temporary path beside ``path`` to write to; renamed over ``path`` when the block ends
     without error (readers never see half a file), removed otherwise. The file gets the usual
-    permissions (umask), not mkstemp's private 0600. An unwritable place is an InputError."""
+    permissions (umask), not mkstemp's private 0600. An unwritable place is an InputError. A
+    symbolic link is followed (the file it names is replaced; the link stays); a device or FIFO
+    (``-o /dev/null``) is written in place."""
     path = os.fspath(path)
     if os.path.isdir(path):
         raise InputError(f"output '{path}': is a folder (give a file name)")
-    fd, tmp = _temp_in(os.path.dirname(os.path.abspath(path)), suffix, f"output '{path}'")
+    target, in_place = _output_target(path)
+    if in_place:
+        yield target
+        return
+    fd, tmp = _temp_in(os.path.dirname(target), suffix, f"output '{path}'")
     umask = os.umask(0)
     os.umask(umask)
     os.fchmod(fd, 0o666 & ~umask)
@@ -225,7 +254,7 @@ def atomic_path(path: PathLike, suffix: str = ".tmp") -> Iterator[str]:
     try:
         yield tmp
         try:
-            os.replace(tmp, path)
+            os.replace(tmp, target)
         except OSError as exc:
             raise InputError(f"output '{path}': cannot be written ({exc.strerror or exc})") from None
     except BaseException:

@@ -452,8 +452,9 @@ def _save(fig, path) -> str:
 
     path = os.fspath(path)
     fig.tight_layout()
-    with atomic_path(path, suffix=os.path.splitext(path)[1] or ".png") as tmp:  # savefig reads the format off it
-        fig.savefig(tmp, dpi=110)
+    fmt = os.path.splitext(path)[1].lstrip(".") or "png"
+    with atomic_path(path, suffix="." + fmt) as tmp:
+        fig.savefig(tmp, dpi=110, format=fmt)
     plt.close(fig)
     return path
 

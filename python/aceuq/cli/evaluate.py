@@ -7,6 +7,7 @@ import sys
 
 import numpy as np
 from ase.calculators.singlepoint import SinglePointCalculator
+from ase.stress import full_3x3_to_voigt_6_stress
 
 from .._core import InputError
 from . import add_elements_option
@@ -87,13 +88,17 @@ def main(argv=None) -> int:
 
 
 def _keep_reference(source, out) -> None:
-    """The input's own energy and forces (e.g. DFT labels) kept beside the predictions, as
-    ref_energy (info) and ref_forces (per atom), so the output compares the two."""
+    """The input's own energy, forces and stress (e.g. DFT labels) kept beside the predictions, as
+    ref_energy, ref_stress (info; stress in ASE's Voigt order and sign) and ref_forces (per atom),
+    so the output compares the two."""
     results = getattr(source.calc, "results", None) or {}
     if "energy" in results:
         out.info["ref_energy"] = float(results["energy"])
     if "forces" in results:
         out.arrays["ref_forces"] = np.asarray(results["forces"], dtype=float).copy()
+    if results.get("stress") is not None:
+        stress = np.asarray(results["stress"], dtype=float)
+        out.info["ref_stress"] = full_3x3_to_voigt_6_stress(stress) if stress.shape == (3, 3) else stress.copy()
 
 
 if __name__ == "__main__":
