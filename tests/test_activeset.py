@@ -352,10 +352,11 @@ def _select_candidates():
 
 def test_select_follows_the_documented_d_optimal_rule_brute_force(cu, tmp_path):
     """select.py's rule, recomputed in plain numpy: each round, MaxVol (greedy swaps from the
-    current active set) runs on the active set stacked over all rows of the candidates not yet
-    taken; the candidate owning most rows swapped in is picked (ties: the larger max gamma vs the
-    initial set); the active set is then updated with that candidate's rows (MaxVol on the active
-    set stacked over them); stop after n picks or when no row enters."""
+    current active set) runs on the active set stacked over the rows taken before but left out of
+    it, then over all rows of the candidates not yet taken; the candidate owning most rows swapped
+    in is picked (ties: the larger max gamma vs the initial set); the active set is then updated
+    with that candidate's rows (MaxVol on the active set stacked over the rows left out and them),
+    and what MaxVol leaves out is kept; stop after n picks or when no row enters."""
     _, pot, train, _ = cu
     built = build_active_set(pot, train)
     aset = ActiveSet.load(built.save(str(tmp_path / "bf.asi")), pot)
@@ -371,12 +372,14 @@ def test_select_follows_the_documented_d_optimal_rule_brute_force(cu, tmp_path):
     max_gamma = np.array([g0[owner == s].max() for s in range(n)])
     np.testing.assert_allclose(sel.max_gamma, max_gamma, rtol=1e-8)
     p = len(A)
+    kept = np.empty((0, p))
     taken = np.zeros(n, dtype=bool)
     chosen, brought = [], []
     for _ in range(n):
         live = ~taken[owner]
-        X = np.vstack([A, rows[live]])
-        entered = np.array([r - p for r in _greedy_maxvol(X, p, TOL) if r >= p], dtype=int)
+        X = np.vstack([A, kept, rows[live]])
+        first = p + len(kept)
+        entered = np.array([r - first for r in _greedy_maxvol(X, p, TOL) if r >= first], dtype=int)
         counts = np.bincount(owner[live][entered], minlength=n)
         if counts.max() == 0:
             break
@@ -385,8 +388,10 @@ def test_select_follows_the_documented_d_optimal_rule_brute_force(cu, tmp_path):
         chosen.append(s)
         brought.append(int(counts[s]))
         taken[s] = True
-        X = np.vstack([A, rows[owner == s]])
-        A = X[_greedy_maxvol(X, p, TOL)]
+        X = np.vstack([A, kept, rows[owner == s]])
+        active = _greedy_maxvol(X, p, TOL)
+        A = X[active]
+        kept = np.delete(X, active, axis=0)
     # the case must discriminate: the first pick (most rows) is not the candidate of largest gamma
     assert chosen[0] != int(np.argmax(max_gamma))
     assert len(chosen) >= 3
@@ -412,6 +417,21 @@ def test_select_skips_a_near_duplicate_once_its_twin_is_taken(cu, tmp_path):
     assert len(sel.indices) == 2 and 2 in sel.indices
     assert len({0, 1} & set(sel.indices)) == 1
     assert sel.notes and "2 of 3" in sel.notes[0]
+
+
+def test_select_never_takes_an_exact_copy_of_a_structure_taken(cu, tmp_path):
+    """Candidates twice over (each structure and its exact copy), as many picks as candidates: at
+    most one of each pair is taken. The rows of a picked structure that later picks swap out of
+    the active set stay in the pool; forgetting them, a copy looked new again (with this training
+    set three pairs were taken twice)."""
+    _, pot, _, _ = cu
+    train = emt_training_set(["Cu"], n=20, seed=3)
+    aset = ActiveSet.load(build_active_set(pot, train).save(str(tmp_path / "copies.asi")), pot)
+    distinct = _select_candidates() + emt_training_set(["Cu"], n=8, seed=103)
+    m = len(distinct)
+    sel = select_structures(pot, distinct + [a.copy() for a in distinct], aset, 2 * m)
+    assert len(sel.indices) >= 5
+    assert not [i for i in range(m) if i in sel.indices and i + m in sel.indices], sel.indices
 
 
 def test_too_small_cluster_is_merged_into_the_nearest_remaining_centre():

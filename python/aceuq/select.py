@@ -7,6 +7,11 @@ swapped in (ties: the larger max gamma) is selected, the active set is updated w
 the search repeats on the remaining candidates, until N structures are selected or no candidate
 row enters any active set (every candidate atom interpolates). Updating after each pick avoids
 selecting near-duplicates that each look informative against the old active set alone.
+
+Rows that a pick brings (or the active set held) but MaxVol leaves out stay in the pool, stacked
+between the active set and the candidates: they are data already taken, so a later candidate row
+enters only if it beats them too. Without them, once later picks had swapped out a chosen
+structure's rows, an exact copy of that structure would look new again.
 """
 from __future__ import annotations
 
@@ -36,6 +41,7 @@ class _Group:
     inverse: np.ndarray   # its inverse (grading matrix)
     rows: np.ndarray      # candidate rows of this group
     owner: np.ndarray     # candidate structure of each row
+    kept: np.ndarray      # rows taken (active set, picks) that MaxVol left out of the active set
 
 
 def select_structures(potential: Potential, candidates: Sequence[Atoms], active_set: ActiveSet, n: int,
@@ -60,7 +66,9 @@ def select_structures(potential: Potential, candidates: Sequence[Atoms], active_
         np.maximum.at(max_gamma, p.structure, g)
         for cl in np.unique(c):
             sel = c == cl
-            groups[(el, int(cl))] = _Group(matrices[el][cl], data_inv[el][cl], p.values[sel], p.structure[sel])
+            m = matrices[el][cl]
+            groups[(el, int(cl))] = _Group(m, data_inv[el][cl], p.values[sel], p.structure[sel],
+                                           np.empty((0, m.shape[1])))
 
     chosen: List[int] = []
     brought: List[int] = []
@@ -108,19 +116,29 @@ def selected_frames(candidates: Sequence[Atoms], selection: Selection) -> List[A
     return out
 
 
+def _maxvol_over_pool(grp: _Group, rows: np.ndarray, tol, max_iters):
+    """MaxVol from the group's active set over [active set; kept rows; rows]: (stacked matrix,
+    its chosen rows, index of the first of ``rows`` in it)."""
+    p = len(grp.matrix)
+    X = np.vstack([grp.matrix, grp.kept, rows])
+    res = maxvol(X, tol=tol, max_iters=max_iters, start=np.arange(p), start_inverse=grp.inverse)
+    return X, res.rows, p + len(grp.kept)
+
+
 def _entering(grp: _Group, rows: np.ndarray, tol, max_iters) -> np.ndarray:
     """Indices (into rows) of candidate rows MaxVol swaps into the group's active set."""
-    p = len(grp.matrix)
-    X = np.vstack([grp.matrix, rows])
-    res = maxvol(X, tol=tol, max_iters=max_iters, start=np.arange(p), start_inverse=grp.inverse)
-    return res.rows[res.rows >= p] - p
+    _, chosen, first = _maxvol_over_pool(grp, rows, tol, max_iters)
+    return chosen[chosen >= first] - first
 
 
 def _absorb(grp: _Group, rows: np.ndarray, tol, max_iters) -> None:
-    p = len(grp.matrix)
-    X = np.vstack([grp.matrix, rows])
-    res = maxvol(X, tol=tol, max_iters=max_iters, start=np.arange(p), start_inverse=grp.inverse)
-    grp.matrix = X[res.rows]
+    """Take ``rows`` (a picked structure's): the active set becomes MaxVol's choice over the pool,
+    and what it leaves out is kept."""
+    X, chosen, _ = _maxvol_over_pool(grp, rows, tol, max_iters)
+    left_out = np.ones(len(X), dtype=bool)
+    left_out[chosen] = False
+    grp.matrix = X[chosen]
+    grp.kept = X[left_out]
     grp.inverse = np.linalg.pinv(grp.matrix)
 
 
