@@ -283,3 +283,8 @@ def test_claims_verdicts_follow_their_rules():
     summary["hard/large"]["gamma_local_nearest"]["roc_auc"] = 0.8
     assert "heterogeneous data: partly** (local above global γ in 1 of 2" in \
         "\n".join(study.claims_markdown(summary, cases, "A"))
+    # no novelty case trained on several groups: claim 2's novelty verdict is not made up
+    only_homogeneous = [{"name": "hom", "train": ["A"], "novel": ["L"], "bases": ["small"]}]
+    text = "\n".join(study.claims_markdown(summary, only_homogeneous, "A"))
+    assert "ensemble σ: under-predicts beyond its training data **yes**, calibrated within it **yes**, " \
+           "misses novelty after heterogeneous training **not measured** (error/σ 4 vs 1.00)" in text
