@@ -122,3 +122,13 @@ def test_output_through_a_link_or_into_a_fifo(make_pot, tmp_path):
             reader.join(timeout=5)
     assert stat.S_ISFIFO(os.stat(fifo).st_mode), "the FIFO was replaced by a regular file"
     assert received and "Lattice=" in received[0]
+
+
+def test_python_dash_m_runs_the_cli():
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "aceuq", "evaluate", "--help"], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "usage: aceuq evaluate" in proc.stdout

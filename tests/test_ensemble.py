@@ -219,6 +219,31 @@ def test_bad_ensembles(cu_ensemble, tmp_path, make_pot):
         fit_ensemble(emt_training_set(["Cu"], n=3), 2, str(tmp_path / "x"), basis="huge")
 
 
+def test_cli_ensemble_bad_training_data(cu_frames, tmp_path, capsys):
+    """One clear line each: an element given that no training structure has (its functions would
+    stay unfitted), and a structure without labels, named by file and frame."""
+    from aceuq.cli.main import main
+
+    data = tmp_path / "train.extxyz"
+    frames = []
+    for a in cu_frames[:4]:
+        b = a.copy()
+        b.info = {"energy": a.info["energy"]}
+        b.arrays["forces"] = a.arrays["forces_ref"]
+        frames.append(b)
+    ase.io.write(data, frames, format="extxyz")
+    out = str(tmp_path / "ens")
+    assert main(["ensemble", str(data), "-n", "2", "--elements", "Cu", "Ni", "-o", out, "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert "element(s) Ni given but in no training structure" in err and "Traceback" not in err
+    del frames[2].info["energy"]
+    ase.io.write(data, frames, format="extxyz")
+    assert main(["ensemble", str(data), "-n", "2", "-o", out, "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert f"structure file '{data}', frame 2: a training structure has no energy" in err
+    assert not os.path.exists(out)
+
+
 def test_slab_design_matrix_and_fit(tmp_path):
     """Partly periodic cells (slabs) reach pyace as equivalent fully periodic ones."""
     from ase.build import fcc111

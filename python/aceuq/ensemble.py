@@ -39,7 +39,7 @@ from ase import Atoms
 from . import metrics
 from ._core import InputError
 from .calculator import ACECalculator
-from .data import atomic_path, is_integer, is_number, read_yaml_config
+from .data import atomic_path, is_integer, is_number, read_yaml_config, structure_label
 from .potential import Potential, stress_from_virial
 from .progress import progress as show_progress
 
@@ -168,30 +168,32 @@ class DesignMatrix:
         return X, y
 
 
-def _energy(atoms: Atoms) -> float:
+def _energy(atoms: Atoms, index: Optional[int] = None) -> float:
     if "energy" in atoms.info:
         return float(atoms.info["energy"])
     try:
         return float(atoms.get_potential_energy())
     except Exception:
-        raise InputError("a training structure has no energy (extxyz 'energy' or a calculator result)") from None
+        raise InputError(f"{structure_label(atoms, index)}: a training structure has no energy "
+                         f"(extxyz 'energy' or a calculator result)") from None
 
 
-def _forces(atoms: Atoms) -> np.ndarray:
+def _forces(atoms: Atoms, index: Optional[int] = None) -> np.ndarray:
     for key in ("forces", "forces_ref", "REF_forces"):
         if key in atoms.arrays:
             return np.asarray(atoms.arrays[key], dtype=float)
     try:
         return np.asarray(atoms.get_forces(), dtype=float)
     except Exception:
-        raise InputError("a training structure has no forces") from None
+        raise InputError(f"{structure_label(atoms, index)}: a training structure has no forces "
+                         f"(extxyz 'forces' or a calculator result)") from None
 
 
 def reference_energies(frames: Sequence[Atoms], elements: Sequence[str]) -> Dict[str, float]:
     """Per-element reference energies E0 by least squares E ≈ Σ_el n_el E0_el (as pacemaker's
     'auto' reference energy): a linear ACE model has no constant term."""
     comp = np.array([[a.get_chemical_symbols().count(el) for el in elements] for a in frames], dtype=float)
-    e = np.array([_energy(a) for a in frames])
+    e = np.array([_energy(a, k) for k, a in enumerate(frames)])
     e0, *_ = np.linalg.lstsq(comp, e, rcond=None)
     return {el: float(v) for el, v in zip(elements, e0)}
 
@@ -229,15 +231,17 @@ def design_matrix(bbasis, frames: Sequence[Atoms], e0: Dict[str, float], workers
 
     elements = list(bbasis.elements_name)
     comp = np.array([[a.get_chemical_symbols().count(el) for el in elements] for a in frames], dtype=int)
-    unknown = sorted({s for a in frames for s in a.get_chemical_symbols()} - set(elements))
-    if unknown:
-        raise InputError(f"structures contain element(s) {', '.join(unknown)} outside the basis ({', '.join(elements)})")
+    for k, a in enumerate(frames):
+        unknown = sorted(set(a.get_chemical_symbols()) - set(elements))
+        if unknown:
+            raise InputError(f"{structure_label(a, k)}: element(s) {', '.join(unknown)} outside the basis "
+                             f"({', '.join(elements)})")
     shift = comp @ np.array([e0.get(el, 0.0) for el in elements])
     cutoff = float(bbasis.cutoffmax)
     df = pd.DataFrame({
         "ase_atoms": [_fully_periodic(a, cutoff) for a in frames],
-        "energy_corrected": [_energy(a) - s for a, s in zip(frames, shift)],
-        "forces": [_forces(a) for a in frames],
+        "energy_corrected": [_energy(a, k) - s for k, (a, s) in enumerate(zip(frames, shift))],
+        "forces": [_forces(a, k) for k, a in enumerate(frames)],
     })
     ds = LinearACEDataset(bbasis, df)
     n_struct, n_atoms = len(frames), int(comp.sum())
@@ -311,7 +315,13 @@ def fit_linear_potential(frames: Sequence[Atoms], path: str, basis: str = "small
     if not frames:
         raise InputError("no training structures")
     check_cutoff(basis, cutoff)
-    elements = sorted(set(elements) if elements else {s for a in frames for s in a.get_chemical_symbols()})
+    present = {s for a in frames for s in a.get_chemical_symbols()}
+    if elements:
+        absent = sorted(set(elements) - present)
+        if absent:
+            raise InputError(f"element(s) {', '.join(absent)} given but in no training structure: their functions "
+                             f"would stay unfitted (zero), and would take part of the basis from the others")
+    elements = sorted(set(elements) if elements else present)
     bbasis = make_basis(basis, elements, float(cutoff) if cutoff else default_cutoff(frames))
     e0 = reference_energies(frames, list(bbasis.elements_name))
     dm = design_matrix(bbasis, frames, e0, workers=workers)
@@ -356,7 +366,13 @@ def fit_ensemble(frames: Sequence[Atoms], n_members: int, output_dir: str, basis
     frames = list(frames)
     if not frames:
         raise InputError("no training structures")
-    elements = sorted(set(elements) if elements else {s for a in frames for s in a.get_chemical_symbols()})
+    present = {s for a in frames for s in a.get_chemical_symbols()}
+    if elements:
+        absent = sorted(set(elements) - present)
+        if absent:
+            raise InputError(f"element(s) {', '.join(absent)} given but in no training structure: their functions "
+                             f"would stay unfitted (zero), and would take part of the basis from the others")
+    elements = sorted(set(elements) if elements else present)
     bbasis = make_basis(basis, elements, float(cutoff) if cutoff is not None else default_cutoff(frames))
     cutoff = float(bbasis.cutoffmax)  # what the members have (a basis config's rcut, not the argument)
     e0 = reference_energies(frames, list(bbasis.elements_name))
