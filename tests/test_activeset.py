@@ -107,6 +107,40 @@ def test_pyace_asi_loads_in_ours_and_max_gamma_agrees(spec, elements, tmp_path):
     assert extrapolating >= 2  # the comparison covers extrapolation, where two optima would differ
 
 
+def test_ase_calculator_grades_atoms_as_pyace(tmp_path):
+    """ACECalculator(..., active_set=) gives per-atom gamma and cluster from the same evaluation as
+    energy and forces: equal to pyace's PyACECalculator.set_active_set for a two-element .asi,
+    to ActiveSet.gamma for a .casi (pyace has none), and the energy and forces are unchanged."""
+    import potentials
+
+    from aceuq import ACECalculator
+
+    path = potentials.make_potential(SPECS["CuAl_sbessel"], str(tmp_path))
+    pot = aceuq.Potential(path)
+    train = emt_training_set(["Cu", "Al"], n=24, seed=7)
+    asi = build_active_set(pot, train).save(str(tmp_path / "g.asi"))
+    casi = build_active_set(pot, train, clusters=2).save(str(tmp_path / "c.casi"))
+    for atoms in (rattled_bulk(["Cu", "Al"], seed=11), slab(["Cu", "Al"], periodic_z=True)):
+        plain = atoms.copy()
+        plain.calc = ACECalculator(path)
+        a = atoms.copy()
+        a.calc = ACECalculator(path, active_set=asi)
+        np.testing.assert_allclose(a.get_forces(), plain.get_forces(), rtol=0, atol=1e-13)
+        assert a.get_potential_energy() == pytest.approx(plain.get_potential_energy(), rel=1e-14)
+        np.testing.assert_allclose(a.calc.results["gamma"], pyace_gamma(path, asi, atoms), rtol=1e-8, atol=1e-12)
+        assert a.calc.results["gamma"].max() > 1  # the comparison covers extrapolation
+        c = atoms.copy()
+        c.calc = ACECalculator(path, active_set=ActiveSet.load(casi, pot, assign="min"))
+        c.get_potential_energy()
+        gamma, cluster = ActiveSet.load(casi, pot, assign="min").gamma(atoms)
+        np.testing.assert_array_equal(c.calc.results["gamma"], gamma)
+        np.testing.assert_array_equal(c.calc.results["cluster"], cluster)
+        assert len(set(cluster)) > 1
+    with pytest.raises(ValueError, match="another potential"):
+        ACECalculator(potentials.make_potential(SPECS["Cu_sbessel"], str(tmp_path)),
+                      active_set=ActiveSet.load(asi, pot))
+
+
 def test_clustered_k1_equals_global_and_own_cluster_interpolates(cu, tmp_path):
     _, pot, train, _ = cu
     glob = build_active_set(pot, train)

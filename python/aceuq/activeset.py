@@ -257,6 +257,17 @@ class ActiveSet:
                 first, atoms_in_batch = i + 1, 0
         return out[0] if single else out
 
+    def grade_rows(self, symbols: Sequence[str], projections: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+        """Per-atom (gamma, cluster) of one structure from its projection rows as
+        ``Potential.evaluate(..., projections=mode)`` returns them (one row per atom, padded)."""
+        symbols = np.asarray(symbols)
+        gamma, cluster = np.zeros(len(symbols)), np.zeros(len(symbols), dtype=np.int32)
+        for el in np.unique(symbols):
+            rows = np.flatnonzero(symbols == el)
+            width = self.potential.n_projections(str(el), self.mode)
+            gamma[rows], cluster[rows] = self.grade(str(el), projections[rows, :width])
+        return gamma, cluster
+
     def grade_projections(self, projections, n_atoms: Sequence[int]):
         """Per-structure (gamma, cluster) from ``Potential.projections`` output (in this active
         set's mode) of structures with ``n_atoms`` atoms each."""

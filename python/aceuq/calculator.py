@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import os
+from typing import Optional
 
 from ase.calculators.calculator import Calculator, all_changes
 
 from .potential import Potential
 
 SINGLE_PROPERTIES = ["energy", "free_energy", "energies", "forces", "stress"]
+GAMMA_PROPERTIES = ["gamma", "cluster"]
 ENSEMBLE_PROPERTIES = ["energy", "free_energy", "energies", "forces", "stress", "energy_std", "energies_std",
                        "forces_std", "force_uncertainty", "stress_std"]
 
@@ -38,21 +40,45 @@ class ACECalculator(Calculator):
 
     >>> atoms.calc = ACECalculator("ens_dir")
     >>> atoms.get_forces(); atoms.calc.results["forces_std"]
+
+    With an active set (``.asi``/``.casi`` path or :class:`aceuq.activeset.ActiveSet`) of a single
+    potential, every calculation also grades the atoms, from the same evaluation: per-atom
+    ``gamma`` and ``cluster`` in ``results`` (as pyace's ``PyACECalculator.set_active_set``);
+    ``assign`` overrides the ``.casi``'s cluster assignment:
+
+    >>> atoms.calc = ACECalculator("output_potential.yaml", active_set="train.casi")
+    >>> atoms.get_forces(); atoms.calc.results["gamma"].max()
     """
 
     implemented_properties = SINGLE_PROPERTIES
 
-    def __init__(self, potential, calibrated: bool = True, **kwargs):
+    def __init__(self, potential, calibrated: bool = True, active_set=None, assign: Optional[str] = None,
+                 **kwargs):
         super().__init__(**kwargs)
-        self.potential = self.ensemble = None
+        self.potential = self.ensemble = self.active_set = None
         if _is_ensemble(potential):
             from .ensemble import Ensemble
 
+            if active_set is not None:
+                raise ValueError("active_set: gamma is graded for a single potential, not an ensemble")
             self.ensemble = potential if isinstance(potential, Ensemble) else Ensemble.load(potential)
             self.calibrated = calibrated
             self.implemented_properties = ENSEMBLE_PROPERTIES
         else:
             self.potential = potential if isinstance(potential, Potential) else Potential(potential)
+            if active_set is not None:
+                from .activeset import ActiveSet
+
+                if isinstance(active_set, ActiveSet):
+                    if active_set.potential.fingerprint != self.potential.fingerprint:
+                        raise ValueError(f"active_set: '{active_set.path}' was loaded for another potential "
+                                         f"than '{self.potential.path}'")
+                    if assign is not None:
+                        raise ValueError("assign: set it on the ActiveSet given (active_set.assign)")
+                    self.active_set = active_set
+                else:
+                    self.active_set = ActiveSet.load(active_set, self.potential, assign=assign)
+                self.implemented_properties = SINGLE_PROPERTIES + GAMMA_PROPERTIES
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
         super().calculate(atoms, properties, system_changes)
@@ -64,7 +90,11 @@ class ACECalculator(Calculator):
             if r.stress is not None:
                 self.results.update(stress=r.stress, stress_std=r.stress_std)
             return
-        res = self.potential.evaluate(self.atoms, forces=True)
+        mode = self.active_set.mode if self.active_set is not None else None
+        res = self.potential.evaluate(self.atoms, forces=True, projections=mode)
+        if self.active_set is not None:
+            gamma, cluster = self.active_set.grade_rows(self.atoms.get_chemical_symbols(), res.projections)
+            self.results.update(gamma=gamma, cluster=cluster)
         self.results["energy"] = res.energy
         self.results["free_energy"] = res.energy
         self.results["energies"] = res.energies
