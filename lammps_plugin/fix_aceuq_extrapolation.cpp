@@ -36,7 +36,7 @@ FixACEUQExtrapolation::FixACEUQExtrapolation(LAMMPS *lmp, int narg, char **arg) 
     frames_written(0), cutouts_written(0), append_to_file(false), file_started(false), last_checked(-1),
     halted(false)
 {
-  if (narg < 10)
+  if (narg < 4)
     error->all(FLERR, "Illegal fix aceuq/extrapolation command: expected "
                       "fix ID group aceuq/extrapolation N lower L upper U file OUT.extxyz [cutout R] "
                       "[append yes|no]");
@@ -92,6 +92,9 @@ void FixACEUQExtrapolation::init()
                       "hybrid style, not two)");
   if (!pair->has_active_set())
     error->all(FLERR, "fix aceuq/extrapolation: pair_coeff gave no active set (.asi or .casi): gamma is undefined");
+  if (!atom->tag_enable)
+    error->all(FLERR, "fix aceuq/extrapolation requires atom IDs (not 'atom_modify id no'): frames are "
+                      "ordered, and cut-outs centred, by atom ID");
   if (cutout > 0) {
     for (int d = 0; d < 3; ++d) {
       const double len = d == 0 ? domain->xprd : (d == 1 ? domain->yprd : domain->zprd);

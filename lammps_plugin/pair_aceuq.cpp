@@ -71,7 +71,9 @@ PairACEUQ::PairACEUQ(LAMMPS *lmp) : Pair(lmp), core(new Core)
   one_coeff = 1;
   manybody_flag = 1;
   centroidstressflag = CENTROID_NOTAVAIL;
-  comm_reverse = 9;    // newton pair off: force (3) and per-atom virial (6) of ghost atoms
+  // newton pair off: force (3) and per-atom virial (6) of ghost atoms; LAMMPS sizes its reverse
+  // buffers by comm_reverse_off when newton is off, by comm_reverse when it is on
+  comm_reverse = comm_reverse_off = 9;
   reverse_virial = 0;
 
   gamma_flag = 0;

@@ -21,6 +21,14 @@ def rattled_bulk(elements, seed=0):
     return a
 
 
+def cubic_alloy(elements, cells=3, seed=0):
+    """cells^3 cubic fcc cells, sites occupied at random, rattled; the box stays orthogonal."""
+    a = _occupy(bulk(elements[0], "fcc", a=LATTICE[elements[0]], cubic=True).repeat((cells, cells, cells)),
+                elements, seed)
+    a.rattle(0.05, seed=seed)
+    return a
+
+
 def small_cell(elements, seed=1):
     """Primitive cell (1 atom, or 2 for several elements): far smaller than the cutoff."""
     a = bulk(elements[0], "fcc", a=LATTICE[elements[0]])

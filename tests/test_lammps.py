@@ -16,7 +16,7 @@ from aceuq.activeset import ActiveSet  # noqa: E402
 from lmp_helpers import (aceuq_virial_voigt, build_asi, create_system, driver_env, evaluate,  # noqa: E402
                          reference_gamma, save_structure, set_aceuq, to_lammps_frame)
 from potentials import SPECS  # noqa: E402
-from structures import cluster, rattled_bulk, slab  # noqa: E402
+from structures import cluster, cubic_alloy, rattled_bulk, slab  # noqa: E402
 
 try:
     aceuq_lammps.plugin_path()
@@ -177,7 +177,9 @@ def test_two_ranks_equal_one(cual_asi, tmp_path):
     if not mpiexec:
         pytest.skip("mpiexec not found (pip install mpich)")
     path, pot, asi = cual_asi
-    atoms = to_lammps_frame(rattled_bulk(["Cu", "Al"], seed=2).repeat((2, 1, 1)))
+    # 3 x 3 x 3 cubic cells: enough ghost atoms per exchange that a reverse buffer sized for the
+    # forces only overflows with the per-atom virials (it crashed before comm_reverse_off was set)
+    atoms = to_lammps_frame(cubic_alloy(["Cu", "Al"], cells=3, seed=2))
     save_structure(tmp_path / "structure.npz", atoms)
     env = driver_env()
     results = {}

@@ -354,6 +354,33 @@ def test_bad_fix_input(setup, tmp_path, make_pot):
             lmp.command("run 0")
 
 
+def test_fix_without_atom_ids_is_refused(setup, tmp_path):
+    """Frames are ordered, and cut-outs centred, by atom ID: without IDs (atom_modify id no) every
+    atom was ID 0 and the cut-outs ran together."""
+    path, pot, asi, atoms, gamma, lower = setup
+    lmp = aceuq_lammps.make_lammps()
+    try:
+        lmp.commands_string(f"""
+            units metal
+            atom_style atomic
+            atom_modify id no
+            lattice fcc 3.7
+            region b block 0 3 0 3 0 3
+            create_box 2 b
+            create_atoms 1 box
+            mass * 30.0
+        """)
+        set_aceuq(lmp, path, ["Al", "Cu"], asi)
+        lmp.command(f"fix x all aceuq/extrapolation 1 lower 1 upper 2 file {tmp_path / 'o.extxyz'} cutout 4")
+        with pytest.raises(Exception, match="requires atom IDs"):
+            lmp.command("run 0")
+    finally:
+        lmp.close()
+    with system(setup) as lmp:  # a keyword without its value is named
+        with pytest.raises(Exception, match="keyword file needs a value"):
+            lmp.command("fix y all aceuq/extrapolation 1 lower 1 upper 2 file")
+
+
 def test_fix_pair_gamma_without_trigger_reads_the_fix_s_gamma(setup, tmp_path):
     """fix pair ... gamma 0 does not ask for gamma itself: it reads what the pair style last
     graded, here on the steps where fix aceuq/extrapolation asks."""
