@@ -177,17 +177,22 @@ def test_calibration_on_held_out_emt(cu_frames, cu_ensemble):
     assert Ensemble.load(os.path.dirname(cu_ensemble.paths[0])).calibration["forces"] == pytest.approx(cal["forces"])
 
 
+def _labelled(frames):
+    """Copies labelled as a DFT extxyz file is: info 'energy', per-atom 'forces'."""
+    out = []
+    for a in frames:
+        b = a.copy()
+        b.info = {"energy": a.info["energy"]}
+        b.arrays["forces"] = a.arrays["forces_ref"]
+        out.append(b)
+    return out
+
+
 def test_cli_ensemble(cu_frames, tmp_path):
     from aceuq.cli.main import main
 
     data = tmp_path / "train.extxyz"
-    frames = []
-    for a in cu_frames[:20]:
-        b = a.copy()
-        b.info = {"energy": a.info["energy"]}
-        b.arrays["forces"] = a.arrays["forces_ref"]
-        frames.append(b)
-    ase.io.write(data, frames, format="extxyz")
+    ase.io.write(data, _labelled(cu_frames[:20]), format="extxyz")
     out = tmp_path / "ens"
     rc = main(["ensemble", str(data), "-n", "3", "--bootstrap", "--basis", "small", "-o", str(out),
                "--holdout", "0.25", "--no-progress", "--seed", "3"])
@@ -225,12 +230,7 @@ def test_cli_ensemble_bad_training_data(cu_frames, tmp_path, capsys):
     from aceuq.cli.main import main
 
     data = tmp_path / "train.extxyz"
-    frames = []
-    for a in cu_frames[:4]:
-        b = a.copy()
-        b.info = {"energy": a.info["energy"]}
-        b.arrays["forces"] = a.arrays["forces_ref"]
-        frames.append(b)
+    frames = _labelled(cu_frames[:4])
     ase.io.write(data, frames, format="extxyz")
     out = str(tmp_path / "ens")
     assert main(["ensemble", str(data), "-n", "2", "--elements", "Cu", "Ni", "-o", out, "--no-progress"]) == 1

@@ -168,6 +168,18 @@ class DesignMatrix:
         return X, y
 
 
+def fit_elements(frames: Sequence[Atoms], elements: Optional[Sequence[str]]) -> List[str]:
+    """The sorted elements of a fit: those given, each of which some training structure must
+    contain (an element without data keeps its functions unfitted, zero, and takes part of the
+    basis from the others), or else those of the structures."""
+    present = {s for a in frames for s in a.get_chemical_symbols()}
+    absent = sorted(set(elements or ()) - present)
+    if absent:
+        raise InputError(f"element(s) {', '.join(absent)} given but in no training structure: their functions "
+                         f"would stay unfitted (zero), and would take part of the basis from the others")
+    return sorted(set(elements) if elements else present)
+
+
 def _energy(atoms: Atoms, index: Optional[int] = None) -> float:
     if "energy" in atoms.info:
         return float(atoms.info["energy"])
@@ -315,13 +327,7 @@ def fit_linear_potential(frames: Sequence[Atoms], path: str, basis: str = "small
     if not frames:
         raise InputError("no training structures")
     check_cutoff(basis, cutoff)
-    present = {s for a in frames for s in a.get_chemical_symbols()}
-    if elements:
-        absent = sorted(set(elements) - present)
-        if absent:
-            raise InputError(f"element(s) {', '.join(absent)} given but in no training structure: their functions "
-                             f"would stay unfitted (zero), and would take part of the basis from the others")
-    elements = sorted(set(elements) if elements else present)
+    elements = fit_elements(frames, elements)
     bbasis = make_basis(basis, elements, float(cutoff) if cutoff else default_cutoff(frames))
     e0 = reference_energies(frames, list(bbasis.elements_name))
     dm = design_matrix(bbasis, frames, e0, workers=workers)
@@ -366,13 +372,7 @@ def fit_ensemble(frames: Sequence[Atoms], n_members: int, output_dir: str, basis
     frames = list(frames)
     if not frames:
         raise InputError("no training structures")
-    present = {s for a in frames for s in a.get_chemical_symbols()}
-    if elements:
-        absent = sorted(set(elements) - present)
-        if absent:
-            raise InputError(f"element(s) {', '.join(absent)} given but in no training structure: their functions "
-                             f"would stay unfitted (zero), and would take part of the basis from the others")
-    elements = sorted(set(elements) if elements else present)
+    elements = fit_elements(frames, elements)
     bbasis = make_basis(basis, elements, float(cutoff) if cutoff is not None else default_cutoff(frames))
     cutoff = float(bbasis.cutoffmax)  # what the members have (a basis config's rcut, not the argument)
     e0 = reference_energies(frames, list(bbasis.elements_name))
