@@ -99,8 +99,8 @@ void FixACEUQExtrapolation::init()
     for (int d = 0; d < 3; ++d) {
       const double len = d == 0 ? domain->xprd : (d == 1 ? domain->yprd : domain->zprd);
       if (domain->periodicity[d] && 2.0 * cutout > len)
-        error->all(FLERR, "fix aceuq/extrapolation: cutout radius {} exceeds half the periodic box ({})", cutout,
-                   len);
+        error->all(FLERR, "fix aceuq/extrapolation: cutout radius {} exceeds half the periodic box length along "
+                   "{} ({} of {})", cutout, "xyz"[d], 0.5 * len, len);
     }
   }
   // a new file, as a dump starts one (or, with append yes, the file continued): found unwritable

@@ -31,7 +31,7 @@ steps: 400
 timestep: 0.002
 every: 10
 lower: 1.5
-upper: 8.0
+upper: 12.0
 select: 4
 """
 
@@ -101,10 +101,10 @@ def test_one_rank_equals_two_ranks_and_frames_obey_thresholds(setup):
     assert halted and len(halted) < len(one["replicas"]), "the config should make some replicas stop, not all"
     for r in one["replicas"]:
         mine = by_replica.get(r["index"], [])
-        assert all(f.arrays["gamma"].max() <= 8.0 for f in mine[:-1])
+        assert all(f.arrays["gamma"].max() <= 12.0 for f in mine[:-1])
         if r["halted"]:
             assert r["steps_run"] < 400 and r["steps_run"] % 10 == 0
-            assert mine[-1].info["step"] == r["steps_run"] and mine[-1].arrays["gamma"].max() > 8.0
+            assert mine[-1].info["step"] == r["steps_run"] and mine[-1].arrays["gamma"].max() > 12.0
         else:
             assert r["steps_run"] == 400
 
@@ -145,12 +145,20 @@ def test_bad_config_names_the_file_and_the_problem(setup, tmp_path):
     root, _ = setup
     base = (root / "explore.yaml").read_text()
     cases = {
-        "missing": (base.replace("upper: 8.0\n", ""), "missing upper"),
+        "missing": (base.replace("upper: 12.0\n", ""), "missing upper"),
         "unknown": (base + "temperature: 300\n", "unknown key(s) temperature"),
-        "order": (base.replace("lower: 1.5", "lower: 9.0"), "'upper' (8.0) must be above 'lower' (9.0)"),
+        "order": (base.replace("lower: 1.5", "lower: 13.0"), "'upper' (12.0) must be above 'lower' (13.0)"),
         "file": (base.replace("Cu.casi", "nope.casi"), "no such file 'nope.casi'"),
         "temps": (base.replace("[800, 3000]", "[800, -5]"), "temperatures must be positive"),
-        "steps": (base.replace("steps: 400", "steps: many"), "'steps' must be a number"),
+        "steps": (base.replace("steps: 400", "steps: many"), "'steps' must be an integer"),
+        "steps_float": (base.replace("steps: 400", "steps: 50.7"), "'steps' must be an integer, got 50.7"),
+        "steps_bool": (base.replace("steps: 400", "steps: true"), "'steps' must be an integer, got True"),
+        "nan": (base.replace("[800, 3000]", "[800, .nan]"), "'temperatures' must be a finite number"),
+        "inf": (base.replace("upper: 12.0", "upper: .inf"), "'upper' must be a finite number"),
+        "seed_float": (base.replace("seeds: [1, 2]", "seeds: [1.7]"), "'seeds' must be an integer"),
+        "seed_huge": (base.replace("seeds: [1, 2]", "seeds: [99999999999]"), "seeds must be integers from 1"),
+        "twice": (base.replace("seeds: [1, 2]", "seeds: [1, 1]"), "'seeds' lists a value twice"),
+        "null": (base.replace("potential: Cu.yaml", "potential: null"), "'potential' must be a file name"),
         "elements": (base + "elements: Cu Qq\n", "not element symbols: Qq"),
     }
     for name, (text, message) in cases.items():
@@ -265,3 +273,151 @@ def test_nvt_replica_holds_its_temperature(setup, tmp_path):
     sigma = T * np.sqrt(2.0 / (3 * n))
     assert np.all(np.abs(late - T) < 4 * sigma), late
     assert abs(late.mean() - T) < 3 * sigma / np.sqrt(len(late)), late
+
+
+def _config(root, tmp_path, name, **changes):
+    """The module's config with absolute paths to the setup's potential and active set, keys
+    replaced (a value of None drops the key), written to tmp_path/name."""
+    import yaml
+
+    cfg = yaml.safe_load(CONFIG)
+    cfg.update(potential=str(root / "Cu.yaml"), active_set=str(root / "Cu.casi"),
+               structures=str(root / "start.extxyz"))
+    cfg.update(changes)
+    cfg = {k: v for k, v in cfg.items() if v is not None}
+    (tmp_path / name).write_text(yaml.safe_dump(cfg))
+    return str(tmp_path / name)
+
+
+def test_a_run_into_the_folder_of_an_earlier_one_replaces_its_outputs(setup, tmp_path):
+    """Every output of the earlier run is gone or rewritten: a replica that fails now contributes
+    no stale frames, an earlier selection does not stay beside new candidates, and replica files of
+    the earlier run's replicas are removed."""
+    root, _ = setup
+    out = tmp_path / "out"
+    first = run(_config(root, tmp_path, "a.yaml", temperatures=[3000], steps=200), str(out), progress=False)
+    assert first["candidates"] > 0 and first["selected"] and (out / "selected.extxyz").exists()
+    assert len(list((out / "replicas").glob("replica_0003.*"))) > 0
+    write(tmp_path / "al.extxyz", bulk("Al", "fcc", a=4.05, cubic=True).repeat((2, 2, 2)))
+    second = run(_config(root, tmp_path, "b.yaml", structures=str(tmp_path / "al.extxyz"), seeds=[1]), str(out),
+                 progress=False)
+    assert [r["error"] is not None for r in second["replicas"]] == [True, True]
+    assert second["candidates"] == 0 and (out / "candidates.extxyz").stat().st_size == 0
+    assert second["selected"] == [] and "nothing to select" in second["selection_notes"][0]
+    assert not (out / "selected.extxyz").exists()
+    assert sorted(p.name for p in (out / "replicas").iterdir()) == []  # failed before LAMMPS started
+    assert "Al" in second["replicas"][0]["error"] and "start.extxyz" not in second["replicas"][0]["error"]
+    assert "al.extxyz', frame 0" in second["replicas"][0]["error"]
+
+
+def test_a_crossing_at_the_last_step_counts_as_a_stop(setup, tmp_path):
+    """A replica whose max γ crosses upper at its last step stopped there (the fix says so); it
+    used to be reported as finished, since it had run all its steps."""
+    root, _ = setup
+    common = dict(temperatures=[3000], seeds=[1], select=0, steps=200, lower=1.0e-3, upper=1.0e9)
+    probe = run(_config(root, tmp_path, "probe.yaml", **common), str(tmp_path / "probe"), progress=False)
+    frames = [f for f in read(tmp_path / "probe" / "candidates.extxyz", ":") if f.info["replica"] == 0]
+    steps = np.array([f.info["step"] for f in frames])
+    top = np.array([f.arrays["gamma"].max() for f in frames])
+    assert probe["replicas"][0]["frames_written"] == len(frames) == 200 // 10 + 1  # every check written
+    # the first check where max γ beats every earlier one by a margin: end the run there, with upper
+    # between the earlier maximum and that check's
+    k = next(k for k in range(2, len(top)) if top[k] > 1.05 * top[:k].max())
+    upper = 0.5 * (top[k] + top[:k].max())
+    short = run(_config(root, tmp_path, "short.yaml", **{**common, "steps": int(steps[k]), "upper": float(upper)}),
+                str(tmp_path / "short"), progress=False)
+    r = short["replicas"][0]
+    assert r["steps_run"] == steps[k] and r["last_max_gamma"] == pytest.approx(top[k], rel=1e-6)
+    assert r["halted"] is True
+
+
+def test_a_replica_that_fails_during_its_run_reports_what_it_wrote(setup, tmp_path):
+    """A timestep far too long loses atoms after some steps: the replica's error is recorded, and
+    its entry counts the steps it ran and the frames it wrote before, which are among the
+    candidates."""
+    root, _ = setup
+    summary = run(_config(root, tmp_path, "hot.yaml", temperatures=[60000], seeds=[1], steps=400, timestep=0.03,
+                          lower=1.5, upper=1.0e9, select=0), str(tmp_path / "out"), progress=False)
+    frames = read(tmp_path / "out" / "candidates.extxyz", ":")
+    for r in summary["replicas"]:
+        assert r["error"] and "Lost atoms" in r["error"]
+        mine = [f for f in frames if f.info["replica"] == r["index"]]
+        assert r["frames_written"] == len(mine) > 0
+        assert 0 < r["steps_run"] < 400 and max(f.info["step"] for f in mine) <= r["steps_run"]
+
+
+def test_an_open_cluster_without_a_cell_runs_as_in_a_box(setup, tmp_path):
+    """An open structure without a cell is put in a box (its boundaries shrink-wrap) and runs: its
+    first frame is the cluster as given, to a translation, graded as the same cluster given in a
+    vacuum box. (It failed with "cannot write ....data: LinAlgError: Singular matrix".)"""
+    from ase.cluster import Octahedron
+
+    root, pot = setup
+    bare = Octahedron("Cu", 4, cutoff=1, latticeconstant=3.61)
+    bare.pbc = False
+    assert bare.cell.rank == 0
+    boxed = bare.copy()
+    boxed.center(vacuum=8.0)
+    write(tmp_path / "bare.extxyz", bare)
+    write(tmp_path / "boxed.extxyz", boxed)
+    common = dict(temperatures=[1500], seeds=[1], steps=20, lower=1.0e-3, upper=1.0e9, select=0)
+    first = {}
+    for name in ("bare", "boxed"):
+        (r,) = run(_config(root, tmp_path, f"{name}.yaml", structures=str(tmp_path / f"{name}.extxyz"), **common),
+                   str(tmp_path / name), progress=False)["replicas"]
+        assert r["error"] is None and (r["steps_run"], r["frames_written"]) == (20, 3)
+        first[name] = read(tmp_path / name / "candidates.extxyz", 0)
+    a, b = first["bare"], first["boxed"]
+    assert a.info["step"] == b.info["step"] == 0
+    shift = (a.positions - bare.positions).mean(axis=0)
+    np.testing.assert_allclose(a.positions, bare.positions + shift, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(a.arrays["gamma"], b.arrays["gamma"], rtol=1e-6)
+
+
+def test_start_from_a_two_element_dump_keeps_its_chemistry(make_pot, tmp_path):
+    """A dump whose atom types are numbered otherwise than the potential's elements (type 1 = Cu,
+    type 2 = Al, `elements: Cu Al`; the potential lists Al first) runs the dump's chemistry: the
+    same replica as the structure given as extended XYZ. (ASE's data-file writer used the dump's
+    types over the potential's order: Cu and Al were swapped.)"""
+    from potentials import emt_training_set
+    from structures import cubic_alloy
+
+    path = make_pot("CuAl_sbessel")
+    pot = aceuq.Potential(path)
+    assert pot.elements == ["Al", "Cu"]
+    asi = build_active_set(pot, emt_training_set(["Cu", "Al"], n=12, seed=3)).save(str(tmp_path / "CuAl.asi"))
+    start = cubic_alloy(["Cu", "Al"], cells=2, seed=5)
+    start.wrap()
+    write(tmp_path / "start.extxyz", start)
+    start = read(tmp_path / "start.extxyz")
+    assert start.get_chemical_symbols().count("Cu") != start.get_chemical_symbols().count("Al")
+    lmp = aceuq_lammps.make_lammps()
+    try:
+        lmp.commands_string(f"""
+            units metal
+            atom_style atomic
+            atom_modify map array
+            region box block 0 {float(start.cell[0, 0])!r} 0 {float(start.cell[1, 1])!r} 0 {float(start.cell[2, 2])!r} units box
+            create_box 2 box
+        """)
+        for s, p in zip(start.get_chemical_symbols(), start.positions):
+            lmp.command("create_atoms {} single {!r} {!r} {!r} units box remap yes".format(
+                1 if s == "Cu" else 2, *map(float, p)))
+        lmp.commands_string(f"""
+            mass * 30.0
+            write_dump all custom {tmp_path / 'start.dump'} id type x y z modify sort id format float %.17g
+        """)
+    finally:
+        lmp.close()
+    text = (f"potential: {path}\nactive_set: {asi}\ntemperatures: [600]\nseeds: [1]\nsteps: 40\nevery: 10\n"
+            "lower: 1.0e-6\nupper: 1.0e9\nselect: 0\n")
+    (tmp_path / "xyz.yaml").write_text(text + f"structures: {tmp_path / 'start.extxyz'}\n")
+    (tmp_path / "dump.yaml").write_text(text + f"structures: {tmp_path / 'start.dump'}\nelements: Cu Al\n")
+    from_xyz = run(str(tmp_path / "xyz.yaml"), str(tmp_path / "out_xyz"), progress=False)
+    from_dump = run(str(tmp_path / "dump.yaml"), str(tmp_path / "out_dump"), progress=False)
+    drop = ("rank", "seconds")
+    (a,), (b,) = from_xyz["replicas"], from_dump["replicas"]
+    assert a["error"] is None and a["frames_written"] == 5
+    assert {k: v for k, v in a.items() if k not in drop} == {k: v for k, v in b.items() if k not in drop}
+    for f in read(tmp_path / "out_dump" / "candidates.extxyz", ":"):
+        assert f.get_chemical_symbols() == start.get_chemical_symbols()  # sorted by atom id = start's order

@@ -11,7 +11,8 @@ large for one rank; the fix gathers frames and cut-outs to one writer). Rank 0 t
 every replica wrote, in replica order, into ``candidates.extxyz`` and removes near-duplicates by
 D-optimal selection against the active set (as ``aceuq select``): ``selected.extxyz`` holds the
 configurations worth computing with DFT. ``summary.json`` lists every replica (steps run, whether
-it stopped, frames written, last max γ).
+it stopped, frames written, last max γ, error). A run replaces the outputs of an earlier run into
+the same folder.
 
 Config (YAML; paths relative to the config file)::
 
@@ -40,7 +41,8 @@ from dataclasses import asdict, dataclass
 from typing import Dict, List, Optional, Sequence
 
 from ._core import InputError
-from .data import atomic_output, parse_elements, read_structures, read_yaml_config, write_extxyz_atomic
+from .data import (atomic_output, is_integer, is_number, parse_elements, read_structures, read_yaml_config,
+                   structure_label, write_extxyz_atomic)
 
 DEFAULTS = {"seeds": [1], "timestep": 0.002, "every": 20, "cutout": None, "select": 0, "assign": None,
             "mode": "replicas", "elements": None}
@@ -90,35 +92,48 @@ def load_config(path) -> Dict:
             raise InputError(f"{where}: no such file '{p}' (looked for {full})")
         return full
 
+    def check_kind(key, v, kind):
+        # YAML reads 1e9 (no sign in the exponent) as text: numbers written so are taken too
+        x = v
+        if isinstance(v, str):
+            try:
+                x = float(v)
+            except ValueError:
+                pass
+        what = "an integer" if kind is int else "a finite number"
+        if not is_number(x) or (kind is int and not (is_integer(x) or float(x).is_integer())):
+            raise InputError(f"{where}: '{key}' must be {what}, got {v!r}")
+        return kind(x)
+
     def number_list(key, kind):
         v = cfg[key] if isinstance(cfg[key], list) else [cfg[key]]
-        try:
-            v = [kind(x) for x in v]
-        except (TypeError, ValueError):
-            raise InputError(f"{where}: '{key}' must be a number or a list of numbers, got {cfg[key]!r}") from None
         if not v:
             raise InputError(f"{where}: '{key}' is empty")
+        v = [check_kind(key, x, kind) for x in v]
+        if len(set(v)) < len(v):
+            raise InputError(f"{where}: '{key}' lists a value twice (its replicas would be identical): {cfg[key]!r}")
         return v
 
     def number(key, kind, low, strict=True):
-        try:
-            v = kind(cfg[key])
-        except (TypeError, ValueError):
-            raise InputError(f"{where}: '{key}' must be a number, got {cfg[key]!r}") from None
+        v = check_kind(key, cfg[key], kind)
         if v < low or (strict and v == low):
             raise InputError(f"{where}: '{key}' must be {'>' if strict else '>='} {low}, got {v}")
         return v
 
-    cfg["potential"] = file(str(cfg["potential"]))
-    cfg["active_set"] = file(str(cfg["active_set"]))
+    for key in ("potential", "active_set"):
+        if not isinstance(cfg[key], str):
+            raise InputError(f"{where}: '{key}' must be a file name, got {cfg[key]!r}")
+    cfg["potential"] = file(cfg["potential"])
+    cfg["active_set"] = file(cfg["active_set"])
     structures = cfg["structures"] if isinstance(cfg["structures"], list) else [cfg["structures"]]
     cfg["structures"] = [file(str(s)) for s in structures]
     cfg["temperatures"] = number_list("temperatures", float)
     if min(cfg["temperatures"]) <= 0:
         raise InputError(f"{where}: temperatures must be positive, got {cfg['temperatures']}")
     cfg["seeds"] = number_list("seeds", int)
-    if min(cfg["seeds"]) <= 0:
-        raise InputError(f"{where}: seeds must be positive integers (LAMMPS velocity seeds), got {cfg['seeds']}")
+    if min(cfg["seeds"]) <= 0 or max(cfg["seeds"]) > 2**31 - 1:
+        raise InputError(f"{where}: seeds must be integers from 1 to 2147483647 (LAMMPS velocity seeds), "
+                         f"got {cfg['seeds']}")
     cfg["steps"] = number("steps", int, 0)
     cfg["every"] = number("every", int, 0)
     cfg["timestep"] = number("timestep", float, 0.0)
@@ -177,30 +192,50 @@ def lammps_commands(cfg: Dict, data_file: str, elements: Sequence[str], pbc, out
     ]
 
 
-def run_replica(cfg: Dict, rep: Replica, atoms, elements: Sequence[str], folder: str, comm) -> ReplicaResult:
+def lammps_start(atoms, label: str, cutoff: float):
+    """The starting structure as the LAMMPS data file gets it: without the atom types a LAMMPS dump
+    brought (ASE's writer would use them instead of the potential's element order), and an open
+    structure without a cell put in a box (its boundaries shrink-wrap); InputError naming ``label``
+    for what cannot run."""
+    if len(atoms) < 2:
+        raise InputError(f"{label}: {len(atoms)} atom(s); MD at a temperature needs at least 2")
+    a = atoms.copy()
+    a.arrays.pop("type", None)
+    if a.cell.rank < 3:
+        if a.pbc.any():
+            raise InputError(f"{label}: periodic along {''.join('xyz'[k] for k in range(3) if a.pbc[k])} "
+                             f"but its cell has no volume")
+        a.center(vacuum=cutoff)
+    return a
+
+
+def run_replica(cfg: Dict, rep: Replica, atoms, elements: Sequence[str], folder: str, comm,
+                domain: bool = False, cutoff: float = 10.0) -> ReplicaResult:
     """One replica in a LAMMPS on ``comm`` (one rank, or all of them for mode: domain: every rank
-    of comm calls this); never raises (errors are recorded)."""
+    of comm calls this); never raises (errors are recorded, with what the replica did before)."""
     import ase.io
     from mpi4py import MPI
 
     from .lammps import make_lammps
 
     alone = comm.Get_size() == 1
-    res = ReplicaResult(rep.index, rep.structure, rep.temperature, rep.seed, MPI.COMM_WORLD.Get_rank() if alone else -1)
+    res = ReplicaResult(rep.index, rep.structure, rep.temperature, rep.seed,
+                        -1 if domain else MPI.COMM_WORLD.Get_rank())
     t0 = time.perf_counter()
     stem = os.path.join(folder, f"replica_{rep.index:04d}")
     out_file = stem + ".extxyz"
+    label = f"starting structure {rep.structure} ({structure_label(atoms, rep.structure)})"
     lmp = None
     try:
         present = sorted(set(atoms.get_chemical_symbols()) - set(elements))
         if present:
-            raise InputError(f"starting structure {rep.structure} has element(s) {', '.join(present)} "
-                             f"that the potential lacks")
+            raise InputError(f"{label} has element(s) {', '.join(present)} that the potential lacks")
+        start = lammps_start(atoms, label, cutoff)
         failed = None
         if comm.Get_rank() == 0:  # one writer; the other ranks of a domain run wait for it
             try:
                 # parallel=False: under MPI, ASE would otherwise write on world rank 0 only
-                ase.io.write(stem + ".data", atoms, format="lammps-data", specorder=list(elements),
+                ase.io.write(stem + ".data", start, format="lammps-data", specorder=list(elements),
                              masses=True, units="metal", atom_style="atomic", parallel=False)
             except Exception as exc:  # noqa: BLE001 -- shared with the other ranks below
                 failed = f"cannot write {stem}.data: {type(exc).__name__}: {exc}"
@@ -208,13 +243,8 @@ def run_replica(cfg: Dict, rep: Replica, atoms, elements: Sequence[str], folder:
         if failed:
             raise OSError(failed)
         lmp = make_lammps(cmdargs=["-log", stem + ".log", "-screen", "none", "-nocite"], comm=comm)
-        for c in lammps_commands(cfg, stem + ".data", elements, atoms.pbc, out_file, rep):
+        for c in lammps_commands(cfg, stem + ".data", elements, start.pbc, out_file, rep):
             lmp.command(c)
-        res.steps_run = int(lmp.extract_global("ntimestep"))
-        res.halted = res.steps_run < cfg["steps"]
-        vec = [lmp.extract_fix("x", 0, 1, k) for k in range(4)]
-        res.last_max_gamma = float(vec[0])
-        res.frames_written = int(vec[3] if cfg["cutout"] else vec[2])
     except Exception as exc:  # noqa: BLE001 -- recorded, reported by rank 0, exit code 1
         res.error = f"{type(exc).__name__}: {exc}"
         if not alone and type(exc).__name__ == "MPIAbortException":
@@ -232,11 +262,36 @@ def run_replica(cfg: Dict, rep: Replica, atoms, elements: Sequence[str], folder:
             print(f"{msg} (also in {stem}.error)", file=sys.stderr, flush=True)
             time.sleep(1.0)  # let mpiexec forward it before the abort tears the job down
             MPI.COMM_WORLD.Abort(1)
+    try:
+        if lmp is not None:  # also after an error in the run: what the replica did until then
+            res.steps_run = int(lmp.extract_global("ntimestep"))
+            if lmp.has_id("fix", "x"):
+                vec = [lmp.extract_fix("x", 0, 1, k) for k in range(4)]
+                res.last_max_gamma = float(vec[0])
+                res.frames_written = int(vec[3] if cfg["cutout"] else vec[2])
+                # the fix stops the run at the first check above upper (also one at the last step)
+                res.halted = res.last_max_gamma > cfg["upper"]
     finally:
         if lmp is not None:
             lmp.close()
     res.seconds = time.perf_counter() - t0
     return res
+
+
+OUTPUTS = ("candidates.extxyz", "selected.extxyz", "summary.json")
+REPLICA_SUFFIXES = (".extxyz", ".data", ".log", ".error")
+
+
+def remove_earlier_outputs(folder: str) -> None:
+    """What an earlier run into ``folder`` wrote (and this one writes anew): its outputs and
+    replica files, so that none of them is read, or left, as if this run had written it."""
+    for name in OUTPUTS:
+        if os.path.isfile(os.path.join(folder, name)):
+            os.unlink(os.path.join(folder, name))
+    replicas = os.path.join(folder, "replicas")
+    for name in os.listdir(replicas):
+        if name.startswith("replica_") and name.endswith(REPLICA_SUFFIXES):
+            os.unlink(os.path.join(replicas, name))
 
 
 def gather_frames(folder: str, results: Sequence[ReplicaResult]):
@@ -268,8 +323,14 @@ def run(config, output_dir: str, progress: bool = True, comm=None) -> Optional[D
     rank, size = comm.Get_rank(), comm.Get_size()
     # on every rank: a bad config or input file fails everywhere, with the same message
     cfg = load_config(config)
-    pot = Potential(cfg["potential"])
-    aset = ActiveSet.load(cfg["active_set"], pot, assign=cfg["assign"])
+    try:
+        pot = Potential(cfg["potential"])
+    except InputError as exc:
+        raise InputError(f"explore config '{config}', 'potential': {exc}") from None
+    try:
+        aset = ActiveSet.load(cfg["active_set"], pot, assign=cfg["assign"])
+    except InputError as exc:
+        raise InputError(f"explore config '{config}', 'active_set': {exc}") from None
     starts = read_structures(cfg["structures"], cfg["elements"])
     if not starts:
         raise InputError(f"explore config '{config}': the structure files hold no configuration")
@@ -280,8 +341,9 @@ def run(config, output_dir: str, progress: bool = True, comm=None) -> Optional[D
     if rank == 0:
         try:
             os.makedirs(replica_dir, exist_ok=True)
+            remove_earlier_outputs(folder)
         except OSError as exc:
-            failed = f"explore: cannot create the output folder {replica_dir}: {exc.strerror or exc}"
+            failed = f"explore: cannot prepare the output folder {replica_dir}: {exc.strerror or exc}"
     failed = comm.bcast(failed, root=0)
     if failed:
         raise InputError(failed)
@@ -290,7 +352,8 @@ def run(config, output_dir: str, progress: bool = True, comm=None) -> Optional[D
     mine = replicas if domain else replicas[rank::size]
     results = []
     for rep in mine:
-        r = run_replica(cfg, rep, starts[rep.structure], pot.elements, replica_dir, comm if domain else MPI.COMM_SELF)
+        r = run_replica(cfg, rep, starts[rep.structure], pot.elements, replica_dir,
+                        comm if domain else MPI.COMM_SELF, domain=domain, cutoff=pot.cutoff)
         if domain and rank != 0:
             continue  # the same result on every rank: rank 0 reports it
         results.append(r)
@@ -318,6 +381,9 @@ def run(config, output_dir: str, progress: bool = True, comm=None) -> Optional[D
             write_extxyz_atomic(os.path.join(folder, "selected.extxyz"), selected_frames(frames, sel))
             summary["selected"] = [int(i) for i in sel.indices]
             summary["selection_notes"] = sel.notes
+        elif cfg["select"]:
+            summary["selected"] = []
+            summary["selection_notes"] = ["no replica wrote a configuration: nothing to select"]
         with atomic_output(os.path.join(folder, "summary.json")) as fh:
             json.dump(summary, fh, indent=1)
     finally:
