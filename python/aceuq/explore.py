@@ -262,8 +262,8 @@ def run_replica(cfg: Dict, rep: Replica, atoms, elements: Sequence[str], folder:
             print(f"{msg} (also in {stem}.error)", file=sys.stderr, flush=True)
             time.sleep(1.0)  # let mpiexec forward it before the abort tears the job down
             MPI.COMM_WORLD.Abort(1)
-    try:
-        if lmp is not None:  # also after an error in the run: what the replica did until then
+    if lmp is not None:
+        try:  # also after an error in the run: what the replica did until then
             res.steps_run = int(lmp.extract_global("ntimestep"))
             if lmp.has_id("fix", "x"):
                 vec = [lmp.extract_fix("x", 0, 1, k) for k in range(4)]
@@ -271,8 +271,9 @@ def run_replica(cfg: Dict, rep: Replica, atoms, elements: Sequence[str], folder:
                 res.frames_written = int(vec[3] if cfg["cutout"] else vec[2])
                 # the fix stops the run at the first check above upper (also one at the last step)
                 res.halted = res.last_max_gamma > cfg["upper"]
-    finally:
-        if lmp is not None:
+        except Exception as exc:  # noqa: BLE001 -- a LAMMPS left unusable by its error
+            res.error = res.error or f"{type(exc).__name__}: {exc}"
+        finally:
             lmp.close()
     res.seconds = time.perf_counter() - t0
     return res
