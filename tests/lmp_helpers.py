@@ -88,6 +88,7 @@ def evaluate(lmp, natoms: int, runs: int = 1) -> dict:
         # LAMMPS order xx yy zz xy xz yz
         "virial": press * volume / nktv2p,
         "virial_peratom_sum": -ssum / nktv2p,
+        "virial_peratom": -np.array(lmp.gather("c_aceuq_satom", 1, 6)[: 6 * natoms]).reshape(natoms, 6) / nktv2p,
     }
     return out
 

@@ -136,6 +136,8 @@ def test_ase_calculator_grades_atoms_as_pyace(tmp_path):
         np.testing.assert_array_equal(c.calc.results["gamma"], gamma)
         np.testing.assert_array_equal(c.calc.results["cluster"], cluster)
         assert len(set(cluster)) > 1
+    with pytest.raises(ValueError, match="give active_set too"):
+        ACECalculator(path, assign="min")
     with pytest.raises(ValueError, match="another potential"):
         ACECalculator(potentials.make_potential(SPECS["Cu_sbessel"], str(tmp_path)),
                       active_set=ActiveSet.load(asi, pot))

@@ -123,6 +123,21 @@ def test_output_through_a_link_or_into_a_fifo(make_pot, tmp_path):
     assert stat.S_ISFIFO(os.stat(fifo).st_mode), "the FIFO was replaced by a regular file"
     assert received and "Lattice=" in received[0]
 
+    # -o /dev/stdout into a pipe and into a file (the shell's redirection): the frames, then the
+    # closing line, both reach what stdout is
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "aceuq", "evaluate", path, str(tmp_path / "s.extxyz"), "-o", "/dev/stdout",
+           "--no-progress"]
+    piped = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert piped.returncode == 0, piped.stderr
+    assert "Lattice=" in piped.stdout and "aceuq evaluate: 1 structures" in piped.stdout
+    with open(tmp_path / "redirected.txt", "w") as fh:
+        assert subprocess.run(cmd, stdout=fh, timeout=120).returncode == 0
+    text = (tmp_path / "redirected.txt").read_text()
+    assert "Lattice=" in text and "aceuq evaluate: 1 structures" in text
+
 
 def test_python_dash_m_runs_the_cli():
     import subprocess

@@ -153,6 +153,7 @@ def test_bad_config_names_the_file_and_the_problem(setup, tmp_path):
         "steps": (base.replace("steps: 400", "steps: many"), "'steps' must be an integer"),
         "steps_float": (base.replace("steps: 400", "steps: 50.7"), "'steps' must be an integer, got 50.7"),
         "steps_bool": (base.replace("steps: 400", "steps: true"), "'steps' must be an integer, got True"),
+        "steps_huge": (base.replace("steps: 400", "steps: " + "9" * 400), "'steps' must be an integer"),
         "nan": (base.replace("[800, 3000]", "[800, .nan]"), "'temperatures' must be a finite number"),
         "inf": (base.replace("upper: 12.0", "upper: .inf"), "'upper' must be a finite number"),
         "seed_float": (base.replace("seeds: [1, 2]", "seeds: [1.7]"), "'seeds' must be an integer"),
@@ -347,9 +348,10 @@ def test_a_replica_that_fails_during_its_run_reports_what_it_wrote(setup, tmp_pa
 
 
 def test_an_open_cluster_without_a_cell_runs_as_in_a_box(setup, tmp_path):
-    """An open structure without a cell is put in a box (its boundaries shrink-wrap) and runs: its
-    first frame is the cluster as given, to a translation, graded as the same cluster given in a
-    vacuum box. (It failed with "cannot write ....data: LinAlgError: Singular matrix".)"""
+    """An open structure without a cell, or with one that does not hold its atoms, is put in a box
+    (its boundaries shrink-wrap) and runs: its first frame is the cluster as given, to a
+    translation, graded as the same cluster given in a vacuum box. (They failed with "Singular
+    matrix" and "Did not assign all atoms correctly".)"""
     from ase.cluster import Octahedron
 
     root, pot = setup
@@ -358,11 +360,14 @@ def test_an_open_cluster_without_a_cell_runs_as_in_a_box(setup, tmp_path):
     assert bare.cell.rank == 0
     boxed = bare.copy()
     boxed.center(vacuum=8.0)
+    narrow = bare.copy()
+    narrow.set_cell([3.0, 3.0, 3.0])  # a cell that does not hold the atoms
     write(tmp_path / "bare.extxyz", bare)
     write(tmp_path / "boxed.extxyz", boxed)
+    write(tmp_path / "narrow.extxyz", narrow)
     common = dict(temperatures=[1500], seeds=[1], steps=20, lower=1.0e-3, upper=1.0e9, select=0)
     first = {}
-    for name in ("bare", "boxed"):
+    for name in ("bare", "boxed", "narrow"):
         (r,) = run(_config(root, tmp_path, f"{name}.yaml", structures=str(tmp_path / f"{name}.extxyz"), **common),
                    str(tmp_path / name), progress=False)["replicas"]
         assert r["error"] is None and (r["steps_run"], r["frames_written"]) == (20, 3)
@@ -372,6 +377,7 @@ def test_an_open_cluster_without_a_cell_runs_as_in_a_box(setup, tmp_path):
     shift = (a.positions - bare.positions).mean(axis=0)
     np.testing.assert_allclose(a.positions, bare.positions + shift, rtol=0, atol=1e-6)
     np.testing.assert_allclose(a.arrays["gamma"], b.arrays["gamma"], rtol=1e-6)
+    np.testing.assert_allclose(first["narrow"].arrays["gamma"], b.arrays["gamma"], rtol=1e-6)
 
 
 def test_start_from_a_two_element_dump_keeps_its_chemistry(make_pot, tmp_path):

@@ -56,6 +56,8 @@ class ACECalculator(Calculator):
                  **kwargs):
         super().__init__(**kwargs)
         self.potential = self.ensemble = self.active_set = None
+        if assign is not None and active_set is None:
+            raise ValueError("assign: the cluster assignment of an active set; give active_set too")
         if _is_ensemble(potential):
             from .ensemble import Ensemble
 

@@ -3,6 +3,7 @@ writing extended XYZ atomically."""
 from __future__ import annotations
 
 import os
+import re
 import stat
 import tempfile
 from contextlib import contextmanager
@@ -166,7 +167,12 @@ def read_yaml_config(path: PathLike, what: str) -> dict:
 
 def is_number(v) -> bool:
     """A finite int or float (numpy's too), not a bool: what a config or argument may give as a number."""
-    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) and bool(np.isfinite(v))
+    if not isinstance(v, (int, float, np.integer, np.floating)) or isinstance(v, bool):
+        return False
+    try:
+        return bool(np.isfinite(float(v)))
+    except OverflowError:  # an int beyond any float
+        return False
 
 
 def is_integer(v) -> bool:
@@ -210,16 +216,35 @@ def check_output(path: PathLike, folder: bool = False) -> str:
 
 
 def _output_target(path: str):
-    """(target, in_place): the file that writing ``path`` reaches (symbolic links followed, so a
-    link keeps pointing where it did and its target gets the content) and whether it must be
-    written in place: an existing file that is not a regular one (a device such as /dev/null, a
-    FIFO) must not be replaced by a rename."""
-    target = os.path.realpath(path)
+    """(target, in_place): where writing ``path`` goes and whether in place. An existing file that
+    is not a regular one (a device such as /dev/null, a FIFO) and a name of an open descriptor
+    (/dev/stdout, /dev/fd/N: a shell's redirection) must not be replaced by a rename: they are
+    written in place, through ``path`` itself. Otherwise symbolic links are followed, so a link
+    keeps pointing where it did and its target gets the content."""
     try:
-        mode = os.stat(target).st_mode
+        mode = os.stat(path).st_mode  # follows links, also /proc's links to open descriptors
     except OSError:  # not there (yet), or not reachable: writing it will tell
-        return target, False
-    return target, not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
+        return os.path.realpath(path), False
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)) or _descriptor(path) is not None:
+        return path, True
+    return os.path.realpath(path), False
+
+
+_DESCRIPTOR = re.compile(r"^/(?:proc/(self|\d+)|dev)/fd/(\d+)$")
+
+
+def _descriptor(path: str) -> Optional[int]:
+    """The open file descriptor of this process that ``path``, or a symbolic link it leads
+    through, names (/dev/stdout -> /proc/self/fd/1: 1), else None."""
+    p = os.path.abspath(path)
+    for _ in range(40):  # a chain of links, not a loop
+        m = _DESCRIPTOR.match(p)
+        if m:
+            return int(m.group(2)) if m.group(1) in (None, "self", str(os.getpid())) else None
+        if not os.path.islink(p):
+            return None
+        p = os.path.normpath(os.path.join(os.path.dirname(p), os.readlink(p)))
+    return None
 
 
 def _temp_in(folder: str, suffix: str, what: str):
@@ -265,7 +290,14 @@ def atomic_path(path: PathLike, suffix: str = ".tmp") -> Iterator[str]:
 
 @contextmanager
 def atomic_output(path: PathLike, mode: str = "w") -> Iterator[IO]:
-    """An open file whose content replaces ``path`` atomically when the block ends."""
+    """An open file whose content replaces ``path`` atomically when the block ends. A path naming
+    one of this process's open descriptors (``-o /dev/stdout``) is written through that
+    descriptor, where it stands (as ``>`` or ``>>`` left it), not reopened from the start."""
+    fd = _descriptor(os.fspath(path))
+    if fd is not None:
+        with os.fdopen(os.dup(fd), mode) as fh:
+            yield fh
+        return
     with atomic_path(path) as tmp, open(tmp, mode) as fh:
         yield fh
 

@@ -201,11 +201,14 @@ def lammps_start(atoms, label: str, cutoff: float):
         raise InputError(f"{label}: {len(atoms)} atom(s); MD at a temperature needs at least 2")
     a = atoms.copy()
     a.arrays.pop("type", None)
-    if a.cell.rank < 3:
-        if a.pbc.any():
+    open_axes = [k for k in range(3) if not a.pbc[k]]
+    if not open_axes and a.cell.rank < 3:
+        raise InputError(f"{label}: periodic, but its cell has no volume")
+    if open_axes:  # the cell along them need not hold the atoms (or exist): LAMMPS needs it to
+        a.center(vacuum=cutoff, axis=open_axes)
+        if a.cell.rank < 3:
             raise InputError(f"{label}: periodic along {''.join('xyz'[k] for k in range(3) if a.pbc[k])} "
                              f"but its cell has no volume")
-        a.center(vacuum=cutoff)
     return a
 
 
@@ -287,8 +290,9 @@ def remove_earlier_outputs(folder: str) -> None:
     """What an earlier run into ``folder`` wrote (and this one writes anew): its outputs and
     replica files, so that none of them is read, or left, as if this run had written it."""
     for name in OUTPUTS:
-        if os.path.isfile(os.path.join(folder, name)):
-            os.unlink(os.path.join(folder, name))
+        path = os.path.join(folder, name)
+        if os.path.isfile(path) and not os.path.islink(path):  # a link is written through, as any output
+            os.unlink(path)
     replicas = os.path.join(folder, "replicas")
     for name in os.listdir(replicas):
         if name.startswith("replica_") and name.endswith(REPLICA_SUFFIXES):
