@@ -360,7 +360,7 @@ def test_fix_without_atom_ids_is_refused(setup, tmp_path):
     path, pot, asi, atoms, gamma, lower = setup
     lmp = aceuq_lammps.make_lammps()
     try:
-        lmp.commands_string(f"""
+        lmp.commands_string("""
             units metal
             atom_style atomic
             atom_modify id no
