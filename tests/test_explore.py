@@ -188,6 +188,30 @@ def test_replica_with_foreign_element_fails_alone(setup, tmp_path):
     assert all(e and "Al" in e and "lacks" in e for e in errors[2:])
 
 
+def _write_dump(path, atoms, type_elements):
+    """A LAMMPS dump (id type x y z, 17 digits) of atoms in an orthogonal box, written by LAMMPS:
+    atom type k + 1 for the element type_elements[k]."""
+    lmp = aceuq_lammps.make_lammps()
+    try:
+        c = atoms.cell
+        lmp.commands_string(f"""
+            units metal
+            atom_style atomic
+            atom_modify map array
+            region box block 0 {float(c[0, 0])!r} 0 {float(c[1, 1])!r} 0 {float(c[2, 2])!r} units box
+            create_box {len(type_elements)} box
+        """)
+        for s, p in zip(atoms.get_chemical_symbols(), atoms.positions):
+            lmp.command("create_atoms {} single {!r} {!r} {!r} units box remap yes".format(
+                type_elements.index(s) + 1, *map(float, p)))
+        lmp.commands_string(f"""
+            mass * 30.0
+            write_dump all custom {path} id type x y z modify sort id format float %.17g
+        """)
+    finally:
+        lmp.close()
+
+
 def test_start_from_a_lammps_dump(setup, tmp_path):
     """Starting structures given as a LAMMPS dump (atom types, `elements:` in the config) run the
     same replicas as the same structure given as extended XYZ."""
@@ -197,23 +221,7 @@ def test_start_from_a_lammps_dump(setup, tmp_path):
     start.wrap()  # inside the box: LAMMPS keeps every position as given
     write(tmp_path / "start.extxyz", start)
     start = read(tmp_path / "start.extxyz")  # the positions as extxyz keeps them (8 decimals)
-    lmp = aceuq_lammps.make_lammps()
-    try:
-        lmp.commands_string(f"""
-            units metal
-            atom_style atomic
-            atom_modify map array
-            region box block 0 {float(start.cell[0, 0])!r} 0 {float(start.cell[1, 1])!r} 0 {float(start.cell[2, 2])!r} units box
-            create_box 1 box
-        """)
-        for p in start.positions:
-            lmp.command("create_atoms 1 single {!r} {!r} {!r} units box remap yes".format(*map(float, p)))
-        lmp.commands_string(f"""
-            mass 1 63.546
-            write_dump all custom {tmp_path / 'start.dump'} id type x y z modify sort id format float %.17g
-        """)
-    finally:
-        lmp.close()
+    _write_dump(tmp_path / "start.dump", start, ["Cu"])
     # the box is orthogonal (a triclinic one would round positions through fractional coordinates),
     # so both files hold the same numbers
     from aceuq.data import read_structures
@@ -397,24 +405,7 @@ def test_start_from_a_two_element_dump_keeps_its_chemistry(make_pot, tmp_path):
     write(tmp_path / "start.extxyz", start)
     start = read(tmp_path / "start.extxyz")
     assert start.get_chemical_symbols().count("Cu") != start.get_chemical_symbols().count("Al")
-    lmp = aceuq_lammps.make_lammps()
-    try:
-        lmp.commands_string(f"""
-            units metal
-            atom_style atomic
-            atom_modify map array
-            region box block 0 {float(start.cell[0, 0])!r} 0 {float(start.cell[1, 1])!r} 0 {float(start.cell[2, 2])!r} units box
-            create_box 2 box
-        """)
-        for s, p in zip(start.get_chemical_symbols(), start.positions):
-            lmp.command("create_atoms {} single {!r} {!r} {!r} units box remap yes".format(
-                1 if s == "Cu" else 2, *map(float, p)))
-        lmp.commands_string(f"""
-            mass * 30.0
-            write_dump all custom {tmp_path / 'start.dump'} id type x y z modify sort id format float %.17g
-        """)
-    finally:
-        lmp.close()
+    _write_dump(tmp_path / "start.dump", start, ["Cu", "Al"])  # type 1 = Cu: not the potential's order
     text = (f"potential: {path}\nactive_set: {asi}\ntemperatures: [600]\nseeds: [1]\nsteps: 40\nevery: 10\n"
             "lower: 1.0e-6\nupper: 1.0e9\nselect: 0\n")
     (tmp_path / "xyz.yaml").write_text(text + f"structures: {tmp_path / 'start.extxyz'}\n")
