@@ -170,16 +170,19 @@ def test_nve_conserves_energy(make_pot):
     assert abs(drift) < 2e-5, drift
 
 
-def test_two_ranks_equal_one(cual_asi, tmp_path):
-    """Domain decomposition over 2 ranks, newton on and off: same energy, forces, virial and gamma
-    as one rank."""
+@pytest.mark.parametrize("box", ["triclinic", "cubic"])
+def test_two_ranks_equal_one(cual_asi, tmp_path, box):
+    """Domain decomposition over 2 ranks, newton on and off: same energy, forces, virials and gamma
+    as one rank, in a strained (triclinic) box and in a cubic one."""
     mpiexec = aceuq_lammps.mpiexec_path()
     if not mpiexec:
         pytest.skip("mpiexec not found (pip install mpich)")
     path, pot, asi = cual_asi
-    # 3 x 3 x 3 cubic cells: enough ghost atoms per exchange that a reverse buffer sized for the
-    # forces only overflows with the per-atom virials (it crashed before comm_reverse_off was set)
-    atoms = to_lammps_frame(cubic_alloy(["Cu", "Al"], cells=3, seed=2))
+    if box == "triclinic":
+        atoms = to_lammps_frame(rattled_bulk(["Cu", "Al"], seed=2).repeat((2, 1, 1)))
+    else:  # 3 x 3 x 3 cells: enough ghost atoms per exchange that a reverse buffer sized for the
+        # forces only overflows with the per-atom virials (it crashed before comm_reverse_off was set)
+        atoms = to_lammps_frame(cubic_alloy(["Cu", "Al"], cells=3, seed=2))
     save_structure(tmp_path / "structure.npz", atoms)
     env = driver_env()
     results = {}
