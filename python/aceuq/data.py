@@ -175,6 +175,18 @@ def is_number(v) -> bool:
         return False
 
 
+def config_number(v) -> Optional[float]:
+    """A config value as a finite number, else None: ints and floats (not bools), and numbers
+    written as text (PyYAML reads '1e-5' as a string: only '1.0e-5' is a float to it)."""
+    if isinstance(v, bool):
+        return None
+    try:
+        x = float(v)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return x if np.isfinite(x) else None
+
+
 def is_integer(v) -> bool:
     """An int (numpy's too), not a bool."""
     return isinstance(v, (int, np.integer)) and not isinstance(v, bool)

@@ -41,7 +41,7 @@ from dataclasses import asdict, dataclass
 from typing import Dict, List, Optional, Sequence
 
 from ._core import InputError
-from .data import (atomic_output, is_integer, is_number, parse_elements, read_structures, read_yaml_config,
+from .data import (atomic_output, config_number, is_integer, parse_elements, read_structures, read_yaml_config,
                    structure_label, write_extxyz_atomic)
 
 DEFAULTS = {"seeds": [1], "timestep": 0.002, "every": 20, "cutout": None, "select": 0, "assign": None,
@@ -93,17 +93,11 @@ def load_config(path) -> Dict:
         return full
 
     def check_kind(key, v, kind):
-        # YAML reads 1e9 (no sign in the exponent) as text: numbers written so are taken too
-        x = v
-        if isinstance(v, str):
-            try:
-                x = float(v)
-            except ValueError:
-                pass
-        what = "an integer" if kind is int else "a finite number"
-        if not is_number(x) or (kind is int and not (is_integer(x) or float(x).is_integer())):
-            raise InputError(f"{where}: '{key}' must be {what}, got {v!r}")
-        return kind(x)
+        x = config_number(v)
+        if x is None or (kind is int and not x.is_integer()):
+            raise InputError(f"{where}: '{key}' must be {'an integer' if kind is int else 'a finite number'}, "
+                             f"got {v!r}")
+        return int(v) if kind is int and is_integer(v) else kind(x)
 
     def number_list(key, kind):
         v = cfg[key] if isinstance(cfg[key], list) else [cfg[key]]
@@ -202,13 +196,11 @@ def lammps_start(atoms, label: str, cutoff: float):
     a = atoms.copy()
     a.arrays.pop("type", None)
     open_axes = [k for k in range(3) if not a.pbc[k]]
-    if not open_axes and a.cell.rank < 3:
-        raise InputError(f"{label}: periodic, but its cell has no volume")
     if open_axes:  # the cell along them need not hold the atoms (or exist): LAMMPS needs it to
         a.center(vacuum=cutoff, axis=open_axes)
-        if a.cell.rank < 3:
-            raise InputError(f"{label}: periodic along {''.join('xyz'[k] for k in range(3) if a.pbc[k])} "
-                             f"but its cell has no volume")
+    if a.cell.rank < 3:
+        raise InputError(f"{label}: periodic along {''.join('xyz'[k] for k in range(3) if a.pbc[k])} "
+                         f"but its cell has no volume")
     return a
 
 

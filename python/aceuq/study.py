@@ -64,7 +64,7 @@ from ase import Atoms
 from . import ensemble as ens_mod
 from . import metrics
 from ._core import InputError
-from .data import file_sha256, is_integer, read_structures, read_yaml_config
+from .data import config_number, file_sha256, is_integer, read_structures, read_yaml_config
 
 METRIC_KEYS = ("spearman", "pearson", "miscalibration_area", "roc_auc", "pr_auc")
 GAMMA_ASSIGN = ("nearest", "min")
@@ -233,13 +233,10 @@ def load_config(path_or_dict) -> Dict:
 
 
 def _number(v, ok, text: str, key: str, bad) -> float:
-    """A finite number (YAML may hand a string such as '1e-5': PyYAML reads only '1.0e-5' as a
-    float) with ok(v), else bad(...)."""
-    try:
-        x = float(v) if not isinstance(v, bool) else None
-    except (TypeError, ValueError):
-        x = None
-    if x is None or not np.isfinite(x) or not ok(x):
+    """A finite number (data.config_number: also one YAML hands over as text) with ok(v), else
+    bad(...)."""
+    x = config_number(v)
+    if x is None or not ok(x):
         bad(f"{key} must be a number {text}, got {v!r}")
     return x
 
