@@ -107,6 +107,39 @@ def test_pyace_asi_loads_in_ours_and_max_gamma_agrees(spec, elements, tmp_path):
     assert extrapolating >= 2  # the comparison covers extrapolation, where two optima would differ
 
 
+def test_real_data_keep_their_resolved_directions(data_dir, tmp_path):
+    """mlearn-Si (DFT MD, vacancies, surfaces): the column-scaled projections have resolved
+    directions between 1e-12 and 1e-8 of the largest, which pacemaker's MaxVol keeps and which
+    decide the grade of many new atoms. The active set keeps all of them: same rows as pyace's
+    MaxVol, and the same gamma on the test set."""
+    import ase.io
+    import potentials
+    from pyace import ACEBBasisSet
+    from pyace.activelearning import compute_active_set, compute_B_projections
+
+    frames = ase.io.read(os.path.join(data_dir, "mlearn-Si", "train.extxyz"), ":")
+    train = [a for a in frames if a.info["config_type"] != "Elastic"][::4]
+    test = ase.io.read(os.path.join(data_dir, "mlearn-Si", "test.extxyz"), ":")[::2]
+    path = potentials.make_potential_from_frames(potentials.SI_SMALL, str(tmp_path), train, "mixed")
+    pot = aceuq.Potential(path)
+    proj = compute_B_projections(ACEBBasisSet(path), train)
+    proj = (proj[0] if isinstance(proj, tuple) else proj)[0]
+    R = np.linalg.qr(proj, mode="r")
+    s = np.linalg.svd(R / np.linalg.norm(R, axis=0), compute_uv=False)
+    assert s[-1] / s[0] < 1e-8          # the data hold such directions: the check below can fail
+    built = build_active_set(pot, train, tol=TOL)
+    m = built.elements["Si"].matrices[0]
+    assert m.rank == pot.n_functions("Si") and not m.notes
+    active = compute_active_set({0: proj}, tol=1 + TOL)
+    active = (active[0] if isinstance(active, tuple) else active)[0]
+    # the same active set: equal volumes (atoms of one environment are interchangeable)
+    assert np.linalg.slogdet(proj[m.rows])[1] == pytest.approx(np.linalg.slogdet(active)[1], abs=1e-6)
+    ours = ActiveSet.load(built.save(str(tmp_path / "si.asi")), pot)
+    g_ours = np.concatenate([g for g, _ in ours.gamma(test)])
+    g_pace = np.abs(pot.projections(test)["Si"].values @ np.linalg.inv(active)).max(axis=1)
+    np.testing.assert_allclose(g_ours, g_pace, rtol=1e-6)
+
+
 def test_ase_calculator_grades_atoms_as_pyace(tmp_path):
     """ACECalculator(..., active_set=) gives per-atom gamma and cluster from the same evaluation as
     energy and forces: equal to pyace's PyACECalculator.set_active_set for a two-element .asi,
@@ -273,7 +306,7 @@ def test_degenerate_elastic_si(make_pot, data_dir, tmp_path):
     pot = aceuq.Potential(path)
     built = build_active_set(pot, train)
     m = built.elements["Si"].matrices[0]
-    assert m.rank < pot.n_functions("Si") and m.condition < 1e9 and np.all(np.isfinite(m.inverse))
+    assert m.rank < pot.n_functions("Si") and m.condition < 1e13 and np.all(np.isfinite(m.inverse))
     aset = ActiveSet.load(built.save(str(tmp_path / "si.asi")), pot)
     g_train = np.concatenate([g for g, _ in aset.gamma(train)])
     assert g_train.max() <= 1 + TOL + 1e-6

@@ -35,14 +35,19 @@ of ordinary atoms ~1e12). We detect the rank and restrict to the well-conditione
   do, and B functions differ by orders of magnitude), with norms floored at ``col_rtol`` (1e-6)
   times the largest: functions that vanish on all training rows (by the symmetry of a perfect
   crystal) must not be blown up to unit size. Take the SVD of the scaled data (through the R of
-  a QR, so it streams) and keep the r directions with singular value above ``rank_rtol`` (1e-8)
-  times the largest: MaxVol then runs on a matrix of condition number <= 1e8, whose gamma is
-  still accurate to ~1e-8, and ordinary full-rank training sets keep all p directions.
+  a QR, so it streams) and keep the r directions with singular value above ``rank_rtol`` (1e-12)
+  times the largest. Real training sets have resolved directions down to ~1e-11 (mlearn-Si: 3.8e-9
+  and 1.5e-11 at 30 functions), which pacemaker keeps and which carry the grade of many new atoms:
+  a cut at 1e-8 changed test gammas by a fifth; the cut stays four orders above rounding level,
+  where the directions of degenerate data go on down to 1e-17. MaxVol runs on whitened
+  coordinates, so the conditioning of the kept subspace does not reach its row choice.
 * The p - r discarded directions are not dropped from gamma: a new atom that has a component
   along a direction the training data never spanned IS extrapolating, and a plain projection
   onto the subspace would hide exactly that. Each discarded direction k gets one column of M,
   scaled by 1 / delta_k, delta_k the largest |component| of any training row along it (floored at
-  rank_rtol times the largest scaled row norm, the noise level of the rank decision).
+  ``spread_rtol`` (1e-8) times the largest scaled row norm: along a direction the data (next to)
+  never spanned, a floor at the rank cut's own level would weight the rounding noise of new
+  atoms' projections by up to 1e12, and gamma would move by 1e-5 under 1e-8 Å displacements).
 
 So the grade stays one linear map, max_j |(b M)_j|, readable by pyace and our Grader alike;
 every training row still has gamma <= 1 + tol; and novelty along unseen directions counts in
@@ -65,7 +70,8 @@ from .progress import progress as show_progress
 
 DEFAULT_TOL = 1e-3          # |coefficients| <= 1 + tol; pacemaker's gamma_tolerance 1.001
 DEFAULT_MAX_ITERS = 2000    # row swaps per MaxVol run
-DEFAULT_RANK_RTOL = 1e-8    # relative singular value below which a direction is not resolved
+DEFAULT_RANK_RTOL = 1e-12   # relative singular value below which a direction is not resolved
+DEFAULT_SPREAD_RTOL = 1e-8  # floor of the training spread along a discarded direction (x largest row norm)
 DEFAULT_COL_RTOL = 1e-6     # column norms are floored at this times the largest
 _BYTES_PER_VALUE = 8
 _WORK_COPIES = 4            # a batch row is held about 4 times: raw, reduced, coefficients, temporary
@@ -246,6 +252,7 @@ def batch_rows_for(memory_limit: Optional[int], p: int) -> Optional[int]:
 
 def select_active_set(data, tol: float = DEFAULT_TOL, max_iters: int = DEFAULT_MAX_ITERS,
                       rank_rtol: float = DEFAULT_RANK_RTOL, col_rtol: float = DEFAULT_COL_RTOL,
+                      spread_rtol: float = DEFAULT_SPREAD_RTOL,
                       memory_limit: Optional[int] = None,
                       batch_rows: Optional[int] = None, max_refinements: int = 30,
                       progress: bool = False, desc: str = "maxvol") -> ActiveSetMatrix:
@@ -375,7 +382,7 @@ def select_active_set(data, tol: float = DEFAULT_TOL, max_iters: int = DEFAULT_M
         notes.append(f"MaxVol stopped at max gamma {max_gamma:.4g} after {refinements} refinements "
                      f"and {swaps} swaps")
 
-    floor = rank_rtol * max_row_norm
+    floor = spread_rtol * max_row_norm
     delta = np.maximum(delta, floor if floor > 0 else 1.0)
     inverse = np.hstack([W @ S_inv, W_perp / delta]) if W_perp.shape[1] else W @ S_inv
     selected = rows_src.take(kept)
