@@ -241,7 +241,47 @@ def test_cli_ensemble_bad_training_data(cu_frames, tmp_path, capsys):
     assert main(["ensemble", str(data), "-n", "2", "-o", out, "--no-progress"]) == 1
     err = capsys.readouterr().err
     assert f"structure file '{data}', frame 2: a training structure has no energy" in err
-    assert not os.path.exists(out)
+    frames[2].info["energy"] = float("nan")
+    frames[1].arrays["forces_ref"] = frames[1].arrays["forces"] = frames[1].arrays["forces"].copy()
+    frames[1].arrays["forces"][3, 1] = np.inf
+    for bad, message in ((frames[:2] + frames[3:], "frame 1: atom 3's force must be finite"),
+                         (frames[2:], "frame 0: the energy must be a finite number of eV, got nan")):
+        ase.io.write(data, bad, format="extxyz")
+        assert main(["ensemble", str(data), "-n", "2", "-o", out, "--no-progress"]) == 1
+        err = capsys.readouterr().err
+        assert f"structure file '{data}', {message}" in err and "Traceback" not in err
+    assert not os.listdir(out)
+    (tmp_path / "afile").write_text("")
+    assert main(["ensemble", str(data), "-n", "2", "-o", str(tmp_path / "afile"), "--no-progress"]) == 1
+    assert "afile': exists and is not a folder" in capsys.readouterr().err
+
+
+def test_failed_calibration_and_refits_leave_one_whole_ensemble(cu_frames, tmp_path):
+    """The ensemble is written and calibrated beside its folder and moved in whole: calibration
+    structures without force errors (perfect crystals: zero forces, which every member gets right)
+    are refused and leave the folder's earlier ensemble as it was; a refit with fewer members
+    leaves none of the earlier members behind."""
+    from ase.build import bulk
+    from ase.calculators.emt import EMT
+
+    out = str(tmp_path / "ens")
+    first = fit_ensemble(cu_frames[:12], 4, out, basis="small", bootstrap=True, seed=1)
+    before = {f: open(os.path.join(out, f), "rb").read() for f in os.listdir(out)}
+    perfect = []
+    for a0 in (3.58, 3.61, 3.64):
+        atoms = bulk("Cu", "fcc", a=a0, cubic=True).repeat(2)
+        atoms.calc = EMT()
+        atoms.info["energy"] = atoms.get_potential_energy()
+        atoms.arrays["forces"] = atoms.get_forces()
+        atoms.calc = None
+        perfect.append(atoms)
+    with pytest.raises(InputError, match="calibration structures: their force errors are within the resolution"):
+        fit_ensemble(cu_frames[:12], 3, out, basis="small", bootstrap=True, seed=2, calibration_frames=perfect)
+    assert {f: open(os.path.join(out, f), "rb").read() for f in os.listdir(out)} == before
+    assert len(first) == 4
+    again = fit_ensemble(cu_frames[:12], 2, out, basis="small", bootstrap=True, seed=3)
+    assert sorted(os.listdir(out)) == ["ensemble.json", "member_000.yaml", "member_001.yaml"]
+    assert len(again) == 2
 
 
 def test_slab_design_matrix_and_fit(tmp_path):

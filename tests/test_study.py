@@ -113,8 +113,13 @@ def test_study_end_to_end(emt_data, tmp_path, capsys):
         "  - {train_groups: [bulk], novel_groups: [surface, vacancy, liquid]}\n"
         "  - {name: hetero-liquid, train_groups: rest, novel_groups: [liquid], bases: [small, medium]}\n"
     )
+    (tmp_path / "afile").write_text("")
+    assert main(["study", str(cfg), "-o", str(tmp_path / "afile")]) == 1  # before any work
+    assert "afile': exists and is not a folder" in capsys.readouterr().err
     out = tmp_path / "out"
-    assert main(["study", str(cfg), "-o", str(out), "--no-progress", "--keep-models"]) == 0
+    # progress on, stderr not a terminal (captured): no bars in logs and pipes
+    assert main(["study", str(cfg), "-o", str(out), "--keep-models"]) == 0
+    assert "fit/s" not in capsys.readouterr().err
     m = json.load(open(out / "metrics.json"))
     for exp in ("accuracy/small", "accuracy/medium", "homogeneous", "heterogeneous", "novelty",
                 "novelty/surface", "novelty/liquid", "hetero-liquid/small", "hetero-liquid/medium"):

@@ -30,6 +30,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
+import tempfile
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Union
 
@@ -39,11 +42,12 @@ from ase import Atoms
 from . import metrics
 from ._core import InputError
 from .calculator import ACECalculator
-from .data import atomic_path, is_integer, is_number, read_yaml_config, structure_label
+from .data import atomic_path, check_output, is_integer, is_number, read_yaml_config, structure_label
 from .potential import Potential, stress_from_virial
 from .progress import progress as show_progress
 
 MANIFEST = "ensemble.json"
+_LABEL_BOUND = 1e12  # eV (per atom) and eV/Å: beyond, squares in the fit lose all precision
 FORMAT = "aceuq-ensemble"
 
 # presets of create_multispecies_basis_config "functions" (per element; linear embedding)
@@ -182,23 +186,46 @@ def fit_elements(frames: Sequence[Atoms], elements: Optional[Sequence[str]]) -> 
 
 def _energy(atoms: Atoms, index: Optional[int] = None) -> float:
     if "energy" in atoms.info:
-        return float(atoms.info["energy"])
+        value = atoms.info["energy"]
+    else:
+        try:
+            value = atoms.get_potential_energy()
+        except Exception:
+            raise InputError(f"{structure_label(atoms, index)}: a training structure has no energy "
+                             f"(extxyz 'energy' or a calculator result)") from None
     try:
-        return float(atoms.get_potential_energy())
-    except Exception:
-        raise InputError(f"{structure_label(atoms, index)}: a training structure has no energy "
-                         f"(extxyz 'energy' or a calculator result)") from None
+        energy = float(value)
+    except (TypeError, ValueError):
+        energy = np.nan
+    if not (np.isfinite(energy) and abs(energy) < _LABEL_BOUND * max(len(atoms), 1)):
+        raise InputError(f"{structure_label(atoms, index)}: the energy must be a finite number of eV, got {value}")
+    return energy
 
 
 def _forces(atoms: Atoms, index: Optional[int] = None) -> np.ndarray:
+    value = None
     for key in ("forces", "forces_ref", "REF_forces"):
         if key in atoms.arrays:
-            return np.asarray(atoms.arrays[key], dtype=float)
+            value = atoms.arrays[key]
+            break
+    if value is None:
+        try:
+            value = atoms.get_forces()
+        except Exception:
+            raise InputError(f"{structure_label(atoms, index)}: a training structure has no forces "
+                             f"(extxyz 'forces' or a calculator result)") from None
     try:
-        return np.asarray(atoms.get_forces(), dtype=float)
-    except Exception:
-        raise InputError(f"{structure_label(atoms, index)}: a training structure has no forces "
-                         f"(extxyz 'forces' or a calculator result)") from None
+        forces = np.asarray(value, dtype=float)
+    except (TypeError, ValueError):
+        forces = None
+    if forces is None or forces.shape != (len(atoms), 3):
+        raise InputError(f"{structure_label(atoms, index)}: forces must be {len(atoms)} x 3 numbers (eV/Å), got "
+                         f"{'shape ' + str(forces.shape) if forces is not None else repr(value)[:60]}")
+    bad = np.flatnonzero(~np.all(np.isfinite(forces) & (np.abs(forces) < _LABEL_BOUND), axis=1))
+    if bad.size:
+        raise InputError(f"{structure_label(atoms, index)}: atom {bad[0]}'s force must be finite numbers of eV/Å, "
+                         f"got {forces[bad[0]].tolist()}")
+    return forces
 
 
 def reference_energies(frames: Sequence[Atoms], elements: Sequence[str]) -> Dict[str, float]:
@@ -369,6 +396,7 @@ def fit_ensemble(frames: Sequence[Atoms], n_members: int, output_dir: str, basis
     check_fit_options(n_members=n_members, alpha=alpha, energy_weight=energy_weight, subsample=subsample,
                       workers=workers, seed=seed)
     check_cutoff(basis, cutoff)
+    check_output(output_dir, folder=True)
     frames = list(frames)
     if not frames:
         raise InputError("no training structures")
@@ -386,11 +414,43 @@ def fit_ensemble(frames: Sequence[Atoms], n_members: int, output_dir: str, basis
                 "n_functions": int(dm.X.shape[1]), "sources": [os.fspath(s) for s in sources],
                 "member_structures": [s.tolist() for s in samples],
                 "train_rmse": training_rmse(dm, coefs)}
-    ens = write_ensemble(bbasis, coefs, output_dir, e0, fit_info)
-    if calibration_frames:
-        ens.calibrate(calibration_frames, progress=progress)
-        ens.save_calibration(output_dir)
-    return ens
+    # written and calibrated in a staging folder beside output_dir, then moved in: a calibration
+    # that fails leaves no uncalibrated ensemble behind, and a folder of an earlier fit keeps no
+    # members of it beside the new ones
+    stage = tempfile.mkdtemp(prefix=".aceuq-ensemble-", dir=os.path.dirname(os.path.abspath(output_dir)))
+    try:
+        ens = write_ensemble(bbasis, coefs, stage, e0, fit_info)
+        if calibration_frames:
+            cal = ens.calibrate(calibration_frames, progress=progress)
+            for key, what in (("energy", "energy errors"), ("forces", "force errors")):
+                if cal[key] == 0.0:
+                    raise InputError(
+                        f"calibration structures: their {what} are within the resolution of the reference "
+                        f"(RMS {cal['rmse_energy_per_atom' if key == 'energy' else 'rmse_forces']:.3g} "
+                        f"{'eV/atom' if key == 'energy' else 'eV/Å'}), so they "
+                        f"cannot scale σ (perfect crystals have no forces): calibrate on structures that the "
+                        f"members get wrong, e.g. MD snapshots")
+            ens.save_calibration(stage)
+        _move_members(stage, output_dir)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    return Ensemble.load(output_dir)
+
+
+_MEMBER_FILE = re.compile(r"member_\d{3,}\.yaml")
+
+
+def _move_members(stage: str, output_dir: str) -> None:
+    """Move an ensemble written in ``stage`` into ``output_dir``, replacing the members of an
+    earlier one there (the manifest last, so a reader never sees it list missing members)."""
+    with open(os.path.join(stage, MANIFEST)) as fh:
+        names = json.load(fh)["members"]
+    os.makedirs(output_dir, exist_ok=True)
+    for name in os.listdir(output_dir):
+        if _MEMBER_FILE.fullmatch(name) and name not in names:
+            os.unlink(os.path.join(output_dir, name))
+    for name in names + [MANIFEST]:
+        os.replace(os.path.join(stage, name), os.path.join(output_dir, name))
 
 
 def training_rmse(dm: DesignMatrix, coefs: Sequence[np.ndarray]) -> Dict[str, float]:
@@ -658,8 +718,12 @@ class Ensemble:
         """Fit the σ calibration on held-out labelled frames (RMS error/σ = 1 there; module doc)."""
         d = self.errors_and_sigma(frames, calibrated=False, progress=progress)
         floor = metrics.FORCE_RESOLUTION
-        fs = metrics.calibration_factor(d["force_error"], d["force_sigma"] / np.sqrt(3.0), dof=3, floor=floor)
-        es = metrics.calibration_factor(d["energy_error"], d["energy_sigma"], dof=1)
+        try:
+            fs = metrics.calibration_factor(d["force_error"], d["force_sigma"] / np.sqrt(3.0), dof=3, floor=floor)
+            es = metrics.calibration_factor(d["energy_error"], d["energy_sigma"], dof=1)
+        except ValueError as exc:
+            raise InputError(f"calibration structures: {exc}: the members agree exactly on all of them (too "
+                             f"few training structures for members to differ?)") from None
         self.calibration = {"energy": es, "forces": fs, "forces_floor": floor, "fitted": True,
                             "n_structures": len(d["energy_error"]), "n_atoms": int(d["force_error"].size),
                             # the members' mean on these held-out frames, as training_rmse

@@ -64,7 +64,7 @@ from ase import Atoms
 from . import ensemble as ens_mod
 from . import metrics
 from ._core import InputError
-from .data import config_number, file_sha256, is_integer, read_structures, read_yaml_config
+from .data import check_output, config_number, file_sha256, is_integer, read_structures, read_yaml_config
 
 METRIC_KEYS = ("spearman", "pearson", "miscalibration_area", "roc_auc", "pr_auc")
 GAMMA_ASSIGN = ("nearest", "min")
@@ -910,13 +910,15 @@ def _bar(total: int, enabled: bool):
         return _NoBar()
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, unit="fit")
+    return tqdm(total=total, unit="fit", disable=None)  # as progress.progress: none in logs and pipes
 
 
 def run_study(config, output_dir: str, progress: bool = True, workers: int = 2) -> Dict:
     """Run the study described by ``config`` (a YAML path or a dict); write report.md, metrics.json, PNGs."""
     ens_mod._require_pyace("the study (it fits linear ACE ensembles)")
-    study = Study(load_config(config), output_dir, progress, workers)
+    cfg = load_config(config)
+    check_output(output_dir, folder=True)
+    study = Study(cfg, output_dir, progress, workers)
     summary = study.run()
     study.write(summary)
     if not study.cfg["keep_models"]:
