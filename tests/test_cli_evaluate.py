@@ -137,6 +137,11 @@ def test_output_through_a_link_or_into_a_fifo(make_pot, tmp_path):
         assert subprocess.run(cmd, stdout=fh, timeout=120).returncode == 0
     text = (tmp_path / "redirected.txt").read_text()
     assert "Lattice=" in text and "aceuq evaluate: 1 structures" in text
+    # a reader that goes away early (`| head -c 1`): a quiet stop, no traceback
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()
+    err = proc.communicate(timeout=120)[1].decode()
+    assert proc.returncode == 1 and "Traceback" not in err and "BrokenPipe" not in err, err
 
 
 def test_python_dash_m_runs_the_cli():

@@ -233,9 +233,10 @@ def test_cli_ensemble_bad_training_data(cu_frames, tmp_path, capsys):
     frames = _labelled(cu_frames[:4])
     ase.io.write(data, frames, format="extxyz")
     out = str(tmp_path / "ens")
-    assert main(["ensemble", str(data), "-n", "2", "--elements", "Cu", "Ni", "-o", out, "--no-progress"]) == 1
-    err = capsys.readouterr().err
-    assert "element(s) Ni given but in no training structure" in err and "Traceback" not in err
+    for given in (["--elements", "Cu", "Ni"], ["-e", "Cu Ni"]):  # as listed, or quoted as -e elsewhere
+        assert main(["ensemble", str(data), "-n", "2", *given, "-o", out, "--no-progress"]) == 1
+        err = capsys.readouterr().err
+        assert "element(s) Ni given but in no training structure" in err and "Traceback" not in err
     del frames[2].info["energy"]
     ase.io.write(data, frames, format="extxyz")
     assert main(["ensemble", str(data), "-n", "2", "-o", out, "--no-progress"]) == 1

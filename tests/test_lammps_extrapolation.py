@@ -212,6 +212,12 @@ def test_rerun_of_a_trajectory_writes_each_snapshot_once(setup, tmp_path):
         lmp.commands_string(f"dump d all custom 5 {traj} id type x y z\n"
                             "dump_modify d sort id format float %.17g\nrun 20")
     snapshots = read_structures([str(traj)], elements=["Al", "Cu"])
+    # the same trajectory compressed (LAMMPS writes dump.gz): its types map through the elements too
+    import gzip
+    gz = tmp_path / "traj.dump.gz"
+    gz.write_bytes(gzip.compress(traj.read_bytes()))
+    for a, b in zip(read_structures([str(gz)], elements=["Al", "Cu"]), snapshots, strict=True):
+        assert a.get_chemical_symbols() == b.get_chemical_symbols() and np.array_equal(a.positions, b.positions)
     grades = [reference_gamma(pot, asi, s) for s in snapshots]
     expected = [k for k, g in enumerate(grades) if g.max() > lower]
     assert len(snapshots) == 5 and 0 < len(expected)

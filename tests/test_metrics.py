@@ -28,8 +28,11 @@ def test_correlations_agree_with_scipy(rng):
     assert metrics.spearman(x, x ** 3) == pytest.approx(1.0)
     assert metrics.spearman(x, -x) == pytest.approx(-1.0)
     assert np.isnan(metrics.spearman(x, np.ones(10)))
-    # non-finite pairs are dropped
+    # pairs with a NaN are dropped; an infinite γ ranks at the end, as scipy ranks it
     assert metrics.spearman(np.r_[x, np.nan], np.r_[x, 1.0]) == pytest.approx(1.0)
+    u = np.array([1.0, 2.0, np.inf, 4.0])
+    assert metrics.spearman(u, [1.0, 2.0, 3.0, 4.0]) == pytest.approx(stats.spearmanr(u, [1, 2, 3, 4]).statistic)
+    assert metrics.spearman(u, [1.0, 2.0, 3.0, 4.0]) == pytest.approx(0.8)
 
 
 def test_calibration_floor_ignores_atoms_with_vanishing_sigma(rng):

@@ -79,10 +79,18 @@ def parse_elements(elements: Union[str, Sequence[str], None]) -> Optional[List[s
 def _lammps_dump_columns(path: str) -> Optional[List[str]]:
     """The per-atom columns of a LAMMPS text dump (its first 'ITEM: ATOMS' line), or None when the
     file is not one."""
+    import bz2
+    import gzip
+    import lzma
+
     try:
         with open(path, "rb") as fh:
+            magic = fh.read(6)
+        # compressed as LAMMPS writes dump.gz (and ASE reads .gz/.bz2/.xz)
+        opener = {b"\x1f\x8b": gzip.open, b"BZ": bz2.open, b"\xfd7": lzma.open}.get(magic[:2], open)
+        with opener(path, "rb") as fh:
             head = fh.read(4096).decode("ascii", errors="replace").splitlines()
-    except OSError:
+    except (OSError, EOFError, lzma.LZMAError):
         return None
     if not head or not head[0].startswith("ITEM: TIMESTEP"):
         return None

@@ -359,7 +359,8 @@ def run(config, output_dir: str, progress: bool = True, comm=None) -> Optional[D
                      f"{'stopped' if r.halted else 'finished'} at step {r.steps_run}, {r.frames_written} written, "
                      f"last max γ {r.last_max_gamma:.3g}")
             who = f"{size} ranks" if domain else f"rank {rank}"
-            print(f"[{who}] replica {rep.index + 1}/{len(replicas)} (structure {rep.structure}, "
+            # numbered as in summary.json and replicas/replica_NNNN.*
+            print(f"[{who}] replica {rep.index} of 0-{len(replicas) - 1} (structure {rep.structure}, "
                   f"{rep.temperature:g} K, seed {rep.seed}): {state} ({r.seconds:.1f} s)", flush=True)
     gathered = comm.gather(results, root=0)
     if rank != 0:

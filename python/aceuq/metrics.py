@@ -52,21 +52,22 @@ def max_per_structure(values: np.ndarray, structure_index: np.ndarray, n_structu
 
 
 # ---------------------------------------------------------------- correlation
-def _finite_pair(x, y):
+def _finite_pair(x, y, keep_inf: bool = False):
     x = np.asarray(x, dtype=float).ravel()
     y = np.asarray(y, dtype=float).ravel()
     if x.shape != y.shape:
         raise ValueError(f"arrays differ in length: {x.size} vs {y.size}")
-    ok = np.isfinite(x) & np.isfinite(y)
+    ok = ~(np.isnan(x) | np.isnan(y)) if keep_inf else np.isfinite(x) & np.isfinite(y)
     return x[ok], y[ok]
 
 
 def spearman(uncertainty, error) -> float:
-    """Spearman rank correlation (nan when either input is constant or shorter than 3)."""
+    """Spearman rank correlation (nan when either input is constant or shorter than 3). Pairs
+    with a NaN are left out; ±inf takes part, ranked at its end (an overflowed γ is the largest)."""
     from scipy.stats import spearmanr
 
-    u, e = _finite_pair(uncertainty, error)
-    if u.size < 3 or np.ptp(u) == 0 or np.ptp(e) == 0:
+    u, e = _finite_pair(uncertainty, error, keep_inf=True)
+    if u.size < 3 or np.unique(u).size < 2 or np.unique(e).size < 2:
         return float("nan")
     return float(spearmanr(u, e).statistic)
 

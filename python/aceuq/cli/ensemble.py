@@ -31,7 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="bootstrap resampling of structures (default: random subsamples, see --subsample)")
     p.add_argument("--subsample", type=number(float, above=0, maximum=1), default=0.8,
                    help="fraction of structures per member without --bootstrap")
-    p.add_argument("--elements", nargs="+", help="elements of the potential (default: those in the data)")
+    p.add_argument("-e", "--elements", nargs="+", metavar='"El1 El2 ..."',
+                   help="elements of the potential (default: those in the data)")
     p.add_argument("--cutoff", type=number(float, above=0),
                    help="radial cutoff in Å of a preset basis (default: 2.2x median nearest-neighbour distance); "
                         "a --basis CONFIG.yaml sets its own (its bonds' rcut, as in a pacemaker input) and takes "
@@ -75,8 +76,10 @@ def main(argv=None) -> int:
                 perm = np.random.default_rng(args.seed + 7919).permutation(len(frames))
                 calib = [frames[i] for i in sorted(perm[:n_hold])]
                 frames = [frames[i] for i in sorted(perm[n_hold:])]
+        # "Si Ge" quoted, as the other verbs take -e, or Si Ge
+        elements = [e for arg in args.elements for e in arg.replace(",", " ").split()] if args.elements else None
         ens = fit_ensemble(frames, args.members, args.output, basis=args.basis, bootstrap=args.bootstrap,
-                           elements=args.elements, cutoff=args.cutoff, seed=args.seed, alpha=args.alpha,
+                           elements=elements, cutoff=args.cutoff, seed=args.seed, alpha=args.alpha,
                            energy_weight=args.energy_weight, subsample=args.subsample, calibration_frames=calib,
                            sources=args.data, progress=not args.no_progress, workers=args.workers)
     except InputError as exc:

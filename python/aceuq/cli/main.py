@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 VERBS = {
@@ -30,7 +31,13 @@ def main(argv=None) -> int:
         print(f"aceuq: unknown verb '{verb}' (known: {', '.join(VERBS)})", file=sys.stderr)
         return 2
     module = importlib.import_module(f"aceuq.cli.{verb}")
-    return module.main(rest)
+    try:
+        return module.main(rest)
+    except BrokenPipeError:
+        # the reader went away (`... -o /dev/stdout | head`): stop quietly, as command-line tools
+        # do; stdout goes to /dev/null so the interpreter's last flush does not fail again
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
 
 
 if __name__ == "__main__":
