@@ -72,6 +72,20 @@ def test_evaluate_reports_bad_input(make_pot, tmp_path, capsys):
     assert "garbage.extxyz" in capsys.readouterr().err
     assert main(["evaluate", str(tmp_path / "nope.yaml"), str(bad), "-o", str(tmp_path / "o.extxyz")]) == 1
     assert "nope.yaml" in capsys.readouterr().err
+    # pacemaker DataFrames with a broken row: the file and row named, no traceback
+    import pandas as pd
+
+    frames = [rattled_bulk(["Cu", "Al"], seed=s) for s in range(2)]
+    n = len(frames[1])
+    for column, value, message in (("ase_atoms", None, "row 1: 'ase_atoms' is not an ASE Atoms object"),
+                                   ("energy_corrected", "x", "row 1: 'energy_corrected' or 'forces' is not numeric"),
+                                   ("forces", np.zeros((n - 1, 3)), f"row 1: 'forces' has shape ({n - 1}, 3)")):
+        data = {"ase_atoms": list(frames), "energy_corrected": [0.0, 0.0], "forces": [np.zeros((len(a), 3)) for a in frames]}
+        data[column][1] = value
+        pkl = tmp_path / "bad.pkl.gzip"
+        pd.DataFrame(data).to_pickle(pkl, compression="gzip")
+        assert main(["evaluate", path, str(pkl), "-o", str(tmp_path / "o.extxyz"), "--no-progress"]) == 1
+        assert f"'{pkl}', {message}" in capsys.readouterr().err
     assert not (tmp_path / "o.extxyz").exists()
 
 

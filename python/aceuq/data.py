@@ -143,14 +143,28 @@ def _read_pickle(path: str) -> List[Atoms]:
         raise InputError(f"'{path}': DataFrame has no 'ase_atoms' column")
     ecol = "energy_corrected" if "energy_corrected" in df.columns else ("energy" if "energy" in df.columns else None)
     frames = []
-    for _, row in df.iterrows():
+    for k, (_, row) in enumerate(df.iterrows()):
+        where = f"'{path}', row {k}"
+        if not isinstance(row["ase_atoms"], Atoms):
+            raise InputError(f"{where}: 'ase_atoms' is not an ASE Atoms object ({type(row['ase_atoms']).__name__})")
         atoms = row["ase_atoms"].copy()
         results = {}
-        if ecol is not None:
-            results["energy"] = float(row[ecol])
-        if "forces" in df.columns and row["forces"] is not None:
-            results["forces"] = np.asarray(row["forces"], dtype=float).reshape(-1, 3)
+        try:
+            if ecol is not None:
+                results["energy"] = float(row[ecol])
+            if "forces" in df.columns and row["forces"] is not None:
+                results["forces"] = np.asarray(row["forces"], dtype=float)
+        except (TypeError, ValueError) as exc:
+            raise InputError(f"{where}: '{ecol}' or 'forces' is not numeric ({exc})") from None
+        if "forces" in results and results["forces"].shape != (len(atoms), 3):
+            raise InputError(f"{where}: 'forces' has shape {results['forces'].shape}, the structure "
+                             f"has {len(atoms)} atoms (needs {len(atoms)} x 3)")
         if results:
+            # the columns are the labels: an energy or forces the Atoms carry besides would clash
+            # with them when the frames are written out
+            for key in results:
+                atoms.info.pop(key, None)
+                atoms.arrays.pop(key, None)
             atoms.calc = SinglePointCalculator(atoms, **results)
         frames.append(atoms)
     return frames

@@ -11,7 +11,7 @@ from ase.stress import full_3x3_to_voigt_6_stress
 
 from .._core import InputError
 from . import add_elements_option
-from ..data import check_output, read_structures, write_extxyz_atomic
+from ..data import check_output, read_structures, structure_label, write_extxyz_atomic
 from ..potential import Potential
 from ..progress import progress as show_progress
 
@@ -92,13 +92,17 @@ def _keep_reference(source, out) -> None:
     ref_energy, ref_stress (info; stress in ASE's Voigt order and sign) and ref_forces (per atom),
     so the output compares the two."""
     results = getattr(source.calc, "results", None) or {}
-    if "energy" in results:
-        out.info["ref_energy"] = float(results["energy"])
-    if "forces" in results:
-        out.arrays["ref_forces"] = np.asarray(results["forces"], dtype=float).copy()
-    if results.get("stress") is not None:
-        stress = np.asarray(results["stress"], dtype=float)
-        out.info["ref_stress"] = full_3x3_to_voigt_6_stress(stress) if stress.shape == (3, 3) else stress.copy()
+    try:
+        if "energy" in results:
+            out.info["ref_energy"] = float(results["energy"])
+        if "forces" in results:
+            out.arrays["ref_forces"] = np.asarray(results["forces"], dtype=float).copy()
+        if results.get("stress") is not None:
+            stress = np.asarray(results["stress"], dtype=float)
+            out.info["ref_stress"] = full_3x3_to_voigt_6_stress(stress) if stress.shape == (3, 3) else stress.copy()
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"{structure_label(source)}: its own energy, forces or stress cannot be read as "
+                         f"numbers ({exc})") from None
 
 
 if __name__ == "__main__":
