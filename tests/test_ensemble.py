@@ -9,6 +9,7 @@ pytest.importorskip("pyace")
 import ase.io  # noqa: E402
 from ase.build import bulk  # noqa: E402
 
+import aceuq  # noqa: E402
 from aceuq import metrics  # noqa: E402
 from aceuq._core import InputError  # noqa: E402
 from aceuq.ensemble import Ensemble, EnsembleCalculator, fit_ensemble, resample  # noqa: E402
@@ -255,6 +256,21 @@ def test_cli_ensemble_bad_training_data(cu_frames, tmp_path, capsys):
     (tmp_path / "afile").write_text("")
     assert main(["ensemble", str(data), "-n", "2", "-o", str(tmp_path / "afile"), "--no-progress"]) == 1
     assert "afile': exists and is not a folder" in capsys.readouterr().err
+
+
+def test_preset_members_repel_atoms_pushed_together(cu_ensemble):
+    """Below the inner cutoff (0.5 Å) the B functions vanish; the presets' core repulsion (as
+    pacemaker's input templates) must take over, or two atoms pushed onto each other would cost
+    nothing: the energy rises by far more than any bond, and the force pushes them apart."""
+    pot = aceuq.Potential(cu_ensemble.paths[0])
+    atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat(2)
+    e_eq = pot.evaluate(atoms).energy
+    for d in (0.4, 0.2):
+        a = atoms.copy()
+        a.positions[1] = a.positions[0] + d * np.array([1.0, 1.0, 0.0]) / np.sqrt(2)
+        r = pot.evaluate(a)
+        assert r.energy - e_eq > 1e3, d
+        assert np.dot(r.forces[1], a.positions[1] - a.positions[0]) > 0, d
 
 
 def test_failed_calibration_and_refits_leave_one_whole_ensemble(cu_frames, tmp_path):

@@ -97,7 +97,7 @@ def basis_potential_config(basis: str, elements: Sequence[str], cutoff: float) -
                      "number_of_functions_per_element": BASIS_PRESETS[basis]["number_of_functions_per_element"]}
         bonds = {"ALL": {"radbase": "ChebExpCos", "radparameters": [5.25], "rcut": float(cutoff), "dcut": 0.01,
                          "NameOfCutoffFunction": "cos", "r_in": 0.5, "delta_in": 0.1,
-                         "inner_cutoff_type": "distance", "core-repulsion": [0.0, 1.0]}}
+                         "inner_cutoff_type": "distance", "core-repulsion": [10000.0, 5.0]}}
         return {"deltaSplineBins": 0.001, "elements": list(elements),
                 "embeddings": {"ALL": dict(_LINEAR_EMBEDDING)}, "bonds": bonds, "functions": functions}
     if not os.path.exists(basis):
