@@ -179,3 +179,136 @@ def test_zeroed_active_set_is_refused(good, tmp_path):
         np.savez(fh, **{el: np.zeros_like(m) for el, m in data.items()})
     with pytest.raises(InputError, match=r"zeros\.asi.*all-zero column 0"):
         ActiveSet.load(str(tmp_path / "zeros.asi"), pot)
+
+
+def tiny_potential(tmp_path, name, funcs=("{type: Cu Cu, nr: [1], nl: [0], c: [1.0]}",), nradmax=1, lmax=0,
+                   nradbase=1, rcut=5.0, dsb=0.001):
+    """A one-element potential of the given sizes, written for the test (R_nl = g_n, c = 1)."""
+    crad = [[[1.0 if k == n else 0.0 for k in range(nradbase)] for _ in range(lmax + 1)] for n in range(nradmax)]
+    nbody = "".join(f"      - {f}\n" for f in funcs)
+    return write(tmp_path, name, f"""global:
+  DeltaSplineBins: {dsb}
+species:
+  - speciesblock: Cu
+    ndensityi: 1
+    npoti: FinnisSinclair
+    parameters: [1, 1]
+    nradmaxi: {nradmax}
+    lmaxi: {lmax}
+    nradbaseij: {nradbase}
+    radbase: SBessel
+    radparameters: [1]
+    radcoefficients: {crad}
+    rcutij: {rcut}
+    dcutij: 0.01
+    nbody:{"" if funcs else " []"}
+{nbody}""")
+
+
+def rank6(l, lint):
+    return f"{{type: Cu Cu Cu Cu Cu Cu Cu, nr: [1,1,1,1,1,1], nl: [{l},{l},{l},{l},{l},{l}], lint: {lint}, c: [1.0]}}"
+
+
+def test_angular_coupling_work_is_bounded(tmp_path):
+    """Coupling a function walks prod(2l+1) m-combinations: rank 6 with nl = 20 took minutes
+    (LAMMPS pair_coeff too). Refused when read, per function and per file; real sizes load."""
+    pair = "{type: Cu Cu, nr: [1], nl: [0], c: [1.0]}"
+    expect_error(tiny_potential(tmp_path, "rank6_l10.yaml", [pair, rank6(10, "[0, 0, 0, 0]")], lmax=10),
+                 r"block 'Cu', nbody\[1\] \('Cu Cu Cu Cu Cu Cu Cu', nl \[10,10,10,10,10,10\]\): .* more than "
+                 r"the limit of 1e\+06 per function")
+    many = [pair] + [rank6(7, "[0, 0, 0, 0]")] * 70
+    expect_error(tiny_potential(tmp_path, "many.yaml", many, lmax=7), r"nbody\[\d+\]: .* more than the limit of "
+                                                                      r"5e\+07 per file")
+    real = aceuq.Potential(tiny_potential(tmp_path, "rank6_l6.yaml", [pair, rank6(6, "[6, 6, 6, 6]")], lmax=6))
+    assert real.n_functions("Cu") == 2
+
+
+def test_radial_table_size_is_bounded(tmp_path):
+    """The spline table has (rcut/DeltaSplineBins + 1) nodes x (nradbase + nradmax (lmax+1) + 1)
+    functions x 4 doubles: a few edited numbers asked for GBs (std::bad_alloc), and the node
+    count overflowed int (reported as 'DeltaSplineBins larger than the cutoff')."""
+    too_big = r"bond Cu-Cu: its radial spline table would take .* GiB, more than the limit of 0\.5 GiB"
+    expect_error(tiny_potential(tmp_path, "rcut.yaml", rcut=20000), too_big + r": rcutij / DeltaSplineBins = "
+                                                                              r"20000 / 0\.001 gives 20000001 grid")
+    expect_error(tiny_potential(tmp_path, "dsb.yaml", dsb=1e-8), too_big + r".* = 5 / 1e-08")
+    expect_error(tiny_potential(tmp_path, "sizes.yaml", nradmax=100, lmax=50, rcut=20),
+                 too_big + r".*for 5102 functions \(nradbaseij = 1, nradmaxi = 100, lmaxi = 50")
+    expect_error(tiny_potential(tmp_path, "rcut1e12.yaml", rcut=1e12), too_big + r".* = 1e\+12 / 0\.001")
+    expect_error(tiny_potential(tmp_path, "dsb1e300.yaml", dsb=1e300),
+                 r"DeltaSplineBins = 1e\+300 is larger than the cutoff rcutij = 5")
+    assert aceuq.Potential(tiny_potential(tmp_path, "ok.yaml", rcut=10, dsb=1e-4)).cutoff == 10
+
+
+def zip_declaring(path, entries):
+    """A zip whose central directory declares each (name, uncompressed size) as deflated at a
+    plausible ratio (1000:1) over junk data: only a reader that inflates before checking sizes
+    gets past the directory."""
+    import struct
+
+    body, central = b"", b""
+    for name, usize in entries:
+        name = name.encode()
+        data = bytes(usize // 1000)
+        fields = (20, 0, 8, 0, 0, 0, len(data), usize, len(name))
+        central += struct.pack("<IHHHHHHIIIHHHHHII", 0x02014B50, 20, *fields, 0, 0, 0, 0, 0, len(body)) + name
+        body += struct.pack("<IHHHHHIIIHH", 0x04034B50, *fields, 0) + name + data
+    end = struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, len(entries), len(entries), len(central), len(body), 0)
+    with open(path, "wb") as fh:
+        fh.write(body + central + end)
+    return str(path)
+
+
+def test_active_set_archive_sizes_are_bounded_before_inflating(tmp_path, good):
+    """A few MB of .asi declaring GBs of deflated arrays (a zip bomb) was inflated entry by entry
+    before any shape was compared: > 7 GB for 6 MB. Refused from the declared sizes."""
+    from aceuq.activeset import ActiveSet
+
+    pot = aceuq.Potential(good)
+    big = zip_declaring(tmp_path / "big.asi", [("Cu.npy", 1_500_000_000)])
+    with pytest.raises(InputError, match=r"big\.asi' .*entry 'Cu\.npy' declares 1500000000 bytes uncompressed "
+                                         r"\(1\.4 GiB\), more than the limit of 1 GiB per array"):
+        ActiveSet.load(big, pot)
+    bomb = zip_declaring(tmp_path / "bomb.asi", [("Cu.npy", 900_000_000), ("Al.npy", 900_000_000),
+                                                 ("X.npy", 900_000_000)])
+    with pytest.raises(InputError, match=r"bomb\.asi' .*entries up to 'X\.npy' declare 2\.51 GiB uncompressed, "
+                                         r"more than the limit of 2 GiB per file"):
+        ActiveSet.load(bomb, pot)
+
+
+def test_non_utf8_bytes_quoted_from_files(tmp_path, good):
+    """Messages quoting a byte that is not UTF-8 (an entry name, a .casi meta value, a YAML value)
+    reached Python as UnicodeDecodeError; now InputError with the byte escaped."""
+    import json
+
+    from aceuq.activeset import ActiveSet
+
+    pot = aceuq.Potential(good)
+    with open(tmp_path / "name.asi", "wb") as fh:
+        np.savez(fh, Cx=np.eye(2))
+    raw = (tmp_path / "name.asi").read_bytes()
+    assert raw.count(b"Cx.npy") == 2  # local and central header
+    (tmp_path / "name.asi").write_bytes(raw.replace(b"Cx.npy", b"C\xff.npy"))
+    with pytest.raises(InputError, match=r"name\.asi'.*element\(s\) C\\xff that the potential"):
+        ActiveSet.load(str(tmp_path / "name.asi"), pot)
+
+    meta = json.dumps({"format": "aceuq.casi", "version": 1, "fingerprint": pot.fingerprint, "mode": "@"}).encode()
+    with open(tmp_path / "meta.casi", "wb") as fh:
+        np.savez(fh, meta=np.frombuffer(meta.replace(b"@", b"\xff"), dtype=np.uint8))
+    with pytest.raises(InputError, match=r"meta\.casi'.*'mode' must be 'linear' or 'full', got '\\xff'"):
+        ActiveSet.load(str(tmp_path / "meta.casi"), pot)
+
+    text = open(good, "rb").read().replace(b"radbase: SBessel", b"radbase: SBess\xe9l")
+    (tmp_path / "radbase.yaml").write_bytes(text)
+    expect_error(str(tmp_path / "radbase.yaml"), r"radbase\) 'SBess\\xe9l'")
+
+
+def test_element_without_functions(tmp_path):
+    """pyace loads and evaluates a potential whose 'nbody' is empty, so it loads; asking for
+    projections of its atoms named the structure file and an internal buffer, not the potential."""
+    path = tiny_potential(tmp_path, "zero.yaml", funcs=())
+    pot = aceuq.Potential(path)
+    assert pot.n_functions("Cu") == 0
+    atoms = bulk("Cu", "fcc", a=3.6)
+    assert np.isfinite(pot.evaluate(atoms).energy)
+    with pytest.raises(InputError, match=r"potential file '.*zero\.yaml': element Cu has no B functions"):
+        pot.projections([atoms])

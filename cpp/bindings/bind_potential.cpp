@@ -44,7 +44,41 @@ py::array_t<T> to_array(const std::vector<T>& v, std::vector<py::ssize_t> shape)
 }  // namespace
 
 void bind_potential(py::module_& m) {
-    py::register_exception<InputError>(m, "InputError", PyExc_ValueError);
+    // Error messages quote the user's files (entry names, element names, YAML values), which need
+    // not be UTF-8; pybind11's own translation would then raise UnicodeDecodeError instead of the
+    // error. So every C++ error the core throws is translated here, with undecodable bytes
+    // escaped (backslashreplace), into the exception type pybind11 would have used.
+    static py::handle input_error = py::exception<InputError>(m, "InputError", PyExc_ValueError).release();
+    py::register_exception_translator([](std::exception_ptr p) {
+        auto set = [](PyObject* type, const std::exception& e) {
+            const char* what = e.what();
+            PyObject* msg = PyUnicode_DecodeUTF8(what, Py_ssize_t(std::strlen(what)), "backslashreplace");
+            if (!msg) return;  // (only on out-of-memory; the decoder's error is then pending)
+            PyErr_SetObject(type, msg);
+            Py_DECREF(msg);
+        };
+        try {
+            std::rethrow_exception(p);
+        } catch (const py::builtin_exception&) {
+            throw;  // pybind11's own exception types: its translator sets them
+        } catch (const InputError& e) {
+            set(input_error.ptr(), e);
+        } catch (const std::invalid_argument& e) {
+            set(PyExc_ValueError, e);
+        } catch (const std::domain_error& e) {
+            set(PyExc_ValueError, e);
+        } catch (const std::length_error& e) {
+            set(PyExc_ValueError, e);
+        } catch (const std::out_of_range& e) {
+            set(PyExc_IndexError, e);
+        } catch (const std::range_error& e) {
+            set(PyExc_ValueError, e);
+        } catch (const std::overflow_error& e) {
+            set(PyExc_OverflowError, e);
+        } catch (const std::runtime_error& e) {
+            set(PyExc_RuntimeError, e);
+        }
+    });
 
     py::class_<Potential, std::shared_ptr<Potential>>(m, "Potential")
         .def(py::init([](const std::string& path) { return Potential::load(path); }), py::arg("path"))

@@ -16,6 +16,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <iomanip>
+#include <limits>
 #include <map>
 #include <sstream>
 #include <stdexcept>
@@ -202,7 +204,19 @@ std::string join(const std::vector<int>& v) {
     return s.str();
 }
 
+std::string format_count(double x) {
+    std::ostringstream s;
+    s << std::setprecision(3) << x;
+    return s.str();
+}
+
 }  // namespace
+
+double coupling_work(const std::vector<int>& ls) {
+    double w = 1.0;
+    for (size_t t = 0; t + 1 < ls.size(); ++t) w *= 2.0 * ls[t] + 1.0;
+    return w;
+}
 
 // ------------------------------------------------------------------------------------------------
 // B-function couplings
@@ -242,48 +256,74 @@ BCouplings couple_b_function(const std::vector<int>& mus, const std::vector<int>
     for (int t = 0; t < rank; ++t) lsLS[t] = ls[t];
     for (int k = 0; k < nL; ++k) lsLS[rank + k] = LS[k];
 
-    // Enumerate m-space with m_0 running fastest (the reference's order, which fixes the row order
-    // of the result when no merging happens).
-    std::vector<std::vector<int>> rows;
-    std::vector<double> cgs;
+    const double work = coupling_work(ls);
+    if (!(work <= kMaxCouplingWork))
+        throw std::invalid_argument(what + "would enumerate " + format_count(work) +
+                                    " m-combinations, more than the limit of " + format_count(kMaxCouplingWork));
+
+    // m-space in the reference's order: m_0 fastest, m_{rank-1} slowest. The last m is fixed by
+    // sum(m) = 0, so only the first rank-1 are enumerated; the rows are then grouped by the last
+    // m in increasing order, which restores the reference's order without visiting the points
+    // that cannot have sum(m) = 0 (a factor 2 l_last + 1 of work).
+    const int last = rank - 1, l_last = ls[last];
+    std::vector<std::vector<std::vector<int>>> rows_by_mlast(2 * size_t(l_last) + 1);
+    std::vector<std::vector<double>> cgs_by_mlast(rows_by_mlast.size());
+    // Each tree node couples fixed (j_a, j_b, j_c), so its CG coefficients depend on (m_a, m_b)
+    // only: computed once each (NaN = not yet), they stop dominating the time at large l.
+    std::vector<std::vector<double>> cg_memo(tree.size());
+    for (size_t k = 0; k < tree.size(); ++k)
+        cg_memo[k].assign(size_t(2 * lsLS[tree[k].a] + 1) * size_t(2 * lsLS[tree[k].b] + 1),
+                          std::numeric_limits<double>::quiet_NaN());
     std::vector<int> ms(rank), mM(2 * rank - 1);
-    for (int t = 0; t < rank; ++t) ms[t] = -ls[t];
+    for (int t = 0; t < last; ++t) ms[t] = -ls[t];
     while (true) {
         int msum = 0;
-        for (int m : ms) msum += m;
+        for (int t = 0; t < last; ++t) msum += ms[t];
+        ms[last] = -msum;
         int sign = 0;  // sign of the first non-zero m
         for (int m : ms)
             if (m != 0) {
                 sign = m > 0 ? 1 : -1;
                 break;
             }
-        if (msum == 0 && sign >= 0) {
+        if (std::abs(ms[last]) <= l_last && sign >= 0) {
             for (int t = 0; t < rank; ++t) mM[t] = ms[t];
             double c = 1.0;
             bool ok = true;
-            for (const Node& nd : tree) {
+            for (size_t k = 0; k < tree.size(); ++k) {
+                const Node& nd = tree[k];
                 mM[nd.c] = mM[nd.a] + mM[nd.b];
                 if (std::abs(mM[nd.c]) > lsLS[nd.c]) {  // coupled m out of range: not a valid path
                     ok = false;
                     break;
                 }
-                c *= clebsch_gordan(lsLS[nd.a], mM[nd.a], lsLS[nd.b], mM[nd.b], lsLS[nd.c], mM[nd.c]);
+                double& cg = cg_memo[k][size_t(mM[nd.a] + lsLS[nd.a]) * size_t(2 * lsLS[nd.b] + 1) +
+                                        size_t(mM[nd.b] + lsLS[nd.b])];
+                if (std::isnan(cg))
+                    cg = clebsch_gordan(lsLS[nd.a], mM[nd.a], lsLS[nd.b], mM[nd.b], lsLS[nd.c], mM[nd.c]);
+                c *= cg;
                 if (c == 0.0) break;
             }
             if (ok && c != 0.0) {
                 if (sign > 0) c *= 2.0;  // half basis: this term stands for itself and its -m partner
-                rows.push_back(ms);
-                cgs.push_back(c);
+                rows_by_mlast[size_t(ms[last] + l_last)].push_back(ms);
+                cgs_by_mlast[size_t(ms[last] + l_last)].push_back(c);
             }
         }
-        // next point of m-space
+        // next point of the first rank-1 dimensions of m-space
         int t = 0;
-        while (t < rank && ms[t] == ls[t]) {
+        while (t < last && ms[t] == ls[t]) {
             ms[t] = -ls[t];
             ++t;
         }
-        if (t == rank) break;
+        if (t == last) break;
         ++ms[t];
+    }
+    std::vector<std::vector<int>> rows;
+    std::vector<double> cgs;
+    for (size_t k = 0; k < rows_by_mlast.size(); ++k) {
+        rows.insert(rows.end(), rows_by_mlast[k].begin(), rows_by_mlast[k].end());
+        cgs.insert(cgs.end(), cgs_by_mlast[k].begin(), cgs_by_mlast[k].end());
     }
     if (rows.empty())
         throw std::invalid_argument(what + "no m-combination survives the couplings (triangle rule violated?)");

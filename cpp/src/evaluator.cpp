@@ -142,6 +142,11 @@ void AtomEvaluator::compute(int mu_i, int nneigh, const int* mu_j, const double*
     const Potential& p = *pot_;
     Scratch& s = *s_;
     if (mu_i < 0 || mu_i >= s.ne) throw std::invalid_argument("AtomEvaluator: bad central element index");
+    // pyace loads and evaluates an element without B functions (an empty 'nbody'), so the loader
+    // accepts it too; but its atoms have no projections, which only the potential can explain.
+    if (mode != ProjectionMode::None && p.n_functions(mu_i) == 0)
+        throw InputError("potential file '" + p.path() + "': element " + p.elements()[mu_i] +
+                         " has no B functions (its 'nbody' list is empty), so its atoms have no projections");
     if (mode != ProjectionMode::None && !projections_to)
         throw std::invalid_argument("AtomEvaluator: projections requested without a buffer for them");
     if (s.coefficients_version != p.coefficients_version()) s.load_coefficients(p);

@@ -28,6 +28,22 @@ std::uint32_t le32(const unsigned char* p) {
     return std::uint32_t(p[0]) | (std::uint32_t(p[1]) << 8) | (std::uint32_t(p[2]) << 16) | (std::uint32_t(p[3]) << 24);
 }
 
+// Limits on what an archive may inflate to, checked on the sizes the central directory declares
+// before anything is inflated (an entry never inflates past its declared size: the output buffer
+// has exactly that size). The largest array aceuq writes is one inverse, (n_projections)^2
+// doubles: 1 GiB is a width of 11585, several times any real basis even in full mode. A .casi of
+// 1000 functions, 2 densities and 16 clusters is ~0.5 GB per element; 2 GiB leaves room for
+// four such elements while refusing archives that inflate to many GB from a few MB.
+constexpr double kMaxEntryBytes = 1024.0 * 1024 * 1024;
+constexpr double kMaxTotalBytes = 2 * kMaxEntryBytes;
+
+std::string gib(double bytes) {
+    std::ostringstream s;
+    s.precision(3);
+    s << bytes / (1024.0 * 1024 * 1024) << " GiB";
+    return s.str();
+}
+
 constexpr std::uint32_t kLocalSig = 0x04034b50, kCentralSig = 0x02014b50, kEndSig = 0x06054b50;
 constexpr std::uint32_t kZip64EndSig = 0x06064b50, kZip64LocatorSig = 0x07064b50;
 
@@ -136,7 +152,9 @@ std::size_t normalise_dtype(std::string& d, bool& swap, std::string& err) {
     return size;
 }
 
-NpyArray parse_npy(const std::string& path, const std::string& name, const unsigned char* p, std::size_t n) {
+NpyArray parse_npy(const std::string& path, const std::string& name, std::vector<unsigned char>&& raw) {
+    const unsigned char* p = raw.data();
+    const std::size_t n = raw.size();
     auto bad = [&](const std::string& what) { fail(path, "entry '" + name + "': " + what); };
     static const unsigned char magic[6] = {0x93, 'N', 'U', 'M', 'P', 'Y'};
     if (n < 10 || std::memcmp(p, magic, 6) != 0) bad("not a .npy array (bad magic)");
@@ -167,7 +185,9 @@ NpyArray parse_npy(const std::string& path, const std::string& name, const unsig
     const std::size_t bytes = count * item;
     if (n - off < bytes) bad("truncated array data (" + std::to_string(n - off) + " of " + std::to_string(bytes) + " bytes)");
     if (n - off > bytes) bad("trailing bytes after the array data");
-    a.data.assign(p + off, p + off + bytes);
+    // Keep the entry's buffer (no copy: entries may be large); the header is cut off in place.
+    raw.erase(raw.begin(), raw.begin() + std::ptrdiff_t(off));
+    a.data = std::move(raw);
     if (swap)
         for (std::size_t k = 0; k < count; ++k) std::reverse(a.data.begin() + k * item, a.data.begin() + (k + 1) * item);
     return a;
@@ -286,9 +306,30 @@ std::map<std::string, NpyArray> read_npz(const std::string& path) {
     if (cd_off > eocd || cd_size > eocd - cd_off) fail(path, "truncated or corrupt central directory");
     (void)kZip64EndSig;
 
-    std::map<std::string, NpyArray> out;
     std::size_t p = cd_off;
     const std::size_t cd_end = cd_off + cd_size;
+    // A first pass over the central directory: the sizes, before anything is inflated.
+    double total = 0;
+    for (std::size_t e = 0; e < n_entries; ++e) {
+        if (p + 46 > cd_end || le32(b + p) != kCentralSig) fail(path, "corrupt central directory");
+        const std::size_t usize = le32(b + p + 24);
+        const std::size_t nlen = le16(b + p + 28), xlen = le16(b + p + 30), clen = le16(b + p + 32);
+        if (p + 46 + nlen + xlen + clen > cd_end) fail(path, "corrupt central directory");
+        const std::string fname(reinterpret_cast<const char*>(b + p + 46), nlen);
+        p += 46 + nlen + xlen + clen;
+        if (double(usize) > kMaxEntryBytes)
+            fail(path, "entry '" + fname + "' declares " + std::to_string(usize) + " bytes uncompressed (" +
+                           gib(double(usize)) + "), more than the limit of " + gib(kMaxEntryBytes) +
+                           " per array; no active set of a real potential is that large");
+        total += double(usize);
+        if (total > kMaxTotalBytes)
+            fail(path, "the entries up to '" + fname + "' declare " + gib(total) +
+                           " uncompressed, more than the limit of " + gib(kMaxTotalBytes) +
+                           " per file; no active set of a real potential is that large");
+    }
+
+    std::map<std::string, NpyArray> out;
+    p = cd_off;
     for (std::size_t e = 0; e < n_entries; ++e) {
         if (p + 46 > cd_end || le32(b + p) != kCentralSig) fail(path, "corrupt central directory");
         const unsigned flags = le16(b + p + 8), method = le16(b + p + 10);
@@ -330,7 +371,7 @@ std::map<std::string, NpyArray> read_npz(const std::string& path) {
             fail(path, "entry '" + fname + "' is not a .npy array");
         const std::string key = fname.substr(0, fname.size() - suffix.size());
         if (out.count(key)) fail(path, "duplicate entry '" + fname + "'");
-        out.emplace(key, parse_npy(path, fname, raw.data(), raw.size()));
+        out.emplace(key, parse_npy(path, fname, std::move(raw)));
     }
     return out;
 }

@@ -54,6 +54,26 @@ struct Block {
     std::vector<Func> funcs;
 };
 
+// Bounds the loading time of a file of many functions, each under kMaxCouplingWork, to a few
+// seconds, while the largest real potentials (3 elements, 85000 functions) need 3e6.
+constexpr double kMaxCouplingWorkTotal = 5e7;
+
+// Sum of the radial spline tables of all bonds: a potential with many elements has one table per
+// ordered pair, each under RadialTable::kMaxBytes. 8 elements with real sizes take ~1 GB.
+constexpr double kMaxTableBytesTotal = 2.0 * 1024 * 1024 * 1024;
+
+std::string join(const std::vector<int>& v) {
+    std::string s = "[";
+    for (size_t i = 0; i < v.size(); ++i) s += (i ? "," : "") + std::to_string(v[i]);
+    return s + "]";
+}
+
+std::string count(double x) {
+    std::ostringstream s;
+    s << std::setprecision(3) << x;
+    return s.str();
+}
+
 bool finite(double x) { return std::isfinite(x); }
 template <class T>
 bool finite(const std::vector<T>& v) {
@@ -99,7 +119,7 @@ public:
         return node[key] ? get<T>(node, key, where) : fallback;
     }
 
-    Block read_block(const YAML::Node& yb, std::map<std::string, int>& ndensity_of) const {
+    Block read_block(const YAML::Node& yb, std::map<std::string, int>& ndensity_of) {
         Block b;
         if (!yb.IsMap()) fail("each entry of 'species' must be a mapping");
         b.name = get<std::string>(yb, "speciesblock", "species block");
@@ -205,6 +225,17 @@ public:
                         fail(fw + ": 'lint' must have rank-2 = " + std::to_string(rank - 2) + " entries");
                 }
                 if (yf["skip"] && get<bool>(yf, "skip", fw)) continue;
+                const double work = coupling_work(f.ls);
+                if (work > kMaxCouplingWork)
+                    fail(fw + " ('" + get<std::string>(yf, "type", fw) + "', nl " + join(f.ls) +
+                         "): coupling its angular momenta would take " + count(work) +
+                         " steps, more than the limit of " + count(kMaxCouplingWork) +
+                         " per function; real potentials (rank <= 6, nl <= ~6) need at most a few thousand");
+                coupling_work_ += work;
+                if (coupling_work_ > kMaxCouplingWorkTotal)
+                    fail(fw + ": coupling the angular momenta of the functions up to here would take " +
+                         count(coupling_work_) + " steps, more than the limit of " + count(kMaxCouplingWorkTotal) +
+                         " per file; real potentials, even with 1e5 functions, need a few million");
                 b.funcs.push_back(std::move(f));
             }
         }
@@ -215,35 +246,40 @@ public:
         const YAML::Node rc = yb["radcoefficients"];
         if (!rc) fail(where + ": missing key 'radcoefficients'");
         const size_t nl = size_t(s.lmax) + 1;
-        s.crad.assign(size_t(s.nradmax) * nl * size_t(s.nradbase), 0.0);
-        auto at = [&](int n, int l, int k) -> double& { return s.crad[(size_t(n) * nl + l) * s.nradbase + k]; };
+        const size_t ncrad = size_t(s.nradmax) * nl * size_t(s.nradbase);
+        // Sizes are compared with what the file holds before crad is allocated: nradmaxi, lmaxi
+        // and nradbaseij alone could ask for ~400 MB.
+        auto fill = [&](auto value_at) {
+            s.crad.assign(ncrad, 0.0);
+            for (int n = 0; n < s.nradmax; ++n)
+                for (size_t l = 0; l < nl; ++l)
+                    for (int k = 0; k < s.nradbase; ++k)
+                        s.crad[(size_t(n) * nl + l) * s.nradbase + k] = value_at(n, l, k);
+        };
         bool nested = rc.IsSequence() && rc.size() > 0 && rc[0].IsSequence();
         if (nested) {
             auto c = get<std::vector<std::vector<std::vector<double>>>>(yb, "radcoefficients", where);
             if (int(c.size()) != s.nradmax) fail(where + ": radcoefficients must have nradmaxi rows");
             for (int n = 0; n < s.nradmax; ++n) {
                 if (c[n].size() != nl) fail(where + ": radcoefficients[n] must have lmaxi+1 rows");
-                for (size_t l = 0; l < nl; ++l) {
+                for (size_t l = 0; l < nl; ++l)
                     if (int(c[n][l].size()) != s.nradbase)
                         fail(where + ": radcoefficients[n][l] must have nradbaseij entries");
-                    for (int k = 0; k < s.nradbase; ++k) at(n, int(l), k) = c[n][l][k];
-                }
             }
+            fill([&](int n, size_t l, int k) { return c[n][l][k]; });
         } else {
-            // Older files store a flat list, k slowest, then n, then l.
             auto c = get<std::vector<double>>(yb, "radcoefficients", where);
-            if (c.size() != s.crad.size())
+            if (c.size() != ncrad)
                 fail(where + ": flat radcoefficients must hold nradmaxi*(lmaxi+1)*nradbaseij = " +
-                     std::to_string(s.crad.size()) + " numbers, found " + std::to_string(c.size()));
-            size_t j = 0;
-            for (int k = 0; k < s.nradbase; ++k)
-                for (int n = 0; n < s.nradmax; ++n)
-                    for (size_t l = 0; l < nl; ++l) at(n, int(l), k) = c[j++];
+                     std::to_string(ncrad) + " numbers, found " + std::to_string(c.size()));
+            // Older files store a flat list, k slowest, then n, then l.
+            fill([&](int n, size_t l, int k) { return c[(size_t(k) * s.nradmax + n) * nl + l]; });
         }
     }
 
 private:
     std::string path_;
+    double coupling_work_ = 0;  // summed over the functions read so far
 };
 
 // Canonical order of basis functions (the reference sorts this way; the order defines the
@@ -393,6 +429,24 @@ std::shared_ptr<Potential> Potential::load(const std::string& path) {
         pot->cutoff_max_ = std::max(pot->cutoff_max_, s.rcut);
     }
     for (const auto& e : pot->embeddings_) pot->ndensitymax_ = std::max(pot->ndensitymax_, e.ndensity);
+
+    // Sizes first, so that no table is built when they would not all fit.
+    double table_bytes = 0;
+    for (size_t k = 0; k < pot->bonds_.size(); ++k) {
+        try {
+            table_bytes += RadialTable::checked_size(pot->bonds_[k].rcut, pot->delta_spline_bins_, pot->nradbase_,
+                                                     pot->nradmax_, pot->lmax_);
+        } catch (const std::invalid_argument& e) {
+            rd.fail("bond " + pot->elements_[k / ne] + "-" + pot->elements_[k % ne] + ": " + e.what());
+        }
+    }
+    if (table_bytes > kMaxTableBytesTotal)
+        rd.fail("the radial spline tables of its " + std::to_string(pot->bonds_.size()) + " bonds would take " +
+                count(table_bytes / (1 << 30)) + " GiB, more than the limit of " +
+                count(kMaxTableBytesTotal / (1 << 30)) + " GiB (rcutij up to " + count(pot->cutoff_max_) +
+                ", DeltaSplineBins = " + count(pot->delta_spline_bins_) + ", nradbaseij = " +
+                std::to_string(pot->nradbase_) + ", nradmaxi = " + std::to_string(pot->nradmax_) +
+                ", lmaxi = " + std::to_string(pot->lmax_) + ")");
 
     pot->tables_.resize(pot->bonds_.size());
     for (size_t k = 0; k < pot->bonds_.size(); ++k) {

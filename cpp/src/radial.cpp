@@ -7,6 +7,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <iomanip>
+#include <sstream>
 #include <stdexcept>
 #include <tuple>
 
@@ -153,6 +155,7 @@ RadialTable::RadialTable(const BondSpec& spec, double delta_spline_bins, int nra
         throw std::invalid_argument("bond: inner_cutoff_type zbl needs atomic numbers z_i, z_j");
     if (!(delta_spline_bins > 0))
         throw std::invalid_argument("DeltaSplineBins must be positive");
+    checked_size(rcut_, delta_spline_bins, nradbase_, nradmax_, lmax_);
 
     // Pad crad to the table's dimensions so the R_nl sum runs over the same k as the reference;
     // absent (n, l, k) stay zero, which makes padded R_nl exactly zero.
@@ -386,11 +389,34 @@ void RadialTable::exact_all(double r, double* gr, double* dgr, double* fr, doubl
     core_repulsion(r, cr, dcr);
 }
 
+double RadialTable::checked_size(double rcut, double delta, int nradbase, int nradmax, int lmax) {
+    // The grid is the reference's: nlut = trunc(rcut / delta) intervals on [0, rcut].
+    const double nodes = std::floor(rcut / delta) + 1;
+    const double nf = double(nradbase) + double(nradmax) * (double(lmax) + 1) + 1;
+    const double bytes = 8 * (nodes * nf * 4 + double(nradmax) * (double(lmax) + 1) * double(nradbase));
+    auto num = [](double x, int digits = 10) {
+        std::ostringstream s;
+        s << std::setprecision(digits) << x;
+        return s.str();
+    };
+    if (!(nodes >= 2))
+        throw std::invalid_argument("DeltaSplineBins = " + num(delta) + " is larger than the cutoff rcutij = " +
+                                    num(rcut) + ": the spline grid has no interval");
+    if (!(bytes <= kMaxBytes))
+        throw std::invalid_argument(
+            "its radial spline table would take " + num(bytes / (1 << 30), 3) + " GiB, more than the limit of " +
+            num(kMaxBytes / (1 << 30)) + " GiB: rcutij / DeltaSplineBins = " + num(rcut) + " / " + num(delta) +
+            " gives " + num(nodes) + " grid nodes, each holding 4 coefficients for " + num(nf) +
+            " functions (nradbaseij = " + std::to_string(nradbase) + ", nradmaxi = " + std::to_string(nradmax) +
+            ", lmaxi = " + std::to_string(lmax) + ", the largest over all bonds); real potentials have rcutij " +
+            "<= ~10, DeltaSplineBins ~0.001 and tables of a few MB");
+    return bytes;
+}
+
 void RadialTable::build_tables(double delta) {
     // The grid is the reference's: nlut = trunc(rcut / delta) intervals on [0, rcut], so the
-    // actual spacing is rcut / nlut, not delta.
+    // actual spacing is rcut / nlut, not delta. checked_size has bounded nlut far below INT_MAX.
     nlut_ = static_cast<int>(rcut_ / delta);
-    if (nlut_ < 1) throw std::invalid_argument("DeltaSplineBins larger than the cutoff");
     rscale_ = double(nlut_) / rcut_;
     inv_rscale_ = 1.0 / rscale_;
 

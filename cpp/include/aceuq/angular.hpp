@@ -44,6 +44,16 @@ struct BCouplings {
     int num_ms_combs() const { return rank ? int(gen_cg.size()) : 0; }
 };
 
+// Points of m-space couple_b_function visits for angular indices ls: prod (2 l_t + 1) over all
+// but the last l (the last m follows from sum(m) = 0). In double: the product overflows int.
+double coupling_work(const std::vector<int>& ls);
+
+// couple_b_function refuses functions whose coupling_work exceeds this, so that a small file
+// cannot make loading run for minutes (nl = 20 at rank 6: 41^5 = 1.2e8 points). Real potentials
+// stay far below: the largest function of a rank-6, lmax_by_orders [0, 6, 4, 3, 2, 2] basis needs
+// 3e3, and rank 6 with all l = 6 needs 13^5 = 3.7e5. At the limit a function takes ~0.1 s.
+constexpr double kMaxCouplingWork = 1e6;
+
 // mus/ns/ls: the neighbour elements, radial and angular indices of the function (rank = size),
 // LS: its intermediate couplings ("lint" in the potential file).
 // generated (optional) receives the terms before merging: the reference orders functions by

@@ -48,6 +48,16 @@ public:
     // Throws std::invalid_argument for an unknown radbase, cutoff function or inner cutoff type.
     RadialTable(const BondSpec& spec, double delta_spline_bins, int nradbase, int nradmax, int lmax);
 
+    // Bytes a table of these dimensions holds (spline table and padded radcoefficients), worked
+    // out in double so that absurd values cannot overflow. Throws std::invalid_argument, quoting
+    // rcut, delta_spline_bins and the sizes, when the grid has no interval or the table would
+    // exceed kMaxBytes. The constructor calls it before allocating anything.
+    static double checked_size(double rcut, double delta_spline_bins, int nradbase, int nradmax, int lmax);
+    // A table of a real potential (rcut <= ~10, DeltaSplineBins ~0.001, a few dozen functions)
+    // takes 10-30 MB; the limit leaves a factor of 20 or more while refusing the GBs a few edited
+    // numbers (rcutij 20000, DeltaSplineBins 1e-8, nradmaxi 1000) would ask for.
+    static constexpr double kMaxBytes = 512.0 * 1024 * 1024;
+
     void evaluate(double r, RadialValues& out) const;         // spline lookup
     void evaluate_exact(double r, RadialValues& out) const;   // direct evaluation, no spline
 
