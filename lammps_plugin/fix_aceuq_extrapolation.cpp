@@ -16,6 +16,7 @@
 #include "utils.h"
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <cstring>
 #include <sstream>
@@ -39,13 +40,23 @@ FixACEUQExtrapolation::FixACEUQExtrapolation(LAMMPS *lmp, int narg, char **arg) 
   if (narg < 4)
     error->all(FLERR, "Illegal fix aceuq/extrapolation command: expected "
                       "fix ID group aceuq/extrapolation N lower L upper U file OUT.extxyz [cutout R] "
-                      "[append yes|no]");
+                      "[append yes|no] [element El1 El2 ... (one per atom type)]");
   nevery = utils::inumeric(FLERR, arg[3], false, lmp);
   if (nevery <= 0) error->all(FLERR, "fix aceuq/extrapolation: N must be > 0");
   bool have_lower = false, have_upper = false;
   for (int iarg = 4; iarg < narg; iarg += 2) {
     if (iarg + 1 >= narg) error->all(FLERR, "fix aceuq/extrapolation: keyword {} needs a value", arg[iarg]);
     const std::string key = arg[iarg];
+    if (key == "element") {    // as dump_modify element: a name for every atom type
+      if (iarg + atom->ntypes >= narg)
+        error->all(FLERR, "fix aceuq/extrapolation: element needs {} names, one per atom type", atom->ntypes);
+      type_names.assign(arg + iarg + 1, arg + iarg + 1 + atom->ntypes);
+      for (const auto &el : type_names)
+        if (el.empty() || el.size() > 3 || !isupper(static_cast<unsigned char>(el[0])))
+          error->all(FLERR, "fix aceuq/extrapolation: '{}' is not an element symbol", el);
+      iarg += atom->ntypes - 1;
+      continue;
+    }
     if (key == "lower") {
       lower = utils::numeric(FLERR, arg[iarg + 1], false, lmp);
       have_lower = true;
@@ -92,6 +103,17 @@ void FixACEUQExtrapolation::init()
                       "hybrid style, not two)");
   if (!pair->has_active_set())
     error->all(FLERR, "fix aceuq/extrapolation: pair_coeff gave no active set (.asi or .casi): gamma is undefined");
+  if (!type_names.empty()) {
+    if (int(type_names.size()) != atom->ntypes)
+      error->all(FLERR, "fix aceuq/extrapolation: element gave {} names for {} atom types", type_names.size(),
+                 atom->ntypes);
+    for (int t = 1; t <= atom->ntypes; ++t) {
+      const std::string mapped = pair->type_element(t);
+      if (mapped != "X" && mapped != type_names[t - 1])
+        error->all(FLERR, "fix aceuq/extrapolation: element names type {} {}, but pair_coeff maps it to {}", t,
+                   type_names[t - 1], mapped);
+    }
+  }
   if (!atom->tag_enable)
     error->all(FLERR, "fix aceuq/extrapolation requires atom IDs (not 'atom_modify id no'): frames are "
                       "ordered, and cut-outs centred, by atom ID");
@@ -113,6 +135,14 @@ void FixACEUQExtrapolation::init()
     if (n) error->all(FLERR, "fix aceuq/extrapolation: {}", why);
     file_started = true;
   }
+}
+
+// the element written for an atom type: the fix's element names if given, else pair_coeff's (X
+// for a type pair_coeff maps to NULL)
+std::string FixACEUQExtrapolation::type_name(int itype) const
+{
+  if (!type_names.empty() && itype >= 1 && itype <= int(type_names.size())) return type_names[itype - 1];
+  return pair->type_element(itype);
 }
 
 void FixACEUQExtrapolation::request_gamma()
@@ -366,7 +396,7 @@ void FixACEUQExtrapolation::write_frame(const std::vector<int> &above_local, Ver
         << (periodic && domain->zperiodic ? "T" : "F") << "\" step=" << update->ntimestep << extra << "\n";
   };
   auto line = [&](const double *r) {
-    out << pair->type_element(int(r[1])) << " " << r[2] << " " << r[3] << " " << r[4] << " " << r[5] << " "
+    out << type_name(int(r[1])) << " " << r[2] << " " << r[3] << " " << r[4] << " " << r[5] << " "
         << int(r[6]) << " " << (tagint) r[0] << " " << int(r[1]) << "\n";
   };
   if (cutout > 0) {

@@ -1,4 +1,5 @@
 /* fix ID group aceuq/extrapolation N lower L upper U file OUT.extxyz [cutout R] [append yes|no]
+       [element El1 El2 ...]
 
    Every N steps asks pair_style aceuq for the per-atom extrapolation grade gamma. When the
    largest gamma of the group (over all ranks) exceeds L, the configuration (all atoms, not only
@@ -9,7 +10,9 @@
    reported). A step is checked once, also across runs and under rerun; under minimize, every N-th
    iteration on the configuration it accepts.
    Global vector (thermo: f_ID[k]): [1] max gamma, [2] atoms above L (both of the last check),
-   [3] frames and [4] cut-outs written so far. */
+   [3] frames and [4] cut-outs written so far. Atoms are written with the element pair_coeff
+   gives their type, X for a type it maps to NULL, unless `element` names every type (as
+   dump_modify element: the other sub-styles' atoms of a hybrid style). */
 #ifndef LMP_FIX_ACEUQ_EXTRAPOLATION_H
 #define LMP_FIX_ACEUQ_EXTRAPOLATION_H
 
@@ -51,6 +54,7 @@ class FixACEUQExtrapolation : public Fix {
   bool file_started;
   bigint last_checked;    // the step checked last (a run that starts there does not check it again)
   bool halted;            // this fix stopped the run (and keeps later runs from starting)
+  std::vector<std::string> type_names;    // element per atom type, when given
 
   // one graded step: what it writes (text on rank 0) and whether it stops the run
   struct Verdict {
@@ -63,6 +67,7 @@ class FixACEUQExtrapolation : public Fix {
   std::optional<Verdict> pending;    // minimization: the last evaluation of the current iteration
 
   void request_gamma();
+  std::string type_name(int itype) const;
   void check();
   Verdict grade_step();
   void commit(const Verdict &v);

@@ -360,6 +360,37 @@ def test_bad_fix_input(setup, tmp_path, make_pot):
             lmp.command("run 0")
 
 
+def test_element_names_the_types_pair_coeff_maps_to_null(setup, tmp_path):
+    """A hybrid style with a type aceuq does not handle: the fix writes X for its atoms, or the
+    element its `element` keyword names (as dump_modify element), which `aceuq gamma` and
+    `aceuq select` then read; a name that contradicts pair_coeff is refused."""
+    path, pot, asi, atoms, gamma, lower = setup
+
+    def frame(element_args, name):
+        out = tmp_path / name
+        lmp = aceuq_lammps.make_lammps()
+        try:
+            create_system(lmp, atoms, ["Al", "Cu"], type_elements=["Al", "Cu", "Ni"])
+            lmp.commands_string(f"""
+                set atom 1 type 3
+                pair_style hybrid/overlay aceuq zero 6.0
+                pair_coeff * * aceuq {path} {asi} Al Cu NULL
+                pair_coeff * * zero
+                fix x all aceuq/extrapolation 1 lower 1e-6 upper 1e9 file {out} {element_args}
+                run 0""")
+        finally:
+            lmp.close()
+        return read(out)
+
+    symbols = atoms.get_chemical_symbols()
+    assert frame("", "x.extxyz").get_chemical_symbols() == ["X"] + symbols[1:]
+    assert frame("element Al Cu Ni", "ni.extxyz").get_chemical_symbols() == ["Ni"] + symbols[1:]
+    with pytest.raises(Exception, match="element names type 2 Al, but pair_coeff maps it to Cu"):
+        frame("element Al Al Ni", "bad.extxyz")
+    with pytest.raises(Exception, match="element needs 3 names"):
+        frame("element Al Cu", "short.extxyz")
+
+
 def test_fix_without_atom_ids_is_refused(setup, tmp_path):
     """Frames are ordered, and cut-outs centred, by atom ID: without IDs (atom_modify id no) every
     atom was ID 0 and the cut-outs ran together."""

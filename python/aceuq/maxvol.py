@@ -252,14 +252,16 @@ def batch_rows_for(memory_limit: Optional[int], p: int) -> Optional[int]:
 
 def select_active_set(data, tol: float = DEFAULT_TOL, max_iters: int = DEFAULT_MAX_ITERS,
                       rank_rtol: float = DEFAULT_RANK_RTOL, col_rtol: float = DEFAULT_COL_RTOL,
-                      spread_rtol: float = DEFAULT_SPREAD_RTOL,
+                      spread_rtol: float = DEFAULT_SPREAD_RTOL, pacemaker_start: bool = True,
                       memory_limit: Optional[int] = None,
                       batch_rows: Optional[int] = None, max_refinements: int = 30,
                       progress: bool = False, desc: str = "maxvol") -> ActiveSetMatrix:
     """Active set and grading matrix of projection rows (an (n, p) array, memmap, or list of blocks).
 
     memory_limit (bytes) or batch_rows set the streaming batch size; without either, or when all
-    rows fit, everything happens in memory in one MaxVol run."""
+    rows fit, everything happens in memory in one MaxVol run. pacemaker_start: on full-rank data
+    in memory, also start from pacemaker's start (the LU pivot rows of all rows), to end on its
+    active set (module docstring)."""
     rows_src = _Rows(_as_blocks(data))
     n, p = rows_src.n, rows_src.p
     if n < 1:
@@ -327,7 +329,7 @@ def select_active_set(data, tol: float = DEFAULT_TOL, max_iters: int = DEFAULT_M
         idx = np.sort(np.argpartition(-leverage, work - 1)[:work]) if work < n else np.arange(n)
         # full rank: pacemaker's start, the pivot rows of a partially pivoted LU of all rows, so
         # that the greedy swaps below retrace pacemaker's MaxVol (see the module docstring)
-        first = _lu_pivot_rows(rows_src, norms, chunk) if rank == p else None
+        first = _lu_pivot_rows(rows_src, norms, chunk) if rank == p and pacemaker_start else None
         if first is not None:
             idx = np.union1d(idx, first)
         kept, result, sw = _maxvol_or_span(rows_src.take(idx) @ W, idx, tol, max_iters,

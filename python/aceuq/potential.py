@@ -102,6 +102,8 @@ class Potential:
             raise InputError(
                 f"element(s) {', '.join(missing)} that potential '{self.path}' does not describe "
                 f"(elements: {', '.join(self.elements)})"
+                + ("; X is what fix aceuq/extrapolation writes for atom types pair_coeff maps to NULL: name "
+                   "them with its 'element' keyword" if "X" in missing else "")
             )
         return np.array([lookup[s] for s in symbols], dtype=np.int32)
 
