@@ -103,10 +103,7 @@ void FixACEUQExtrapolation::init()
                       "hybrid style, not two)");
   if (!pair->has_active_set())
     error->all(FLERR, "fix aceuq/extrapolation: pair_coeff gave no active set (.asi or .casi): gamma is undefined");
-  if (!type_names.empty()) {
-    if (int(type_names.size()) != atom->ntypes)
-      error->all(FLERR, "fix aceuq/extrapolation: element gave {} names for {} atom types", type_names.size(),
-                 atom->ntypes);
+  if (!type_names.empty()) {    // one per type (the constructor took exactly that many)
     for (int t = 1; t <= atom->ntypes; ++t) {
       const std::string mapped = pair->type_element(t);
       if (mapped != "X" && mapped != type_names[t - 1])

@@ -218,6 +218,10 @@ def test_rerun_of_a_trajectory_writes_each_snapshot_once(setup, tmp_path):
     gz.write_bytes(gzip.compress(traj.read_bytes()))
     for a, b in zip(read_structures([str(gz)], elements=["Al", "Cu"]), snapshots, strict=True):
         assert a.get_chemical_symbols() == b.get_chemical_symbols() and np.array_equal(a.positions, b.positions)
+    damaged = gzip.compress(traj.read_bytes())
+    gz.write_bytes(damaged[:20] + bytes(200) + damaged[220:])
+    with pytest.raises(aceuq.InputError, match="traj.dump.gz"):
+        read_structures([str(gz)], elements=["Al", "Cu"])
     grades = [reference_gamma(pot, asi, s) for s in snapshots]
     expected = [k for k, g in enumerate(grades) if g.max() > lower]
     assert len(snapshots) == 5 and 0 < len(expected)

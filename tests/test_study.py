@@ -137,6 +137,10 @@ def test_study_end_to_end(emt_data, tmp_path, capsys):
         assert g["miscalibration_area"] is not None and g["map_spearman"] is not None
         assert np.isfinite(g["spearman"])
     assert m["novelty"]["gamma_local_nearest"]["k_effective"] >= 1
+    # the paired false-alarm counts behind claim 2's verdict, summed over the splits
+    for key in ("count_alarms_gamma_only", "count_alarms_ensemble_only"):
+        count = m["homogeneous"]["gamma_global"][key]
+        assert count is not None and count == int(count) >= 0
     assert m["novelty"]["gamma_global"].get("k_effective") is None
     # a bulk-only ensemble must flag liquid-like and surface structures, and so must γ
     assert m["novelty/liquid"]["ensemble"]["roc_auc"] > 0.9
@@ -269,8 +273,9 @@ def test_claims_verdicts_follow_their_rules():
         "hard/large": {"ensemble": r(n_functions=300, roc_auc=0.8), "gamma_global": r(roc_auc=0.85),
                        "gamma_local_nearest": r(roc_auc=0.96)},
         "easy": {"ensemble": r(roc_auc=1.0), "gamma_global": r(roc_auc=1.0), "gamma_local_nearest": r(roc_auc=0.99)},
-        "homogeneous": {"ensemble": r(z_rms=4.0, roc_auc=1.0, false_alarm_rate=0.05, n_known=20.0, n_splits=3),
-                        "gamma_global": r(z_rms=1.1, roc_auc=1.0, false_alarm_rate=0.10, n_known=20.0, n_splits=3),
+        "homogeneous": {"ensemble": r(z_rms=4.0, roc_auc=1.0, false_alarm_rate=0.05),
+                        "gamma_global": r(z_rms=1.1, roc_auc=1.0, false_alarm_rate=0.10,
+                                          count_alarms_gamma_only=5.0, count_alarms_ensemble_only=2.0),
                         "gamma_local_nearest": r(z_rms=1.0, roc_auc=1.0)},
         "heterogeneous": {"ensemble": r(z_rms=1.0), "gamma_global": r(z_rms=1.5), "gamma_local_nearest": r(z_rms=1.0)},
     }
@@ -281,13 +286,16 @@ def test_claims_verdicts_follow_their_rules():
     assert "ensemble σ: under-predicts beyond its training data **yes**, calibrated within it **yes**, " \
            "misses novelty after heterogeneous training **yes**" in text
     assert "global γ: under-predicts beyond its training data **no**, calibrated within it **no**" in text
-    # 6 against 3 false alarms of 60 is counting noise; 15 against 3 is not
+    # 5 structures flagged by global γ only against 2 by the ensemble only is counting noise; 12 against 1 is not
     assert "D-optimality more conservative: **not resolved** (false alarms at the 95 % threshold of the " \
-           "calibration frames, A-only model, in-distribution test structures over all splits: global γ 6 of 60, " \
-           "ensemble 3 of 60; Fisher's exact test p = 0.25)" in text
-    summary["homogeneous"]["gamma_global"]["false_alarm_rate"] = 0.25
+           "calibration frames, A-only model: global γ 10%, ensemble 5%; in-distribution test structures over " \
+           "all splits flagged by global γ only 5, by the ensemble only 2; exact McNemar test p = 0.23)" in text
+    hom = summary["homogeneous"]["gamma_global"]
+    hom.update(count_alarms_gamma_only=12.0, count_alarms_ensemble_only=1.0)
     assert "D-optimality more conservative: **yes** (" in "\n".join(study.claims_markdown(summary, cases, "A"))
-    summary["homogeneous"]["gamma_global"]["false_alarm_rate"] = 0.10
+    hom.update(count_alarms_gamma_only=1.0, count_alarms_ensemble_only=12.0)
+    assert "D-optimality more conservative: **no** (" in "\n".join(study.claims_markdown(summary, cases, "A"))
+    hom.update(count_alarms_gamma_only=5.0, count_alarms_ensemble_only=2.0)
     assert "restores novelty detection on heterogeneous data: holds** (local above global γ in 2 of 2" in text
     assert "left out, global γ ≥ 0.99 already: easy" in text
     summary["hard/large"]["gamma_local_nearest"]["roc_auc"] = 0.8

@@ -90,7 +90,7 @@ def _lammps_dump_columns(path: str) -> Optional[List[str]]:
         opener = {b"\x1f\x8b": gzip.open, b"BZ": bz2.open, b"\xfd7": lzma.open}.get(magic[:2], open)
         with opener(path, "rb") as fh:
             head = fh.read(4096).decode("ascii", errors="replace").splitlines()
-    except (OSError, EOFError, lzma.LZMAError):
+    except Exception:  # unreadable or damaged (zlib.error, EOFError, ...): ASE's reader reports it
         return None
     if not head or not head[0].startswith("ITEM: TIMESTEP"):
         return None

@@ -414,22 +414,17 @@ def fit_ensemble(frames: Sequence[Atoms], n_members: int, output_dir: str, basis
                 "n_functions": int(dm.X.shape[1]), "sources": [os.fspath(s) for s in sources],
                 "member_structures": [s.tolist() for s in samples],
                 "train_rmse": training_rmse(dm, coefs)}
-    # written and calibrated in a staging folder beside output_dir, then moved in: a calibration
-    # that fails leaves no uncalibrated ensemble behind, and a folder of an earlier fit keeps no
-    # members of it beside the new ones
-    stage = tempfile.mkdtemp(prefix=".aceuq-ensemble-", dir=os.path.dirname(os.path.abspath(output_dir)))
+    # written and calibrated in a staging folder inside output_dir (the same file system, found
+    # writable by check_output), then moved in: a calibration that fails leaves no uncalibrated
+    # ensemble behind, and a folder of an earlier fit keeps no members of it beside the new ones
+    try:
+        stage = tempfile.mkdtemp(prefix=".aceuq-ensemble-", dir=output_dir)
+    except OSError as exc:
+        raise InputError(f"output folder '{output_dir}': cannot write in it ({exc.strerror or exc})") from None
     try:
         ens = write_ensemble(bbasis, coefs, stage, e0, fit_info)
         if calibration_frames:
-            cal = ens.calibrate(calibration_frames, progress=progress)
-            for key, what in (("energy", "energy errors"), ("forces", "force errors")):
-                if cal[key] == 0.0:
-                    raise InputError(
-                        f"calibration structures: their {what} are within the resolution of the reference "
-                        f"(RMS {cal['rmse_energy_per_atom' if key == 'energy' else 'rmse_forces']:.3g} "
-                        f"{'eV/atom' if key == 'energy' else 'eV/Å'}), so they "
-                        f"cannot scale σ (perfect crystals have no forces): calibrate on structures that the "
-                        f"members get wrong, e.g. MD snapshots")
+            ens.calibrate(calibration_frames, progress=progress)
             ens.save_calibration(stage)
         _move_members(stage, output_dir)
     finally:
@@ -441,16 +436,19 @@ _MEMBER_FILE = re.compile(r"member_\d{3,}\.yaml")
 
 
 def _move_members(stage: str, output_dir: str) -> None:
-    """Move an ensemble written in ``stage`` into ``output_dir``, replacing the members of an
-    earlier one there (the manifest last, so a reader never sees it list missing members)."""
+    """Move an ensemble written in ``stage`` into ``output_dir``: the members, then the manifest
+    (a reader never sees it list missing members), then away with an earlier fit's members that
+    the new one does not have."""
     with open(os.path.join(stage, MANIFEST)) as fh:
         names = json.load(fh)["members"]
-    os.makedirs(output_dir, exist_ok=True)
-    for name in os.listdir(output_dir):
-        if _MEMBER_FILE.fullmatch(name) and name not in names:
-            os.unlink(os.path.join(output_dir, name))
-    for name in names + [MANIFEST]:
-        os.replace(os.path.join(stage, name), os.path.join(output_dir, name))
+    try:
+        for name in names + [MANIFEST]:
+            os.replace(os.path.join(stage, name), os.path.join(output_dir, name))
+        for name in os.listdir(output_dir):
+            if _MEMBER_FILE.fullmatch(name) and name not in names:
+                os.unlink(os.path.join(output_dir, name))
+    except OSError as exc:
+        raise InputError(f"output folder '{output_dir}': cannot move the ensemble in ({exc.strerror or exc})") from None
 
 
 def training_rmse(dm: DesignMatrix, coefs: Sequence[np.ndarray]) -> Dict[str, float]:
@@ -714,8 +712,11 @@ class Ensemble:
                 "energy_error": np.array(e_err), "energy_sigma": np.array(e_unc),
                 "structure": np.concatenate(s_idx)}
 
-    def calibrate(self, frames: Sequence[Atoms], progress: bool = False) -> Dict:
-        """Fit the σ calibration on held-out labelled frames (RMS error/σ = 1 there; module doc)."""
+    def calibrate(self, frames: Sequence[Atoms], progress: bool = False, strict: bool = True) -> Dict:
+        """Fit the σ calibration on held-out labelled frames (RMS error/σ = 1 there; module doc).
+        Frames whose force errors the floor alone covers (perfect crystals) would fit a force
+        factor of 0, every σ then the floor: an InputError, unless ``strict`` is False (the study
+        measures what such a calibration does beyond its data)."""
         d = self.errors_and_sigma(frames, calibrated=False, progress=progress)
         floor = metrics.FORCE_RESOLUTION
         try:
@@ -724,6 +725,11 @@ class Ensemble:
         except ValueError as exc:
             raise InputError(f"calibration structures: {exc}: the members agree exactly on all of them (too "
                              f"few training structures for members to differ?)") from None
+        if fs == 0.0 and strict:
+            raise InputError(
+                f"calibration structures: their force errors (RMS {np.sqrt(np.mean(d['force_error'] ** 2) / 3.0):.3g} "
+                f"eV/Å) are within the resolution of the reference forces, so they cannot scale σ (perfect "
+                f"crystals have no forces): calibrate on structures that the members get wrong, e.g. MD snapshots")
         self.calibration = {"energy": es, "forces": fs, "forces_floor": floor, "fitted": True,
                             "n_structures": len(d["energy_error"]), "n_atoms": int(d["force_error"].size),
                             # the members' mean on these held-out frames, as training_rmse

@@ -7,7 +7,7 @@ import sys
 import numpy as np
 
 from .._core import InputError
-from ..data import read_structures
+from ..data import parse_elements, read_structures
 from . import number
 
 
@@ -76,8 +76,7 @@ def main(argv=None) -> int:
                 perm = np.random.default_rng(args.seed + 7919).permutation(len(frames))
                 calib = [frames[i] for i in sorted(perm[:n_hold])]
                 frames = [frames[i] for i in sorted(perm[n_hold:])]
-        # "Si Ge" quoted, as the other verbs take -e, or Si Ge
-        elements = [e for arg in args.elements for e in arg.replace(",", " ").split()] if args.elements else None
+        elements = parse_elements(args.elements)  # "Si Ge" quoted, as the other verbs take -e, or Si Ge
         ens = fit_ensemble(frames, args.members, args.output, basis=args.basis, bootstrap=args.bootstrap,
                            elements=elements, cutoff=args.cutoff, seed=args.seed, alpha=args.alpha,
                            energy_weight=args.energy_weight, subsample=args.subsample, calibration_frames=calib,

@@ -34,10 +34,27 @@ def main(argv=None) -> int:
     try:
         return module.main(rest)
     except BrokenPipeError:
-        # the reader went away (`... -o /dev/stdout | head`): stop quietly, as command-line tools
-        # do; stdout goes to /dev/null so the interpreter's last flush does not fail again
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        if not _stdout_closed_by_reader():  # e.g. -o FIFO whose reader left: an error to report
+            print(f"aceuq {verb}: error: the reader of the output closed it before the end", file=sys.stderr)
+            return 1
+        # the reader of stdout went away (`... -o /dev/stdout | head`): stop quietly, as
+        # command-line tools do; stdout goes to /dev/null so the interpreter's last flush does
+        # not fail again
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.__stdout__.fileno())
         return 1
+
+
+def _stdout_closed_by_reader() -> bool:
+    """Whether this process's standard output is a pipe whose reader has gone: the other broken
+    pipes (`-o FIFO` whose reader left) are errors to report."""
+    import select
+
+    try:
+        poll = select.poll()
+        poll.register(sys.__stdout__.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poll.poll(0))
+    except (AttributeError, OSError, ValueError):
+        return False
 
 
 if __name__ == "__main__":
