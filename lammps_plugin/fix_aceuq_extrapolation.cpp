@@ -16,7 +16,6 @@
 #include "utils.h"
 
 #include <algorithm>
-#include <cctype>
 #include <cerrno>
 #include <cstring>
 #include <sstream>
@@ -30,6 +29,22 @@ using namespace FixConst;
 namespace {
 // One atom as gathered to rank 0: [tag, type, x, y, z, gamma, cluster, centre]
 constexpr int kRecord = 8;
+
+// the names the frames may carry: what ASE and DFT codes read
+bool is_element_symbol(const std::string &s)
+{
+  static const char *const kSymbols[] = {
+      "H",  "He", "Li", "Be", "B",  "C",  "N",  "O",  "F",  "Ne", "Na", "Mg", "Al", "Si", "P",  "S",  "Cl", "Ar",
+      "K",  "Ca", "Sc", "Ti", "V",  "Cr", "Mn", "Fe", "Co", "Ni", "Cu", "Zn", "Ga", "Ge", "As", "Se", "Br", "Kr",
+      "Rb", "Sr", "Y",  "Zr", "Nb", "Mo", "Tc", "Ru", "Rh", "Pd", "Ag", "Cd", "In", "Sn", "Sb", "Te", "I",  "Xe",
+      "Cs", "Ba", "La", "Ce", "Pr", "Nd", "Pm", "Sm", "Eu", "Gd", "Tb", "Dy", "Ho", "Er", "Tm", "Yb", "Lu", "Hf",
+      "Ta", "W",  "Re", "Os", "Ir", "Pt", "Au", "Hg", "Tl", "Pb", "Bi", "Po", "At", "Rn", "Fr", "Ra", "Ac", "Th",
+      "Pa", "U",  "Np", "Pu", "Am", "Cm", "Bk", "Cf", "Es", "Fm", "Md", "No", "Lr", "Rf", "Db", "Sg", "Bh", "Hs",
+      "Mt", "Ds", "Rg", "Cn", "Nh", "Fl", "Mc", "Lv", "Ts", "Og"};
+  for (const char *el : kSymbols)
+    if (s == el) return true;
+  return false;
+}
 }    // namespace
 
 FixACEUQExtrapolation::FixACEUQExtrapolation(LAMMPS *lmp, int narg, char **arg) :
@@ -48,11 +63,12 @@ FixACEUQExtrapolation::FixACEUQExtrapolation(LAMMPS *lmp, int narg, char **arg) 
     if (iarg + 1 >= narg) error->all(FLERR, "fix aceuq/extrapolation: keyword {} needs a value", arg[iarg]);
     const std::string key = arg[iarg];
     if (key == "element") {    // as dump_modify element: a name for every atom type
+      if (!type_names.empty()) error->all(FLERR, "fix aceuq/extrapolation: element given twice");
       if (iarg + atom->ntypes >= narg)
         error->all(FLERR, "fix aceuq/extrapolation: element needs {} names, one per atom type", atom->ntypes);
       type_names.assign(arg + iarg + 1, arg + iarg + 1 + atom->ntypes);
       for (const auto &el : type_names)
-        if (el.empty() || el.size() > 3 || !isupper(static_cast<unsigned char>(el[0])))
+        if (!is_element_symbol(el))
           error->all(FLERR, "fix aceuq/extrapolation: '{}' is not an element symbol", el);
       iarg += atom->ntypes - 1;
       continue;

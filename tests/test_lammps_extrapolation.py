@@ -393,6 +393,10 @@ def test_element_names_the_types_pair_coeff_maps_to_null(setup, tmp_path):
         frame("element Al Al Ni", "bad.extxyz")
     with pytest.raises(Exception, match="element needs 3 names"):
         frame("element Al Cu", "short.extxyz")
+    with pytest.raises(Exception, match="'NI' is not an element symbol"):
+        frame("element Al Cu NI", "case.extxyz")
+    with pytest.raises(Exception, match="element given twice"):
+        frame("element Al Cu Ni element Al Cu Fe", "twice.extxyz")
 
 
 def test_fix_without_atom_ids_is_refused(setup, tmp_path):
