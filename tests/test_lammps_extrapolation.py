@@ -387,7 +387,10 @@ def test_element_names_the_types_pair_coeff_maps_to_null(setup, tmp_path):
         return read(out)
 
     symbols = atoms.get_chemical_symbols()
-    assert frame("", "x.extxyz").get_chemical_symbols() == ["X"] + symbols[1:]
+    unnamed = frame("", "x.extxyz")
+    assert unnamed.get_chemical_symbols() == ["X"] + symbols[1:]
+    with pytest.raises(aceuq.InputError, match="X is what fix aceuq/extrapolation writes .* 'element' keyword"):
+        pot.types_of(unnamed)
     assert frame("element Al Cu Ni", "ni.extxyz").get_chemical_symbols() == ["Ni"] + symbols[1:]
     with pytest.raises(Exception, match="element names type 2 Al, but pair_coeff maps it to Cu"):
         frame("element Al Al Ni", "bad.extxyz")
