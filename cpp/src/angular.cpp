@@ -14,12 +14,12 @@
 //    merge removes at least one term (see couple_b_function below).
 #include "aceuq/angular.hpp"
 
+#include "text.hpp"
+
 #include <algorithm>
 #include <cmath>
-#include <iomanip>
 #include <limits>
 #include <map>
-#include <sstream>
 #include <stdexcept>
 #include <string>
 #include <tuple>
@@ -196,20 +196,6 @@ std::vector<Node> coupling_tree(int rank) {
                                 " is not supported (supported ranks: 1..6)");
 }
 
-std::string join(const std::vector<int>& v) {
-    std::ostringstream s;
-    s << "[";
-    for (size_t i = 0; i < v.size(); ++i) s << (i ? "," : "") << v[i];
-    s << "]";
-    return s.str();
-}
-
-std::string format_count(double x) {
-    std::ostringstream s;
-    s << std::setprecision(3) << x;
-    return s.str();
-}
-
 }  // namespace
 
 double coupling_work(const std::vector<int>& ls) {
@@ -224,8 +210,8 @@ double coupling_work(const std::vector<int>& ls) {
 BCouplings couple_b_function(const std::vector<int>& mus, const std::vector<int>& ns,
                              const std::vector<int>& ls, const std::vector<int>& LS, BCouplings* generated) {
     const int rank = int(ls.size());
-    const std::string what = "couple_b_function(mus=" + join(mus) + ", ns=" + join(ns) + ", ls=" + join(ls) +
-                             ", LS=" + join(LS) + "): ";
+    const std::string what = "couple_b_function(mus=" + text::join_ints(mus) + ", ns=" + text::join_ints(ns) + ", ls=" + text::join_ints(ls) +
+                             ", LS=" + text::join_ints(LS) + "): ";
     if (rank < 1 || rank > 6)
         throw std::invalid_argument(what + "rank " + std::to_string(rank) + " is not supported (supported ranks: 1..6)");
     if (int(mus.size()) != rank || int(ns.size()) != rank)
@@ -258,8 +244,8 @@ BCouplings couple_b_function(const std::vector<int>& mus, const std::vector<int>
 
     const double work = coupling_work(ls);
     if (!(work <= kMaxCouplingWork))
-        throw std::invalid_argument(what + "would enumerate " + format_count(work) +
-                                    " m-combinations, more than the limit of " + format_count(kMaxCouplingWork));
+        throw std::invalid_argument(what + "would enumerate " + text::number(work, 3) +
+                                    " m-combinations, more than the limit of " + text::number(kMaxCouplingWork, 3));
 
     // m-space in the reference's order: m_0 fastest, m_{rank-1} slowest. The last m is fixed by
     // sum(m) = 0, so only the first rank-1 are enumerated; the rows are then grouped by the last

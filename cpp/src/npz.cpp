@@ -3,6 +3,8 @@
 // is bounds-checked: the file is untrusted input.
 #include "aceuq/npz.hpp"
 
+#include "text.hpp"
+
 #include <zlib.h>
 
 #include <algorithm>
@@ -37,12 +39,7 @@ std::uint32_t le32(const unsigned char* p) {
 constexpr double kMaxEntryBytes = 1024.0 * 1024 * 1024;
 constexpr double kMaxTotalBytes = 2 * kMaxEntryBytes;
 
-std::string gib(double bytes) {
-    std::ostringstream s;
-    s.precision(3);
-    s << bytes / (1024.0 * 1024 * 1024) << " GiB";
-    return s.str();
-}
+std::string gib(double bytes) { return text::number(bytes / (1024.0 * 1024 * 1024), 3) + " GiB"; }
 
 constexpr std::uint32_t kLocalSig = 0x04034b50, kCentralSig = 0x02014b50, kEndSig = 0x06054b50;
 constexpr std::uint32_t kZip64EndSig = 0x06064b50, kZip64LocatorSig = 0x07064b50;
@@ -306,72 +303,69 @@ std::map<std::string, NpyArray> read_npz(const std::string& path) {
     if (cd_off > eocd || cd_size > eocd - cd_off) fail(path, "truncated or corrupt central directory");
     (void)kZip64EndSig;
 
+    // The central directory, read whole and its declared sizes checked before anything is inflated.
+    struct Entry {
+        unsigned flags, method;
+        std::uint32_t crc;
+        std::size_t csize, usize, local;
+        std::string fname;
+    };
+    std::vector<Entry> entries;
     std::size_t p = cd_off;
     const std::size_t cd_end = cd_off + cd_size;
-    // A first pass over the central directory: the sizes, before anything is inflated.
     double total = 0;
     for (std::size_t e = 0; e < n_entries; ++e) {
         if (p + 46 > cd_end || le32(b + p) != kCentralSig) fail(path, "corrupt central directory");
-        const std::size_t usize = le32(b + p + 24);
         const std::size_t nlen = le16(b + p + 28), xlen = le16(b + p + 30), clen = le16(b + p + 32);
         if (p + 46 + nlen + xlen + clen > cd_end) fail(path, "corrupt central directory");
-        const std::string fname(reinterpret_cast<const char*>(b + p + 46), nlen);
+        entries.push_back({le16(b + p + 8), le16(b + p + 10), le32(b + p + 16), le32(b + p + 20), le32(b + p + 24),
+                           le32(b + p + 42), std::string(reinterpret_cast<const char*>(b + p + 46), nlen)});
         p += 46 + nlen + xlen + clen;
-        if (double(usize) > kMaxEntryBytes)
-            fail(path, "entry '" + fname + "' declares " + std::to_string(usize) + " bytes uncompressed (" +
-                           gib(double(usize)) + "), more than the limit of " + gib(kMaxEntryBytes) +
+        const Entry& en = entries.back();
+        if (double(en.usize) > kMaxEntryBytes)
+            fail(path, "entry '" + en.fname + "' declares " + std::to_string(en.usize) + " bytes uncompressed (" +
+                           gib(double(en.usize)) + "), more than the limit of " + gib(kMaxEntryBytes) +
                            " per array; no active set of a real potential is that large");
-        total += double(usize);
+        total += double(en.usize);
         if (total > kMaxTotalBytes)
-            fail(path, "the entries up to '" + fname + "' declare " + gib(total) +
+            fail(path, "the entries up to '" + en.fname + "' declare " + gib(total) +
                            " uncompressed, more than the limit of " + gib(kMaxTotalBytes) +
                            " per file; no active set of a real potential is that large");
     }
 
     std::map<std::string, NpyArray> out;
-    p = cd_off;
-    for (std::size_t e = 0; e < n_entries; ++e) {
-        if (p + 46 > cd_end || le32(b + p) != kCentralSig) fail(path, "corrupt central directory");
-        const unsigned flags = le16(b + p + 8), method = le16(b + p + 10);
-        const std::uint32_t crc = le32(b + p + 16);
-        const std::size_t csize = le32(b + p + 20), usize = le32(b + p + 24);
-        const std::size_t nlen = le16(b + p + 28), xlen = le16(b + p + 30), clen = le16(b + p + 32);
-        const std::size_t local = le32(b + p + 42);
-        if (p + 46 + nlen + xlen + clen > cd_end) fail(path, "corrupt central directory");
-        const std::string fname(reinterpret_cast<const char*>(b + p + 46), nlen);
-        p += 46 + nlen + xlen + clen;
-
-        if (csize == 0xFFFFFFFFu || usize == 0xFFFFFFFFu || local == 0xFFFFFFFFu)
-            fail(path, "entry '" + fname + "': zip64 entries are not supported");
-        if (flags & 1u) fail(path, "entry '" + fname + "': encrypted entries are not supported");
-        if (method != 0 && method != 8)
-            fail(path, "entry '" + fname + "': compression method " + std::to_string(method) +
+    for (const Entry& en : entries) {
+        if (en.csize == 0xFFFFFFFFu || en.usize == 0xFFFFFFFFu || en.local == 0xFFFFFFFFu)
+            fail(path, "entry '" + en.fname + "': zip64 entries are not supported");
+        if (en.flags & 1u) fail(path, "entry '" + en.fname + "': encrypted entries are not supported");
+        if (en.method != 0 && en.method != 8)
+            fail(path, "entry '" + en.fname + "': compression method " + std::to_string(en.method) +
                            " is not supported (only stored and deflate)");
-        if (local + 30 > size || le32(b + local) != kLocalSig)
-            fail(path, "entry '" + fname + "': truncated or corrupt local header");
-        const std::size_t data_off = local + 30 + le16(b + local + 26) + le16(b + local + 28);
-        if (data_off > size || csize > size - data_off)
-            fail(path, "entry '" + fname + "': truncated data");
+        if (en.local + 30 > size || le32(b + en.local) != kLocalSig)
+            fail(path, "entry '" + en.fname + "': truncated or corrupt local header");
+        const std::size_t data_off = en.local + 30 + le16(b + en.local + 26) + le16(b + en.local + 28);
+        if (data_off > size || en.csize > size - data_off)
+            fail(path, "entry '" + en.fname + "': truncated data");
         const unsigned char* src = b + data_off;
 
         std::vector<unsigned char> raw;
-        if (method == 0) {
-            if (csize != usize) fail(path, "entry '" + fname + "': stored sizes disagree");
-            raw.assign(src, src + csize);
+        if (en.method == 0) {
+            if (en.csize != en.usize) fail(path, "entry '" + en.fname + "': stored sizes disagree");
+            raw.assign(src, src + en.csize);
         } else {
             // deflate cannot expand data by more than ~1032x: refuse absurd declared sizes
-            if (usize > csize * 1032 + 1024) fail(path, "entry '" + fname + "': implausible uncompressed size");
-            raw = inflate_raw(src, csize, usize, path, fname);
+            if (en.usize > en.csize * 1032 + 1024) fail(path, "entry '" + en.fname + "': implausible uncompressed size");
+            raw = inflate_raw(src, en.csize, en.usize, path, en.fname);
         }
         const std::uint32_t got = std::uint32_t(crc32(0L, raw.data(), uInt(raw.size())));
-        if (got != crc) fail(path, "entry '" + fname + "': CRC mismatch (corrupt data)");
+        if (got != en.crc) fail(path, "entry '" + en.fname + "': CRC mismatch (corrupt data)");
 
         const std::string suffix = ".npy";
-        if (fname.size() <= suffix.size() || fname.compare(fname.size() - suffix.size(), suffix.size(), suffix) != 0)
-            fail(path, "entry '" + fname + "' is not a .npy array");
-        const std::string key = fname.substr(0, fname.size() - suffix.size());
-        if (out.count(key)) fail(path, "duplicate entry '" + fname + "'");
-        out.emplace(key, parse_npy(path, fname, std::move(raw)));
+        if (en.fname.size() <= suffix.size() || en.fname.compare(en.fname.size() - suffix.size(), suffix.size(), suffix) != 0)
+            fail(path, "entry '" + en.fname + "' is not a .npy array");
+        const std::string key = en.fname.substr(0, en.fname.size() - suffix.size());
+        if (out.count(key)) fail(path, "duplicate entry '" + en.fname + "'");
+        out.emplace(key, parse_npy(path, en.fname, std::move(raw)));
     }
     return out;
 }

@@ -1,5 +1,7 @@
 #include "aceuq/potential.hpp"
 
+#include "text.hpp"
+
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
@@ -62,17 +64,7 @@ constexpr double kMaxCouplingWorkTotal = 5e7;
 // ordered pair, each under RadialTable::kMaxBytes. 8 elements with real sizes take ~1 GB.
 constexpr double kMaxTableBytesTotal = 2.0 * 1024 * 1024 * 1024;
 
-std::string join(const std::vector<int>& v) {
-    std::string s = "[";
-    for (size_t i = 0; i < v.size(); ++i) s += (i ? "," : "") + std::to_string(v[i]);
-    return s + "]";
-}
-
-std::string count(double x) {
-    std::ostringstream s;
-    s << std::setprecision(3) << x;
-    return s.str();
-}
+std::string count(double x) { return text::number(x, 3); }
 
 bool finite(double x) { return std::isfinite(x); }
 template <class T>
@@ -227,7 +219,7 @@ public:
                 if (yf["skip"] && get<bool>(yf, "skip", fw)) continue;
                 const double work = coupling_work(f.ls);
                 if (work > kMaxCouplingWork)
-                    fail(fw + " ('" + get<std::string>(yf, "type", fw) + "', nl " + join(f.ls) +
+                    fail(fw + " ('" + get<std::string>(yf, "type", fw) + "', nl " + text::join_ints(f.ls) +
                          "): coupling its angular momenta would take " + count(work) +
                          " steps, more than the limit of " + count(kMaxCouplingWork) +
                          " per function; real potentials (rank <= 6, nl <= ~6) need at most a few thousand");

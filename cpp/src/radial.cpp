@@ -5,10 +5,10 @@
 // tables. So expression order below is deliberate: do not "simplify" it.
 #include "aceuq/radial.hpp"
 
+#include "text.hpp"
+
 #include <algorithm>
 #include <cmath>
-#include <iomanip>
-#include <sstream>
 #include <stdexcept>
 #include <tuple>
 
@@ -394,11 +394,7 @@ double RadialTable::checked_size(double rcut, double delta, int nradbase, int nr
     const double nodes = std::floor(rcut / delta) + 1;
     const double nf = double(nradbase) + double(nradmax) * (double(lmax) + 1) + 1;
     const double bytes = 8 * (nodes * nf * 4 + double(nradmax) * (double(lmax) + 1) * double(nradbase));
-    auto num = [](double x, int digits = 10) {
-        std::ostringstream s;
-        s << std::setprecision(digits) << x;
-        return s.str();
-    };
+    auto num = [](double x, int digits = 10) { return text::number(x, digits); };
     if (!(nodes >= 2))
         throw std::invalid_argument("DeltaSplineBins = " + num(delta) + " is larger than the cutoff rcutij = " +
                                     num(rcut) + ": the spline grid has no interval");
