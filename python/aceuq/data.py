@@ -189,12 +189,7 @@ def read_yaml_config(path: PathLike, what: str) -> dict:
 
 def is_number(v) -> bool:
     """A finite int or float (numpy's too), not a bool: what a config or argument may give as a number."""
-    if not isinstance(v, (int, float, np.integer, np.floating)) or isinstance(v, bool):
-        return False
-    try:
-        return bool(np.isfinite(float(v)))
-    except OverflowError:  # an int beyond any float
-        return False
+    return isinstance(v, (int, float, np.integer, np.floating)) and config_number(v) is not None
 
 
 def config_number(v) -> Optional[float]:

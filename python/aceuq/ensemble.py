@@ -725,16 +725,17 @@ class Ensemble:
         except ValueError as exc:
             raise InputError(f"calibration structures: {exc}: the members agree exactly on all of them (too "
                              f"few training structures for members to differ?)") from None
+        # the members' mean on these held-out frames, as training_rmse
+        rmse_forces = float(np.sqrt(np.mean(d["force_error"] ** 2) / 3.0))
         if fs == 0.0 and strict:
             raise InputError(
-                f"calibration structures: their force errors (RMS {np.sqrt(np.mean(d['force_error'] ** 2) / 3.0):.3g} "
-                f"eV/Å) are within the resolution of the reference forces, so they cannot scale σ (perfect "
-                f"crystals have no forces): calibrate on structures that the members get wrong, e.g. MD snapshots")
+                f"calibration structures: their force errors (RMS {rmse_forces:.3g} eV/Å) are within the "
+                f"resolution of the reference forces, so they cannot scale σ (perfect crystals have no forces): "
+                f"calibrate on structures that the members get wrong, e.g. MD snapshots")
         self.calibration = {"energy": es, "forces": fs, "forces_floor": floor, "fitted": True,
                             "n_structures": len(d["energy_error"]), "n_atoms": int(d["force_error"].size),
-                            # the members' mean on these held-out frames, as training_rmse
                             "rmse_energy_per_atom": float(np.sqrt(np.mean(d["energy_error"] ** 2))),
-                            "rmse_forces": float(np.sqrt(np.mean(d["force_error"] ** 2) / 3.0))}
+                            "rmse_forces": rmse_forces}
         return self.calibration
 
     def save_calibration(self, folder: str) -> None:

@@ -12,3 +12,11 @@ def progress(items: Iterable, enabled: bool, desc: str, unit: Optional[str] = No
     from tqdm.auto import tqdm
 
     return tqdm(items, desc=desc, unit=unit or "it", leave=False, disable=None)
+
+
+def counter(total: int, enabled: bool, unit: str = "it"):
+    """A bar counted by hand (``update()``, ``set_description()``, ``close()``) for work that is not
+    one loop, on the same rule: shown only when ``enabled`` and stderr is a terminal."""
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, unit=unit, disable=None if enabled else True)

@@ -66,6 +66,7 @@ from . import ensemble as ens_mod
 from . import metrics
 from ._core import InputError
 from .data import check_output, config_number, file_sha256, is_integer, read_structures, read_yaml_config
+from .progress import counter as progress_counter
 
 METRIC_KEYS = ("spearman", "pearson", "miscalibration_area", "roc_auc", "pr_auc")
 GAMMA_ASSIGN = ("nearest", "min")
@@ -632,7 +633,7 @@ class Study:
     def run(self) -> Dict:
         seeds = list(self.cfg["seeds"])
         n_tasks = len(seeds) * (len(self.bases) + 1 + sum(len(c["bases"]) for c in self.cases))
-        bar = _bar(n_tasks, self.progress)
+        bar = progress_counter(n_tasks, self.progress, unit="fit")
         for seed in seeds:
             split = stratified_split(self.labels, self.cfg["test_fraction"], self.cfg["calibration_fraction"], seed)
             cal, te = split["calibration"], split["test"]
@@ -922,25 +923,6 @@ def _fmt(v, sd=None) -> str:
     if v is None:
         return "–"
     return f"{v:.3f}" + (f" ± {sd:.3f}" if sd is not None else "")
-
-
-class _NoBar:
-    def update(self, n=1):
-        pass
-
-    def set_description(self, s):
-        pass
-
-    def close(self):
-        pass
-
-
-def _bar(total: int, enabled: bool):
-    if not enabled:
-        return _NoBar()
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, unit="fit", disable=None)  # as progress.progress: none in logs and pipes
 
 
 def run_study(config, output_dir: str, progress: bool = True, workers: int = 2) -> Dict:
