@@ -101,6 +101,9 @@ def test_unwritable_output_is_refused_before_the_work(make_pot, tmp_path, capsys
     assert main(["evaluate", path, str(tmp_path / "s.extxyz"), "-o", str(tmp_path / "file" / "o.extxyz")]) == 1
     err = capsys.readouterr().err
     assert "cannot write in" in err and "Traceback" not in err
+    # a run that fails after the check leaves none of the folders the check made
+    assert main(["evaluate", path, str(tmp_path / "none.extxyz"), "-o", str(tmp_path / "new" / "sub" / "o.extxyz")]) == 1
+    assert "none.extxyz" in capsys.readouterr().err and not (tmp_path / "new").exists()
     assert main(["evaluate", path, str(tmp_path / "s.extxyz"), "-o", str(tmp_path / "new" / "o.extxyz")]) == 0
     assert (tmp_path / "new" / "o.extxyz").exists()
     assert [p.name for p in (tmp_path / "new").iterdir()] == ["o.extxyz"]  # no temporary left behind

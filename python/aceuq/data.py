@@ -222,7 +222,8 @@ def file_sha256(path: PathLike) -> str:
 
 def check_output(path: PathLike, folder: bool = False) -> str:
     """Fail before any work, with one InputError, when ``path`` (a file, or with ``folder`` a
-    folder, created here) cannot be written: a long run should not end in a traceback."""
+    folder) cannot be written: a long run should not end in a traceback. Folders made for the
+    check are removed again; the run makes them when it writes."""
     path = os.fspath(path)
     kind = "output folder" if folder else "output"
     if folder and os.path.exists(path) and not os.path.isdir(path):
@@ -238,10 +239,28 @@ def check_output(path: PathLike, folder: bool = False) -> str:
                 raise InputError(f"{kind} '{path}': cannot be written (permission denied)")
             return path
         probe_in = os.path.dirname(target)
+    made = _missing_folders(probe_in)
     fd, probe = _temp_in(probe_in, ".probe", f"{kind} '{path}'")
     os.close(fd)
     os.unlink(probe)
+    for created in made:  # deepest first: a run that fails later leaves no empty folders behind;
+        try:              # writing the output makes them again
+            os.rmdir(created)
+        except OSError:   # something else has been put there meanwhile: keep it
+            break
     return path
+
+
+def _missing_folders(folder: str) -> List[str]:
+    """The folders that do not exist yet on the way to ``folder``, deepest first."""
+    missing, here = [], os.path.abspath(folder)
+    while here and not os.path.lexists(here):
+        missing.append(here)
+        parent = os.path.dirname(here)
+        if parent == here:
+            break
+        here = parent
+    return missing
 
 
 def _output_target(path: str):
