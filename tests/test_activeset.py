@@ -515,7 +515,7 @@ def test_too_small_cluster_is_merged_into_the_nearest_remaining_centre():
     truth = np.repeat([0, 1, 2], [200, 200, 20])
     labels, centers, notes = cluster_with_minimum_size(x, 3, 50)
     assert len(centers) == 2 and np.bincount(labels).min() >= 50
-    assert len(notes) == 1 and "cluster of 20" in notes[0] and "3 -> 2" in notes[0], notes
+    assert len(notes) == 1 and "(sizes 20)" in notes[0] and "k 3 -> 2" in notes[0], notes
     d2 = ((x[:, None, :] - centers[None]) ** 2).sum(axis=2)
     np.testing.assert_array_equal(labels, d2.argmin(axis=1))
     # blob a alone in one cluster; blob b and the small blob (nearer to b than to a) in the other
@@ -528,6 +528,11 @@ def test_too_small_cluster_is_merged_into_the_nearest_remaining_centre():
     labels3, centers3, notes3 = cluster_with_minimum_size(x, 3, 20)
     assert len(centers3) == 3 and not notes3
     assert sorted(np.bincount(labels3).tolist()) == [20, 200, 200]
+    # two small blobs: both merged, told in one note
+    x4 = np.concatenate([x, np.array([-30.0, 5.0, 0.0]) + rng.normal(size=(15, 3))])
+    labels4, centers4, notes4 = cluster_with_minimum_size(x4, 4, 50)
+    assert len(centers4) == 2 and np.bincount(labels4).min() >= 50
+    assert len(notes4) == 1 and "2 cluster(s)" in notes4[0] and "k 4 -> 2" in notes4[0], notes4
 
 
 def test_kmeans_lloyd_iterations_match_scikit_learn_from_the_same_start():

@@ -505,7 +505,7 @@ def choose_k(feats: np.ndarray, k_cap: int, random_state: int = RANDOM_STATE) ->
 def cluster_with_minimum_size(feats: np.ndarray, k: int, min_size: int, random_state: int = RANDOM_STATE):
     """k-means with every cluster holding >= min_size points (the module docstring's merge rule).
     Returns (labels, centers, notes); labels are the nearest centre of each point."""
-    notes = []
+    merged = []  # sizes of the clusters merged away, in order
     k = min(k, max(len(feats) // min_size, 1))
     if len(feats) > AUTO_K_SAMPLE:  # the n_init starts compete on a sample; the best is refined on all rows
         rng = np.random.default_rng(random_state)
@@ -520,12 +520,13 @@ def cluster_with_minimum_size(feats: np.ndarray, k: int, min_size: int, random_s
         if sizes.min() >= min_size or len(centers) == 1:
             break
         small = int(np.argmin(sizes))
-        notes.append(f"cluster of {sizes[small]} atoms (< {min_size} projections) merged into the nearest "
-                     f"remaining clusters; k {len(centers)} -> {len(centers) - 1}")
+        merged.append(int(sizes[small]))
         centers = np.delete(centers, small, axis=0)
         if len(centers) > 1:
             centers, _ = kmeans(feats, len(centers), init=centers, random_state=random_state)
     labels = _nearest(feats, centers)
+    notes = [f"{len(merged)} cluster(s) of fewer than {min_size} atoms (the projections) merged into the nearest "
+             f"remaining ones (sizes {', '.join(map(str, merged))}); k {k} -> {len(centers)}"] if merged else []
     return labels, np.ascontiguousarray(centers), notes
 
 
