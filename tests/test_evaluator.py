@@ -41,7 +41,7 @@ def test_energy_forces_stress_match_pyace(make_pot, name):
 @pytest.mark.parametrize("name", ["Cu_chebexpcos", "CuAl_sbessel"])
 def test_mixed_pbc_equals_periodic_cell_with_vacuum(make_pot, name):
     """pyace takes only fully periodic or open cells: a slab with pbc=(1,1,0) must equal the
-    same slab with periodic z and enough vacuum."""
+    same slab with periodic z and enough vacuum, stress (the virial over the cell's volume) too."""
     pot = aceuq.Potential(make_pot(name))
     elements = SPECS[name].elements
     mixed = pot.evaluate(slab(elements, periodic_z=False))
@@ -50,6 +50,9 @@ def test_mixed_pbc_equals_periodic_cell_with_vacuum(make_pot, name):
     assert mixed.energy == pytest.approx(ref["energy"], rel=1e-10)
     np.testing.assert_allclose(mixed.forces, periodic.forces, atol=1e-12)
     np.testing.assert_allclose(mixed.forces, ref["forces"], atol=1e-9)
+    assert np.abs(ref["stress"]).max() > 1e-3
+    np.testing.assert_allclose(mixed.stress, periodic.stress, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(mixed.stress, ref["stress"], rtol=0, atol=1e-9)
 
 
 @pytest.mark.parametrize("name", ALL)

@@ -418,6 +418,7 @@ def fit_ensemble(frames: Sequence[Atoms], n_members: int, output_dir: str, basis
     # writable by check_output), then moved in: a calibration that fails leaves no uncalibrated
     # ensemble behind, and a folder of an earlier fit keeps no members of it beside the new ones
     try:
+        os.makedirs(output_dir, exist_ok=True)
         stage = tempfile.mkdtemp(prefix=".aceuq-ensemble-", dir=output_dir)
     except OSError as exc:
         raise InputError(f"output folder '{output_dir}': cannot write in it ({exc.strerror or exc})") from None

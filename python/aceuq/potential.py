@@ -209,8 +209,9 @@ class Potential:
 
 def stress_from_virial(atoms: Atoms, virial: np.ndarray) -> Optional[np.ndarray]:
     """ASE's stress (Voigt xx yy zz yz xz xy, eV/Å³, positive under tension) from the core's
-    virial W = Σ r ⊗ dE/dr, for a cell periodic in all three directions (else None)."""
-    if not (atoms.pbc.all() and atoms.cell.volume > 0):
+    virial W = Σ r ⊗ dE/dr, divided by the cell's volume: for any cell of three lattice vectors,
+    periodic or not (a slab's includes its vacuum), as pyace, ASE's EMT and LAMMPS; None without."""
+    if atoms.cell.rank < 3:
         return None
     s = np.asarray(virial) / atoms.cell.volume
     s = 0.5 * (s + s.T)
