@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import tempfile
 from dataclasses import dataclass, field
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import numpy as np
 from ase.build import bulk
@@ -37,6 +37,8 @@ class Spec:
     delta_in: float = 0.5
     core_repulsion: List[float] = field(default_factory=lambda: [0.0, 1.0])
     nonlinear: bool = False
+    rho_core_cut: Optional[float] = None  # the embedding's core-density cutoff (pacemaker's default: 100000)
+    drho_core_cut: Optional[float] = None
 
 
 SPECS: Dict[str, Spec] = {s.name: s for s in [
@@ -54,6 +56,11 @@ SPECS: Dict[str, Spec] = {s.name: s for s in [
     # Si, for the DFT frames of ../shared/data/mlearn-Si (fitted with make_potential_from_frames)
 ]}
 
+# Cu_chebpow with a core-density cutoff window (0.003, 0.006): the two atoms of close_pair (core
+# density ~0.0043) inside it, every other atom (below 2e-4) below it. Kept out of SPECS (one test).
+CU_RHO_CORE = Spec("Cu_rhocore", ["Cu"], radbase="ChebPow", radparameters=[2.0], inner_cutoff_type="density",
+                   core_repulsion=[100.0, 3.0], rho_core_cut=0.006, drho_core_cut=0.003)
+
 # Fitted to DFT frames (make_potential_from_frames), not to EMT: kept out of SPECS.
 SI_SMALL = Spec("Si_small", ["Si"], rcut=5.0, r_in=1.8, delta_in=0.3, nradmax_by_orders=[6, 3, 2],
                 lmax_by_orders=[0, 2, 1])
@@ -65,10 +72,13 @@ def basis_config(spec: Spec):
     bonds = {"radbase": spec.radbase, "radparameters": spec.radparameters, "rcut": spec.rcut,
              "dcut": spec.dcut, "NameOfCutoffFunction": "cos", "r_in": spec.r_in, "delta_in": spec.delta_in,
              "inner_cutoff_type": spec.inner_cutoff_type, "core-repulsion": spec.core_repulsion}
+    embedding = {"npot": spec.npot, "fs_parameters": spec.fs_parameters, "ndensity": spec.ndensity}
+    if spec.rho_core_cut is not None:
+        embedding.update(rho_core_cut=spec.rho_core_cut, drho_core_cut=spec.drho_core_cut)
     cfg = {
         "deltaSplineBins": 0.001,
         "elements": spec.elements,
-        "embeddings": {"ALL": {"npot": spec.npot, "fs_parameters": spec.fs_parameters, "ndensity": spec.ndensity}},
+        "embeddings": {"ALL": embedding},
         "bonds": {"ALL": bonds},
         "functions": {"ALL": {"nradmax_by_orders": spec.nradmax_by_orders, "lmax_by_orders": spec.lmax_by_orders}},
     }
