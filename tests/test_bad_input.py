@@ -81,6 +81,21 @@ def test_function_beyond_radial_basis(tmp_path, good):
     expect_error(write(tmp_path, "nr.yaml", text), "nr > nradmaxi|exceeds")
 
 
+def test_the_two_blocks_of_a_pair_must_agree(tmp_path, good):
+    """'Al Cu' and 'Cu Al' describe one bond: a file where they disagree is refused, naming the
+    field, as pyace refuses it (LAMMPS keeps one neighbour cutoff per pair of types)."""
+    pyace = pytest.importorskip("pyace")
+    head, sep, rest = open(good).read().partition("speciesblock: Al Cu")
+    for old, new, field in (("rcutij: 5\n", "rcutij: 6.2\n", r"rcutij \(6.2 vs 5\)"),
+                            ("core-repulsion: [0, 1]", "core-repulsion: [5, 1]", r"core-repulsion \(\[5, 1\] vs \[0, 1\]\)"),
+                            ("[[[1, 0, 0, 0, 0, 0]", "[[[0.9, 0.1, 0, 0, 0, 0]", "radcoefficients")):
+        assert old in rest
+        path = write(tmp_path, "pair.yaml", head + sep + rest.replace(old, new, 1))
+        expect_error(path, f"blocks 'Al Cu' and 'Cu Al' differ in {field}")
+        with pytest.raises(Exception, match="not consistent"):
+            pyace.ACEBBasisSet(path)
+
+
 def test_element_absent_from_potential(good):
     pot = aceuq.Potential(good)
     atoms = bulk("Ni", "fcc", a=3.52)

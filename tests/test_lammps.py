@@ -319,6 +319,44 @@ def test_null_type_is_skipped(make_pot):
 
 # ---- extrapolation grade gamma: fix pair N aceuq gamma 1 ----
 
+def test_null_type_atoms_are_not_graded(cual_asi):
+    """Atoms of a type pair_coeff maps to NULL get γ 0 and cluster -1 on every step, also when
+    LAMMPS re-sorts the atoms each step, so that their local indices held graded atoms before;
+    the graded atoms' γ is that of the structure without the NULL ones (which they do not see)."""
+    path, pot, asi = cual_asi
+    atoms = to_lammps_frame(cubic_alloy(["Cu", "Al"]))
+    is_al = np.array(atoms.get_chemical_symbols()) == "Al"
+    assert 0 < is_al.sum() < len(atoms)
+    lmp = new_lammps()
+    try:
+        create_system(lmp, atoms, ["Cu", "Al"])
+        lmp.commands_string(f"""
+            pair_style hybrid/overlay aceuq zero 6.0
+            pair_coeff * * aceuq {path} {asi} Cu NULL
+            pair_coeff * * zero
+            fix g all pair 1 aceuq gamma 1 cluster 0
+            run 0
+        """)
+        g = np.array(lmp.gather("f_g", 1, 2)[: 2 * len(atoms)]).reshape(-1, 2)
+        np.testing.assert_allclose(g[~is_al, 0], reference_gamma(pot, asi, atoms[~is_al]), rtol=1e-10)
+        assert np.all(g[~is_al, 1] == 0)
+        lmp.commands_string("""
+            neighbor 0.3 bin
+            neigh_modify every 1 delay 0 check no
+            atom_modify sort 1 1.0
+            velocity all create 2000 5 loop geom
+            fix nve all nve
+            timestep 0.002
+        """)
+        for _ in range(4):
+            lmp.command("run 1")
+            g = np.array(lmp.gather("f_g", 1, 2)[: 2 * len(atoms)]).reshape(-1, 2)
+            assert np.all(g[is_al, 0] == 0) and np.all(g[is_al, 1] == -1), g[is_al]
+            assert np.all(g[~is_al, 0] > 0) and np.all(g[~is_al, 1] == 0)
+    finally:
+        lmp.close()
+
+
 @pytest.fixture(scope="module")
 def cual_asi(make_pot, tmp_path_factory):
     from potentials import emt_training_set

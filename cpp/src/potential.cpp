@@ -39,6 +39,36 @@ std::vector<std::string> split_words(const std::string& s) {
     return out;
 }
 
+// The first field (its name in the file, and both values) in which two bonds differ; "" if none.
+std::string bond_difference(const BondSpec& a, const BondSpec& b) {
+    auto num = [](double x) { return text::number(x, 12); };
+    auto nums = [&](const std::vector<double>& v) {
+        std::string s = "[";
+        for (size_t i = 0; i < v.size(); ++i) s += (i ? ", " : "") + num(v[i]);
+        return s + "]";
+    };
+    auto differ = [](const std::string& name, const std::string& x, const std::string& y) {
+        return name + " (" + x + " vs " + y + ")";
+    };
+    if (a.radbase != b.radbase) return differ("radbase", a.radbase, b.radbase);
+    if (a.radparameters != b.radparameters) return differ("radparameters", nums(a.radparameters), nums(b.radparameters));
+    if (a.rcut != b.rcut) return differ("rcutij", num(a.rcut), num(b.rcut));
+    if (a.dcut != b.dcut) return differ("dcutij", num(a.dcut), num(b.dcut));
+    if (a.nradmax != b.nradmax) return differ("nradmaxi", std::to_string(a.nradmax), std::to_string(b.nradmax));
+    if (a.lmax != b.lmax) return differ("lmaxi", std::to_string(a.lmax), std::to_string(b.lmax));
+    if (a.nradbase != b.nradbase) return differ("nradbaseij", std::to_string(a.nradbase), std::to_string(b.nradbase));
+    if (a.crad != b.crad) return "radcoefficients";
+    if (a.cutoff_function != b.cutoff_function)
+        return differ("NameOfCutoffFunctionij", a.cutoff_function, b.cutoff_function);
+    if (a.inner_cutoff_type != b.inner_cutoff_type)
+        return differ("inner_cutoff_type", a.inner_cutoff_type, b.inner_cutoff_type);
+    if (a.r_in != b.r_in) return differ("r_in", num(a.r_in), num(b.r_in));
+    if (a.delta_in != b.delta_in) return differ("delta_in", num(a.delta_in), num(b.delta_in));
+    if (a.core_prefactor != b.core_prefactor || a.core_lambda != b.core_lambda)
+        return differ("core-repulsion", nums({a.core_prefactor, a.core_lambda}), nums({b.core_prefactor, b.core_lambda}));
+    return "";
+}
+
 // What one `speciesblock` of the file says.
 struct Block {
     std::string name;
@@ -365,6 +395,19 @@ std::shared_ptr<Potential> Potential::load(const std::string& path) {
                 b.bond.r_in = d.bond.r_in;
                 b.bond.delta_in = d.bond.delta_in;
             }
+        }
+    }
+
+    // The two blocks of a pair describe one bond: pyace refuses a file where they disagree, and
+    // LAMMPS's neighbour lists (one cutoff per type pair) assume they do not.
+    for (const auto& b : blocks) {
+        if (b.nspecies != 2 || !(b.elements[0] < b.elements[1])) continue;
+        for (const auto& d : blocks) {
+            if (d.nspecies != 2 || d.elements[0] != b.elements[1] || d.elements[1] != b.elements[0]) continue;
+            const std::string field = bond_difference(b.bond, d.bond);
+            if (!field.empty())
+                rd.fail("blocks '" + b.name + "' and '" + d.name + "' differ in " + field +
+                        ": the two blocks of a pair share one radial basis and core repulsion (pyace requires it)");
         }
     }
 
