@@ -2,7 +2,9 @@
 fix aceuq/extrapolation, writing frames (or cut-outs) to OUT.
 
 usage: mpiexec -n N python lammps_extrapolation_driver.py POTENTIAL ACTIVESET STRUCTURE.npz OUT LOWER [CUTOUT]
+Prints rank 0's `VECTOR [max γ, atoms above lower, frames, cut-outs]` (the fix's global vector).
 """
+import json
 import sys
 
 from mpi4py import MPI
@@ -21,6 +23,9 @@ def main(argv):
     set_aceuq(lmp, potential, elements, active_set)
     lmp.command(f"fix x all aceuq/extrapolation 1 lower {lower} upper 1e9 file {out}{cutout}")
     lmp.command("run 0")
+    vector = [lmp.extract_fix("x", 0, 1, k) for k in range(4)]  # max γ, atoms above lower, frames, cut-outs
+    if MPI.COMM_WORLD.Get_rank() == 0:
+        print("VECTOR", json.dumps(vector))
     lmp.close()
 
 

@@ -27,9 +27,10 @@ def to_lammps_frame(atoms: Atoms) -> Atoms:
 
 
 def create_system(lmp, atoms: Atoms, elements, newton: str = "on", margin: float = 10.0,
-                  type_elements=None) -> None:
+                  type_elements=None, origin=(0.0, 0.0, 0.0)) -> None:
     """Box and atoms, one atom type per entry of `elements` (type = index + 1); type_elements
-    (default: elements) lists the element of every type, for boxes with more types than used."""
+    (default: elements) lists the element of every type, for boxes with more types than used.
+    A periodic box starts at `origin` (LAMMPS's boxlo), its atoms moved by the same vector."""
     type_elements = list(type_elements or elements)
     periodic = bool(np.all(atoms.pbc))
     lmp.commands_string(f"""
@@ -42,8 +43,11 @@ def create_system(lmp, atoms: Atoms, elements, newton: str = "on", margin: float
     if periodic:
         c = atoms.cell.array
         assert abs(c[0, 1]) < 1e-12 and abs(c[0, 2]) < 1e-12 and abs(c[1, 2]) < 1e-12, "use to_lammps_frame"
-        lmp.command(f"region box prism 0 {_num(c[0, 0])} 0 {_num(c[1, 1])} 0 {_num(c[2, 2])} "
-                    f"{_num(c[1, 0])} {_num(c[2, 0])} {_num(c[2, 1])} units box")
+        o = np.asarray(origin, dtype=float)
+        lmp.command(f"region box prism {_num(o[0])} {_num(o[0] + c[0, 0])} {_num(o[1])} {_num(o[1] + c[1, 1])} "
+                    f"{_num(o[2])} {_num(o[2] + c[2, 2])} {_num(c[1, 0])} {_num(c[2, 0])} {_num(c[2, 1])} units box")
+        atoms = atoms.copy()
+        atoms.positions += o
     else:
         lo = atoms.positions.min(axis=0) - margin
         hi = atoms.positions.max(axis=0) + margin

@@ -1,4 +1,5 @@
 """fix aceuq/extrapolation: dumps of extrapolating configurations and cut-outs, halting, MPI."""
+import json
 import os
 import subprocess
 from contextlib import contextmanager
@@ -42,12 +43,13 @@ def setup(make_pot, tmp_path_factory):
 
 
 @contextmanager
-def system(setup, active_set=True, md=False):
-    """A LAMMPS with the setup's box and pair_style aceuq (with its active set), optionally NVE."""
+def system(setup, active_set=True, md=False, origin=(0.0, 0.0, 0.0)):
+    """A LAMMPS with the setup's box (from `origin`) and pair_style aceuq (with its active set),
+    optionally NVE."""
     path, pot, asi, atoms, gamma, lower = setup
     lmp = aceuq_lammps.make_lammps()
     try:
-        create_system(lmp, atoms, ["Al", "Cu"])
+        create_system(lmp, atoms, ["Al", "Cu"], origin=origin)
         set_aceuq(lmp, path, ["Al", "Cu"], asi if active_set else None)
         if md:
             lmp.commands_string("velocity all create 300 1 loop geom\nfix nve all nve\ntimestep 0.001")
@@ -56,17 +58,20 @@ def system(setup, active_set=True, md=False):
         lmp.close()
 
 
-def run_fix(setup, tmp_path, fix_args, steps=0):
-    with system(setup, md=steps > 0) as lmp:
+def run_fix(setup, tmp_path, fix_args, steps=0, origin=(0.0, 0.0, 0.0)):
+    with system(setup, md=steps > 0, origin=origin) as lmp:
         lmp.command(f"fix x all aceuq/extrapolation {fix_args}")
         lmp.command(f"run {steps}")
         return [lmp.extract_fix("x", 0, 1, k) for k in range(4)], lmp.extract_global("ntimestep")
 
 
-def test_dump_frame_holds_gamma_of_every_atom(setup, tmp_path):
+@pytest.mark.parametrize("origin", [(0.0, 0.0, 0.0), (-3.3, 1.7, 0.4)])
+def test_dump_frame_holds_gamma_of_every_atom(setup, tmp_path, origin):
+    """The frame holds every atom with its γ, positions in the written cell (from LAMMPS's boxlo,
+    which need not be the origin)."""
     path, pot, asi, atoms, gamma, lower = setup
     out = tmp_path / "frames.extxyz"
-    vec, _ = run_fix(setup, tmp_path, f"1 lower {lower} upper 1e9 file {out}")
+    vec, _ = run_fix(setup, tmp_path, f"1 lower {lower} upper 1e9 file {out}", origin=origin)
     assert vec[0] == pytest.approx(gamma.max(), rel=1e-8)
     assert vec[1] == np.sum(gamma > lower)
     assert vec[2] == 1 and vec[3] == 0
@@ -451,7 +456,7 @@ def test_two_ranks_write_the_same_frames(setup, tmp_path):
     path, pot, asi, atoms, gamma, lower = setup
     save_structure(tmp_path / "s.npz", atoms)
     env = driver_env()
-    texts = {}
+    texts, vectors = {}, {}
     for extra in ([], ["3.4"]):
         for n in (1, 2):
             out = tmp_path / f"o{n}{len(extra)}.extxyz"
@@ -460,6 +465,12 @@ def test_two_ranks_write_the_same_frames(setup, tmp_path):
             proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
             assert proc.returncode == 0, proc.stdout + proc.stderr
             texts[n] = read(out, ":")
+            vectors[n] = json.loads(proc.stdout.split("VECTOR", 1)[1].splitlines()[0])
+        # the fix's global values are over all ranks: max γ and the count above lower of the whole box
+        for n in (1, 2):
+            assert vectors[n][0] == pytest.approx(gamma.max(), rel=1e-10)
+            assert vectors[n][1] == np.sum(gamma > lower) == 4
+        assert vectors[1] == pytest.approx(vectors[2], rel=1e-12)
         assert len(texts[1]) == len(texts[2]) > 0
         for a, b in zip(texts[1], texts[2]):
             np.testing.assert_array_equal(a.arrays["id"], b.arrays["id"])
