@@ -337,6 +337,16 @@ def test_cli_activeset_gamma_select(cu, tmp_path, capsys):
     graded = ase.io.read(res, ":")
     assert len(graded) == 3 and "gamma" in graded[0].arrays and "cluster" in graded[0].arrays
     assert graded[0].info["max_gamma"] > 1 and graded[2].info["max_gamma"] <= 1 + TOL + 1e-9
+    aset = ActiveSet.load(casi, pot)
+    for frame, original in zip(graded, ase.io.read(cand, ":")):  # what the library grades (8 digits in the file)
+        gamma, cluster_of = aset.gamma(original)
+        np.testing.assert_allclose(frame.arrays["gamma"], gamma, rtol=1e-7)
+        np.testing.assert_array_equal(frame.arrays["cluster"], cluster_of)
+        assert frame.info["max_gamma"] == pytest.approx(gamma.max(), rel=1e-7)
+    assert aset.mode == "linear"
+    full = str(tmp_path / "full.casi")
+    assert cli(["activeset", path, data, "-o", full, "--clusters", "2", "--full", "--no-progress"]) == 0
+    assert ActiveSet.load(full, pot).mode == "full"
     sel = str(tmp_path / "sel.extxyz")
     assert cli(["select", path, cand, "--active-set", asi, "-n", "1", "-o", sel, "--no-progress"]) == 0
     assert len(ase.io.read(sel, ":")) == 1
@@ -392,6 +402,29 @@ def test_own_kmeans_and_silhouette_agree_with_scikit_learn():
     pairs = set(zip(np.asarray(labels).tolist(), ref.labels_.tolist()))
     assert len(pairs) == 3
     assert silhouette(x, np.asarray(labels)) == pytest.approx(silhouette_score(x, ref.labels_), rel=1e-10)
+
+
+def test_auto_k_takes_the_fewest_clusters_near_the_best_silhouette():
+    """The auto-k rule: silhouette scores (equal to scikit-learn's on the same k-means labels) of
+    k = 2..8; the smallest k within SILHOUETTE_NEAR of the best wins, and no clustering (k = 1)
+    where even the best is below SILHOUETTE_MIN. Blobs at x = 0, 8 and 24: k = 3 scores within
+    0.02 of k = 2, so k = 2; featureless Gaussian noise: k = 1."""
+    from sklearn.metrics import silhouette_score
+
+    from aceuq.activeset import SILHOUETTE_MIN, SILHOUETTE_NEAR, choose_k, kmeans
+
+    rng = np.random.default_rng(1)
+    x = np.concatenate([np.array([c, 0.0, 0.0]) + rng.normal(size=(300, 3)) for c in (0, 8, 24)])
+    k, scores = choose_k(x, 100)
+    assert sorted(scores) == list(range(2, 9))
+    for kk, sc in scores.items():
+        _, labels = kmeans(x, kk, n_init=1)
+        assert sc == pytest.approx(silhouette_score(x, labels), abs=1e-12), kk
+    assert scores[2] > scores[3] >= scores[2] - SILHOUETTE_NEAR  # the case the rule decides
+    assert k == 2
+    noise = np.random.default_rng(2).normal(size=(2000, 8))
+    k, scores = choose_k(noise, 100)
+    assert max(scores.values()) < SILHOUETTE_MIN and k == 1
 
 
 def _greedy_maxvol(X, p, tol):

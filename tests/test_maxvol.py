@@ -53,7 +53,19 @@ def test_streaming_equals_in_memory(rng):
     with pytest.raises(ValueError):
         mv.batch_rows_for(100, 30)
     assert mv.parse_memory("2GB") == 2 * 2 ** 30 and mv.parse_memory("500MB") == 500 * 2 ** 20
+    assert mv.parse_memory("64kB") == 64 * 2 ** 10 and mv.parse_memory("3 K") == 3072
     assert mv.parse_memory("auto") is None
+
+
+def test_streamed_rows_meet_the_tolerance_asked_for(rng):
+    """The criterion holds at the tolerance given, not only at the default: every row's γ against
+    the streamed active set is at most 1 + tol (recomputed here by brute force)."""
+    A = np.random.default_rng(3).standard_t(3, size=(3000, 20))
+    for tol in (1e-2, 1e-1):
+        m = mv.select_active_set(A, tol=tol, batch_rows=40)
+        assert m.batches > 1
+        g = np.abs(A @ np.linalg.inv(A[m.rows])).max()
+        assert g <= 1 + tol + 1e-9, (tol, g)
 
 
 def test_rank_deficient_data_is_graded_sanely(rng):
@@ -73,6 +85,22 @@ def test_rank_deficient_data_is_graded_sanely(rng):
     # streaming sees the same subspace
     st = mv.select_active_set(A, batch_rows=80)
     assert st.rank == 5 and mv.gamma_of(A, st.inverse).max() <= 1.001 + 1e-9
+
+
+def test_a_nearly_vanishing_function_is_floored_not_scaled_up(rng):
+    """A function (column) at 1e-22 on every training row, i.e. zero up to rounding: the rank cut
+    sees it as missing (rank 9 of 10), and a new atom with a small value there (1e-10) gets a
+    grade bounded by the floors (1e-8 of the largest column norm, and of the spread): ~2e3 here.
+    Scaling the column up to unit norm would make it a resolved direction and grade that atom
+    ~1e11."""
+    A = rng.normal(size=(400, 10))
+    A[:, 9] = 1e-22 * rng.normal(size=400)
+    m = mv.select_active_set(A)
+    assert m.rank == 9
+    new = rng.normal(size=(5, 10)) * 0.5
+    new[:, 9] = 1e-10
+    g = mv.gamma_of(new, m.inverse)
+    assert np.all(np.isfinite(g)) and g.max() < 1e5, g
 
 
 def test_working_set_in_memory(rng):
