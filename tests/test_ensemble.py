@@ -493,3 +493,46 @@ def test_reported_rmse_equal_direct_evaluation(cu_frames, cu_ensemble):
     e, f = rmse(cu_frames[24:32])
     assert cal["rmse_energy_per_atom"] == pytest.approx(e, rel=1e-9)
     assert cal["rmse_forces"] == pytest.approx(f, rel=1e-9)
+
+
+def test_bootstrap_draws_every_structure_uniformly():
+    """A bootstrap sample draws n of n with replacement, each structure with probability 1/n:
+    over 200 members of 5 structures every index (the last one too) appears, and the pooled
+    counts pass a chi-square test against the uniform multinomial expectation."""
+    from scipy import stats
+
+    n, members = 5, 200
+    s = resample(n, members, True, seed=0)
+    assert all(len(x) == n and x.min() >= 0 and x.max() < n for x in s)
+    counts = np.bincount(np.concatenate(s), minlength=n)
+    assert counts.size == n and np.all(counts > 0)
+    assert stats.chisquare(counts, np.full(n, n * members / n)).pvalue > 1e-3
+
+
+def test_energy_weight_scales_the_energy_rows_only():
+    """rows(): the energy rows (one per chosen structure, repeats kept) are multiplied by
+    energy_weight, the force rows (3 per atom) are not; fit_members then solves the ridge
+    problem min w²|X_e c - y_e|² + |X_f c - y_f|² + α|c|², checked against its normal equations."""
+    from aceuq.ensemble import DesignMatrix, fit_members
+
+    rng = np.random.default_rng(3)
+    n_atoms = np.array([2, 1, 3])
+    n_func = 4
+    n_rows = len(n_atoms) + 3 * n_atoms.sum()
+    X, y = rng.normal(size=(n_rows, n_func)), rng.normal(size=n_rows)
+    dm = DesignMatrix(X, y, n_atoms, n_atoms[:, None].copy(), ["Cu"])
+    structures = np.array([0, 2, 2])
+    w = 3.0
+    # hand-built stack: energy rows are rows 0..2; the force rows of structure s start after
+    # them at 3 * (atoms of the structures before s)
+    first = len(n_atoms) + 3 * np.r_[0, np.cumsum(n_atoms)[:-1]]
+    f_rows = np.concatenate([np.arange(first[s], first[s] + 3 * n_atoms[s]) for s in structures])
+    Xe, ye, Xf, yf = X[structures], y[structures], X[f_rows], y[f_rows]
+    Xr, yr = dm.rows(structures, energy_weight=w)
+    assert np.array_equal(Xr, np.vstack([w * Xe, Xf]))
+    assert np.array_equal(yr, np.concatenate([w * ye, yf]))
+    alpha = 0.1
+    A = w ** 2 * Xe.T @ Xe + Xf.T @ Xf + alpha * np.eye(n_func)
+    c = np.linalg.solve(A, w ** 2 * Xe.T @ ye + Xf.T @ yf)
+    (coef,) = fit_members(dm, [structures], alpha=alpha, energy_weight=w)
+    assert np.allclose(coef, c, rtol=1e-8, atol=1e-10)

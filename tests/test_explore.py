@@ -97,6 +97,14 @@ def test_one_rank_equals_two_ranks_and_frames_obey_thresholds(setup):
     by_replica = {}
     for f in frames_one:
         by_replica.setdefault(f.info["replica"], []).append(f)
+    # each frame is labelled with its replica's start structure, temperature and seed
+    starts = read(root / "start.extxyz", ":")
+    for r in one["replicas"]:
+        for f in by_replica.get(r["index"], []):
+            assert (f.info["structure"], f.info["temperature"], f.info["seed"]) == \
+                (r["structure"], r["temperature"], r["seed"])
+            assert len(f) == len(starts[r["structure"]])
+    assert {f.info["structure"] for f in frames_one} == {0, 1}
     halted = [r for r in one["replicas"] if r["halted"]]
     assert halted and len(halted) < len(one["replicas"]), "the config should make some replicas stop, not all"
     for r in one["replicas"]:

@@ -202,3 +202,13 @@ def test_error_map_equals_isotonic_regression_and_log_log_fit(rng):
     p = metrics.ErrorMap.fit(gamma, err, method="power")
     expected = np.exp(lr.intercept + 0.5 * np.var(resid)) * grid ** lr.slope
     np.testing.assert_allclose(p(grid), expected, rtol=1e-10)
+
+
+def test_novelty_rates_count_strictly_above_the_threshold():
+    """Detection and false-alarm rates count items with score > threshold (the Detection
+    docstring), so an item exactly at the threshold is no alarm: known [1, 2] against
+    threshold 2 gives no false alarm, novel [2, 3] half detected."""
+    d = metrics.novelty_detection([1.0, 2.0], [2.0, 3.0], threshold=2.0)
+    assert d.false_alarm_rate == 0.0
+    assert d.detection_rate == 0.5
+    assert d.threshold == 2.0

@@ -306,3 +306,67 @@ def test_claims_verdicts_follow_their_rules():
     text = "\n".join(study.claims_markdown(summary, only_homogeneous, "A"))
     assert "ensemble σ: under-predicts beyond its training data **yes**, calibrated within it **yes**, " \
            "misses novelty after heterogeneous training **not measured** (error/σ 4 vs 1.00)" in text
+
+
+def test_stratified_split_three_frame_group_keeps_one_test_frame():
+    """A group of 3 or more frames always has a test frame, even when test_fraction * n
+    rounds to zero (0.1 * 3 = 0.3); with fewer than 4 frames nothing goes to calibration."""
+    labels = np.array(["a"] * 3, dtype=object)
+    for seed in range(3):
+        s = study.stratified_split(labels, 0.1, 0.2, seed=seed)
+        assert len(s["test"]) == 1 and len(s["calibration"]) == 0 and len(s["train"]) == 2
+        assert sorted(np.concatenate(list(s.values()))) == [0, 1, 2]
+
+
+def test_gamma_sigma_is_the_mapped_mean_error_over_the_chi3_mean():
+    """The γ→error map predicts the mean force-error norm; for a 3-D Gaussian force error of
+    per-component σ that mean is σ·E[χ₃], so σ = map(γ) / E[χ₃]. With the identity map
+    (power map, a = 0, b = 1), σ·E[χ₃] (scipy) must give back γ."""
+    from scipy import stats
+
+    from aceuq import metrics
+
+    frames = [np.zeros(2), np.zeros(3)]  # only their lengths (atoms per frame) are used
+    gamma = [np.array([0.5, 1.0]), np.array([2.0, 4.0, 8.0])]
+    m = study.Model(None, frames, np.zeros(0, dtype=int), np.zeros(0, dtype=int))
+    m.gamma["g"] = study.GammaMethod(gamma, metrics.ErrorMap("power", a=0.0, b=1.0))
+    s = m._gamma_scores("g", [1, 0])
+    expected = np.concatenate([gamma[1], gamma[0]])
+    assert np.array_equal(s.atom, expected)
+    assert list(s.structure_index) == [0, 0, 0, 1, 1]
+    assert np.allclose(s.sigma * stats.chi(3).mean(), expected, rtol=1e-12)
+
+
+def test_score_novelty_threshold_and_paired_alarm_counts():
+    """Study.score on hand-set per-structure scores (one atom per structure): the alarm
+    threshold is the 95 % quantile of the calibration structures' scores, detection and false
+    alarm rates are the novel / known fractions above it, and the paired counts are the known
+    structures flagged by global γ only, sum(g & ~e), and by the ensemble only, sum(e & ~g)."""
+    from types import SimpleNamespace
+
+    rng = np.random.default_rng(7)
+    cal, known, novel, test = np.arange(0, 40), np.arange(40, 240), np.arange(240, 280), np.arange(280, 300)
+    table = {"ensemble": rng.uniform(0, 1, 300), "gamma_global": rng.uniform(0, 1, 300)}
+    table["gamma_global"][known] *= 1.3  # global γ flags more known structures than the ensemble's ~5 %
+    table["ensemble"][novel] += 0.5
+    table["gamma_global"][novel] += 0.5
+
+    def scorer(name):
+        return lambda idx: study.Scores(table[name][np.asarray(idx)], np.arange(len(idx)), len(idx))
+
+    model = SimpleNamespace(methods={n: scorer(n) for n in table}, gamma={},
+                            ens=SimpleNamespace(calibration={}),
+                            evaluate=lambda idx: (rng.uniform(0.1, 1, len(idx)), None, None))
+    out = study.Study.score(study.Study.__new__(study.Study), model, test, cal, known, novel)
+    alarm = {}
+    for name, v in table.items():
+        thr = np.quantile(v[cal], 0.95)
+        # the data separate the 95 % from the 90 % quantile
+        assert np.sum((v[known] > np.quantile(v[cal], 0.90)) & (v[known] <= thr)) > 0
+        alarm[name] = v[known] > thr
+        assert out[name]["false_alarm_rate"] == pytest.approx(np.mean(alarm[name]))
+        assert out[name]["detection_rate"] == pytest.approx(np.mean(v[novel] > thr))
+    g, e = alarm["gamma_global"], alarm["ensemble"]
+    assert np.sum(g & ~e) != np.sum(e & ~g)  # the two counts are distinguishable
+    assert out["gamma_global"]["count_alarms_gamma_only"] == np.sum(g & ~e)
+    assert out["gamma_global"]["count_alarms_ensemble_only"] == np.sum(e & ~g)
