@@ -109,6 +109,26 @@ def test_unwritable_output_is_refused_before_the_work(make_pot, tmp_path, capsys
     assert [p.name for p in (tmp_path / "new").iterdir()] == ["o.extxyz"]  # no temporary left behind
 
 
+def test_output_is_replaced_whole_or_not_at_all(tmp_path):
+    """atomic_output: what the block writes replaces the file only when the block ends without
+    error; an error midway leaves the earlier file as it was, and no temporary beside it."""
+    from aceuq.data import atomic_output
+
+    out = tmp_path / "o.txt"
+    out.write_text("earlier\n")
+    with pytest.raises(RuntimeError):
+        with atomic_output(out) as fh:
+            fh.write("half a new file")
+            fh.flush()
+            assert out.read_text() == "earlier\n"  # readers still see the earlier file
+            raise RuntimeError("fails midway")
+    assert out.read_text() == "earlier\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["o.txt"]
+    with atomic_output(out) as fh:
+        fh.write("new\n")
+    assert out.read_text() == "new\n" and sorted(p.name for p in tmp_path.iterdir()) == ["o.txt"]
+
+
 def test_output_through_a_link_or_into_a_fifo(make_pot, tmp_path):
     """-o through a symbolic link writes the file it names and keeps the link; -o a FIFO (as a
     device such as /dev/null) writes into it instead of renaming a regular file over it."""
