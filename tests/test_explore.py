@@ -426,3 +426,29 @@ def test_start_from_a_two_element_dump_keeps_its_chemistry(make_pot, tmp_path):
     assert {k: v for k, v in a.items() if k not in drop} == {k: v for k, v in b.items() if k not in drop}
     for f in read(tmp_path / "out_dump" / "candidates.extxyz", ":"):
         assert f.get_chemical_symbols() == start.get_chemical_symbols()  # sorted by atom id = start's order
+
+
+def test_cutout_selection_grades_the_centres_not_the_surfaces(setup, tmp_path):
+    """With cut-outs, D-optimal selection counts only the atoms that see all their neighbours in
+    the cut-out (here R - cutoff = 1 Å: the centre alone). Graded whole, a cut-out's surface atoms
+    (neighbours lost) look novel to any active set and drove the picks, with max γ in the
+    thousands. Each pick's max γ is its centre's, as the full system in LAMMPS graded it."""
+    root, pot = setup
+    write(tmp_path / "big.extxyz", bulk("Cu", "fcc", a=3.61, cubic=True).repeat((4, 4, 4)))
+    cfg = _config(root, tmp_path, "cut.yaml", structures=str(tmp_path / "big.extxyz"), temperatures=[3000],
+                  seeds=[1], steps=200, lower=1.5, upper=1.0e3, cutout=6.0, select=3)
+    summary = run(cfg, str(tmp_path / "out"), progress=False)
+    assert pot.cutoff == pytest.approx(5.0)
+    cands = read(tmp_path / "out" / "candidates.extxyz", ":")
+    assert len(cands) >= 3 and all("centre_id" in c.info for c in cands)
+    aset = ActiveSet.load(str(root / "Cu.casi"), pot)
+    surface = max(aset.gamma(c)[0].max() for c in cands)
+    selected = read(tmp_path / "out" / "selected.extxyz", ":")
+    assert len(selected) == len(summary["selected"]) == 3
+    centre_gamma = []
+    for s in selected:
+        c = cands[s.info["candidate_index"]]
+        centre = np.flatnonzero(c.arrays["id"] == c.info["centre_id"])[0]
+        centre_gamma.append(c.arrays["gamma"][centre])  # LAMMPS's γ of that atom in the whole box
+        assert s.info["max_gamma"] == pytest.approx(centre_gamma[-1], rel=1e-6)
+    assert surface > 10 * max(centre_gamma)  # the surfaces would have dominated

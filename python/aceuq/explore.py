@@ -40,6 +40,9 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Dict, List, Optional, Sequence
 
+import numpy as np
+from ase import Atoms
+
 from ._core import InputError
 from .data import (atomic_output, config_number, is_integer, parse_elements, read_structures, read_yaml_config,
                    structure_label, write_extxyz_atomic)
@@ -306,6 +309,23 @@ def gather_frames(folder: str, results: Sequence[ReplicaResult]):
     return frames
 
 
+def interior_atoms(cutouts: Sequence[Atoms], cutoff: float) -> List[np.ndarray]:
+    """Per cut-out, the atoms whose whole environment (every neighbour within ``cutoff``) is in
+    it: those within its radius less the cutoff of its centre atom, and the centre always. The
+    atoms near a cut-out's surface have lost neighbours: graded, they look novel to any active
+    set, though no simulation has such environments."""
+    masks = []
+    for a in cutouts:
+        centre = np.flatnonzero(a.arrays["id"] == a.info["centre_id"])
+        if len(centre) != 1:
+            raise InputError(f"cut-out of step {a.info.get('step')}: centre atom {a.info.get('centre_id')} "
+                             "not found once among its atoms")
+        d = np.linalg.norm(a.positions - a.positions[centre[0]], axis=1)
+        masks.append(d <= float(a.info["cutout_radius"]) - cutoff + 1e-9)
+        masks[-1][centre[0]] = True
+    return masks
+
+
 def run(config, output_dir: str, progress: bool = True, comm=None) -> Optional[Dict]:
     """Run the exploration on every rank of ``comm`` (default MPI.COMM_WORLD); rank 0 returns the
     summary (also written to output_dir/summary.json), the other ranks None."""
@@ -375,7 +395,8 @@ def run(config, output_dir: str, progress: bool = True, comm=None) -> Optional[D
         if cfg["select"] and frames:
             from .select import select_structures, selected_frames
 
-            sel = select_structures(pot, frames, aset, cfg["select"], progress=progress)
+            counted = interior_atoms(frames, pot.cutoff) if cfg["cutout"] else None
+            sel = select_structures(pot, frames, aset, cfg["select"], progress=progress, counted=counted)
             write_extxyz_atomic(os.path.join(folder, "selected.extxyz"), selected_frames(frames, sel))
             summary["selected"] = [int(i) for i in sel.indices]
             summary["selection_notes"] = sel.notes

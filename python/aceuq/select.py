@@ -23,7 +23,7 @@ swaps over all rows, as between any two MaxVol optima.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 from ase import Atoms
@@ -57,15 +57,20 @@ class _Group:
 
 def select_structures(potential: Potential, candidates: Sequence[Atoms], active_set: ActiveSet, n: int,
                       tol: float = DEFAULT_TOL, max_iters: int = DEFAULT_MAX_ITERS,
-                      progress: bool = False) -> Selection:
+                      progress: bool = False, counted: Optional[Sequence[np.ndarray]] = None) -> Selection:
     """Up to n candidate structures, greedily, each the one whose atoms enlarge the active set most
     (module docstring); stops early when every remaining candidate atom interpolates (a note says
     so). The active set on disk is not changed: the updates live only during the search.
-    tol, max_iters: MaxVol's (a swap must grow the volume by more than 1 + tol)."""
+    tol, max_iters: MaxVol's (a swap must grow the volume by more than 1 + tol).
+    counted: per candidate, a boolean mask of the atoms whose environments count (default: all);
+    e.g. the atoms of a cut-out far enough inside it to see all their neighbours, not its
+    surface, whose environments exist in no simulation."""
     candidates = list(candidates)
     if n < 1:
         raise ValueError("n must be at least 1")
     proj = potential.projections(candidates, mode=active_set.mode, progress=progress)
+    if counted is not None:
+        proj = _only_counted(proj, candidates, counted)
     matrices = active_set.active_matrices()
     data_inv = _stored(active_set)
     max_gamma = np.zeros(len(candidates))
@@ -124,6 +129,25 @@ def selected_frames(candidates: Sequence[Atoms], selection: Selection) -> List[A
         a.info["max_gamma"] = float(selection.max_gamma[i])
         a.info["active_rows_added"] = int(rows)
         out.append(a)
+    return out
+
+
+def _only_counted(proj, candidates, counted):
+    """The projections of the counted atoms only."""
+    from .potential import ElementProjections
+
+    if len(counted) != len(candidates):
+        raise ValueError(f"counted: {len(counted)} masks for {len(candidates)} candidates")
+    masks = [np.asarray(m, dtype=bool) for m in counted]
+    for i, (m, a) in enumerate(zip(masks, candidates)):
+        if m.shape != (len(a),):
+            raise ValueError(f"counted: candidate {i} has {len(a)} atoms, its mask {m.shape}")
+    flat = np.concatenate(masks) if masks else np.zeros(0, dtype=bool)
+    offsets = np.concatenate([[0], np.cumsum([len(m) for m in masks])])
+    out = {}
+    for el, p in proj.items():
+        keep = flat[offsets[p.structure] + p.atom] if len(p.values) else np.zeros(0, dtype=bool)
+        out[el] = ElementProjections(np.asarray(p.values)[keep], p.structure[keep], p.atom[keep])
     return out
 
 
