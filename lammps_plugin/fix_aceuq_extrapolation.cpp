@@ -17,6 +17,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cmath>
 #include <cstring>
 #include <sstream>
 
@@ -49,8 +50,8 @@ bool is_element_symbol(const std::string &s)
 
 FixACEUQExtrapolation::FixACEUQExtrapolation(LAMMPS *lmp, int narg, char **arg) :
     Fix(lmp, narg, arg), lower(0), upper(0), cutout(0), pair(nullptr), max_gamma(0), n_above(0),
-    frames_written(0), cutouts_written(0), append_to_file(false), file_started(false), last_checked(-1),
-    halted(false)
+    frames_written(0), cutouts_written(0), append_to_file(false), file_started(false), cutout_warned(false),
+    last_checked(-1), halted(false)
 {
   if (narg < 4)
     error->all(FLERR, "Illegal fix aceuq/extrapolation command: expected "
@@ -137,6 +138,11 @@ void FixACEUQExtrapolation::init()
         error->all(FLERR, "fix aceuq/extrapolation: cutout radius {} exceeds half the periodic box length along "
                    "{} ({} of {})", cutout, "xyz"[d], 0.5 * len, len);
     }
+    if (cutout < pair->cutforce && !cutout_warned && comm->me == 0)
+      error->warning(FLERR, "fix aceuq/extrapolation: cutout radius {} is below the potential's cutoff {}: a "
+                     "cut-out's centre atom lacks neighbours it has in the simulation (its gamma there differs); "
+                     "use cutout >= {}", cutout, pair->cutforce, pair->cutforce);
+    cutout_warned = true;
   }
   // a new file, as a dump starts one (or, with append yes, the file continued): found unwritable
   // now, not at the first frame
@@ -422,6 +428,7 @@ void FixACEUQExtrapolation::write_frame(const std::vector<int> &above_local, Ver
       extra.precision(10);
       extra << " centre_id=" << (tagint) centres[5 * c] << " centre_gamma=" << centres[5 * c + 4]
             << " max_gamma=" << v.max_gamma << " cutout_radius=" << cutout;
+      if (std::floor(cutout) == cutout) extra << ".0";    // a real number to extxyz readers (ASE), as R = 5.5
       header(k - start, extra.str(), false);
       for (int q = start; q < k; ++q) line(&all[kRecord * order[q]]);
       ++v.cutouts;

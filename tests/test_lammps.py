@@ -295,6 +295,19 @@ def test_gamma_without_active_set(make_pot):
     msg = lammps_error(f"pair_style aceuq\npair_coeff * * {make_pot('Cu_fs2')} Cu\n"
                        "fix g all pair 1 aceuq gamma 1\nrun 0")
     assert "no active set" in msg
+    # reading γ without asking for it (trigger 0) has nothing to read either: no silent zeros
+    msg = lammps_error(f"pair_style aceuq\npair_coeff * * {make_pot('Cu_fs2')} Cu\n"
+                       "fix g all pair 1 aceuq gamma 0\nrun 0")
+    assert "cannot extract property gamma" in msg
+
+
+def test_cluster_read_before_any_grading_is_minus_one(cual_asi):
+    """With an active set but nothing asking for γ, fix pair reading `cluster` (trigger 0) gets
+    -1 for every atom (no cluster assigned), not cluster 0, and γ 0."""
+    path, pot, asi = cual_asi
+    atoms = to_lammps_frame(rattled_bulk(["Cu", "Al"], seed=3))
+    _, gamma, cluster_of = run_gamma(path, atoms, ["Cu", "Al"], asi, fix="fix g all pair 1 aceuq gamma 0 cluster 0")
+    assert np.all(cluster_of == -1) and np.all(gamma == 0)
 
 
 def test_null_type_is_skipped(make_pot):

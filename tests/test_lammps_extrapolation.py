@@ -170,6 +170,55 @@ def test_runs_in_a_row_check_each_step_once(setup, tmp_path):
     assert steps == [0, 5, 10, 15, 20] and written == 5
 
 
+def test_runs_not_multiples_of_n_check_only_multiples_of_n(setup, tmp_path):
+    """Runs of 7 and 8 steps with N = 5: frames at steps 0, 5, 10 and 15, the steps a dump every 5
+    writes; not where a run happens to start (7), whose γ no check asked for."""
+    path, pot, asi, atoms, gamma, lower = setup
+    out, dump = tmp_path / "runs.extxyz", tmp_path / "d.lammpstrj"
+    with system(setup, md=True) as lmp:
+        lmp.commands_string(f"""
+            fix x all aceuq/extrapolation 5 lower 1e-6 upper 1e9 file {out}
+            dump d all atom 5 {dump}
+            run 7
+            run 8
+        """)
+    steps = [f.info["step"] for f in read(out, ":")]
+    dumped = [int(lines.split()[0]) for lines in dump.read_text().split("ITEM: TIMESTEP\n")[1:]]
+    assert steps == dumped == [0, 5, 10, 15]
+
+
+def test_cutout_radius_limits(setup, tmp_path):
+    """A cut-out radius beyond half the periodic box is refused (the sphere would hold an atom
+    twice); one below the potential's cutoff is warned about (the centre atom lacks neighbours
+    it has in the simulation), one at the cutoff is not; lower must be positive."""
+    path, pot, asi, atoms, gamma, lower = setup
+    big = to_lammps_frame(atoms.repeat((1, 2, 2)))
+    half = 0.5 * min(np.diag(big.cell.array))
+    assert pot.cutoff < half
+    log = tmp_path / "log.lammps"
+    lmp = aceuq_lammps.make_lammps()
+    try:
+        create_system(lmp, big, ["Al", "Cu"])
+        set_aceuq(lmp, path, ["Al", "Cu"], asi)
+        lmp.command(f"log {log}")
+        lmp.command(f"fix x all aceuq/extrapolation 1 lower 1e9 upper 1e9 file {tmp_path / 'a.extxyz'} "
+                    f"cutout {1.05 * half}")
+        with pytest.raises(Exception, match="exceeds half the periodic box length"):
+            lmp.command("run 0")
+        lmp.command("unfix x")
+        for radius in (0.9 * pot.cutoff, pot.cutoff):
+            lmp.command(f"fix x all aceuq/extrapolation 1 lower 1e9 upper 1e9 file {tmp_path / 'b.extxyz'} "
+                        f"cutout {radius}")
+            lmp.command("run 0")
+            lmp.command("unfix x")
+        with pytest.raises(Exception, match="need 0 < lower"):
+            lmp.command(f"fix y all aceuq/extrapolation 1 lower 0 upper 1 file {tmp_path / 'c.extxyz'}")
+    finally:
+        lmp.close()
+    warnings = [ln for ln in log.read_text().splitlines() if "below the potential's cutoff" in ln]
+    assert len(warnings) == 1 and f"cutout radius {0.9 * pot.cutoff:g}" in warnings[0], warnings
+
+
 def test_frames_are_appended_in_place(setup, tmp_path):
     """Each check writes only what is new, into the same file: a reader that holds the file open
     (tail -f) sees the later frames, and what was written before never changes."""
@@ -346,6 +395,19 @@ def test_upper_threshold_stops_the_run(setup, tmp_path):
     vec, step = run_fix(setup, tmp_path, f"5 lower {lower} upper {lower} file {out}", steps=50)
     assert step < 50, "the run should have stopped at the first check"
     assert vec[0] > lower
+
+
+def test_the_stop_message_names_the_atom_its_gamma_and_upper(setup, tmp_path):
+    """The message that stops the run names the atom of largest γ (by ID), its γ and upper."""
+    path, pot, asi, atoms, gamma, lower = setup
+    log = tmp_path / "log.lammps"
+    with system(setup, md=True) as lmp:
+        lmp.command(f"log {log}")
+        lmp.command(f"fix x all aceuq/extrapolation 5 lower {lower} upper {lower} file {tmp_path / 'h.extxyz'}")
+        lmp.command("run 20")
+    line = next(ln for ln in log.read_text().splitlines() if "stopping the run" in ln)
+    top = int(np.argmax(gamma))
+    assert f"step 0 atom {top + 1} has gamma {gamma[top]:.4g} > upper {lower:g}" in line, line
 
 
 def test_bad_fix_input(setup, tmp_path, make_pot):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass
-from typing import List
+from typing import List, Optional
 
 import numpy as np
 
@@ -106,7 +106,10 @@ def write_explore_config(folder: str, active_set: str, lower: float, upper: floa
 
 
 def run(folder: str = "aceuq-demo", steps: int = 3000, lower: float = 3.0, upper: float = 25.0,
-        cutout_lower: float = 8.0, cutout: float = 4.0, clusters="auto", verbose: bool = True) -> DemoResult:
+        cutout_lower: float = 8.0, cutout: Optional[float] = None, clusters="auto",
+        verbose: bool = True) -> DemoResult:
+    """The demo (README quick start) in ``folder``. cutout: the cut-outs' radius, by default the
+    potential's cutoff (the least that keeps each centre's environment whole)."""
     from .activeset import build_active_set
     from .data import atomic_output, write_extxyz_atomic
     from .ensemble import fit_linear_potential
@@ -134,6 +137,7 @@ def run(folder: str = "aceuq-demo", steps: int = 3000, lower: float = 3.0, upper
     say(f"[3/4] active set: {cu.n_atoms} training atoms, effective k = {cu.k} cluster(s) "
         f"-> {os.path.basename(as_path)}")
 
+    cutout = pot.cutoff if cutout is None else cutout
     commands = lammps_input(pot_path, as_path, folder, steps, lower, upper, cutout_lower, cutout)
     with atomic_output(os.path.join(folder, "in.heat.lmp")) as fh:
         fh.write("# plugin load <path printed by 'aceuq info'>\n" + "\n".join(commands) + "\n")
