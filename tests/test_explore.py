@@ -70,7 +70,11 @@ def test_one_rank_equals_two_ranks_and_frames_obey_thresholds(setup):
     two = _two_rank_run(root / "explore.yaml", root / "two")
 
     assert len(one["replicas"]) == 2 * 2 * 2 and one["ranks"] == 1 and two["ranks"] == 2
-    assert {r["rank"] for r in two["replicas"]} == {0, 1}
+    # replica i: structure x temperature x seed in that nesting order, on rank i mod N
+    grid = [(s, t, seed) for s in (0, 1) for t in (800, 3000) for seed in (1, 2)]
+    assert [(r["structure"], r["temperature"], r["seed"]) for r in one["replicas"]] == grid
+    assert [r["index"] for r in two["replicas"]] == list(range(8))
+    assert all(r["rank"] == r["index"] % 2 for r in two["replicas"])
     drop = ("rank", "seconds")
     for a, b in zip(one["replicas"], two["replicas"]):
         assert a["error"] is None and b["error"] is None
@@ -444,6 +448,7 @@ def test_cutout_selection_grades_the_centres_not_the_surfaces(setup, tmp_path):
     assert all(isinstance(c.info["cutout_radius"], float) and c.info["cutout_radius"] == 6.0 for c in cands)
     aset = ActiveSet.load(str(root / "Cu.casi"), pot)
     surface = max(aset.gamma(c)[0].max() for c in cands)
+    assert summary["candidates"] == len(cands) == sum(r["frames_written"] for r in summary["replicas"])
     selected = read(tmp_path / "out" / "selected.extxyz", ":")
     assert len(selected) == len(summary["selected"]) == 3
     centre_gamma = []
