@@ -159,10 +159,9 @@ def _grades(rows: np.ndarray, inverse: np.ndarray, chunk: int = 8192) -> np.ndar
     return out
 
 
-def _highest(g: np.ndarray, tol: float, room: int) -> np.ndarray:
-    """Sorted indices of the (at most ``room``) highest grades above 1 + tol (any positive one
-    with tol = -1)."""
-    above = np.flatnonzero(g > max(1 + tol, 0.0))
+def _highest(g: np.ndarray, floor: float, room: int) -> np.ndarray:
+    """Sorted indices of the (at most ``room``) highest grades above ``floor``."""
+    above = np.flatnonzero(g > floor)
     if len(above) > room:
         above = above[np.argpartition(g[above], len(above) - room)[len(above) - room:]]
     return np.sort(above)
@@ -181,7 +180,7 @@ def _maxvol_over_pool(grp: _Group, rows: np.ndarray, tol, max_iters):
     base = np.vstack([grp.matrix, grp.kept])
     first = len(base)
     room = _WORKING_ROWS_PER_COLUMN * p
-    work = _highest(_grades(rows, grp.inverse), tol, room)
+    work = _highest(_grades(rows, grp.inverse), 1 + tol, room)
     chosen, inverse = np.arange(p), grp.inverse
     while len(work):
         X = np.vstack([base, rows[work]])
@@ -193,7 +192,7 @@ def _maxvol_over_pool(grp: _Group, rows: np.ndarray, tol, max_iters):
             break
         # the highest rows join, not only those above 1 + tol: rows near the boundary are what the
         # next MaxVol needs to settle without many more rounds
-        more = _highest(g, -1.0, room)
+        more = _highest(g, 0.0, room)
         grown = np.union1d(work, more)  # candidate rows chosen so far keep their place in X
         cand = chosen >= first
         chosen = chosen.copy()
