@@ -189,3 +189,106 @@ def test_python_dash_m_runs_the_cli():
                           timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "usage: aceuq evaluate" in proc.stdout
+
+
+def test_pacemaker_pickle_prefers_energy_corrected(tmp_path):
+    """read_structures' docstring (pacemaker's rule): a DataFrame's ``energy_corrected`` is the label
+    when it has one, ``energy`` otherwise; ``forces`` come with it."""
+    import pandas as pd
+
+    from aceuq.data import read_structures
+
+    frames = [rattled_bulk(["Cu", "Al"], seed=s) for s in range(2)]
+    forces = [np.full((len(a), 3), 0.25 * (k + 1)) for k, a in enumerate(frames)]
+    both = tmp_path / "both.pkl.gzip"
+    pd.DataFrame({"ase_atoms": frames, "energy": [1.0, 2.0], "energy_corrected": [-3.5, -4.5],
+                  "forces": forces}).to_pickle(both, compression="gzip")
+    got = read_structures(str(both))
+    assert [a.get_potential_energy() for a in got] == [-3.5, -4.5]
+    for a, f in zip(got, forces):
+        np.testing.assert_array_equal(a.get_forces(), f)
+    plain = tmp_path / "plain.pkl.gzip"
+    pd.DataFrame({"ase_atoms": frames, "energy": [1.0, 2.0]}).to_pickle(plain, compression="gzip")
+    assert [a.get_potential_energy() for a in read_structures(str(plain))] == [1.0, 2.0]
+
+
+def test_elements_must_be_element_symbols():
+    from aceuq.data import parse_elements
+
+    assert parse_elements("Ni Nb") == parse_elements("Ni,Nb") == parse_elements(["Ni", "Nb"]) == ["Ni", "Nb"]
+    for bad in ("X", "Cu X", ["Cu", "X"], "Qq", ""):
+        with pytest.raises(aceuq.InputError):
+            parse_elements(bad)
+    with pytest.raises(aceuq.InputError, match="not element symbols: X"):
+        parse_elements("Cu X")
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_outputs_get_the_usual_permissions(tmp_path, umask):
+    """atomic_path's docstring: the file gets the usual permissions (0666 less the umask), not
+    mkstemp's private 0600, for atomic_output and write_extxyz_atomic alike."""
+    import stat
+
+    from ase.build import bulk
+
+    from aceuq.data import atomic_output, write_extxyz_atomic
+
+    old = os.umask(umask)
+    try:
+        with atomic_output(tmp_path / "a.txt") as fh:
+            fh.write("x\n")
+        write_extxyz_atomic(tmp_path / "b.extxyz", [bulk("Cu", "fcc", a=3.6)])
+    finally:
+        os.umask(old)
+    for name in ("a.txt", "b.extxyz"):
+        assert stat.S_IMODE(os.stat(tmp_path / name).st_mode) == 0o666 & ~umask, name
+    assert len(read(tmp_path / "b.extxyz", ":")) == 1
+
+
+@pytest.fixture(scope="module")
+def small_ensemble(tmp_path_factory):
+    """A tiny calibrated ensemble (basis 'small', 2 members) fitted on EMT Cu frames."""
+    from potentials import emt_training_set
+
+    from aceuq.ensemble import fit_ensemble
+
+    frames = emt_training_set(["Cu"], n=8, seed=5)
+    out = str(tmp_path_factory.mktemp("ens_eval") / "cu")
+    ens = fit_ensemble(frames[:6], 2, out, basis="small", seed=2, calibration_frames=frames[6:], workers=1)
+    assert ens.calibration.get("fitted")
+    return out
+
+
+@pytest.mark.parametrize("uncalibrated", [True, False])
+def test_evaluate_ensemble_writes_the_members_spread(small_ensemble, tmp_path, uncalibrated):
+    """`aceuq evaluate --ensemble DIR [--uncalibrated]`: per atom, energies_std, forces_std and
+    force_uncertainty are Ensemble.evaluate's (raw member spread with --uncalibrated, calibrated
+    otherwise), energy_std per structure."""
+    from ase.build import bulk
+
+    from aceuq.ensemble import Ensemble
+
+    a = bulk("Cu", "fcc", a=3.61, cubic=True).repeat((2, 2, 2))
+    a.rattle(0.15, seed=8)
+    s = bulk("Cu", "fcc", a=3.61, cubic=True).repeat((2, 2, 2))
+    s.center(vacuum=4.0, axis=2)
+    s.rattle(0.05, seed=9)
+    data = tmp_path / "in.extxyz"
+    write(data, [a, s], format="extxyz")
+    out = tmp_path / "out.extxyz"
+    argv = ["evaluate", "--ensemble", small_ensemble, str(data), "-o", str(out), "--no-progress"]
+    assert main(argv + (["--uncalibrated"] if uncalibrated else [])) == 0
+    ens = Ensemble.load(small_ensemble)
+    for x, g in zip(read(data, ":"), read(out, ":")):
+        r = ens.evaluate(x, calibrated=not uncalibrated)
+        other = ens.evaluate(x, calibrated=uncalibrated)
+        # the case discriminates: calibration changes each spread well beyond extxyz's 8 decimals
+        for name in ("energies_std", "forces_std", "force_uncertainty"):
+            assert np.abs(getattr(r, name) - getattr(other, name)).max() > 1e-5, name
+        assert abs(r.energy_std - other.energy_std) > 1e-5
+        assert r.energies_std.shape == (len(x),) and r.forces_std.shape == (len(x), 3)
+        np.testing.assert_allclose(g.arrays["energies_std"], r.energies_std, rtol=0, atol=1e-7)
+        np.testing.assert_allclose(g.arrays["forces_std"], r.forces_std, rtol=0, atol=1e-7)
+        np.testing.assert_allclose(g.arrays["force_uncertainty"], r.force_uncertainty, rtol=0, atol=1e-7)
+        assert g.info["energy_std"] == pytest.approx(r.energy_std, rel=1e-10)
+        assert g.get_potential_energy() == pytest.approx(r.energy, rel=1e-12)

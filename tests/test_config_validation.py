@@ -285,3 +285,71 @@ def test_study_workers_option(tmp_path, capsys):
         main(["study", str(tmp_path / "s.yaml"), "-o", str(tmp_path / "out"), "--workers", "0"])
     assert exc.value.code == 2
     assert "argument --workers: must be at least 1" in one_error_line(capsys.readouterr().err, "study")
+
+
+# ---------------------------------------------------------------- 6. explore configs
+EXPLORE_BASE = """\
+potential: pot.yaml
+active_set: pot.casi
+structures: [start.extxyz]
+temperatures: [300, 800]
+steps: 100
+every: 20
+lower: 3.0
+upper: 25.0
+"""
+
+
+@pytest.mark.parametrize("old, new, message", [
+    ("temperatures: [300, 800]", "temperatures: [0, 800]", "temperatures must be positive"),
+    ("temperatures: [300, 800]", "temperatures: [800, 0.0]", "temperatures must be positive"),
+    ("upper: 25.0", "upper: 3.0", "'upper' (3.0) must be above 'lower' (3.0)"),
+    ("every: 20", "every: 0", "'every' must be > 0"),
+    ("every: 20", "every: -5", "'every' must be > 0"),
+])
+def test_bad_explore_config(old, new, message, tmp_path):
+    """explore's config checks (explore.py: temperatures positive, upper above lower, grading every
+    N > 0 steps): one InputError naming the file, never a later ZeroDivisionError or a run."""
+    from aceuq import explore
+
+    for name in ("pot.yaml", "pot.casi", "start.extxyz"):
+        (tmp_path / name).write_text("")
+    good = tmp_path / "good.yaml"
+    good.write_text(EXPLORE_BASE)
+    cfg = explore.load_config(str(good))
+    assert cfg["every"] == 20 and cfg["temperatures"] == [300.0, 800.0]
+    path = tmp_path / "bad.yaml"
+    assert old in EXPLORE_BASE
+    path.write_text(EXPLORE_BASE.replace(old, new))
+    with pytest.raises(InputError) as err:
+        cfg = explore.load_config(str(path))
+        # what a run does next with the config (a bad 'every' divided by zero here)
+        explore.lammps_commands(cfg, "data", ["Cu"], [True] * 3, "out", explore.plan(cfg, 1)[0])
+    assert str(path) in str(err.value) and message in str(err.value)
+
+
+# ---------------------------------------------------------------- 7. too few structures to hold out
+def test_ensemble_with_fewer_than_10_structures_is_not_calibrated(tmp_path, capsys):
+    """`aceuq ensemble` holds out --holdout of the structures to calibrate σ only from 10
+    structures on; with 9 it fits on all of them and says σ is not calibrated."""
+    frames = emt_training_set(["Cu"], n=10, seed=4)
+    labelled = []
+    for a in frames:
+        b = a.copy()
+        b.info = {"energy": a.info["energy"]}
+        b.arrays["forces"] = a.arrays["forces_ref"]
+        labelled.append(b)
+    nine, ten = tmp_path / "nine.extxyz", tmp_path / "ten.extxyz"
+    ase.io.write(nine, labelled[:9], format="extxyz")
+    ase.io.write(ten, labelled, format="extxyz")
+    out = tmp_path / "e9"
+    assert main(["ensemble", str(nine), "-n", "2", "-o", str(out), "--no-progress", "--workers", "1"]) == 0
+    err = capsys.readouterr().err
+    assert "aceuq ensemble: only 9 structures: σ is not calibrated (use --calibration-data)" in err
+    man = json.loads((out / "ensemble.json").read_text())
+    assert man["fit"]["n_structures"] == 9 and not man["calibration"].get("fitted")
+    out10 = tmp_path / "e10"
+    assert main(["ensemble", str(ten), "-n", "2", "-o", str(out10), "--no-progress", "--workers", "1"]) == 0
+    assert "not calibrated" not in capsys.readouterr().err
+    man = json.loads((out10 / "ensemble.json").read_text())
+    assert man["fit"]["n_structures"] == 9 and man["calibration"]["n_structures"] == 1

@@ -88,3 +88,44 @@ def test_dump_without_elements_is_one_clear_error(dumped, tmp_path, capsys):
     assert main(["gamma", path, asi, str(dump), "-e", "Cu Qq", "-o", str(out)]) == 1
     assert "Qq" in capsys.readouterr().err
     assert not out.exists()
+
+
+def _write_dump(path, columns, rows):
+    """A one-frame LAMMPS text dump (as `dump custom` writes it) in a 6 Å periodic box."""
+    lines = ["ITEM: TIMESTEP", "0", "ITEM: NUMBER OF ATOMS", str(len(rows)), "ITEM: BOX BOUNDS pp pp pp",
+             "0 6", "0 6", "0 6", "ITEM: ATOMS " + " ".join(columns)]
+    lines += [" ".join(str(v) for v in r) for r in rows]
+    path.write_text("\n".join(lines) + "\n")
+    return str(path)
+
+
+def test_dump_with_an_element_column_needs_no_elements(tmp_path):
+    """A dump that names elements (dump_modify element) is read as ASE reads it, without -e; the
+    types (1 for both Al and Ni here) do not decide the symbols, also when -e is given."""
+    from aceuq.data import read_structures
+
+    dump = _write_dump(tmp_path / "named.dump", ["id", "type", "element", "x", "y", "z"],
+                       [(1, 1, "Al", 0, 0, 0), (2, 2, "Cu", 1.5, 1.5, 0), (3, 1, "Ni", 0, 1.5, 1.5)])
+    ref = read(dump, ":")
+    assert ref[0].get_chemical_symbols() == ["Al", "Cu", "Ni"]
+    got = read_structures(dump)
+    assert len(got) == 1
+    assert got[0].get_chemical_symbols() == ref[0].get_chemical_symbols()
+    np.testing.assert_array_equal(got[0].positions, ref[0].positions)
+    assert read_structures(dump, "Cu Al")[0].get_chemical_symbols() == ["Al", "Cu", "Ni"]
+
+
+def test_dump_with_atom_type_0_is_an_error_naming_it(tmp_path):
+    """LAMMPS types count from 1 (`-e` gives types 1, 2, ...): a type 0 has no element."""
+    import aceuq
+    from aceuq.data import read_structures
+
+    dump = _write_dump(tmp_path / "zero.dump", ["id", "type", "x", "y", "z"],
+                       [(1, 1, 0, 0, 0), (2, 0, 1.5, 1.5, 0), (3, 2, 0, 1.5, 1.5)])
+    with pytest.raises(aceuq.InputError, match="atom type 0") as err:
+        read_structures(dump, "Cu Al")
+    assert "zero.dump" in str(err.value)
+    # types in range are mapped: 1 -> Cu, 2 -> Al
+    ok = _write_dump(tmp_path / "ok.dump", ["id", "type", "x", "y", "z"],
+                     [(1, 1, 0, 0, 0), (2, 2, 1.5, 1.5, 0), (3, 2, 0, 1.5, 1.5)])
+    assert read_structures(ok, "Cu Al")[0].get_chemical_symbols() == ["Cu", "Al", "Al"]
