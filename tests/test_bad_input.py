@@ -327,3 +327,50 @@ def test_element_without_functions(tmp_path):
     assert np.isfinite(pot.evaluate(atoms).energy)
     with pytest.raises(InputError, match=r"potential file '.*zero\.yaml': element Cu has no B functions"):
         pot.projections([atoms])
+
+
+@pytest.mark.parametrize("old,new,field", [("core-repulsion: [0, 1]", "core-repulsion: [7, 1]", "core-repulsion"),
+                                           ("core-repulsion: [0, 1]", "core-repulsion: [0, 3]", "core-repulsion"),
+                                           ("r_in: 2\n", "r_in: 1.8\n", "r_in"),
+                                           ("delta_in: 0.5\n", "delta_in: 0.3\n", "delta_in"),
+                                           ("inner_cutoff_type: distance", "inner_cutoff_type: density",
+                                            "inner_cutoff_type")])
+def test_pair_block_without_radial_basis_must_agree_with_its_mirror(tmp_path, good, old, new, field):
+    """A pair block may leave its radial basis to its mirror block, but what it does state (core
+    repulsion, inner cutoff) is its own: when that differs from the mirror's, the file is refused
+    naming the field, as pyace refuses it, rather than silently taking the mirror's values."""
+    pyace = pytest.importorskip("pyace")
+    radial = ("nradmaxi", "lmaxi", "rcutij", "dcutij", "NameOfCutoffFunctionij", "nradbaseij", "radbase",
+              "radparameters", "radcoefficients")
+    head, sep, rest = open(good).read().partition("  - speciesblock: Al Cu\n")
+    block, sep2, tail = rest.partition("  - speciesblock: ")
+    lines = [ln for ln in block.splitlines(True) if ln.strip().split(":")[0] not in radial]
+    assert len(lines) < len(block.splitlines()) and old in "".join(lines)
+    path = write(tmp_path, "mirror.yaml", head + sep + "".join(lines).replace(old, new, 1) + sep2 + tail)
+    expect_error(path, f"blocks 'Al Cu' and 'Cu Al' differ in {field}")
+    with pytest.raises(Exception, match="not consistent|should be identical"):
+        pyace.ACEBBasisSet(path)
+    # and with the mirror's values the same file is read
+    aceuq.Potential(write(tmp_path, "agree.yaml", head + sep + "".join(lines) + sep2 + tail))
+
+
+def test_positions_and_types_of_different_lengths_are_refused(good):
+    """The core's evaluate calls take positions (n, 3) and n types: positions with a row fewer
+    (or more) than the types are refused with an error naming the expected shape, never read
+    out of bounds; the same for the ensemble call."""
+    pot = aceuq.Potential(good)
+    atoms = bulk("Cu", "fcc", a=3.6, cubic=True).repeat(2)
+    types = pot.types_of(atoms)
+    cell = np.ascontiguousarray(atoms.cell.array)
+    members = [[np.ravel(pot._pot.coefficients(mu)).tolist() for mu in range(len(pot.elements))]]
+    # the consistent calls work
+    want = pot._ev.evaluate(atoms.positions, cell, [True] * 3, types)["energy"]
+    assert pot._ev.evaluate_members(atoms.positions, cell, [True] * 3, types, members)["energy"][0] == \
+        pytest.approx(want, rel=1e-12)
+    for positions in (atoms.positions[:-1], np.vstack([atoms.positions, [[0.1, 0.2, 0.3]]]), atoms.positions[:, :2]):
+        with pytest.raises(ValueError, match=r"positions must have shape \(n_atoms, 3\)"):
+            pot._ev.evaluate(positions, cell, [True] * 3, types)
+        with pytest.raises(ValueError, match=r"positions must have shape \(n_atoms, 3\)"):
+            pot._ev.evaluate_members(positions, cell, [True] * 3, types, members)
+    with pytest.raises(ValueError, match=r"positions must have shape"):
+        pot._ev.evaluate(atoms.positions, cell, [True] * 3, types[:-1])

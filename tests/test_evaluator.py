@@ -274,3 +274,103 @@ def test_ensemble_members_equal_separate_evaluations(make_pot, name):
         pot.set_coefficients(el, c)
     with pytest.raises(aceuq.InputError, match="coefficients of shape"):
         pot.evaluate_ensemble(atoms, [{el: c[:-1] for el, c in base.items()}])
+
+
+def pyace_core_density(path, atoms, i):
+    """Core density of atom i, the sum over its neighbours j of the core repulsion cr(r_ij), from
+    pyace's radial functions (one-element potential)."""
+    from ase.neighborlist import neighbor_list
+    from pyace import ACEBBasisSet
+
+    rf = ACEBBasisSet(path).radial_functions
+    ii, d = neighbor_list("id", atoms, float(ACEBBasisSet(path).cutoffmax))
+    total = 0.0
+    for r in d[ii == i]:
+        rf.evaluate(float(r), rf.nradbase, rf.nradial, 0, 0)
+        total += rf.cr
+    return total
+
+
+def test_core_density_cut_defaults_to_pacemakers(make_pot, tmp_path):
+    """A file without rho_core_cut / drho_core_cut uses pacemaker's defaults, 100000 and 250, as
+    pyace does. Made sensitive: a strong core repulsion, scaled so that the core density of atom 0
+    of a close pair sits in the middle of the default window (99750, 100000), atom 1 near it and
+    every other atom far below (yet above any small cut), so that another value of either default
+    moves the energy."""
+    text = open(make_pot("Cu_chebpow")).read()
+    assert text.count("rho_core_cut: 100000\n") == 1 and text.count("drho_core_cut: 250\n") == 1
+    assert text.count("core-repulsion: [100, 3]") == 1
+    atoms = close_pair(["Cu"], distance=1.5)
+    probe = tmp_path / "probe.yaml"
+    probe.write_text(text.replace("core-repulsion: [100, 3]", "core-repulsion: [10000, 1]"))
+    prefactor = 10000 * 99875 / pyace_core_density(str(probe), atoms, 0)  # cr is linear in it
+    strong = text.replace("core-repulsion: [100, 3]", f"core-repulsion: [{prefactor!r}, 1]")
+    explicit = tmp_path / "explicit.yaml"
+    explicit.write_text(strong)
+    assert pyace_core_density(str(explicit), atoms, 0) == pytest.approx(99875, abs=5)
+    assert pyace_core_density(str(explicit), atoms, 5) > 1000
+    absent = tmp_path / "absent.yaml"
+    absent.write_text(strong.replace("    rho_core_cut: 100000\n", "").replace("    drho_core_cut: 250\n", ""))
+    assert "rho_core_cut" not in absent.read_text()
+    res = aceuq.Potential(str(absent)).evaluate(atoms)
+    want = aceuq.Potential(str(explicit)).evaluate(atoms)
+    assert res.energy == want.energy
+    np.testing.assert_array_equal(res.energies, want.energies)
+    np.testing.assert_array_equal(res.forces, want.forces)
+    ref = pyace_results(str(absent), atoms)
+    assert res.energy == pytest.approx(ref["energy"], rel=1e-9)
+    np.testing.assert_allclose(res.energies, ref["energies"], rtol=1e-9, atol=1e-6)
+    # the test sees the defaults: other cuts or widths change the energies
+    for cut, width in ((100100, 250), (100000, 100), (10000, 250), (1000, 250)):
+        other = tmp_path / f"other_{cut}_{width}.yaml"
+        other.write_text(strong.replace(" rho_core_cut: 100000\n", f" rho_core_cut: {cut}\n")
+                         .replace(" drho_core_cut: 250\n", f" drho_core_cut: {width}\n"))
+        moved = aceuq.Potential(str(other)).evaluate(atoms)
+        assert np.abs(moved.energies[0] - want.energies[0]) > 1e-3, (cut, width)
+
+
+RADIAL_KEYS = ("nradmaxi", "lmaxi", "rcutij", "dcutij", "NameOfCutoffFunctionij", "nradbaseij", "radbase",
+               "radparameters", "radcoefficients")
+CORE_KEYS = ("core-repulsion", "r_in", "delta_in", "inner_cutoff_type")
+
+
+def without_keys(text, block, keys):
+    """The potential file text with the given keys deleted from the species block `block`."""
+    parts = text.split("  - speciesblock: ")
+    hit = [k for k, p in enumerate(parts) if p.startswith(block + "\n")]
+    assert len(hit) == 1, block
+    lines = parts[hit[0]].splitlines(True)
+    kept = [ln for ln in lines if ln.strip().split(":")[0] not in keys]
+    assert len(lines) - len(kept) == len(keys), "every key should be present once"
+    parts[hit[0]] = "".join(kept)
+    return "  - speciesblock: ".join(parts)
+
+
+@pytest.mark.parametrize("keys", ["radial", "core", "both"])
+@pytest.mark.parametrize("block", ["Al Cu", "Cu Al"])
+def test_pair_block_may_leave_its_bond_to_its_mirror(make_pot, tmp_path, block, keys):
+    """A pair block that omits its radial basis, its core repulsion and inner cutoff, or both,
+    takes them from its mirror block ('Al Cu' from 'Cu Al' and conversely): energies and forces
+    equal the complete file's exactly, and pyace's wherever pyace reads the edited file (it
+    refuses a block without core-repulsion whose mirror has one). The core repulsion is made
+    non-zero and a Cu-Al pair put at 1.5 Å, inside the inner cutoff, so the pair bond counts."""
+    text = open(make_pot("CuAl_sbessel")).read()
+    assert text.count("core-repulsion: [0, 1]") == 4
+    full = tmp_path / "full.yaml"
+    full.write_text(text.replace("core-repulsion: [0, 1]", "core-repulsion: [5, 2]"))
+    removed = {"radial": RADIAL_KEYS, "core": CORE_KEYS, "both": RADIAL_KEYS + CORE_KEYS}[keys]
+    edited = tmp_path / "edited.yaml"
+    edited.write_text(without_keys(full.read_text(), block, removed))
+    atoms = close_pair(["Cu", "Al"], distance=1.5)
+    atoms.symbols[0], atoms.symbols[1] = "Cu", "Al"
+    want = aceuq.Potential(str(full)).evaluate(atoms)
+    # the pair's core repulsion is seen
+    assert abs(aceuq.Potential(make_pot("CuAl_sbessel")).evaluate(atoms).energy - want.energy) > 1e-2
+    res = aceuq.Potential(str(edited)).evaluate(atoms)
+    assert res.energy == want.energy
+    np.testing.assert_array_equal(res.energies, want.energies)
+    np.testing.assert_array_equal(res.forces, want.forces)
+    if keys != "core":
+        ref = pyace_results(str(edited), atoms)
+        assert res.energy == pytest.approx(ref["energy"], rel=1e-10)
+        np.testing.assert_allclose(res.forces, ref["forces"], rtol=0, atol=1e-9)

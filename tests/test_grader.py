@@ -484,3 +484,107 @@ def test_bad_casi_is_refused(cual, tmp_path, rng, make_pot):
         other = aceuq.Potential(make_pot(name))
         assert other.fingerprint != pot.fingerprint
         expect_input_error(path, other, "another potential")
+
+
+def test_min_assignment_ties_go_to_the_first_cluster(cual, tmp_path, rng):
+    """With assign 'min', a row graded equally by several clusters belongs to the first of them
+    (as numpy's argmin of the definition picks): a .casi whose cluster 1 carries the very inverse
+    of cluster 0 puts every row in cluster 0, with that inverse's γ."""
+    _, pot, _ = cual
+    sets = random_clustered_sets(pot, rng, k=3)
+    for el in sets:
+        inv = sets[el]["inv"]
+        sets[el]["inv"] = [inv[0], inv[0].copy(), inv[2]]  # clusters 0 and 1 identical
+    g = _core.Grader(write_casi(tmp_path / "tie.casi", pot, sets, assign="min"), pot._pot)
+    assert g.assign == "min"
+    for el in pot.elements:
+        s = sets[el]
+        b = rng.normal(size=(150, pot.n_functions(el)))
+        gamma, cluster = g.grade(pot._pot.element_index(el), b)
+        ref_gamma, ref_cluster = reference_grade(s, b, "min")
+        assert set(ref_cluster) == {0, 2}, "both the tied pair and the third cluster should be chosen"
+        np.testing.assert_array_equal(cluster, ref_cluster)
+        assert not np.any(cluster == 1)
+        np.testing.assert_allclose(gamma, ref_gamma, rtol=1e-12)
+
+
+@pytest.mark.parametrize("assign", ["nearest", "min"])
+def test_clusters_without_transform_are_refused(cual, tmp_path, rng, assign):
+    """Only a one-cluster element may omit centers, mean, scale and components: an element of two
+    inverses and none of the four arrays is refused, naming what is missing (also with assign
+    'min', which needs no centres to grade, since the file could not be graded with 'nearest')."""
+    _, pot, _ = cual
+    sets = random_clustered_sets(pot, rng, k=2)
+    sets["Cu"] = {"inv": sets["Cu"]["inv"]}  # two inverses, no transform
+    expect_input_error(write_casi(tmp_path / "bare.casi", pot, sets, assign=assign), pot,
+                       "Cu/centers", "/mean", "/scale", "/components")
+
+
+def test_fortran_ordered_inverse_gives_the_same_gamma(cual, tmp_path, rng):
+    """np.save writes a Fortran-ordered array column by column (fortran_order True in its header):
+    an .asi whose non-symmetric inverses are stored that way holds the same matrices, so γ must
+    equal that of the C-ordered file exactly; likewise a .casi's Fortran-ordered arrays."""
+    _, pot, asi = cual
+    data = dict(np.load(asi))
+    fortran = {}
+    for el, m in data.items():
+        assert m.shape[0] > 1 and not np.allclose(m, m.T), "a symmetric inverse would hide a transposition"
+        fortran[el] = np.asfortranarray(m)
+        assert fortran[el].flags.f_contiguous and not fortran[el].flags.c_contiguous
+    path = str(write_npz(tmp_path / "fortran.asi", fortran))
+    with zipfile.ZipFile(path) as zf:
+        assert b"'fortran_order': True" in zf.read("Cu.npy")[:200]
+    a, b = _core.Grader(asi, pot._pot), _core.Grader(path, pot._pot)
+    for el in pot.elements:
+        mu = pot._pot.element_index(el)
+        x = rng.normal(size=(40, pot.n_functions(el)))
+        ga, _ = a.grade(mu, x)
+        gb, _ = b.grade(mu, x)
+        np.testing.assert_array_equal(gb, ga)
+        np.testing.assert_allclose(ga, np.abs(x @ data[el]).max(axis=1), rtol=1e-12)
+    sets = random_clustered_sets(pot, rng, k=3)
+    f_sets = {el: {key: ([np.asfortranarray(m) for m in v] if key == "inv" else np.asfortranarray(v))
+                   for key, v in s.items()} for el, s in sets.items()}
+    c = _core.Grader(write_casi(tmp_path / "c.casi", pot, sets), pot._pot)
+    f = _core.Grader(write_casi(tmp_path / "f.casi", pot, f_sets), pot._pot)
+    for el in pot.elements:
+        mu = pot._pot.element_index(el)
+        x = rng.normal(size=(200, pot.n_functions(el)))
+        gc, cc = c.grade(mu, x)
+        gf, cf = f.grade(mu, x)
+        ref_gamma, ref_cluster = reference_grade(sets[el], x, "nearest")
+        assert len(set(ref_cluster)) > 1
+        np.testing.assert_array_equal(cf, ref_cluster)
+        np.testing.assert_array_equal(cf, cc)
+        np.testing.assert_array_equal(gf, gc)
+
+
+def test_int8_transform_arrays_are_read_signed(cual, tmp_path, rng):
+    """The .npz reader converts any numeric dtype to numbers: a .casi whose integer-valued,
+    partly negative mean and centres are stored as int8 (numpy's '|i1', signed) grades and assigns
+    exactly like the same .casi stored as float64, and like the definition."""
+    _, pot, _ = cual
+    sets = random_clustered_sets(pot, rng, k=3)
+    for s in sets.values():
+        s["mean"] = np.round(2 * s["mean"])
+        s["centers"] = np.round(3 * s["centers"])
+        assert (s["mean"] < 0).any() and (s["centers"] < 0).any()
+    small = {el: {**s, "mean": s["mean"].astype(np.int8), "centers": s["centers"].astype(np.int8)}
+             for el, s in sets.items()}
+    path = write_casi(tmp_path / "i1.casi", pot, small)
+    with zipfile.ZipFile(path) as zf:
+        assert b"'descr': '|i1'" in zf.read("Cu/mean.npy")[:200]
+    a = _core.Grader(write_casi(tmp_path / "f8.casi", pot, sets), pot._pot)
+    b = _core.Grader(path, pot._pot)
+    for el in pot.elements:
+        mu = pot._pot.element_index(el)
+        x = sets[el]["mean"] + rng.normal(size=(200, pot.n_functions(el)))
+        for assign in ("nearest", "min"):
+            a.assign = b.assign = assign
+            ga, ca = a.grade(mu, x)
+            gb, cb = b.grade(mu, x)
+            ref_gamma, ref_cluster = reference_grade(sets[el], x, assign)
+            assert len(set(ref_cluster)) > 1
+            np.testing.assert_array_equal(cb, ref_cluster)
+            np.testing.assert_array_equal(cb, ca)
+            np.testing.assert_array_equal(gb, ga)

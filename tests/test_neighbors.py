@@ -321,6 +321,21 @@ def test_large_system_runs():
     assert counts[0] == 134
 
 
+
+@pytest.mark.parametrize("pbc", [[True, True, True], [True, False, True]])
+def test_cell_lengths_equal_diagonal_cell(pbc):
+    """The documented short form of an orthorhombic cell, its three lengths [a, b, c], is the
+    cell np.diag([a, b, c]): with a != b != c and atoms partly outside the box the neighbour
+    lists are identical, and both equal the brute-force enumeration of images."""
+    lengths = np.array([3.1, 4.3, 5.7])
+    rng = np.random.default_rng(17)
+    pos = rng.uniform(-0.5, 1.2, size=(7, 3)) * lengths
+    full = compare_with_brute(pos, np.diag(lengths), pbc, 4.4)
+    short = neighbor_list(pos, lengths, np.asarray(pbc, bool), 4.4)
+    for k in ("offsets", "index", "dvec", "dist"):
+        np.testing.assert_array_equal(short[k], full[k], err_msg=k)
+
+
 # ----------------------------------------------------------------------------- bad input
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
 def test_non_finite_position_raises(bad):

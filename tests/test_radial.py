@@ -17,11 +17,12 @@ INNER = ["density", "distance", "zbl"]
 KEYS = ["gr", "dgr", "fr", "dfr", "cr", "dcr"]
 
 
-def build_potential(tmp_path, radbase, inner, elements, seed=0):
-    """A pyace basis with random radial coefficients; returns (basis, potential-file dict)."""
+def build_potential(tmp_path, radbase, inner, elements, seed=0, **bond_overrides):
+    """A pyace basis with random radial coefficients; returns (basis, potential-file dict).
+    bond_overrides replace entries of the bond (e.g. delta_in, core-repulsion)."""
     bond = {"radbase": radbase, "radparameters": [5.25], "rcut": 5.0, "dcut": 0.01,
             "NameOfCutoffFunction": "cos", "r_in": 1.0, "delta_in": 0.5,
-            "inner_cutoff_type": inner, "core-repulsion": [5.0, 2.0]}
+            "inner_cutoff_type": inner, "core-repulsion": [5.0, 2.0], **bond_overrides}
     bonds = {"ALL": bond}
     if len(elements) > 1:
         # a different cutoff, taper, lambda and inner cutoff for the mixed bond
@@ -182,3 +183,43 @@ def test_unknown_names_are_refused(tmp_path, key, value):
     block[key] = value
     with pytest.raises(ValueError, match=value):
         aceuq_values(basis, block, [1.0])
+
+
+@pytest.mark.parametrize("radbase", ["ChebExpCos", "SBessel"])
+def test_zbl_with_zero_delta_in_matches_pyace(tmp_path, radbase):
+    """With inner_cutoff_type zbl the reference replaces the inner radius of g_k by the boolean
+    (delta_in == 0): with delta_in = 0, g_k (and R_nl) vanish for r <= 1 Å and not otherwise.
+    Compared with pyace over close distances (0.3-1.8 Å) on both sides of 1 Å."""
+    basis, pot = build_potential(tmp_path, radbase, "zbl", ["Al"], r_in=1.4, delta_in=0.0)
+    r = np.concatenate([np.linspace(0.3, 1.8, 301), [0.999, 1.0, 1.001]])
+    inside = r <= 1.0
+    for i, j, block in bonds_of(basis, pot):
+        assert block["delta_in"] == 0 and block["inner_cutoff_type"] == "zbl"
+        ref = pyace_values(basis, r, i, j)
+        got = aceuq_values(basis, block, r)
+        # the reference's rule is exercised: zero at and below 1 Å, not above
+        assert np.all(ref["gr"][inside] == 0) and np.abs(ref["gr"][~inside]).max() > 1e-3
+        for k in KEYS:
+            dev = scaled_dev(got[k], ref[k])
+            assert dev < 1e-12, f"{radbase}/zbl delta_in=0 bond {i}-{j}: {k} deviates by {dev:.2e}"
+
+
+@pytest.mark.parametrize("inner", ["density", "distance"])
+def test_negative_core_repulsion_parameters_are_taken_as_absolute(tmp_path, inner):
+    """pyace applies abs() to both core-repulsion parameters: [-5, -2] must give the repulsion
+    of [5, 2] (positive, decaying), compared with pyace inside and beyond the core region."""
+    basis, pot = build_potential(tmp_path, "ChebPow", inner, ["Al", "Ni"], **{"core-repulsion": [-5.0, -2.0]})
+    (tmp_path / "pos").mkdir()
+    pos_basis, pos_pot = build_potential(tmp_path / "pos", "ChebPow", inner, ["Al", "Ni"],
+                                         **{"core-repulsion": [5.0, 2.0]})
+    r = np.linspace(0.4, 4.0, 721)
+    for (i, j, block), (_, _, pos_block) in zip(bonds_of(basis, pot), bonds_of(pos_basis, pos_pot)):
+        assert block["core-repulsion"] == [-5.0, -2.0]
+        ref = pyace_values(basis, r, i, j)
+        got = aceuq_values(basis, block, r)
+        assert ref["cr"][0] > 0.1, "the core repulsion must be exercised"
+        for k in ("cr", "dcr"):
+            dev = scaled_dev(got[k], ref[k])
+            assert dev < 1e-12, f"{inner} bond {i}-{j}: {k} deviates by {dev:.2e}"
+        pos = aceuq_values(pos_basis, pos_block, r)
+        np.testing.assert_array_equal(got["cr"], pos["cr"])
