@@ -428,7 +428,7 @@ void FixACEUQExtrapolation::write_frame(const std::vector<int> &above_local, Ver
       extra.precision(10);
       extra << " centre_id=" << (tagint) centres[5 * c] << " centre_gamma=" << centres[5 * c + 4]
             << " max_gamma=" << v.max_gamma << " cutout_radius=" << cutout;
-      if (std::floor(cutout) == cutout) extra << ".0";    // a real number to extxyz readers (ASE), as R = 5.5
+      if (std::floor(cutout) == cutout) extra << ".0";    // 5.0, not 5: extxyz readers (ASE) type values by their text
       header(k - start, extra.str(), false);
       for (int q = start; q < k; ++q) line(&all[kRecord * order[q]]);
       ++v.cutouts;

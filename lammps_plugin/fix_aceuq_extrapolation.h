@@ -52,7 +52,7 @@ class FixACEUQExtrapolation : public Fix {
   int frames_written, cutouts_written;
   bool append_to_file;    // append yes: continue the file an earlier job wrote (as dump_modify append)
   bool file_started;
-  bool cutout_warned;     // the cut-out radius below the potential's cutoff has been told
+  bool cutout_warned;     // the cut-out radius was checked against the potential's cutoff (warned once)
   bigint last_checked;    // the step checked last (a run that starts there does not check it again)
   bool halted;            // this fix stopped the run (and keeps later runs from starting)
   std::vector<std::string> type_names;    // element per atom type, when given

@@ -51,7 +51,8 @@ std::string bond_difference(const BondSpec& a, const BondSpec& b) {
         return name + " (" + x + " vs " + y + ")";
     };
     if (a.radbase != b.radbase) return differ("radbase", a.radbase, b.radbase);
-    if (a.radparameters != b.radparameters) return differ("radparameters", nums(a.radparameters), nums(b.radparameters));
+    if (a.radparameters != b.radparameters)
+        return differ("radparameters", nums(a.radparameters), nums(b.radparameters));
     if (a.rcut != b.rcut) return differ("rcutij", num(a.rcut), num(b.rcut));
     if (a.dcut != b.dcut) return differ("dcutij", num(a.dcut), num(b.dcut));
     if (a.nradmax != b.nradmax) return differ("nradmaxi", std::to_string(a.nradmax), std::to_string(b.nradmax));
@@ -65,7 +66,8 @@ std::string bond_difference(const BondSpec& a, const BondSpec& b) {
     if (a.r_in != b.r_in) return differ("r_in", num(a.r_in), num(b.r_in));
     if (a.delta_in != b.delta_in) return differ("delta_in", num(a.delta_in), num(b.delta_in));
     if (a.core_prefactor != b.core_prefactor || a.core_lambda != b.core_lambda)
-        return differ("core-repulsion", nums({a.core_prefactor, a.core_lambda}), nums({b.core_prefactor, b.core_lambda}));
+        return differ("core-repulsion", nums({a.core_prefactor, a.core_lambda}),
+                      nums({b.core_prefactor, b.core_lambda}));
     return "";
 }
 
