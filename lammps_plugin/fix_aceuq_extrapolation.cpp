@@ -17,7 +17,6 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <cmath>
 #include <cstring>
 #include <sstream>
 
@@ -28,6 +27,18 @@ using namespace LAMMPS_NS;
 using namespace FixConst;
 
 namespace {
+// x with `digits` significant digits, always with a decimal point or exponent (5.0, not 5):
+// extxyz readers (ASE) type a value by its text
+std::string real_text(double x, int digits)
+{
+  std::ostringstream s;
+  s.precision(digits);
+  s << x;
+  std::string t = s.str();
+  if (t.find_first_of(".eEn") == std::string::npos) t += ".0";
+  return t;
+}
+
 // One atom as gathered to rank 0: [tag, type, x, y, z, gamma, cluster, centre]
 constexpr int kRecord = 8;
 
@@ -138,10 +149,11 @@ void FixACEUQExtrapolation::init()
         error->all(FLERR, "fix aceuq/extrapolation: cutout radius {} exceeds half the periodic box length along "
                    "{} ({} of {})", cutout, "xyz"[d], 0.5 * len, len);
     }
-    if (cutout < pair->cutforce && !cutout_warned && comm->me == 0)
+    const double cutoff = pair->largest_cutoff();    // a hybrid sub-style's cutforce stays 0
+    if (cutout < cutoff && !cutout_warned && comm->me == 0)
       error->warning(FLERR, "fix aceuq/extrapolation: cutout radius {} is below the potential's cutoff {}: a "
                      "cut-out's centre atom lacks neighbours it has in the simulation (its gamma there differs); "
-                     "use cutout >= {}", cutout, pair->cutforce, pair->cutforce);
+                     "use cutout >= {}", cutout, cutoff, cutoff);
     cutout_warned = true;
   }
   // a new file, as a dump starts one (or, with append yes, the file continued): found unwritable
@@ -427,8 +439,7 @@ void FixACEUQExtrapolation::write_frame(const std::vector<int> &above_local, Ver
       std::ostringstream extra;
       extra.precision(10);
       extra << " centre_id=" << (tagint) centres[5 * c] << " centre_gamma=" << centres[5 * c + 4]
-            << " max_gamma=" << v.max_gamma << " cutout_radius=" << cutout;
-      if (std::floor(cutout) == cutout) extra << ".0";    // 5.0, not 5: extxyz readers (ASE) type values by their text
+            << " max_gamma=" << v.max_gamma << " cutout_radius=" << real_text(cutout, 10);
       header(k - start, extra.str(), false);
       for (int q = start; q < k; ++q) line(&all[kRecord * order[q]]);
       ++v.cutouts;

@@ -24,6 +24,7 @@
 #include "aceuq/grader.hpp"
 #include "aceuq/potential.hpp"
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 #include <exception>
@@ -477,6 +478,15 @@ double PairACEUQ::memory_usage()
 bool PairACEUQ::has_active_set() const
 {
   return static_cast<bool>(core->grader);
+}
+
+double PairACEUQ::largest_cutoff() const
+{
+  double largest = 0.0;
+  for (int i = 1; i <= atom->ntypes; ++i)
+    for (int j = 1; j <= atom->ntypes; ++j)
+      if (map && map[i] >= 0 && map[j] >= 0) largest = std::max(largest, core->potential->cutoff(map[i], map[j]));
+  return largest;
 }
 
 const char *PairACEUQ::type_element(int itype) const

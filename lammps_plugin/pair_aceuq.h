@@ -35,6 +35,7 @@ class PairACEUQ : public Pair {
   // for fix aceuq/extrapolation
   bool has_active_set() const;
   const char *type_element(int itype) const;    // element symbol of a LAMMPS atom type
+  double largest_cutoff() const;                 // over the pairs of types pair_coeff maps (also in a hybrid)
 
  private:
   struct Core;    // the aceuq objects and scratch space (defined in pair_aceuq.cpp)

@@ -10,6 +10,7 @@ from aceuq.activeset import (WHITEN_RTOL, ActiveSet, build_active_set, cluster_t
                              feature_columns, load_npz, standardized_pca)
 from aceuq.cli.main import main as cli
 from aceuq.select import select_structures
+from maxvol_reference import greedy_maxvol
 from potentials import SPECS, emt_training_set, pyace_gamma
 from structures import cluster, rattled_bulk, slab
 
@@ -427,20 +428,6 @@ def test_auto_k_takes_the_fewest_clusters_near_the_best_silhouette():
     assert max(scores.values()) < SILHOUETTE_MIN and k == 1
 
 
-def _greedy_maxvol(X, p, tol):
-    """Pacemaker's greedy MaxVol from scratch (numpy only): start at the first p rows of X; while
-    the largest |C_ij| of C = X X[rows]^-1 exceeds 1 + tol, row i replaces slot j (|det| grows by
-    |C_ij|). Returns the final rows (indices into X)."""
-    rows = list(range(p))
-    for _ in range(5000):
-        C = X @ np.linalg.inv(X[rows])
-        i, j = np.unravel_index(np.argmax(np.abs(C)), C.shape)
-        if abs(C[i, j]) <= 1 + tol:
-            return rows
-        rows[j] = int(i)
-    raise AssertionError("greedy MaxVol did not converge")
-
-
 def _select_candidates():
     from ase.build import bulk
 
@@ -481,7 +468,7 @@ def test_select_follows_the_documented_d_optimal_rule_brute_force(cu, tmp_path):
         live = ~taken[owner]
         X = np.vstack([A, kept, rows[live]])
         first = p + len(kept)
-        entered = np.array([r - first for r in _greedy_maxvol(X, p, TOL) if r >= first], dtype=int)
+        entered = np.array([r - first for r in greedy_maxvol(X, p, TOL) if r >= first], dtype=int)
         counts = np.bincount(owner[live][entered], minlength=n)
         if counts.max() == 0:
             break
@@ -491,7 +478,7 @@ def test_select_follows_the_documented_d_optimal_rule_brute_force(cu, tmp_path):
         brought.append(int(counts[s]))
         taken[s] = True
         X = np.vstack([A, kept, rows[owner == s]])
-        active = _greedy_maxvol(X, p, TOL)
+        active = greedy_maxvol(X, p, TOL)
         A = X[active]
         kept = np.delete(X, active, axis=0)
     # the case must discriminate: the first pick (most rows) is not the candidate of largest gamma

@@ -55,6 +55,8 @@ def test_stress_and_spread_match_pyace(ensemble):
     np.testing.assert_allclose(got.stress_std, cluster.calc.results["stress_std"], rtol=1e-7, atol=1e-12)
     cluster.cell = np.zeros((3, 3))
     assert ensemble.evaluate(cluster).stress is None
+    cluster.cell = [[9.0, 0, 0], [0, 9.0, 0], [9.0, 9.0, 0]]  # three vectors, no volume
+    assert ensemble.evaluate(cluster).stress is None
 
 
 def test_evaluate_cli_writes_ensemble_stress(ensemble, tmp_path):

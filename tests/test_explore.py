@@ -432,6 +432,32 @@ def test_start_from_a_two_element_dump_keeps_its_chemistry(make_pot, tmp_path):
         assert f.get_chemical_symbols() == start.get_chemical_symbols()  # sorted by atom id = start's order
 
 
+def test_interior_atoms_see_all_their_neighbours_in_the_cut_out():
+    """interior_atoms on a sphere of 8 Å cut out of a periodic crystal, cutoff 5 Å: every atom it
+    counts has all its neighbours of the whole crystal (within the cutoff) in the cut-out, and it
+    counts every atom within 8 - 5 Å of the centre."""
+    from ase.neighborlist import neighbor_list
+
+    from aceuq.explore import interior_atoms
+
+    crystal = bulk("Cu", "fcc", a=3.61, cubic=True).repeat((6, 6, 6))
+    crystal.rattle(0.05, seed=2)
+    centre, radius, cutoff = 100, 8.0, 5.0
+    d = crystal.get_distances(centre, range(len(crystal)), mic=True, vector=True)
+    inside = np.flatnonzero(np.linalg.norm(d, axis=1) <= radius)
+    cut = crystal[inside]
+    cut.positions = d[inside]
+    cut.pbc, cut.cell = False, None
+    cut.arrays["id"] = inside + 1
+    cut.info.update(centre_id=centre + 1, cutout_radius=radius)
+    (mask,) = interior_atoms([cut], cutoff)
+    i, j = neighbor_list("ij", crystal, cutoff)
+    for k in np.flatnonzero(mask):
+        assert set(j[i == inside[k]]) <= set(inside), k
+    assert np.array_equal(mask, np.linalg.norm(d[inside], axis=1) <= radius - cutoff)
+    assert 1 < mask.sum() < len(mask)
+
+
 def test_cutout_selection_grades_the_centres_not_the_surfaces(setup, tmp_path):
     """With cut-outs, D-optimal selection counts only the atoms that see all their neighbours in
     the cut-out (here R - cutoff = 1 Å: the centre alone). Graded whole, a cut-out's surface atoms
@@ -440,7 +466,7 @@ def test_cutout_selection_grades_the_centres_not_the_surfaces(setup, tmp_path):
     root, pot = setup
     write(tmp_path / "big.extxyz", bulk("Cu", "fcc", a=3.61, cubic=True).repeat((4, 4, 4)))
     cfg = _config(root, tmp_path, "cut.yaml", structures=str(tmp_path / "big.extxyz"), temperatures=[3000],
-                  seeds=[1], steps=200, lower=1.5, upper=1.0e3, cutout=6.0, select=3)
+                  seeds=[1], steps=100, lower=1.5, upper=1.0e3, cutout=6.0, select=3)
     summary = run(cfg, str(tmp_path / "out"), progress=False)
     assert pot.cutoff == pytest.approx(5.0)
     cands = read(tmp_path / "out" / "candidates.extxyz", ":")

@@ -217,6 +217,21 @@ def test_cutout_radius_limits(setup, tmp_path):
         lmp.close()
     warnings = [ln for ln in log.read_text().splitlines() if "below the potential's cutoff" in ln]
     assert len(warnings) == 1 and f"cutout radius {0.9 * pot.cutoff:g}" in warnings[0], warnings
+    # as one sub-style of a hybrid style too (whose sub-styles LAMMPS gives no cutforce)
+    lmp = aceuq_lammps.make_lammps()
+    try:
+        create_system(lmp, big, ["Al", "Cu"])
+        lmp.command(f"log {log}")
+        lmp.commands_string(f"""
+            pair_style hybrid/overlay aceuq zero 6.0
+            pair_coeff * * aceuq {path} {asi} Al Cu
+            pair_coeff * * zero
+            fix x all aceuq/extrapolation 1 lower 1e9 upper 1e9 file {tmp_path / 'd.extxyz'} cutout 3.0
+            run 0
+        """)
+    finally:
+        lmp.close()
+    assert any("cutout radius 3 is below the potential's cutoff 5" in ln for ln in log.read_text().splitlines())
 
 
 def test_frames_are_appended_in_place(setup, tmp_path):

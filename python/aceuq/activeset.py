@@ -506,6 +506,7 @@ def cluster_with_minimum_size(feats: np.ndarray, k: int, min_size: int, random_s
     """k-means with every cluster holding >= min_size points (the module docstring's merge rule).
     Returns (labels, centers, notes); labels are the nearest centre of each point."""
     merged = []  # sizes of the clusters merged away, in order
+    k_asked = k
     k = min(k, max(len(feats) // min_size, 1))
     if len(feats) > AUTO_K_SAMPLE:  # the n_init starts compete on a sample; the best is refined on all rows
         rng = np.random.default_rng(random_state)
@@ -526,7 +527,7 @@ def cluster_with_minimum_size(feats: np.ndarray, k: int, min_size: int, random_s
             centers, _ = kmeans(feats, len(centers), init=centers, random_state=random_state)
     labels = _nearest(feats, centers)
     notes = [f"{len(merged)} cluster(s) of fewer than {min_size} atoms (the projections) merged into the nearest "
-             f"remaining ones (sizes {', '.join(map(str, merged))}); k {k} -> {len(centers)}"] if merged else []
+             f"remaining ones (sizes {', '.join(map(str, merged))}); k {k_asked} -> {len(centers)}"] if merged else []
     return labels, np.ascontiguousarray(centers), notes
 
 

@@ -240,14 +240,16 @@ def check_output(path: PathLike, folder: bool = False) -> str:
             return path
         probe_in = os.path.dirname(target)
     made = _missing_folders(probe_in)
-    fd, probe = _temp_in(probe_in, ".probe", f"{kind} '{path}'")
-    os.close(fd)
-    os.unlink(probe)
-    for created in made:  # deepest first: a run that fails later leaves no empty folders behind;
-        try:              # writing the output makes them again
-            os.rmdir(created)
-        except OSError:   # something else has been put there meanwhile: keep it
-            break
+    try:
+        fd, probe = _temp_in(probe_in, ".probe", f"{kind} '{path}'")
+        os.close(fd)
+        os.unlink(probe)
+    finally:
+        for created in made:  # deepest first: a run that fails later leaves no empty folders behind;
+            try:              # writing the output makes them again
+                os.rmdir(created)
+            except OSError:   # not made after all, or something else has been put there: keep it
+                pass
     return path
 
 

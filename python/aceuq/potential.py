@@ -210,8 +210,9 @@ class Potential:
 def stress_from_virial(atoms: Atoms, virial: np.ndarray) -> Optional[np.ndarray]:
     """ASE's stress (Voigt xx yy zz yz xz xy, eV/Å³, positive under tension) from the core's
     virial W = Σ r ⊗ dE/dr, divided by the cell's volume: for any cell of three lattice vectors,
-    periodic or not (a slab's includes its vacuum), as pyace, ASE's EMT and LAMMPS; None without."""
-    if atoms.cell.rank < 3:
+    periodic or not (a slab's includes its vacuum), as pyace, ASE's EMT and LAMMPS; None without
+    one (or with three coplanar vectors, which ASE's rank counts but which enclose no volume)."""
+    if atoms.cell.rank < 3 or not abs(atoms.cell.volume) > 0:
         return None
     s = np.asarray(virial) / atoms.cell.volume
     s = 0.5 * (s + s.T)

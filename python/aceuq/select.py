@@ -29,7 +29,7 @@ import numpy as np
 from ase import Atoms
 
 from .activeset import ActiveSet
-from .maxvol import DEFAULT_MAX_ITERS, DEFAULT_TOL, maxvol
+from .maxvol import DEFAULT_MAX_ITERS, DEFAULT_TOL, RankDeficientError, maxvol
 from .potential import Potential
 from .progress import progress as show_progress
 
@@ -179,6 +179,26 @@ def _maxvol_over_pool(grp: _Group, rows: np.ndarray, tol, max_iters):
     p = len(grp.matrix)
     base = np.vstack([grp.matrix, grp.kept])
     first = len(base)
+    try:
+        chosen, work = _working_set_maxvol(grp, base, rows, tol, max_iters)
+    except RankDeficientError:
+        # a singular active set's grades do not see the directions outside its span, so the
+        # working set can lack the rows that restore its rank: swap over all rows
+        work = np.arange(len(rows))
+        chosen = maxvol(np.vstack([base, rows]), tol=tol, max_iters=max_iters, start=np.arange(p),
+                        start_inverse=grp.inverse).rows
+    which = np.full(len(chosen), -1)
+    cand = chosen >= first
+    which[cand] = work[chosen[cand] - first]
+    matrix = np.vstack([base[c] if c < first else rows[w] for c, w in zip(chosen, which)])
+    left_out = np.ones(first, dtype=bool)
+    left_out[chosen[chosen < first]] = False
+    return matrix, which, base[left_out]
+
+
+def _working_set_maxvol(grp: _Group, base: np.ndarray, rows: np.ndarray, tol, max_iters):
+    """_maxvol_over_pool's rounds: (chosen rows of [base; rows[work]], work)."""
+    p, first = len(grp.matrix), len(base)
     room = _WORKING_ROWS_PER_COLUMN * p
     work = _highest(_grades(rows, grp.inverse), 1 + tol, room)
     chosen, inverse = np.arange(p), grp.inverse
@@ -198,13 +218,7 @@ def _maxvol_over_pool(grp: _Group, rows: np.ndarray, tol, max_iters):
         chosen = chosen.copy()
         chosen[cand] = first + np.searchsorted(grown, work[chosen[cand] - first])
         work = grown
-    which = np.full(len(chosen), -1)
-    cand = chosen >= first
-    which[cand] = work[chosen[cand] - first]
-    matrix = np.vstack([base[c] if c < first else rows[w] for c, w in zip(chosen, which)])
-    left_out = np.ones(first, dtype=bool)
-    left_out[chosen[chosen < first]] = False
-    return matrix, which, base[left_out]
+    return chosen, work
 
 
 def _entering(grp: _Group, rows: np.ndarray, tol, max_iters) -> np.ndarray:
