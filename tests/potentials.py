@@ -132,6 +132,18 @@ def dft_frames(frames):
     return out
 
 
+def labelled(frames):
+    """Copies of emt_training_set frames labelled as a DFT extxyz file is: info 'energy',
+    per-atom 'forces'."""
+    out = []
+    for a in frames:
+        b = a.copy()
+        b.info = {"energy": a.info["energy"]}
+        b.arrays["forces"] = a.arrays["forces_ref"]
+        out.append(b)
+    return out
+
+
 def make_potential_from_frames(spec: Spec, folder: str, frames, tag: str) -> str:
     """A linear potential of the spec's basis fitted (pyace) to DFT frames: folder/<name>_<tag>.yaml."""
     path = os.path.join(folder, f"{spec.name}_{tag}.yaml")

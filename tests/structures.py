@@ -75,3 +75,14 @@ def all_structures(elements):
         "slab_vacuum": slab(elements, periodic_z=True),
         "cluster": cluster(elements),
     }
+
+
+def selection_candidates():
+    """Cu structures unlike strained bulk (slabs, a cluster, compressed, hot) and one like it:
+    candidates for the selection tests."""
+    cands = [slab(["Cu"]), cluster(["Cu"]), rattled_bulk(["Cu"], seed=11), slab(["Cu"], seed=5, vacuum=6.0)]
+    dense = bulk("Cu", "fcc", a=3.3, cubic=True)
+    dense.rattle(0.2, seed=3)
+    hot = bulk("Cu", "fcc", a=3.61, cubic=True).repeat((2, 2, 2))
+    hot.rattle(0.3, seed=4)
+    return cands + [dense, hot]

@@ -12,7 +12,7 @@ from aceuq.cli.main import main as cli
 from aceuq.select import select_structures
 from maxvol_reference import greedy_maxvol
 from potentials import SPECS, emt_training_set, pyace_gamma
-from structures import cluster, rattled_bulk, slab
+from structures import cluster, rattled_bulk, selection_candidates, slab
 
 pyace = pytest.importorskip("pyace")
 TOL = 1e-3
@@ -428,17 +428,6 @@ def test_auto_k_takes_the_fewest_clusters_near_the_best_silhouette():
     assert max(scores.values()) < SILHOUETTE_MIN and k == 1
 
 
-def _select_candidates():
-    from ase.build import bulk
-
-    cands = [slab(["Cu"]), cluster(["Cu"]), rattled_bulk(["Cu"], seed=11), slab(["Cu"], seed=5, vacuum=6.0)]
-    dense = bulk("Cu", "fcc", a=3.3, cubic=True)
-    dense.rattle(0.2, seed=3)
-    hot = bulk("Cu", "fcc", a=3.61, cubic=True).repeat((2, 2, 2))
-    hot.rattle(0.3, seed=4)
-    return cands + [dense, hot]
-
-
 def test_select_follows_the_documented_d_optimal_rule_brute_force(cu, tmp_path):
     """select.py's rule, recomputed in plain numpy: each round, MaxVol (greedy swaps from the
     current active set) runs on the active set stacked over the rows taken before but left out of
@@ -449,7 +438,7 @@ def test_select_follows_the_documented_d_optimal_rule_brute_force(cu, tmp_path):
     _, pot, train, _ = cu
     built = build_active_set(pot, train)
     aset = ActiveSet.load(built.save(str(tmp_path / "bf.asi")), pot)
-    cands = _select_candidates()
+    cands = selection_candidates()
     n = len(cands)
     sel = select_structures(pot, cands, aset, n)
 
@@ -516,7 +505,7 @@ def test_select_never_takes_an_exact_copy_of_a_structure_taken(cu, tmp_path):
     _, pot, _, _ = cu
     train = emt_training_set(["Cu"], n=20, seed=3)
     aset = ActiveSet.load(build_active_set(pot, train).save(str(tmp_path / "copies.asi")), pot)
-    distinct = _select_candidates() + emt_training_set(["Cu"], n=8, seed=103)
+    distinct = selection_candidates() + emt_training_set(["Cu"], n=8, seed=103)
     m = len(distinct)
     sel = select_structures(pot, distinct + [a.copy() for a in distinct], aset, 2 * m)
     assert len(sel.indices) >= 5

@@ -15,7 +15,7 @@ from aceuq import metrics, study  # noqa: E402
 from aceuq._core import InputError  # noqa: E402
 from aceuq.cli.main import main  # noqa: E402
 from aceuq.ensemble import Ensemble, fit_ensemble  # noqa: E402
-from potentials import emt_training_set  # noqa: E402
+from potentials import emt_training_set, labelled  # noqa: E402
 
 BASIS_CONFIG = """\
 potential:
@@ -332,16 +332,10 @@ def test_bad_explore_config(old, new, message, tmp_path):
 def test_ensemble_with_fewer_than_10_structures_is_not_calibrated(tmp_path, capsys):
     """`aceuq ensemble` holds out --holdout of the structures to calibrate σ only from 10
     structures on; with 9 it fits on all of them and says σ is not calibrated."""
-    frames = emt_training_set(["Cu"], n=10, seed=4)
-    labelled = []
-    for a in frames:
-        b = a.copy()
-        b.info = {"energy": a.info["energy"]}
-        b.arrays["forces"] = a.arrays["forces_ref"]
-        labelled.append(b)
+    frames = labelled(emt_training_set(["Cu"], n=10, seed=4))
     nine, ten = tmp_path / "nine.extxyz", tmp_path / "ten.extxyz"
-    ase.io.write(nine, labelled[:9], format="extxyz")
-    ase.io.write(ten, labelled, format="extxyz")
+    ase.io.write(nine, frames[:9], format="extxyz")
+    ase.io.write(ten, frames, format="extxyz")
     out = tmp_path / "e9"
     assert main(["ensemble", str(nine), "-n", "2", "-o", str(out), "--no-progress", "--workers", "1"]) == 0
     err = capsys.readouterr().err

@@ -13,7 +13,7 @@ import aceuq  # noqa: E402
 from aceuq import metrics  # noqa: E402
 from aceuq._core import InputError  # noqa: E402
 from aceuq.ensemble import Ensemble, EnsembleCalculator, fit_ensemble, resample  # noqa: E402
-from potentials import emt_training_set  # noqa: E402
+from potentials import emt_training_set, labelled  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -178,22 +178,11 @@ def test_calibration_on_held_out_emt(cu_frames, cu_ensemble):
     assert Ensemble.load(os.path.dirname(cu_ensemble.paths[0])).calibration["forces"] == pytest.approx(cal["forces"])
 
 
-def _labelled(frames):
-    """Copies labelled as a DFT extxyz file is: info 'energy', per-atom 'forces'."""
-    out = []
-    for a in frames:
-        b = a.copy()
-        b.info = {"energy": a.info["energy"]}
-        b.arrays["forces"] = a.arrays["forces_ref"]
-        out.append(b)
-    return out
-
-
 def test_cli_ensemble(cu_frames, tmp_path):
     from aceuq.cli.main import main
 
     data = tmp_path / "train.extxyz"
-    ase.io.write(data, _labelled(cu_frames[:20]), format="extxyz")
+    ase.io.write(data, labelled(cu_frames[:20]), format="extxyz")
     out = tmp_path / "ens"
     rc = main(["ensemble", str(data), "-n", "3", "--bootstrap", "--basis", "small", "-o", str(out),
                "--holdout", "0.25", "--no-progress", "--seed", "3"])
@@ -231,7 +220,7 @@ def test_cli_ensemble_bad_training_data(cu_frames, tmp_path, capsys):
     from aceuq.cli.main import main
 
     data = tmp_path / "train.extxyz"
-    frames = _labelled(cu_frames[:4])
+    frames = labelled(cu_frames[:4])
     ase.io.write(data, frames, format="extxyz")
     out = str(tmp_path / "ens")
     for given in (["--elements", "Cu", "Ni"], ["-e", "Cu Ni"]):  # as listed, or quoted as -e elsewhere

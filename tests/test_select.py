@@ -10,7 +10,7 @@ from aceuq.activeset import ActiveSet, build_active_set, load_npz
 from aceuq.select import select_structures, selected_frames
 from maxvol_reference import greedy_maxvol
 from potentials import SPECS, emt_training_set
-from structures import cluster, rattled_bulk, slab
+from structures import selection_candidates
 
 pytest.importorskip("pyace")
 TOL = 1e-3
@@ -32,14 +32,7 @@ def cu2(tmp_path_factory):
 
 
 def _candidates():
-    from ase.build import bulk
-
-    cands = [slab(["Cu"]), cluster(["Cu"]), rattled_bulk(["Cu"], seed=11), slab(["Cu"], seed=5, vacuum=6.0)]
-    dense = bulk("Cu", "fcc", a=3.3, cubic=True)
-    dense.rattle(0.2, seed=3)
-    hot = bulk("Cu", "fcc", a=3.61, cubic=True).repeat((2, 2, 2))
-    hot.rattle(0.3, seed=4)
-    return cands + [dense, hot] + emt_training_set(["Cu"], n=6, seed=103)
+    return selection_candidates() + emt_training_set(["Cu"], n=6, seed=103)
 
 
 def test_clustered_select_follows_the_documented_rule_per_cluster(cu2):
