@@ -14,3 +14,46 @@ def greedy_maxvol(X, p, tol):
             return rows
         rows[j] = int(i)
     raise AssertionError("greedy MaxVol did not converge")
+
+
+def reference_select(actives, rows, owner, cluster_of, max_gamma, n, tol):
+    """aceuq.select's rule, recomputed with greedy_maxvol over all rows: each round, per cluster,
+    MaxVol from the cluster's active set over [active set; rows taken before but left out; rows
+    of the candidates not taken yet]; the candidate owning most rows swapped in, over all
+    clusters, is picked (ties: the larger max_gamma); each cluster's active set is then updated
+    with the pick's rows (MaxVol over [active set; left out; them]) and what it leaves out is
+    kept; stop after n picks or when no row enters. actives: the active-set matrix of each
+    cluster; cluster_of: each row's cluster. Returns (picks, rows each brought, rows entering each
+    cluster over all rounds, the active sets after)."""
+    A = [np.array(a, dtype=float) for a in actives]
+    p, n_cand = len(A[0]), len(max_gamma)
+    kept = [np.empty((0, p)) for _ in A]
+    taken = np.zeros(n_cand, dtype=bool)
+    chosen, brought, entered_total = [], [], np.zeros(len(A), dtype=int)
+    for _ in range(n):
+        counts, per_cluster = np.zeros(n_cand, dtype=int), np.zeros(len(A), dtype=int)
+        for cl in range(len(A)):
+            live = ~taken[owner] & (cluster_of == cl)
+            if not live.any():
+                continue
+            X = np.vstack([A[cl], kept[cl], rows[live]])
+            first = p + len(kept[cl])
+            entered = np.array([r - first for r in greedy_maxvol(X, p, tol) if r >= first], dtype=int)
+            counts += np.bincount(owner[live][entered], minlength=n_cand)
+            per_cluster[cl] = len(entered)
+        if counts.max() == 0:
+            break
+        best = np.flatnonzero(counts == counts.max())
+        s = int(best[np.argmax(max_gamma[best])])
+        chosen.append(s)
+        brought.append(int(counts[s]))
+        entered_total += per_cluster
+        taken[s] = True
+        for cl in range(len(A)):
+            mine = (owner == s) & (cluster_of == cl)
+            if mine.any():
+                X = np.vstack([A[cl], kept[cl], rows[mine]])
+                active = greedy_maxvol(X, p, tol)
+                A[cl] = X[active]
+                kept[cl] = np.delete(X, active, axis=0)
+    return chosen, brought, entered_total, A

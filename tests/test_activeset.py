@@ -10,7 +10,7 @@ from aceuq.activeset import (WHITEN_RTOL, ActiveSet, build_active_set, cluster_t
                              feature_columns, load_npz, standardized_pca)
 from aceuq.cli.main import main as cli
 from aceuq.select import select_structures
-from maxvol_reference import greedy_maxvol
+from maxvol_reference import reference_select
 from potentials import SPECS, emt_training_set, pyace_gamma
 from structures import cluster, rattled_bulk, selection_candidates, slab
 
@@ -449,27 +449,8 @@ def test_select_follows_the_documented_d_optimal_rule_brute_force(cu, tmp_path):
     g0 = np.abs(rows @ inv0).max(axis=1)
     max_gamma = np.array([g0[owner == s].max() for s in range(n)])
     np.testing.assert_allclose(sel.max_gamma, max_gamma, rtol=1e-8)
-    p = len(A)
-    kept = np.empty((0, p))
-    taken = np.zeros(n, dtype=bool)
-    chosen, brought = [], []
-    for _ in range(n):
-        live = ~taken[owner]
-        X = np.vstack([A, kept, rows[live]])
-        first = p + len(kept)
-        entered = np.array([r - first for r in greedy_maxvol(X, p, TOL) if r >= first], dtype=int)
-        counts = np.bincount(owner[live][entered], minlength=n)
-        if counts.max() == 0:
-            break
-        best = np.flatnonzero(counts == counts.max())
-        s = int(best[np.argmax(max_gamma[best])])
-        chosen.append(s)
-        brought.append(int(counts[s]))
-        taken[s] = True
-        X = np.vstack([A, kept, rows[owner == s]])
-        active = greedy_maxvol(X, p, TOL)
-        A = X[active]
-        kept = np.delete(X, active, axis=0)
+    chosen, brought, _, (A,) = reference_select([A], rows, owner, np.zeros(len(rows), dtype=int), max_gamma, n,
+                                                TOL)
     # the case must discriminate: the first pick (most rows) is not the candidate of largest gamma
     assert chosen[0] != int(np.argmax(max_gamma))
     assert len(chosen) >= 3

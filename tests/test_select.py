@@ -8,7 +8,7 @@ from ase.io import read, write
 import aceuq
 from aceuq.activeset import ActiveSet, build_active_set, load_npz
 from aceuq.select import select_structures, selected_frames
-from maxvol_reference import greedy_maxvol
+from maxvol_reference import reference_select
 from potentials import SPECS, emt_training_set
 from structures import selection_candidates
 
@@ -64,40 +64,8 @@ def test_clustered_select_follows_the_documented_rule_per_cluster(cu2):
     max_gamma = np.array([g0[owner == s].max() for s in range(n)])
     np.testing.assert_allclose(sel.max_gamma, max_gamma, rtol=1e-8)
 
-    A = [np.linalg.inv(inv) for inv in invs]
-    p = len(A[0])
-    kept = [np.empty((0, p)), np.empty((0, p))]
-    taken = np.zeros(n, dtype=bool)
-    chosen, brought = [], []
-    entered_per_cluster = np.zeros(2, dtype=int)
-    for _ in range(n):
-        counts = np.zeros(n, dtype=int)
-        per_cl = np.zeros(2, dtype=int)
-        for cl in (0, 1):
-            live = ~taken[owner] & (clus == cl)
-            if not live.any():
-                continue
-            X = np.vstack([A[cl], kept[cl], rows[live]])
-            first = p + len(kept[cl])
-            entered = np.array([r - first for r in greedy_maxvol(X, p, TOL) if r >= first], dtype=int)
-            counts += np.bincount(owner[live][entered], minlength=n)
-            per_cl[cl] = len(entered)
-        if counts.max() == 0:
-            break
-        best = np.flatnonzero(counts == counts.max())
-        s = int(best[np.argmax(max_gamma[best])])
-        chosen.append(s)
-        brought.append(int(counts[s]))
-        entered_per_cluster += per_cl
-        taken[s] = True
-        for cl in (0, 1):
-            mine = (owner == s) & (clus == cl)
-            if not mine.any():
-                continue
-            X = np.vstack([A[cl], kept[cl], rows[mine]])
-            active = greedy_maxvol(X, p, TOL)
-            A[cl] = X[active]
-            kept[cl] = np.delete(X, active, axis=0)
+    chosen, brought, entered_per_cluster, A = reference_select([np.linalg.inv(inv) for inv in invs], rows, owner,
+                                                               clus, max_gamma, n, TOL)
     assert entered_per_cluster[1] > 0 and len(chosen) >= 3
     assert sel.indices == chosen
     # rows brought: MaxVol's path over a working set can end in another optimum than greedy swaps
