@@ -423,7 +423,13 @@ void PairACEUQ::unpack_reverse_comm(int n, int *list, double *buf)
 
 double PairACEUQ::init_one(int i, int j)
 {
-  if (map[i] < 0 || map[j] < 0) return 0.0;
+  return type_pair_cutoff(i, j);
+}
+
+// the cutoff between two atom types (0 where pair_coeff maps either to NULL)
+double PairACEUQ::type_pair_cutoff(int i, int j) const
+{
+  if (!map || map[i] < 0 || map[j] < 0) return 0.0;
   const double rij = core->potential->cutoff(map[i], map[j]);
   const double rji = core->potential->cutoff(map[j], map[i]);
   return rij > rji ? rij : rji;
@@ -484,8 +490,7 @@ double PairACEUQ::largest_cutoff() const
 {
   double largest = 0.0;
   for (int i = 1; i <= atom->ntypes; ++i)
-    for (int j = 1; j <= atom->ntypes; ++j)
-      if (map && map[i] >= 0 && map[j] >= 0) largest = std::max(largest, core->potential->cutoff(map[i], map[j]));
+    for (int j = i; j <= atom->ntypes; ++j) largest = std::max(largest, type_pair_cutoff(i, j));
   return largest;
 }
 

@@ -38,6 +38,7 @@ class PairACEUQ : public Pair {
   double largest_cutoff() const;                 // over the pairs of types pair_coeff maps (also in a hybrid)
 
  private:
+  double type_pair_cutoff(int i, int j) const;
   struct Core;    // the aceuq objects and scratch space (defined in pair_aceuq.cpp)
   Core *core;
 

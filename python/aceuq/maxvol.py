@@ -441,9 +441,14 @@ def _maxvol_or_span(X, idx, tol, max_iters, first=None):
     return idx[res.rows], res, res.swaps
 
 
-def gamma_of(projections: np.ndarray, inverse: np.ndarray) -> np.ndarray:
-    """max_j |(b M)_j| per row: for tests and scratch checks (aceuq grades with the C++ Grader)."""
-    return np.abs(np.asarray(projections) @ inverse).max(axis=1)
+def gamma_of(projections: np.ndarray, inverse: np.ndarray, chunk: int = 8192) -> np.ndarray:
+    """max_j |(b M)_j| per row, a chunk of rows at a time: for selection's working sets, tests and
+    scratch checks (aceuq grades structures with the C++ Grader)."""
+    projections = np.asarray(projections)
+    out = np.empty(len(projections))
+    for a in range(0, len(projections), chunk):
+        out[a: a + chunk] = np.abs(projections[a: a + chunk] @ inverse).max(axis=1)
+    return out
 
 
 def parse_memory(text: Union[str, int, None]) -> Optional[int]:

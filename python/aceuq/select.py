@@ -29,7 +29,7 @@ import numpy as np
 from ase import Atoms
 
 from .activeset import ActiveSet
-from .maxvol import DEFAULT_MAX_ITERS, DEFAULT_TOL, RankDeficientError, maxvol
+from .maxvol import DEFAULT_MAX_ITERS, DEFAULT_TOL, RankDeficientError, gamma_of, maxvol
 from .potential import Potential
 from .progress import progress as show_progress
 
@@ -151,14 +151,6 @@ def _only_counted(proj, candidates, counted):
     return out
 
 
-def _grades(rows: np.ndarray, inverse: np.ndarray, chunk: int = 8192) -> np.ndarray:
-    """max_j |(row @ inverse)_j| of every row, a chunk of rows at a time."""
-    out = np.empty(len(rows))
-    for a in range(0, len(rows), chunk):
-        out[a: a + chunk] = np.abs(rows[a: a + chunk] @ inverse).max(axis=1)
-    return out
-
-
 def _highest(g: np.ndarray, floor: float, room: int) -> np.ndarray:
     """Sorted indices of the (at most ``room``) highest grades above ``floor``."""
     above = np.flatnonzero(g > floor)
@@ -200,13 +192,13 @@ def _working_set_maxvol(grp: _Group, base: np.ndarray, rows: np.ndarray, tol, ma
     """_maxvol_over_pool's rounds: (chosen rows of [base; rows[work]], work)."""
     p, first = len(grp.matrix), len(base)
     room = _WORKING_ROWS_PER_COLUMN * p
-    work = _highest(_grades(rows, grp.inverse), 1 + tol, room)
+    work = _highest(gamma_of(rows, grp.inverse), 1 + tol, room)
     chosen, inverse = np.arange(p), grp.inverse
     while len(work):
         X = np.vstack([base, rows[work]])
         chosen = maxvol(X, tol=tol, max_iters=max_iters, start=chosen, start_inverse=inverse).rows
         inverse = _inverse(X[chosen])
-        g = _grades(rows, inverse)
+        g = gamma_of(rows, inverse)
         g[work] = 0.0
         if g.max(initial=0.0) <= 1 + tol:
             break
