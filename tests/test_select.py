@@ -146,3 +146,17 @@ def test_a_singular_active_set_takes_the_rows_that_restore_its_rank():
         _absorb(grp, rows, TOL, 1000)
     assert np.linalg.matrix_rank(grp.matrix) == p
     assert np.abs(rows @ np.linalg.inv(grp.matrix)).max() <= 1 + TOL + 1e-9
+
+
+def test_counted_masks_must_fit_the_candidates(cu2):
+    """`counted` takes one mask per candidate, one entry per atom: anything else is refused with
+    an error naming what does not fit."""
+    pot, aset = cu2
+    cands = _candidates()[:2]
+    with pytest.raises(ValueError, match="counted: 1 masks for 2 candidates"):
+        select_structures(pot, cands, aset, 1, counted=[np.ones(len(cands[0]), dtype=bool)])
+    with pytest.raises(ValueError, match=f"counted: candidate 1 has {len(cands[1])} atoms"):
+        select_structures(pot, cands, aset, 1, counted=[np.ones(len(cands[0]), dtype=bool), np.ones(3, dtype=bool)])
+    # a mask of the first atom only counts that atom: max γ is its γ
+    sel = select_structures(pot, cands, aset, 1, counted=[np.arange(len(a)) == 0 for a in cands])
+    np.testing.assert_allclose(sel.max_gamma, [aset.gamma(a)[0][0] for a in cands], rtol=1e-10)
