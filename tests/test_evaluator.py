@@ -74,6 +74,35 @@ def test_projections_match_pyace(make_pot, name, mode):
         np.testing.assert_allclose(got, expected, rtol=0, atol=1e-9 * scale, err_msg=el)
 
 
+@pytest.mark.parametrize("mode", ["linear", "full"])
+def test_projections_of_masked_atoms_are_pyaces_rows(make_pot, mode):
+    """`atoms` masks compute only the wanted atoms (their neighbours still count): the rows are
+    pyace's for those atoms of the whole structures, labelled with their structure and atom."""
+    path = make_pot("CuAl_sbessel")
+    pot = aceuq.Potential(path)
+    frames = list(all_structures(["Cu", "Al"]).values())
+    rng = np.random.default_rng(4)
+    masks = [rng.random(len(a)) < 0.3 for a in frames]
+    masks[0][:] = False                               # a structure with no atom wanted
+    ref = pyace_projections(path, frames, full=(mode == "full"))
+    types = [pot.types_of(a) for a in frames]
+    ours = pot.projections(frames, mode=mode, atoms=masks)
+    for mu, el in enumerate(pot.elements):
+        # pyace's rows of this element, structure by structure, atoms in order
+        where = [(s, i) for s, t in enumerate(types) for i in np.flatnonzero(t == mu)]
+        keep = np.array([masks[s][i] for s, i in where])
+        assert 0 < keep.sum() < len(keep), el
+        np.testing.assert_array_equal(ours[el].structure, [s for (s, _), k in zip(where, keep) if k])
+        np.testing.assert_array_equal(ours[el].atom, [i for (_, i), k in zip(where, keep) if k])
+        expected = ref[mu][keep]
+        np.testing.assert_allclose(ours[el].values, expected, rtol=0,
+                                   atol=1e-9 * max(1.0, np.abs(expected).max()), err_msg=el)
+    with pytest.raises(ValueError, match="atoms: 1 masks for 2 structures"):
+        pot.projections(frames[:2], atoms=masks[:1])
+    with pytest.raises(ValueError, match="atoms: structure 0 has"):
+        pot.projections(frames[:1], atoms=[np.ones(len(frames[0]))])   # not boolean
+
+
 def test_linear_projections_agree_with_compute_B_projections(make_pot):
     from pyace import ACEBBasisSet
     from pyace.activelearning import compute_B_projections

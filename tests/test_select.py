@@ -153,9 +153,9 @@ def test_counted_masks_must_fit_the_candidates(cu2):
     an error naming what does not fit."""
     pot, aset = cu2
     cands = _candidates()[:2]
-    with pytest.raises(ValueError, match="counted: 1 masks for 2 candidates"):
+    with pytest.raises(ValueError, match="atoms: 1 masks for 2 structures"):
         select_structures(pot, cands, aset, 1, counted=[np.ones(len(cands[0]), dtype=bool)])
-    with pytest.raises(ValueError, match=f"counted: candidate 1 has {len(cands[1])} atoms"):
+    with pytest.raises(ValueError, match=f"atoms: structure 1 has {len(cands[1])} atoms"):
         select_structures(pot, cands, aset, 1, counted=[np.ones(len(cands[0]), dtype=bool), np.ones(3, dtype=bool)])
     # a mask of the first atom only counts that atom: max γ is its γ
     sel = select_structures(pot, cands, aset, 1, counted=[np.arange(len(a)) == 0 for a in cands])

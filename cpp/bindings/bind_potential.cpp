@@ -137,6 +137,25 @@ void bind_potential(py::module_& m) {
              },
              py::arg("positions"), py::arg("cell"), py::arg("pbc"), py::arg("types"), py::arg("forces") = true,
              py::arg("projections") = "none")
+        .def("projections",
+             [](AtomEvaluator& ev, CArray positions, CArray cell, std::vector<bool> pbc,
+                py::array_t<int, py::array::c_style | py::array::forcecast> types, const std::string& mode,
+                std::vector<int> atoms) {
+                 bool pb[3];
+                 const int n = check_structure(positions, cell, pbc, types, pb);
+                 const ProjectionMode pm = parse_mode(mode);
+                 std::vector<double> rows;
+                 int width = 0;
+                 {
+                     py::gil_scoped_release nogil;
+                     rows = structure_projections(ev, n, positions.data(), cell.data(), pb, types.data(), pm, atoms,
+                                                  width);
+                 }
+                 return to_array(rows, {py::ssize_t(atoms.size()), py::ssize_t(width)});
+             },
+             py::arg("positions"), py::arg("cell"), py::arg("pbc"), py::arg("types"), py::arg("mode"),
+             py::arg("atoms"),
+             "Projections of the listed atoms only (rows in that order), no energies or forces")
         .def("evaluate_members",
              [](AtomEvaluator& ev, py::array_t<double, py::array::c_style | py::array::forcecast> positions,
                 py::array_t<double, py::array::c_style | py::array::forcecast> cell, std::vector<bool> pbc,

@@ -474,6 +474,19 @@ void accumulate(StructureResult& res, int i, const AtomResult& ar, const Neighbo
     }
 }
 
+// The element of each of atom i's neighbours, in the order of the neighbour list.
+void neighbour_types(const NeighborList& nl, const int* types, int i, std::vector<int>& mu_j) {
+    const long b = nl.offsets[i], e = nl.offsets[i + 1];
+    mu_j.resize(e - b);
+    for (long q = b; q < e; ++q) mu_j[q - b] = types[nl.index[q]];
+}
+
+int widest_projection(const AtomEvaluator& ev, ProjectionMode mode) {
+    int width = 0;
+    for (int mu = 0; mu < ev.potential().nelements(); ++mu) width = std::max(width, ev.projection_width(mu, mode));
+    return width;
+}
+
 }  // namespace
 
 StructureResult evaluate_structure(AtomEvaluator& ev, int n, const double* positions, const double* cell,
@@ -483,22 +496,43 @@ StructureResult evaluate_structure(AtomEvaluator& ev, int n, const double* posit
     NeighborList nl = build_neighbor_list(n, positions, cell, pbc, p.cutoff_max());
     StructureResult res = empty_result(n, need_forces);
     if (mode != ProjectionMode::None) {
-        int width = 0;
-        for (int mu = 0; mu < p.nelements(); ++mu) width = std::max(width, ev.projection_width(mu, mode));
-        res.projection_width = width;
-        res.projections.assign(size_t(n) * width, 0.0);
+        res.projection_width = widest_projection(ev, mode);
+        res.projections.assign(size_t(n) * res.projection_width, 0.0);
     }
     AtomResult ar;
     std::vector<int> mu_j;
     for (int i = 0; i < n; ++i) {
-        const long b = nl.offsets[i], e = nl.offsets[i + 1];
-        mu_j.resize(e - b);
-        for (long q = b; q < e; ++q) mu_j[q - b] = types[nl.index[q]];
+        neighbour_types(nl, types, i, mu_j);
         double* row = mode == ProjectionMode::None ? nullptr : res.projections.data() + size_t(i) * res.projection_width;
-        ev.compute(types[i], int(e - b), mu_j.data(), nl.dvec.data() + 3 * b, need_forces, mode, ar, row);
+        ev.compute(types[i], int(mu_j.size()), mu_j.data(), nl.dvec.data() + 3 * nl.offsets[i], need_forces, mode, ar,
+                   row);
         accumulate(res, i, ar, nl, need_forces);
     }
     return res;
+}
+
+std::vector<double> structure_projections(AtomEvaluator& ev, int n, const double* positions, const double* cell,
+                                          const bool* pbc, const int* types, ProjectionMode mode,
+                                          const std::vector<int>& atoms, int& width) {
+    if (mode == ProjectionMode::None) throw std::invalid_argument("structure_projections: no projection mode given");
+    const Potential& p = ev.potential();
+    check_types(p, n, types);
+    for (int i : atoms)
+        if (i < 0 || i >= n)
+            throw std::invalid_argument("structure_projections: atom index " + std::to_string(i) + " outside 0.." +
+                                        std::to_string(n - 1));
+    NeighborList nl = build_neighbor_list(n, positions, cell, pbc, p.cutoff_max());
+    width = widest_projection(ev, mode);
+    std::vector<double> out(atoms.size() * size_t(width), 0.0);
+    AtomResult ar;
+    std::vector<int> mu_j;
+    for (size_t k = 0; k < atoms.size(); ++k) {
+        const int i = atoms[k];
+        neighbour_types(nl, types, i, mu_j);
+        ev.compute(types[i], int(mu_j.size()), mu_j.data(), nl.dvec.data() + 3 * nl.offsets[i], false, mode, ar,
+                   out.data() + k * width);
+    }
+    return out;
 }
 
 std::vector<StructureResult> evaluate_structure_members(AtomEvaluator& ev, int n, const double* positions,
@@ -522,11 +556,10 @@ std::vector<StructureResult> evaluate_structure_members(AtomEvaluator& ev, int n
     std::vector<int> mu_j;
     std::vector<const double*> coeffs(members.size());
     for (int i = 0; i < n; ++i) {
-        const long b = nl.offsets[i], e = nl.offsets[i + 1];
-        mu_j.resize(e - b);
-        for (long q = b; q < e; ++q) mu_j[q - b] = types[nl.index[q]];
+        neighbour_types(nl, types, i, mu_j);
         for (size_t k = 0; k < members.size(); ++k) coeffs[k] = members[k][types[i]].data();
-        ev.compute_members(types[i], int(e - b), mu_j.data(), nl.dvec.data() + 3 * b, need_forces, coeffs, ar);
+        ev.compute_members(types[i], int(mu_j.size()), mu_j.data(), nl.dvec.data() + 3 * nl.offsets[i], need_forces,
+                           coeffs, ar);
         for (size_t k = 0; k < members.size(); ++k) accumulate(res[k], i, ar[k], nl, need_forces);
     }
     return res;

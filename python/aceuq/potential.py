@@ -120,12 +120,12 @@ class Potential:
                 for i, a in enumerate(show_progress(frames, progress, "evaluate", unit="struct"))]
 
     def _evaluate_one(self, atoms: Atoms, forces: bool, projections: Optional[str],
-                      types: Optional[np.ndarray] = None, index: Optional[int] = None) -> EvaluationResult:
+                      index: Optional[int] = None) -> EvaluationResult:
         with _naming(atoms, index):
             positions = _positions(atoms)
             out = self._ev.evaluate(
                 positions, np.ascontiguousarray(atoms.cell.array, dtype=float), [bool(p) for p in atoms.pbc],
-                self.types_of(atoms) if types is None else types, forces, projections or "none",
+                self.types_of(atoms), forces, projections or "none",
             )
         res = EvaluationResult(energy=float(out["energy"]), energies=out["energies"])
         if forces:
@@ -164,7 +164,8 @@ class Potential:
             )
 
     def projections(self, structures: Iterable[Atoms], mode: str = "linear", progress: bool = False,
-                    memmap_dir: Optional[str] = None, first_index: int = 0) -> Dict[str, "ElementProjections"]:
+                    memmap_dir: Optional[str] = None, first_index: int = 0,
+                    atoms: Optional[Sequence[np.ndarray]] = None) -> Dict[str, "ElementProjections"]:
         """Projections of every atom of every structure, grouped by element.
 
         Returns {element: ElementProjections(values (n, n_proj), structure (n,), atom (n,))}.
@@ -172,15 +173,19 @@ class Potential:
         memory (for datasets whose projection matrix does not fit).
         first_index: the number errors give the first structure when it has no file and frame (the
         structures are a slice of a longer list); `structure` counts from 0 all the same.
+        atoms: per structure, a boolean mask of the atoms wanted (default: all); the others are
+        not computed (their neighbours still count), e.g. the surface of a cut-out.
         """
         if mode not in ("linear", "full"):
             raise ValueError("mode must be 'linear' or 'full'")
         frames = list(structures)
+        wanted = _wanted_atoms(frames, atoms)
         types = []
         for i, a in enumerate(frames):
             with _naming(a, first_index + i):
                 types.append(self.types_of(a))
-        counts = {el: sum(int(np.count_nonzero(t == mu)) for t in types) for mu, el in enumerate(self.elements)}
+        counts = {el: sum(int(np.count_nonzero(t[w] == mu)) for t, w in zip(types, wanted))
+                  for mu, el in enumerate(self.elements)}
         values, loc, filled = {}, {}, {}
         for el, n in counts.items():
             shape = (n, self.n_projections(el, mode))
@@ -191,20 +196,40 @@ class Potential:
                 values[el] = np.zeros(shape)
             loc[el] = np.zeros((n, 2), dtype=int)
             filled[el] = 0
-        for s_idx, atoms in enumerate(show_progress(frames, progress, "projections", unit="struct")):
-            res = self._evaluate_one(atoms, False, mode, types[s_idx], index=first_index + s_idx)
+        for s_idx, frame in enumerate(show_progress(frames, progress, "projections", unit="struct")):
+            listed = wanted[s_idx]
+            with _naming(frame, first_index + s_idx):
+                rows = self._ev.projections(_positions(frame), np.ascontiguousarray(frame.cell.array, dtype=float),
+                                            [bool(p) for p in frame.pbc], types[s_idx], mode, listed)
+            listed_types = types[s_idx][listed]
             for mu, el in enumerate(self.elements):
-                idx = np.nonzero(types[s_idx] == mu)[0]
-                if idx.size:
+                pick = np.nonzero(listed_types == mu)[0]
+                if pick.size:
                     k = filled[el]
-                    values[el][k:k + idx.size] = res.projections[idx, : values[el].shape[1]]
-                    loc[el][k:k + idx.size, 0] = s_idx
-                    loc[el][k:k + idx.size, 1] = idx
-                    filled[el] += idx.size
+                    values[el][k:k + pick.size] = rows[pick, : values[el].shape[1]]
+                    loc[el][k:k + pick.size, 0] = s_idx
+                    loc[el][k:k + pick.size, 1] = listed[pick]
+                    filled[el] += pick.size
         for v in values.values():
             if isinstance(v, np.memmap):
                 v.flush()
         return {el: ElementProjections(values[el], loc[el][:, 0], loc[el][:, 1]) for el in self.elements}
+
+
+def _wanted_atoms(frames: Sequence[Atoms], masks: Optional[Sequence[np.ndarray]]) -> List[np.ndarray]:
+    """Per structure, the indices of the atoms whose projections are wanted (all without masks)."""
+    if masks is None:
+        return [np.arange(len(a)) for a in frames]
+    if len(masks) != len(frames):
+        raise ValueError(f"atoms: {len(masks)} masks for {len(frames)} structures")
+    out = []
+    for i, (m, a) in enumerate(zip(masks, frames)):
+        m = np.asarray(m)
+        if m.dtype != bool or m.shape != (len(a),):
+            raise ValueError(f"atoms: structure {i} has {len(a)} atoms, its mask is {m.dtype} {m.shape} "
+                             f"(needs one boolean per atom)")
+        out.append(np.flatnonzero(m))
+    return out
 
 
 def stress_from_virial(atoms: Atoms, virial: np.ndarray) -> Optional[np.ndarray]:

@@ -68,9 +68,7 @@ def select_structures(potential: Potential, candidates: Sequence[Atoms], active_
     candidates = list(candidates)
     if n < 1:
         raise ValueError("n must be at least 1")
-    proj = potential.projections(candidates, mode=active_set.mode, progress=progress)
-    if counted is not None:
-        proj = _only_counted(proj, candidates, counted)
+    proj = potential.projections(candidates, mode=active_set.mode, progress=progress, atoms=counted)
     matrices = active_set.active_matrices()
     data_inv = _stored(active_set)
     max_gamma = np.zeros(len(candidates))
@@ -129,25 +127,6 @@ def selected_frames(candidates: Sequence[Atoms], selection: Selection) -> List[A
         a.info["max_gamma"] = float(selection.max_gamma[i])
         a.info["active_rows_added"] = int(rows)
         out.append(a)
-    return out
-
-
-def _only_counted(proj, candidates, counted):
-    """The projections of the counted atoms only."""
-    from .potential import ElementProjections
-
-    if len(counted) != len(candidates):
-        raise ValueError(f"counted: {len(counted)} masks for {len(candidates)} candidates")
-    masks = [np.asarray(m, dtype=bool) for m in counted]
-    for i, (m, a) in enumerate(zip(masks, candidates)):
-        if m.shape != (len(a),):
-            raise ValueError(f"counted: candidate {i} has {len(a)} atoms, its mask {m.shape}")
-    flat = np.concatenate(masks) if masks else np.zeros(0, dtype=bool)
-    offsets = np.concatenate([[0], np.cumsum([len(m) for m in masks])])
-    out = {}
-    for el, p in proj.items():
-        keep = flat[offsets[p.structure] + p.atom] if len(p.values) else np.zeros(0, dtype=bool)
-        out[el] = ElementProjections(np.asarray(p.values)[keep], p.structure[keep], p.atom[keep])
     return out
 
 

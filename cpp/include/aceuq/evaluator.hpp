@@ -68,6 +68,13 @@ StructureResult evaluate_structure(AtomEvaluator& ev, int n, const double* posit
                                    const bool* pbc, const int* types, bool need_forces,
                                    ProjectionMode mode);
 
+// The projections of the listed atoms only, without energies or forces (rows in the order of
+// `atoms`, each `width` wide, atoms of narrower elements padded with 0): e.g. the atoms of a
+// cut-out that see all their neighbours in it, not its surface.
+std::vector<double> structure_projections(AtomEvaluator& ev, int n, const double* positions, const double* cell,
+                                          const bool* pbc, const int* types, ProjectionMode mode,
+                                          const std::vector<int>& atoms, int& width);
+
 // Several coefficient sets sharing the potential's basis (ensemble members), one neighbour list:
 // members[k][mu] holds the n_functions(mu) * ndensity coefficients of member k for element mu.
 std::vector<StructureResult> evaluate_structure_members(AtomEvaluator& ev, int n, const double* positions,
