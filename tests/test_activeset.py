@@ -360,6 +360,61 @@ def test_cli_activeset_gamma_select(cu, tmp_path, capsys):
         cli(["activeset", path, data, "-o", str(tmp_path / "k.asi"), "--clusters", "0"])
 
 
+def _stderr_on_a_terminal(argv):
+    """Run `python -m aceuq ARGV` with stderr on a pseudo-terminal (bars are drawn only on
+    terminals); returns (exit status, what it printed there)."""
+    import fcntl
+    import pty
+    import select
+    import struct
+    import subprocess
+    import sys
+    import termios
+
+    master, slave = pty.openpty()
+    # a terminal of 0 columns (a new pty's size) would truncate every bar to nothing
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    proc = subprocess.Popen([sys.executable, "-m", "aceuq"] + argv, stderr=slave, stdout=subprocess.DEVNULL,
+                            env=env)
+    os.close(slave)
+    seen = b""
+    while True:
+        ready, _, _ = select.select([master], [], [], 1.0)
+        if ready:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # the child closed the terminal
+                chunk = b""
+            if not chunk:
+                break
+            seen += chunk
+        elif proc.poll() is not None:
+            break
+    os.close(master)
+    return proc.wait(), seen.decode(errors="replace")
+
+
+def test_gamma_shows_reading_and_writing_on_a_terminal(cu, tmp_path):
+    """On a terminal, `aceuq gamma` shows bars for reading the structures and writing the
+    result, not only for grading; --no-progress shows none. The file written frame by frame
+    holds every frame."""
+    import ase.io
+
+    path, _, train, _ = cu
+    data = str(tmp_path / "frames.extxyz")
+    ase.io.write(data, [a.copy() for a in train])
+    asi = str(tmp_path / "t.asi")
+    assert cli(["activeset", path, data, "-o", asi, "--no-progress"]) == 0
+    out = str(tmp_path / "graded.extxyz")
+    rc, shown = _stderr_on_a_terminal(["gamma", path, asi, data, "-o", out])
+    assert rc == 0, shown
+    assert "reading frames.extxyz" in shown and "writing graded.extxyz" in shown, shown
+    assert len(ase.io.read(out, ":")) == len(train)
+    rc, shown = _stderr_on_a_terminal(["gamma", path, asi, data, "-o", out, "--no-progress"])
+    assert rc == 0 and "reading" not in shown and "writing" not in shown, shown
+
+
 def test_memory_limit_spills_projections_and_gives_a_valid_active_set(cu, monkeypatch):
     """Under a memory limit smaller than the projection matrix, projections go to memory-mapped
     files and MaxVol streams them; the active set meets the same criterion as the in-memory one

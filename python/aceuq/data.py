@@ -15,6 +15,7 @@ from ase.calculators.singlepoint import SinglePointCalculator
 from ase.data import atomic_numbers, chemical_symbols
 
 from ._core import InputError
+from .progress import progress as show_progress
 
 PathLike = Union[str, os.PathLike]
 _PICKLE_SUFFIXES = (".pkl.gzip", ".pckl.gzip", ".pkl.gz", ".pckl.gz", ".pkl", ".pckl")
@@ -25,7 +26,7 @@ def is_pacemaker_pickle(path: PathLike) -> bool:
 
 
 def read_structures(paths: Union[PathLike, Sequence[PathLike]],
-                    elements: Union[str, Sequence[str], None] = None) -> List[Atoms]:
+                    elements: Union[str, Sequence[str], None] = None, progress: bool = False) -> List[Atoms]:
     """All structures of the given files, in order.
 
     Extended XYZ (and every format ASE reads) keeps energies and forces as ASE results;
@@ -35,6 +36,7 @@ def read_structures(paths: Union[PathLike, Sequence[PathLike]],
     LAMMPS dumps name atom types, not elements: ``elements`` gives the element of type 1, 2, ...
     (as in ``pair_coeff``, e.g. ``"Ni Nb"``), as pacemaker's ``pace_select -e`` does. It is needed
     for dumps without an ``element`` column and applies only to them.
+    progress: a bar over the frames of each file ASE reads (on a terminal).
     """
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
@@ -46,7 +48,7 @@ def read_structures(paths: Union[PathLike, Sequence[PathLike]],
             raise InputError(f"structure file '{path}': no such file")
         if os.path.isdir(path):
             raise InputError(f"structure file '{path}': is a directory")
-        read = _read_pickle(path) if is_pacemaker_pickle(path) else _read_ase(path, type_elements)
+        read = _read_pickle(path) if is_pacemaker_pickle(path) else _read_ase(path, type_elements, progress)
         for k, atoms in enumerate(read):
             setattr(atoms, _SOURCE, f"structure file '{path}', frame {k}")
         frames.extend(read)
@@ -100,7 +102,7 @@ def _lammps_dump_columns(path: str) -> Optional[List[str]]:
     return []
 
 
-def _read_ase(path: str, type_elements: Optional[List[str]] = None) -> List[Atoms]:
+def _read_ase(path: str, type_elements: Optional[List[str]] = None, progress: bool = False) -> List[Atoms]:
     import ase.io
 
     dump_columns = _lammps_dump_columns(path)
@@ -111,11 +113,10 @@ def _read_ase(path: str, type_elements: Optional[List[str]] = None) -> List[Atom
                          "evaluate, gamma, select and activeset; elements: in an explore config; elements= in "
                          "Python)")
     try:
-        frames = ase.io.read(path, index=":", parallel=False)
+        frames = list(show_progress(ase.io.iread(path, index=":", parallel=False), progress,
+                                    f"reading {os.path.basename(path)}", unit="frame"))
     except Exception as exc:  # ASE raises many kinds; the user needs the file and the reason
         raise InputError(f"structure file '{path}': cannot be read by ASE ({type(exc).__name__}: {exc})") from None
-    if isinstance(frames, Atoms):
-        frames = [frames]
     if not frames:
         raise InputError(f"structure file '{path}': holds no structures")
     if types_only:
@@ -352,9 +353,12 @@ def atomic_output(path: PathLike, mode: str = "w") -> Iterator[IO]:
         yield fh
 
 
-def write_extxyz_atomic(path: PathLike, frames: Iterable[Atoms]) -> None:
-    """Write extended XYZ through a temporary file and a rename: readers never see half a file."""
+def write_extxyz_atomic(path: PathLike, frames: Iterable[Atoms], progress: bool = False) -> None:
+    """Write extended XYZ through a temporary file and a rename: readers never see half a file.
+    progress: a bar over the frames written (on a terminal)."""
     import ase.io
 
+    frames = list(frames)
     with atomic_output(path) as fh:
-        ase.io.write(fh, list(frames), format="extxyz", parallel=False)
+        for atoms in show_progress(frames, progress, f"writing {os.path.basename(os.fspath(path))}", unit="frame"):
+            ase.io.write(fh, atoms, format="extxyz", parallel=False)

@@ -58,7 +58,7 @@ def main(argv=None) -> int:
     try:
         check_output(args.output)
         pot = Potential(args.potential)
-        frames = read_structures(args.structures, args.elements)
+        frames = read_structures(args.structures, args.elements, progress=not args.no_progress)
         built = build_active_set(pot, frames, clusters=args.clusters, mode="full" if args.full else "linear",
                                  assign=args.assign, tol=args.tol, max_iters=args.max_iters, memory_limit=memory,
                                  progress=not args.no_progress)

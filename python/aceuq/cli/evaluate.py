@@ -52,7 +52,7 @@ def main(argv=None) -> int:
             from ..ensemble import Ensemble
 
             ens = Ensemble.load(args.ensemble)
-            frames = read_structures(structure_files, args.elements)
+            frames = read_structures(structure_files, args.elements, progress=not args.no_progress)
             for atoms in show_progress(frames, not args.no_progress, "evaluate", unit="struct"):
                 r = ens.evaluate(atoms, forces=True, calibrated=not args.uncalibrated)
                 a = atoms.copy()
@@ -68,7 +68,7 @@ def main(argv=None) -> int:
                 out.append(a)
         else:
             pot = Potential(args.inputs[0])
-            frames = read_structures(structure_files, args.elements)
+            frames = read_structures(structure_files, args.elements, progress=not args.no_progress)
             for atoms, res in zip(frames, pot.evaluate(frames, forces=True, progress=not args.no_progress)):
                 a = atoms.copy()
                 props = {"energy": res.energy, "free_energy": res.energy, "forces": res.forces,
@@ -78,7 +78,7 @@ def main(argv=None) -> int:
                 _keep_reference(atoms, a)
                 a.calc = SinglePointCalculator(a, **props)
                 out.append(a)
-        write_extxyz_atomic(args.output, out)
+        write_extxyz_atomic(args.output, out, progress=not args.no_progress)
     except InputError as exc:
         print(f"aceuq evaluate: error: {exc}", file=sys.stderr)
         return 1

@@ -49,7 +49,7 @@ def main(argv=None) -> int:
         if error_map is not None:
             for line in _map_mismatch(error_map, args.error_map, aset):
                 print(f"aceuq gamma: warning: {line}", file=sys.stderr)
-        frames = read_structures(args.structures, args.elements)
+        frames = read_structures(args.structures, args.elements, progress=not args.no_progress)
         graded = aset.gamma(frames, progress=not args.no_progress)
     except InputError as exc:
         print(f"aceuq gamma: error: {exc}", file=sys.stderr)
@@ -68,7 +68,7 @@ def main(argv=None) -> int:
             a.calc = SinglePointCalculator(a, **atoms.calc.results)
         out.append(a)
     try:
-        write_extxyz_atomic(args.output, out)
+        write_extxyz_atomic(args.output, out, progress=not args.no_progress)
     except InputError as exc:
         print(f"aceuq gamma: error: {exc}", file=sys.stderr)
         return 1

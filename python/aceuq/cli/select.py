@@ -40,7 +40,7 @@ def main(argv=None) -> int:
         check_output(args.output)
         pot = Potential(args.potential)
         aset = ActiveSet.load(args.active_set, pot, assign=args.assign)
-        frames = read_structures(args.candidates, args.elements)
+        frames = read_structures(args.candidates, args.elements, progress=not args.no_progress)
         sel = select_structures(pot, frames, aset, args.n, tol=args.tol, max_iters=args.max_iters,
                                 progress=not args.no_progress)
         out = selected_frames(frames, sel)
