@@ -1,7 +1,7 @@
 """Building active sets: `aceuq activeset` against pyace's `pace_activeset -a`, side by side.
 
-What is measured: wall time and peak resident memory (ru_maxrss of the finished subprocess, from
-os.wait4, so interpreter start-up, imports, reading the dataset, projections, clustering and
+What is measured: wall time and peak resident memory (GNU time's maximum resident set size, see
+run_measured; interpreter start-up, imports, reading the dataset, projections, clustering and
 MaxVol are all included) of each command, run as a subprocess on the same potential and the same
 pacemaker dataset (.pkl.gzip, columns ase_atoms / energy_corrected / forces):
 
@@ -77,17 +77,26 @@ def make_dataset(path, n_atoms, seed=0):
 
 
 def run_measured(cmd, env, cwd, log):
-    """Wall time (s) and peak RSS (MB) of a subprocess; raises with its output on failure."""
+    """Wall time (s) and peak RSS (MB) of a subprocess; raises with its output on failure.
+
+    The peak RSS is GNU time's ("Maximum resident set size" of /usr/bin/time -v), not os.wait4's
+    ru_maxrss of a child forked from this script: Linux carries the peak of the forked copy of
+    this script (its frames, hundreds of MB) over the exec into the child's ru_maxrss, which then
+    never reads less than this script's size."""
+    if not os.access("/usr/bin/time", os.X_OK):
+        raise SystemExit("needs /usr/bin/time (GNU time, for the peak memory of each run)")
+    rusage = log + ".time"
     with open(log, "w") as out:
         t = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=cwd)
-        _, status, usage = os.wait4(proc.pid, 0)
+        proc = subprocess.run(["/usr/bin/time", "-v", "-o", rusage] + cmd, stdout=out, stderr=subprocess.STDOUT,
+                              env=env, cwd=cwd)
         wall = time.perf_counter() - t
-    proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
         with open(log) as fh:
             raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{fh.read()[-3000:]}")
-    return wall, usage.ru_maxrss / 1024.0
+    with open(rusage) as fh:
+        kb = [line.split(":")[1] for line in fh if "Maximum resident set size" in line]
+    return wall, int(kb[0]) / 1024.0
 
 
 def aceuq_cmd():

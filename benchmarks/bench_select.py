@@ -24,11 +24,8 @@ bench_activeset, --train-atoms, seed 0); candidate pools from make_frames with s
 256-atom rattled, strained, hot and vacancy-containing fcc cells), in which every third structure
 is rattled by an extra 0.15 Å of normal noise, so that selection has something to find.
 
-Peak memory comes from /usr/bin/time, not from os.wait4's ru_maxrss of a child forked straight
-from this script: Linux carries the peak RSS of the forked copy of this script (its frames and
-projections, a few hundred MB) over the exec into the child's ru_maxrss, which then reads the
-same for both tools. pace_select is run as the script next to this Python (not through a pyenv
-shim), like `python -m aceuq`.
+Peak memory comes from /usr/bin/time (bench_activeset.run_measured says why). pace_select is run
+as the script next to this Python (not through a pyenv shim), like `python -m aceuq`.
 
 Note: the tools' default MaxVol tolerances differ (aceuq 1e-3, pace_select -g 1.01); --tol sets
 both alike. The subprocesses import the aceuq of this repository's python/ folder when it holds a
@@ -77,16 +74,6 @@ def make_candidates(path, n_atoms, seed=1):
     })
     df.to_pickle(path, compression="gzip")
     return sum(len(a) for a in frames), len(frames), set(int(i) for i in novel)
-
-
-def measured(cmd, env, cwd, log):
-    """Wall time (s) and peak RSS (MB) of cmd under /usr/bin/time -v (run_measured's wall time;
-    raises with the output on failure)."""
-    rusage = log + ".time"
-    wall, _ = run_measured(["/usr/bin/time", "-v", "-o", rusage] + cmd, env, cwd, log)
-    with open(rusage) as fh:
-        kb = [ln.split(":")[1] for ln in fh if "Maximum resident set size" in ln]
-    return wall, int(kb[0]) / 1024.0
 
 
 def pace_select_cmd():
@@ -159,8 +146,6 @@ def main():
         print(f"candidates {n}: {nframes} structures, {total} atoms, {len(novel)} of them rattled by another "
               f"{NOVEL_RATTLE} Å ({os.path.getsize(path) / 1e6:.1f} MB)")
 
-    if not os.access("/usr/bin/time", os.X_OK):
-        raise SystemExit("needs /usr/bin/time (GNU time, for the peak memory of each run)")
     ref_tol = [] if args.tol is None else ["-g", repr(1.0 + args.tol)]
     our_tol = [] if args.tol is None else ["--tol", repr(args.tol)]
     rows = []
@@ -181,7 +166,7 @@ def main():
                 flip += 1
                 for name in order:
                     log = os.path.join(folder, f"log_{name.split()[0]}_{n_atoms}_{n}_{r}.txt")
-                    wall, rss = measured(cases[name], env, folder, log)
+                    wall, rss = run_measured(cases[name], env, folder, log)
                     t0, m0 = best[name]
                     best[name] = (min(t0, wall), max(m0, rss))
                     print(f"  [{n_atoms} atoms, N={n}, {r}] {name}: {wall:.1f} s, {rss:.0f} MB", flush=True)

@@ -441,13 +441,17 @@ def _maxvol_or_span(X, idx, tol, max_iters, first=None):
     return idx[res.rows], res, res.swaps
 
 
-def gamma_of(projections: np.ndarray, inverse: np.ndarray, chunk: int = 8192) -> np.ndarray:
+def gamma_of(projections: np.ndarray, inverse: np.ndarray, chunk: int = 8192,
+             rows: Optional[np.ndarray] = None) -> np.ndarray:
     """max_j |(b M)_j| per row, a chunk of rows at a time: for selection's working sets, tests and
-    scratch checks (aceuq grades structures with the C++ Grader)."""
+    scratch checks (aceuq grades structures with the C++ Grader). rows: indices of the rows to
+    grade (default: all), gathered a chunk at a time."""
     projections = np.asarray(projections)
-    out = np.empty(len(projections))
-    for a in range(0, len(projections), chunk):
-        out[a: a + chunk] = np.abs(projections[a: a + chunk] @ inverse).max(axis=1)
+    n = len(projections) if rows is None else len(rows)
+    out = np.empty(n)
+    for a in range(0, n, chunk):
+        block = projections[a: a + chunk] if rows is None else projections[rows[a: a + chunk]]
+        out[a: a + chunk] = np.abs(block @ inverse).max(axis=1)
     return out
 
 

@@ -90,11 +90,10 @@ def select_structures(potential: Potential, candidates: Sequence[Atoms], active_
     for _ in show_progress(range(n), progress, "select"):
         counts = np.zeros(len(candidates), dtype=int)
         for grp in groups.values():
-            live = ~taken[grp.owner]
-            if not live.any():
+            live = np.flatnonzero(~taken[grp.owner])
+            if not len(live):
                 continue
-            entered = _entering(grp, grp.rows[live], tol, max_iters)
-            np.add.at(counts, grp.owner[live][entered], 1)
+            np.add.at(counts, grp.owner[_entering(grp, live, tol, max_iters)], 1)
         if counts.max() == 0:
             break
         best = np.flatnonzero(counts == counts.max())
@@ -103,9 +102,9 @@ def select_structures(potential: Potential, candidates: Sequence[Atoms], active_
         brought.append(int(counts[s]))
         taken[s] = True
         for grp in groups.values():
-            mine = grp.owner == s
-            if mine.any():
-                _absorb(grp, grp.rows[mine], tol, max_iters)
+            mine = np.flatnonzero(grp.owner == s)
+            if len(mine):
+                _absorb(grp, mine, tol, max_iters)
     notes = []
     if len(chosen) < n:
         notes.append(f"only {len(chosen)} of {n} requested structures add rows to the active set; "
@@ -139,13 +138,14 @@ def _highest(g: np.ndarray, floor: float, room: int) -> np.ndarray:
 
 
 def _maxvol_over_pool(grp: _Group, rows: np.ndarray, tol, max_iters):
-    """MaxVol from the group's active set over the pool [active set; kept rows; rows]. The swaps
+    """MaxVol from the group's active set over the pool [active set; kept rows; grp.rows[rows]]
+    (rows: indices; the candidate rows are gathered a chunk at a time, not copied). The swaps
     run on the taken rows and the highest-graded candidate rows against the active set (those
     above 1 + tol, at most _WORKING_ROWS_PER_COLUMN per column); every candidate row is then
     graded against the result, the highest of those still above 1 + tol join, and the swaps go
     on (maxvol.select_active_set's working set), so the result meets MaxVol's criterion over the
     whole pool without swapping through (and updating the coefficients of) every row. Returns the
-    chosen rows (slot order) as (matrix, index into rows or -1 for a taken row), and the taken
+    chosen rows (slot order) as (matrix, position in rows or -1 for a taken row), and the taken
     rows left out."""
     p = len(grp.matrix)
     base = np.vstack([grp.matrix, grp.kept])
@@ -156,12 +156,12 @@ def _maxvol_over_pool(grp: _Group, rows: np.ndarray, tol, max_iters):
         # a singular active set's grades do not see the directions outside its span, so the
         # working set can lack the rows that restore its rank: swap over all rows
         work = np.arange(len(rows))
-        chosen = maxvol(np.vstack([base, rows]), tol=tol, max_iters=max_iters, start=np.arange(p),
+        chosen = maxvol(np.vstack([base, grp.rows[rows]]), tol=tol, max_iters=max_iters, start=np.arange(p),
                         start_inverse=grp.inverse).rows
     which = np.full(len(chosen), -1)
     cand = chosen >= first
     which[cand] = work[chosen[cand] - first]
-    matrix = np.vstack([base[c] if c < first else rows[w] for c, w in zip(chosen, which)])
+    matrix = np.vstack([base[c] if c < first else grp.rows[rows[w]] for c, w in zip(chosen, which)])
     left_out = np.ones(first, dtype=bool)
     left_out[chosen[chosen < first]] = False
     return matrix, which, base[left_out]
@@ -171,13 +171,13 @@ def _working_set_maxvol(grp: _Group, base: np.ndarray, rows: np.ndarray, tol, ma
     """_maxvol_over_pool's rounds: (chosen rows of [base; rows[work]], work)."""
     p, first = len(grp.matrix), len(base)
     room = _WORKING_ROWS_PER_COLUMN * p
-    work = _highest(gamma_of(rows, grp.inverse), 1 + tol, room)
+    work = _highest(gamma_of(grp.rows, grp.inverse, rows=rows), 1 + tol, room)
     chosen, inverse = np.arange(p), grp.inverse
     while len(work):
-        X = np.vstack([base, rows[work]])
+        X = np.vstack([base, grp.rows[rows[work]]])
         chosen = maxvol(X, tol=tol, max_iters=max_iters, start=chosen, start_inverse=inverse).rows
         inverse = _inverse(X[chosen])
-        g = gamma_of(rows, inverse)
+        g = gamma_of(grp.rows, inverse, rows=rows)
         g[work] = 0.0
         if g.max(initial=0.0) <= 1 + tol:
             break
@@ -193,19 +193,20 @@ def _working_set_maxvol(grp: _Group, base: np.ndarray, rows: np.ndarray, tol, ma
 
 
 def _entering(grp: _Group, rows: np.ndarray, tol, max_iters) -> np.ndarray:
-    """Indices (into rows) of candidate rows MaxVol swaps into the group's active set."""
+    """The candidate rows (indices into grp.rows, from ``rows``) MaxVol swaps into the group's
+    active set."""
     _, which, _ = _maxvol_over_pool(grp, rows, tol, max_iters)
-    return np.sort(which[which >= 0])
+    return np.sort(rows[which[which >= 0]])
 
 
 def _absorb(grp: _Group, rows: np.ndarray, tol, max_iters) -> None:
-    """Take ``rows`` (a picked structure's): the active set becomes MaxVol's choice over the pool,
-    and what it leaves out is kept."""
+    """Take grp.rows[rows] (a picked structure's): the active set becomes MaxVol's choice over the
+    pool, and what it leaves out is kept."""
     matrix, which, base_left_out = _maxvol_over_pool(grp, rows, tol, max_iters)
     rows_left_out = np.ones(len(rows), dtype=bool)
     rows_left_out[which[which >= 0]] = False
     grp.matrix = matrix
-    grp.kept = np.vstack([base_left_out, rows[rows_left_out]])
+    grp.kept = np.vstack([base_left_out, grp.rows[rows[rows_left_out]]])
     grp.inverse = _inverse(grp.matrix)
 
 
