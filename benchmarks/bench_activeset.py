@@ -27,13 +27,12 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import cu_potential  # noqa: E402
+from common import cu_potential, subprocess_setup  # noqa: E402
 
 
 def make_frames(n_atoms, seed=0):
@@ -119,12 +118,7 @@ def main():
     ap.add_argument("--keep", default=None, help="folder for the potential, dataset and outputs (default: temp)")
     args = ap.parse_args()
 
-    folder = args.keep or tempfile.mkdtemp(prefix="aceuq-bench-as-")
-    os.makedirs(folder, exist_ok=True)
-    env = dict(os.environ)
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        env[var] = str(args.threads)
-    env["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    folder, env = subprocess_setup(args.keep, "aceuq-bench-as-", args.threads)
 
     pot = cu_potential(folder, n_functions=args.functions, rcut=args.rcut)
     import aceuq

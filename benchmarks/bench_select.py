@@ -28,28 +28,22 @@ Peak memory comes from /usr/bin/time (bench_activeset.run_measured says why). pa
 as the script next to this Python (not through a pyenv shim), like `python -m aceuq`.
 
 Note: the tools' default MaxVol tolerances differ (aceuq 1e-3, pace_select -g 1.01); --tol sets
-both alike. The subprocesses import the aceuq of this repository's python/ folder when it holds a
-build, otherwise the one on PYTHONPATH.
+both alike. The subprocesses import the aceuq on PYTHONPATH (set it to python/ for a staged
+build), as in bench_activeset.
 
     python benchmarks/bench_select.py [--functions 300] [--atoms 30000 100000] [--n 5 20]
         [--train-atoms 20000] [--repeat 1] [--threads 1] [--tol T] [--keep FOLDER]
 """
 import argparse
-import glob
 import os
 import shutil
 import sys
-import tempfile
 
 import numpy as np
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-REPO_PYTHON = os.path.join(os.path.dirname(HERE), "python")
-if glob.glob(os.path.join(REPO_PYTHON, "aceuq", "_core*")):  # run from the repository: use its build
-    sys.path.insert(0, REPO_PYTHON)
-sys.path.insert(0, HERE)
-from bench_activeset import make_frames, run_measured  # noqa: E402
-from common import cu_potential  # noqa: E402
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_activeset import aceuq_cmd, make_frames, run_measured  # noqa: E402
+from common import cu_potential, subprocess_setup  # noqa: E402
 
 NOVEL_EVERY = 3      # every third candidate is made novel ...
 NOVEL_RATTLE = 0.15  # ... by this much extra normal noise on its positions (Å)
@@ -116,14 +110,7 @@ def main():
     ap.add_argument("--keep", default=None, help="folder for the potential, data and outputs (default: temp)")
     args = ap.parse_args()
 
-    folder = args.keep or tempfile.mkdtemp(prefix="aceuq-bench-sel-")
-    os.makedirs(folder, exist_ok=True)
-    env = dict(os.environ)
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        env[var] = str(args.threads)
-    env["TF_CPP_MIN_LOG_LEVEL"] = "3"
-    if sys.path[0] == REPO_PYTHON:
-        env["PYTHONPATH"] = os.pathsep.join(p for p in [REPO_PYTHON, env.get("PYTHONPATH", "")] if p)
+    folder, env = subprocess_setup(args.keep, "aceuq-bench-sel-", args.threads)
 
     pot = cu_potential(folder, n_functions=args.functions, rcut=args.rcut)
     import aceuq
@@ -157,8 +144,8 @@ def main():
             our_out = os.path.join(folder, f"aceuq_{n_atoms}_{n}.extxyz")
             cases = {
                 "pace_select": pace_select_cmd() + ["-p", pot, "-a", asi, "-m", str(n), cand, "-o", ref_out] + ref_tol,
-                "aceuq select": [sys.executable, "-m", "aceuq", "select", pot, cand, "--active-set", asi,
-                                 "-n", str(n), "-o", our_out, "--no-progress"] + our_tol,
+                "aceuq select": aceuq_cmd() + ["select", pot, cand, "--active-set", asi,
+                                               "-n", str(n), "-o", our_out, "--no-progress"] + our_tol,
             }
             best = {name: (np.inf, 0.0) for name in cases}
             for r in range(args.repeat):

@@ -1,5 +1,6 @@
 """Shared set-up for the benchmarks: a pacemaker-style Cu potential and Cu structures."""
 import os
+import tempfile
 import time
 
 import numpy as np
@@ -48,3 +49,15 @@ def best_of(fn, repeat=3):
         fn()
         times.append(time.perf_counter() - t)
     return min(times)
+
+
+def subprocess_setup(keep, prefix, threads):
+    """(folder, env): the benchmark's folder (``keep`` if given, else a new temporary one) and the
+    environment of the tools it runs as subprocesses, each with ``threads`` OpenMP/BLAS threads."""
+    folder = keep or tempfile.mkdtemp(prefix=prefix)
+    os.makedirs(folder, exist_ok=True)
+    env = dict(os.environ)
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        env[var] = str(threads)
+    env["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    return folder, env
