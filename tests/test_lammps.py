@@ -487,6 +487,26 @@ def test_clustered_gamma_and_cluster_match_python(cual_asi, tmp_path, assign):
     np.testing.assert_array_equal(cluster, c)
 
 
+@pytest.mark.parametrize("clustered", [False, True])
+def test_gamma_of_many_atoms_per_element_matches_python(cual_asi, tmp_path, clustered):
+    """Hundreds of atoms of each element, interleaved: several of the Grader's blocks of rows per
+    element and a partial one, collected from the force loop; every atom's γ and cluster are the
+    Python grader's, and forces are unchanged."""
+    path, pot, asi = cual_asi
+    active = random_casi(tmp_path / "CuAl.casi", pot, 23) if clustered else asi
+    atoms = to_lammps_frame(rattled_bulk(["Cu", "Al"], seed=24).repeat((2, 2, 4)))
+    atoms.rattle(0.1, seed=5)
+    counts = [int(np.sum(atoms.symbols == el)) for el in ("Cu", "Al")]
+    assert min(counts) > 2 * 96, counts  # the Grader's blocks hold 96 rows
+    out, gamma, cluster = run_gamma(path, atoms, ["Cu", "Al"], active)
+    g, c = ActiveSet.load(active, pot).gamma(atoms)
+    # (LAMMPS's ghost positions round differently from the core's images: ~1e-12 relative)
+    np.testing.assert_allclose(gamma, g, rtol=1e-10, atol=1e-12)
+    np.testing.assert_array_equal(cluster, c)
+    assert len(np.unique(c)) > 1 if clustered else np.all(c == 0)
+    assert_matches(out, pot.evaluate(atoms), "with gamma")
+
+
 def test_reissued_pair_style_goes_back_to_the_file_s_assignment(cual_asi, tmp_path):
     """pair_style aceuq re-issued without 'assign' keeps the coefficients (a LAMMPS convention)
     but not an earlier 'assign min': the .casi's own rule applies again."""
