@@ -100,7 +100,9 @@ def test_projections_of_masked_atoms_are_pyaces_rows(make_pot, mode):
     with pytest.raises(ValueError, match="atoms: 1 masks for 2 structures"):
         pot.projections(frames[:2], atoms=masks[:1])
     with pytest.raises(ValueError, match="atoms: structure 0 has"):
-        pot.projections(frames[:1], atoms=[np.ones(len(frames[0]))])   # not boolean
+        pot.projections(frames[:1], atoms=[np.ones(len(frames[0]) + 1, dtype=bool)])
+    with pytest.raises(ValueError, match="atoms: the mask of structure 0 holds int64 values"):
+        pot.projections(frames[:1], atoms=[np.full(len(frames[0]), 2)])   # not 0/1
 
 
 def test_linear_projections_agree_with_compute_B_projections(make_pot):

@@ -153,10 +153,15 @@ def test_counted_masks_must_fit_the_candidates(cu2):
     an error naming what does not fit."""
     pot, aset = cu2
     cands = _candidates()[:2]
-    with pytest.raises(ValueError, match="atoms: 1 masks for 2 structures"):
+    with pytest.raises(ValueError, match="counted: 1 masks for 2 candidates"):
         select_structures(pot, cands, aset, 1, counted=[np.ones(len(cands[0]), dtype=bool)])
-    with pytest.raises(ValueError, match=f"atoms: structure 1 has {len(cands[1])} atoms"):
+    with pytest.raises(ValueError, match=f"counted: candidate 1 has {len(cands[1])} atoms"):
         select_structures(pot, cands, aset, 1, counted=[np.ones(len(cands[0]), dtype=bool), np.ones(3, dtype=bool)])
     # a mask of the first atom only counts that atom: max γ is its γ
     sel = select_structures(pot, cands, aset, 1, counted=[np.arange(len(a)) == 0 for a in cands])
     np.testing.assert_allclose(sel.max_gamma, [aset.gamma(a)[0][0] for a in cands], rtol=1e-10)
+    # 0/1 integers are masks too; other numbers are refused
+    ints = select_structures(pot, cands, aset, 1, counted=[(np.arange(len(a)) == 0).astype(int) for a in cands])
+    np.testing.assert_array_equal(ints.max_gamma, sel.max_gamma)
+    with pytest.raises(ValueError, match="counted: the mask of candidate 0 holds float64 values"):
+        select_structures(pot, cands, aset, 1, counted=[np.ones(len(a)) for a in cands])

@@ -112,9 +112,19 @@ def _read_ase(path: str, type_elements: Optional[List[str]] = None, progress: bo
                          "give the elements of types 1, 2, ... as in pair_coeff (-e/--elements \"Ni Nb\" for "
                          "evaluate, gamma, select and activeset; elements: in an explore config; elements= in "
                          "Python)")
+    desc = f"reading {os.path.basename(path)}"
     try:
-        frames = list(show_progress(ase.io.iread(path, index=":", parallel=False), progress,
-                                    f"reading {os.path.basename(path)}", unit="frame"))
+        if dump_columns is not None:
+            # ASE's registered reader of text dumps parses the whole file before it returns the
+            # first frame; its iterating one yields each frame as it is read (the bar moves)
+            from ase.io.formats import open_with_compression
+            from ase.io.lammpsrun import iread_lammps_dump_text
+
+            with open_with_compression(path, "r") as fd:
+                frames = list(show_progress(iread_lammps_dump_text(fd, index=slice(None)), progress, desc,
+                                            unit="frame"))
+        else:
+            frames = list(show_progress(ase.io.iread(path, index=":", parallel=False), progress, desc, unit="frame"))
     except Exception as exc:  # ASE raises many kinds; the user needs the file and the reason
         raise InputError(f"structure file '{path}': cannot be read by ASE ({type(exc).__name__}: {exc})") from None
     if not frames:

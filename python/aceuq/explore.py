@@ -389,7 +389,7 @@ def run(config, output_dir: str, progress: bool = True, comm=None) -> Optional[D
     try:
         results = sorted((r for part in gathered for r in part), key=lambda r: r.index)
         frames = gather_frames(replica_dir, results)
-        write_extxyz_atomic(os.path.join(folder, "candidates.extxyz"), frames)
+        write_extxyz_atomic(os.path.join(folder, "candidates.extxyz"), frames, progress=progress)
         summary = {"replicas": [asdict(r) for r in results], "candidates": len(frames), "ranks": size,
                    "selected": None}
         if cfg["select"] and frames:
@@ -397,7 +397,8 @@ def run(config, output_dir: str, progress: bool = True, comm=None) -> Optional[D
 
             counted = interior_atoms(frames, pot.cutoff) if cfg["cutout"] else None
             sel = select_structures(pot, frames, aset, cfg["select"], progress=progress, counted=counted)
-            write_extxyz_atomic(os.path.join(folder, "selected.extxyz"), selected_frames(frames, sel))
+            write_extxyz_atomic(os.path.join(folder, "selected.extxyz"), selected_frames(frames, sel),
+                                progress=progress)
             summary["selected"] = [int(i) for i in sel.indices]
             summary["selection_notes"] = sel.notes
         elif cfg["select"]:

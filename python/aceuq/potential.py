@@ -179,7 +179,8 @@ class Potential:
         if mode not in ("linear", "full"):
             raise ValueError("mode must be 'linear' or 'full'")
         frames = list(structures)
-        wanted = _wanted_atoms(frames, atoms)
+        wanted = [np.arange(len(a)) for a in frames] if atoms is None else \
+            [np.flatnonzero(m) for m in atom_masks(atoms, frames)]
         types = []
         for i, a in enumerate(frames):
             with _naming(a, first_index + i):
@@ -216,19 +217,21 @@ class Potential:
         return {el: ElementProjections(values[el], loc[el][:, 0], loc[el][:, 1]) for el in self.elements}
 
 
-def _wanted_atoms(frames: Sequence[Atoms], masks: Optional[Sequence[np.ndarray]]) -> List[np.ndarray]:
-    """Per structure, the indices of the atoms whose projections are wanted (all without masks)."""
-    if masks is None:
-        return [np.arange(len(a)) for a in frames]
+def atom_masks(masks: Sequence, frames: Sequence[Atoms], name: str = "atoms", item: str = "structure"
+               ) -> List[np.ndarray]:
+    """One boolean mask per structure, one entry per atom, as boolean arrays: booleans, or 0/1
+    integers; ValueError naming ``name`` (the caller's parameter) and the ``item`` that does not
+    fit otherwise."""
     if len(masks) != len(frames):
-        raise ValueError(f"atoms: {len(masks)} masks for {len(frames)} structures")
+        raise ValueError(f"{name}: {len(masks)} masks for {len(frames)} {item}s")
     out = []
     for i, (m, a) in enumerate(zip(masks, frames)):
         m = np.asarray(m)
-        if m.dtype != bool or m.shape != (len(a),):
-            raise ValueError(f"atoms: structure {i} has {len(a)} atoms, its mask is {m.dtype} {m.shape} "
-                             f"(needs one boolean per atom)")
-        out.append(np.flatnonzero(m))
+        if m.shape != (len(a),):
+            raise ValueError(f"{name}: {item} {i} has {len(a)} atoms, its mask {m.shape}")
+        if m.size and m.dtype != bool and not (m.dtype.kind in "iu" and np.isin(m, (0, 1)).all()):
+            raise ValueError(f"{name}: the mask of {item} {i} holds {m.dtype} values, not booleans (or 0/1)")
+        out.append(m.astype(bool))
     return out
 
 

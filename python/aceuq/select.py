@@ -30,7 +30,7 @@ from ase import Atoms
 
 from .activeset import ActiveSet
 from .maxvol import DEFAULT_MAX_ITERS, DEFAULT_TOL, RankDeficientError, gamma_of, maxvol
-from .potential import Potential
+from .potential import Potential, atom_masks
 from .progress import progress as show_progress
 
 
@@ -68,6 +68,8 @@ def select_structures(potential: Potential, candidates: Sequence[Atoms], active_
     candidates = list(candidates)
     if n < 1:
         raise ValueError("n must be at least 1")
+    if counted is not None:
+        counted = atom_masks(counted, candidates, "counted", "candidate")
     proj = potential.projections(candidates, mode=active_set.mode, progress=progress, atoms=counted)
     matrices = active_set.active_matrices()
     data_inv = _stored(active_set)

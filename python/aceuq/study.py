@@ -489,7 +489,7 @@ def _rows_of(p, keep: np.ndarray):
 class Study:
     def __init__(self, cfg: Dict, output_dir: str, progress: bool = True, workers: int = 2):
         self.cfg, self.out, self.progress, self.workers = cfg, output_dir, progress, workers
-        self.frames = read_structures(cfg["data"])
+        self.frames = read_structures(cfg["data"], progress=progress)
         self.labels = group_labels(self.frames, cfg)
         self.groups = sorted(set(self.labels))
         self.elements = cfg["elements"] or sorted({s for a in self.frames for s in a.get_chemical_symbols()})

@@ -64,10 +64,10 @@ def main(argv=None) -> int:
         parser.error(f"--cutoff applies to the basis presets ({', '.join(BASIS_PRESETS)}) only; "
                      f"'{args.basis}' sets its cutoff by its bonds' rcut: edit it there")
     try:
-        frames = read_structures(args.data)
+        frames = read_structures(args.data, progress=not args.no_progress)
         calib, note = None, None
         if args.calibration_data:
-            calib = read_structures(args.calibration_data)
+            calib = read_structures(args.calibration_data, progress=not args.no_progress)
         elif args.holdout > 0:
             n_hold = int(round(args.holdout * len(frames)))
             if len(frames) < 10 or n_hold < 1:

@@ -44,7 +44,7 @@ def main(argv=None) -> int:
         sel = select_structures(pot, frames, aset, args.n, tol=args.tol, max_iters=args.max_iters,
                                 progress=not args.no_progress)
         out = selected_frames(frames, sel)
-        write_extxyz_atomic(args.output, out)
+        write_extxyz_atomic(args.output, out, progress=not args.no_progress)
     except InputError as exc:
         print(f"aceuq select: error: {exc}", file=sys.stderr)
         return 1
