@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import tempfile
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 from ase.build import bulk
@@ -39,6 +39,10 @@ class Spec:
     nonlinear: bool = False
     rho_core_cut: Optional[float] = None  # the embedding's core-density cutoff (pacemaker's default: 100000)
     drho_core_cut: Optional[float] = None
+    # per element (pacemaker's `functions: {El: ...}`): (nradmax_by_orders, lmax_by_orders) instead
+    # of the shared ones, so that elements have different numbers of functions
+    element_functions: Dict[str, Tuple[List[int], List[int]]] = field(default_factory=dict)
+    fitted: bool = True  # False: random coefficients (pyace's linear fit crashes on some bases)
 
 
 SPECS: Dict[str, Spec] = {s.name: s for s in [
@@ -53,6 +57,10 @@ SPECS: Dict[str, Spec] = {s.name: s for s in [
     Spec("CuAl_cheblinear", ["Cu", "Al"], radbase="ChebLinear", inner_cutoff_type="density", r_in=0.0,
          delta_in=0.0, core_repulsion=[30.0, 2.0], nradmax_by_orders=[5, 3, 2], lmax_by_orders=[0, 2, 1]),
     Spec("CuAlNi_chebexpcos", ["Cu", "Al", "Ni"], nradmax_by_orders=[4, 2, 1], lmax_by_orders=[0, 1, 1]),
+    # Cu with more functions than Al: rows of different widths in one structure
+    # (pyace's linear fit segfaults in its design-matrix worker on per-element function sets)
+    Spec("CuAl_widths", ["Cu", "Al"], nradmax_by_orders=[5, 3, 2], lmax_by_orders=[0, 2, 1],
+         element_functions={"Cu": ([6, 3, 2, 1], [0, 2, 2, 1])}, fitted=False),
     # Si, for the DFT frames of ../shared/data/mlearn-Si (fitted with make_potential_from_frames)
 ]}
 
@@ -80,7 +88,9 @@ def basis_config(spec: Spec):
         "elements": spec.elements,
         "embeddings": {"ALL": embedding},
         "bonds": {"ALL": bonds},
-        "functions": {"ALL": {"nradmax_by_orders": spec.nradmax_by_orders, "lmax_by_orders": spec.lmax_by_orders}},
+        "functions": {"ALL": {"nradmax_by_orders": spec.nradmax_by_orders, "lmax_by_orders": spec.lmax_by_orders},
+                      **{el: {"nradmax_by_orders": n, "lmax_by_orders": l}
+                         for el, (n, l) in spec.element_functions.items()}},
     }
     return create_multispecies_basis_config(cfg)
 
@@ -161,10 +171,15 @@ def make_potential(spec: Spec, folder: str) -> str:
     path = os.path.join(folder, spec.name + ".yaml")
     if os.path.exists(path):
         return path
-    lin_spec = Spec(**{**spec.__dict__, "ndensity": 1, "fs_parameters": [1, 1],
-                       "npot": "FinnisSinclairShiftedScaled"}) if spec.nonlinear else spec
-    fitted = fit_linear(lin_spec, emt_training_set(spec.elements))
-    if spec.nonlinear:
+    if not spec.fitted:
+        fitted = ACEBBasisSet(basis_config(spec))
+        coeffs = np.random.default_rng(2).normal(0, 0.05, len(fitted.basis_coeffs))
+        fitted.all_coeffs = list(fitted.crad_coeffs) + list(coeffs)
+    else:
+        lin_spec = Spec(**{**spec.__dict__, "ndensity": 1, "fs_parameters": [1, 1],
+                           "npot": "FinnisSinclairShiftedScaled"}) if spec.nonlinear else spec
+        fitted = fit_linear(lin_spec, emt_training_set(spec.elements))
+    if spec.nonlinear and spec.fitted:
         bbasis = ACEBBasisSet(basis_config(spec))
         lin = np.array(fitted.basis_coeffs)
         rng = np.random.default_rng(1)

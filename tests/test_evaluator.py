@@ -78,8 +78,9 @@ def test_projections_match_pyace(make_pot, name, mode):
 def test_projections_of_masked_atoms_are_pyaces_rows(make_pot, mode):
     """`atoms` masks compute only the wanted atoms (their neighbours still count): the rows are
     pyace's for those atoms of the whole structures, labelled with their structure and atom."""
-    path = make_pot("CuAl_sbessel")
+    path = make_pot("CuAl_widths")
     pot = aceuq.Potential(path)
+    assert pot.n_projections("Cu", mode) != pot.n_projections("Al", mode)
     frames = list(all_structures(["Cu", "Al"]).values())
     rng = np.random.default_rng(4)
     masks = [rng.random(len(a)) < 0.3 for a in frames]
