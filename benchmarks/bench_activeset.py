@@ -32,7 +32,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import cu_potential, subprocess_setup  # noqa: E402
+from common import add_tool_options, cu_potential, subprocess_setup  # noqa: E402
 
 
 def make_frames(n_atoms, seed=0):
@@ -110,12 +110,7 @@ def main():
     ap.add_argument("--atoms", type=int, default=100000, help="atoms in the dataset")
     ap.add_argument("--clusters", nargs="*", default=["auto", "4"], help="clustered runs (K or auto)")
     ap.add_argument("--scaling-atoms", type=int, nargs="*", default=[10000, 30000, 100000])
-    ap.add_argument("--repeat", type=int, default=2)
-    ap.add_argument("--threads", type=int, default=1, help="OMP/BLAS threads of every subprocess")
-    ap.add_argument("--tol", type=float, default=None,
-                    help="MaxVol tolerance for both (aceuq --tol T, pace_activeset -g 1+T); default: each tool's "
-                         "own default (aceuq 1e-3, pace_activeset 1.01)")
-    ap.add_argument("--keep", default=None, help="folder for the potential, dataset and outputs (default: temp)")
+    add_tool_options(ap, "pace_activeset", repeat=2)
     args = ap.parse_args()
 
     folder, env = subprocess_setup(args.keep, "aceuq-bench-as-", args.threads)

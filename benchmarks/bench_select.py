@@ -43,7 +43,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_activeset import aceuq_cmd, make_frames, run_measured  # noqa: E402
-from common import cu_potential, subprocess_setup  # noqa: E402
+from common import add_tool_options, cu_potential, subprocess_setup  # noqa: E402
 
 NOVEL_EVERY = 3      # every third candidate is made novel ...
 NOVEL_RATTLE = 0.15  # ... by this much extra normal noise on its positions (Å)
@@ -102,12 +102,7 @@ def main():
     ap.add_argument("--atoms", type=int, nargs="+", default=[30000, 100000], help="atoms in the candidate pools")
     ap.add_argument("--n", type=int, nargs="+", default=[5, 20], help="structures to select")
     ap.add_argument("--train-atoms", type=int, default=20000, help="atoms of the active set's training pool")
-    ap.add_argument("--repeat", type=int, default=1)
-    ap.add_argument("--threads", type=int, default=1, help="OMP/BLAS threads of every subprocess")
-    ap.add_argument("--tol", type=float, default=None,
-                    help="MaxVol tolerance for both (aceuq --tol T, pace_select -g 1+T); default: each tool's "
-                         "own default (aceuq 1e-3, pace_select 1.01)")
-    ap.add_argument("--keep", default=None, help="folder for the potential, data and outputs (default: temp)")
+    add_tool_options(ap, "pace_select", repeat=1)
     args = ap.parse_args()
 
     folder, env = subprocess_setup(args.keep, "aceuq-bench-sel-", args.threads)

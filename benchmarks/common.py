@@ -61,3 +61,14 @@ def subprocess_setup(keep, prefix, threads):
         env[var] = str(threads)
     env["TF_CPP_MIN_LOG_LEVEL"] = "3"
     return folder, env
+
+
+def add_tool_options(ap, reference, repeat):
+    """The options of a benchmark that runs aceuq and a pyace tool (`reference`) as subprocesses:
+    --repeat, --threads, --tol (MaxVol's, given to both), --keep."""
+    ap.add_argument("--repeat", type=int, default=repeat)
+    ap.add_argument("--threads", type=int, default=1, help="OMP/BLAS threads of every subprocess")
+    ap.add_argument("--tol", type=float, default=None,
+                    help=f"MaxVol tolerance for both (aceuq --tol T, {reference} -g 1+T); default: each tool's "
+                         f"own default (aceuq 1e-3, {reference} 1.01)")
+    ap.add_argument("--keep", default=None, help="folder for the potential, data and outputs (default: temp)")
