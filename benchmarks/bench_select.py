@@ -9,6 +9,7 @@ computing their projections and the selection itself are all included:
         active set plus all candidate atoms, then the N structures owning most of the rows swapped in)
     aceuq select POT CAND.pkl.gz --active-set G.asi -n N -o OUT.extxyz --no-progress
         (greedy D-optimality: one structure at a time, the active set updated after every pick)
+    aceuq select ... --one-shot   (pace_select's rule: one MaxVol, the N structures owning most rows)
 
 Both read the same pacemaker DataFrame (.pkl.gz, columns ase_atoms / energy_corrected / forces;
 pace_select accepts only names ending .pkl.gz or .pckl.gzip). For every pool size (--atoms) and
@@ -45,6 +46,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_activeset import aceuq_cmd, make_frames, run_measured  # noqa: E402
 from common import add_tool_options, cu_potential, subprocess_setup  # noqa: E402
 
+VARIANTS = {"aceuq select": "", "aceuq select --one-shot": "--one-shot"}  # name: extra flag
 NOVEL_EVERY = 3      # every third candidate is made novel ...
 NOVEL_RATTLE = 0.15  # ... by this much extra normal noise on its positions (Å)
 
@@ -136,34 +138,38 @@ def main():
         cand, total, nframes, novel = pools[n_atoms]
         for n in args.n:
             ref_out = os.path.join(folder, f"pace_{n_atoms}_{n}.pkl.gz")
-            our_out = os.path.join(folder, f"aceuq_{n_atoms}_{n}.extxyz")
-            cases = {
-                "pace_select": pace_select_cmd() + ["-p", pot, "-a", asi, "-m", str(n), cand, "-o", ref_out] + ref_tol,
-                "aceuq select": aceuq_cmd() + ["select", pot, cand, "--active-set", asi,
-                                               "-n", str(n), "-o", our_out, "--no-progress"] + our_tol,
-            }
+            outs = {v: os.path.join(folder, f"aceuq{flag.replace('-', '_')}_{n_atoms}_{n}.extxyz")
+                    for v, flag in VARIANTS.items()}
+            cases = {"pace_select": pace_select_cmd() + ["-p", pot, "-a", asi, "-m", str(n), cand, "-o", ref_out]
+                     + ref_tol}
+            for v, flag in VARIANTS.items():
+                cases[v] = aceuq_cmd() + ["select", pot, cand, "--active-set", asi, "-n", str(n), "-o", outs[v],
+                                          "--no-progress"] + ([flag] if flag else []) + our_tol
             best = {name: (np.inf, 0.0) for name in cases}
             for r in range(args.repeat):
                 order = list(cases) if flip % 2 == 0 else list(cases)[::-1]
                 flip += 1
                 for name in order:
-                    log = os.path.join(folder, f"log_{name.split()[0]}_{n_atoms}_{n}_{r}.txt")
+                    log = os.path.join(folder, f"log_{name.replace(' ', '_')}_{n_atoms}_{n}_{r}.txt")
                     wall, rss = run_measured(cases[name], env, folder, log)
                     t0, m0 = best[name]
                     best[name] = (min(t0, wall), max(m0, rss))
                     print(f"  [{n_atoms} atoms, N={n}, {r}] {name}: {wall:.1f} s, {rss:.0f} MB", flush=True)
-            ours, ref = aceuq_picks(our_out), pace_picks(ref_out)
-            rows.append((total, nframes, n, best["aceuq select"], best["pace_select"], ours, ref,
-                         len(set(ours) & set(ref)), len(set(ours) & novel), len(set(ref) & novel)))
-            print(f"  picks aceuq {ours}\n  picks pace_select {ref}", flush=True)
+            ref = pace_picks(ref_out)
+            print(f"  picks pace_select {ref}", flush=True)
+            for v in VARIANTS:
+                ours = aceuq_picks(outs[v])
+                rows.append((total, nframes, n, v, best[v], best["pace_select"], ours, ref,
+                             len(set(ours) & set(ref)), len(set(ours) & novel), len(set(ref) & novel)))
+                print(f"  picks {v} {ours}", flush=True)
 
     print(f"\nselection, min wall time over {args.repeat} run(s), peak RSS (max over runs); times include "
           f"start-up, reading the candidates and their projections; ratios aceuq / pace_select")
-    print(f"{'atoms':>7}{'structs':>8}{'N':>4}{'aceuq s':>9}{'pace s':>8}{'time ratio':>11}"
+    print(f"{'atoms':>7}{'structs':>8}{'N':>4}  {'aceuq':<24}{'aceuq s':>8}{'pace s':>8}{'time ratio':>11}"
           f"{'aceuq MB':>9}{'pace MB':>8}{'mem ratio':>10}{'picked a/p':>11}{'common':>7}{'novel a/p':>10}")
-    for total, nframes, n, (ta, ma), (tp, mp), ours, ref, common, nov_a, nov_p in rows:
-        print(f"{total:>7}{nframes:>8}{n:>4}{ta:>9.1f}{tp:>8.1f}{ta / tp:>11.2f}{ma:>9.0f}{mp:>8.0f}{ma / mp:>10.2f}"
-              f"{f'{len(ours)}/{len(ref)}':>11}{common:>7}{f'{nov_a}/{nov_p}':>10}")
+    for total, nframes, n, v, (ta, ma), (tp, mp), ours, ref, common, nov_a, nov_p in rows:
+        print(f"{total:>7}{nframes:>8}{n:>4}  {v:<24}{ta:>8.1f}{tp:>8.1f}{ta / tp:>11.2f}{ma:>9.0f}{mp:>8.0f}"
+              f"{ma / mp:>10.2f}{f'{len(ours)}/{len(ref)}':>11}{common:>7}{f'{nov_a}/{nov_p}':>10}")
     print("picked: structures each tool selected (fewer than N when no more add rows); common: selected by both; "
           f"novel: picks among the rattled candidates (one in {NOVEL_EVERY})")
     print(f"(files in {folder})")

@@ -16,6 +16,36 @@ def greedy_maxvol(X, p, tol):
     raise AssertionError("greedy MaxVol did not converge")
 
 
+def entering_counts(A, kept, rows, owner, cluster_of, taken, tol):
+    """Per candidate, its rows that greedy_maxvol swaps in, per cluster from the cluster's active
+    set A[cl] over [A[cl]; kept[cl]; rows of the cluster's candidates not taken]; and the number
+    entering each cluster."""
+    p, n_cand = len(A[0]), len(taken)
+    counts, per_cluster = np.zeros(n_cand, dtype=int), np.zeros(len(A), dtype=int)
+    for cl in range(len(A)):
+        live = ~taken[owner] & (cluster_of == cl)
+        if not live.any():
+            continue
+        X = np.vstack([A[cl], kept[cl], rows[live]])
+        first = p + len(kept[cl])
+        entered = np.array([r - first for r in greedy_maxvol(X, p, tol) if r >= first], dtype=int)
+        counts += np.bincount(owner[live][entered], minlength=n_cand)
+        per_cluster[cl] = len(entered)
+    return counts, per_cluster
+
+
+def reference_one_shot(actives, rows, owner, cluster_of, max_gamma, n, tol):
+    """pace_select's rule (select_structures(one_shot=True)): one MaxVol per cluster over all
+    candidate rows, then the n candidates with most rows swapped in (ties: the larger max_gamma,
+    then the lower index), those with none left out. Returns (picks, their rows)."""
+    A = [np.array(a, dtype=float) for a in actives]
+    counts, _ = entering_counts(A, [np.empty((0, len(A[0]))) for _ in A], rows, owner, cluster_of,
+                                np.zeros(len(max_gamma), dtype=bool), tol)
+    order = sorted(range(len(counts)), key=lambda s: (-counts[s], -max_gamma[s], s))
+    picks = [s for s in order[:n] if counts[s] > 0]
+    return picks, [int(counts[s]) for s in picks]
+
+
 def reference_select(actives, rows, owner, cluster_of, max_gamma, n, tol):
     """aceuq.select's rule, recomputed with greedy_maxvol over all rows: each round, per cluster,
     MaxVol from the cluster's active set over [active set; rows taken before but left out; rows
@@ -31,16 +61,7 @@ def reference_select(actives, rows, owner, cluster_of, max_gamma, n, tol):
     taken = np.zeros(n_cand, dtype=bool)
     chosen, brought, entered_total = [], [], np.zeros(len(A), dtype=int)
     for _ in range(n):
-        counts, per_cluster = np.zeros(n_cand, dtype=int), np.zeros(len(A), dtype=int)
-        for cl in range(len(A)):
-            live = ~taken[owner] & (cluster_of == cl)
-            if not live.any():
-                continue
-            X = np.vstack([A[cl], kept[cl], rows[live]])
-            first = p + len(kept[cl])
-            entered = np.array([r - first for r in greedy_maxvol(X, p, tol) if r >= first], dtype=int)
-            counts += np.bincount(owner[live][entered], minlength=n_cand)
-            per_cluster[cl] = len(entered)
+        counts, per_cluster = entering_counts(A, kept, rows, owner, cluster_of, taken, tol)
         if counts.max() == 0:
             break
         best = np.flatnonzero(counts == counts.max())

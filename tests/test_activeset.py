@@ -351,6 +351,9 @@ def test_cli_activeset_gamma_select(cu, tmp_path, capsys):
     sel = str(tmp_path / "sel.extxyz")
     assert cli(["select", path, cand, "--active-set", asi, "-n", "1", "-o", sel, "--no-progress"]) == 0
     assert len(ase.io.read(sel, ":")) == 1
+    first = ase.io.read(sel, ":")[0].info["candidate_index"]
+    assert cli(["select", path, cand, "--active-set", asi, "-n", "1", "-o", sel, "--no-progress", "--one-shot"]) == 0
+    assert [a.info["candidate_index"] for a in ase.io.read(sel, ":")] == [first]  # the same first pick
     bad = str(tmp_path / "bad.extxyz")
     with open(bad, "w") as fh:
         fh.write("not xyz\n")

@@ -8,7 +8,7 @@ from ase.io import read, write
 import aceuq
 from aceuq.activeset import ActiveSet, build_active_set, load_npz
 from aceuq.select import select_structures, selected_frames
-from maxvol_reference import reference_select
+from maxvol_reference import reference_one_shot, reference_select
 from potentials import SPECS, emt_training_set
 from structures import selection_candidates
 
@@ -76,6 +76,35 @@ def test_clustered_select_follows_the_documented_rule_per_cluster(cu2):
         mine = np.isin(owner, chosen) & (clus == cl)
         if mine.any():
             assert np.abs(rows[mine] @ np.linalg.inv(A[cl])).max() <= 1 + TOL + 1e-9
+
+
+def test_one_shot_ranks_the_rows_of_one_maxvol(cu2):
+    """one_shot (pace_select's rule): per cluster, one MaxVol from its active set over all
+    candidate rows; candidates ranked by the rows it swaps in (ties: the larger max gamma), none
+    without rows. Recomputed with greedy swaps in numpy; its first pick is the greedy rule's."""
+    pot, aset = cu2
+    cands = _candidates()
+    n = len(cands)
+    one = select_structures(pot, cands, aset, n, one_shot=True)
+    data = load_npz(aset.path)
+    proj = pot.projections(cands)["Cu"]
+    rows, owner = np.asarray(proj.values), np.asarray(proj.structure)
+    clus = aset.grade("Cu", rows)[1]
+    invs = [data["Cu/inv/0"], data["Cu/inv/1"]]
+    g0 = np.array([np.abs(r @ invs[c]).max() for r, c in zip(rows, clus)])
+    max_gamma = np.array([g0[owner == s].max() for s in range(n)])
+    picks, counts = reference_one_shot([np.linalg.inv(inv) for inv in invs], rows, owner, clus, max_gamma, n, TOL)
+    assert len(picks) >= 3
+    # MaxVol over a working set can end in another optimum than greedy swaps over all rows (select's
+    # module docstring), a row more or less for some candidates: the leading picks, whose counts
+    # stand apart from the rest, are the same, and the ranking follows the rule
+    assert one.indices[:4] == picks[:4] and one.new_rows[:4] == counts[:4]
+    assert counts[3] >= counts[4] + 1 and 0 not in one.new_rows
+    keys = [(-r, -max_gamma[i]) for i, r in zip(one.indices, one.new_rows)]
+    assert keys == sorted(keys)
+    greedy = select_structures(pot, cands, aset, len(picks))
+    assert greedy.indices[0] == one.indices[0] and greedy.new_rows[0] == one.new_rows[0]
+    assert greedy.indices != one.indices  # the rules differ after the first pick on this case
 
 
 def test_candidates_of_the_second_cluster_are_selected(cu2):

@@ -57,10 +57,14 @@ class _Group:
 
 def select_structures(potential: Potential, candidates: Sequence[Atoms], active_set: ActiveSet, n: int,
                       tol: float = DEFAULT_TOL, max_iters: int = DEFAULT_MAX_ITERS,
-                      progress: bool = False, counted: Optional[Sequence[np.ndarray]] = None) -> Selection:
+                      progress: bool = False, counted: Optional[Sequence[np.ndarray]] = None,
+                      one_shot: bool = False) -> Selection:
     """Up to n candidate structures, greedily, each the one whose atoms enlarge the active set most
     (module docstring); stops early when every remaining candidate atom interpolates (a note says
     so). The active set on disk is not changed: the updates live only during the search.
+    one_shot: pace_select's rule instead: one MaxVol over all candidates, then the n structures
+    owning most of the rows it swaps in (ties: the larger max gamma). One MaxVol in all instead of
+    one per pick, but near-duplicates can be chosen together.
     tol, max_iters: MaxVol's (a swap must grow the volume by more than 1 + tol).
     counted: per candidate, a boolean mask of the atoms whose environments count (default: all);
     e.g. the atoms of a cut-out far enough inside it to see all their neighbours, not its
@@ -89,13 +93,13 @@ def select_structures(potential: Potential, candidates: Sequence[Atoms], active_
     chosen: List[int] = []
     brought: List[int] = []
     taken = np.zeros(len(candidates), dtype=bool)
-    for _ in show_progress(range(n), progress, "select"):
-        counts = np.zeros(len(candidates), dtype=int)
-        for grp in groups.values():
-            live = np.flatnonzero(~taken[grp.owner])
-            if not len(live):
-                continue
-            np.add.at(counts, grp.owner[_entering(grp, live, tol, max_iters)], 1)
+    if one_shot:
+        counts = _entering_counts(groups, taken, tol, max_iters)
+        order = np.lexsort((-max_gamma, -counts))  # most rows first; ties: the larger max gamma
+        chosen = [int(s) for s in order[:n] if counts[s] > 0]
+        brought = [int(counts[s]) for s in chosen]
+    for _ in show_progress(range(0 if one_shot else n), progress, "select"):
+        counts = _entering_counts(groups, taken, tol, max_iters)
         if counts.max() == 0:
             break
         best = np.flatnonzero(counts == counts.max())
@@ -192,6 +196,17 @@ def _working_set_maxvol(grp: _Group, base: np.ndarray, rows: np.ndarray, tol, ma
         chosen[cand] = first + np.searchsorted(grown, work[chosen[cand] - first])
         work = grown
     return chosen, work
+
+
+def _entering_counts(groups: Dict[Tuple[str, int], _Group], taken: np.ndarray, tol, max_iters) -> np.ndarray:
+    """Per candidate, its rows that MaxVol swaps into the active sets, over all groups, from the
+    candidates not taken yet."""
+    counts = np.zeros(len(taken), dtype=int)
+    for grp in groups.values():
+        live = np.flatnonzero(~taken[grp.owner])
+        if len(live):
+            np.add.at(counts, grp.owner[_entering(grp, live, tol, max_iters)], 1)
+    return counts
 
 
 def _entering(grp: _Group, rows: np.ndarray, tol, max_iters) -> np.ndarray:

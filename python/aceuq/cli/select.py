@@ -29,6 +29,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"MaxVol tolerance (default {DEFAULT_TOL})")
     p.add_argument("--max-iters", type=number(int, minimum=0), default=DEFAULT_MAX_ITERS,
                    help=f"MaxVol row swaps per run (default {DEFAULT_MAX_ITERS})")
+    p.add_argument("--one-shot", action="store_true",
+                   help="pace_select's rule: one MaxVol over all candidates, then the N structures owning most of "
+                        "the rows it takes in; faster for large N, but near-duplicates can be chosen together "
+                        "(default: greedy, the active set updated after every pick)")
     add_elements_option(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
@@ -42,7 +46,7 @@ def main(argv=None) -> int:
         aset = ActiveSet.load(args.active_set, pot, assign=args.assign)
         frames = read_structures(args.candidates, args.elements, progress=not args.no_progress)
         sel = select_structures(pot, frames, aset, args.n, tol=args.tol, max_iters=args.max_iters,
-                                progress=not args.no_progress)
+                                progress=not args.no_progress, one_shot=args.one_shot)
         out = selected_frames(frames, sel)
         write_extxyz_atomic(args.output, out, progress=not args.no_progress)
     except InputError as exc:
