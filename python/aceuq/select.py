@@ -8,6 +8,9 @@ the search repeats on the remaining candidates, until N structures are selected 
 row enters any active set (every candidate atom interpolates). Updating after each pick avoids
 selecting near-duplicates that each look informative against the old active set alone.
 
+With one_shot, pace_select's rule applies instead: the counts of the first round only, the N
+candidates with most rows taken (near-duplicates can then be chosen together).
+
 Rows that a pick brings (or the active set held) but MaxVol leaves out stay in the pool, stacked
 between the active set and the candidates: they are data already taken, so a later candidate row
 enters only if it beats them too. Without them, once later picks had swapped out a chosen
@@ -90,27 +93,13 @@ def select_structures(potential: Potential, candidates: Sequence[Atoms], active_
             groups[(el, int(cl))] = _Group(m, data_inv[el][cl], p.values[sel], p.structure[sel],
                                            np.empty((0, m.shape[1])))
 
-    chosen: List[int] = []
-    brought: List[int] = []
-    taken = np.zeros(len(candidates), dtype=bool)
     if one_shot:
-        counts = _entering_counts(groups, taken, tol, max_iters)
+        counts = _entering_counts(groups, np.zeros(len(candidates), dtype=bool), tol, max_iters)
         order = np.lexsort((-max_gamma, -counts))  # most rows first; ties: the larger max gamma
         chosen = [int(s) for s in order[:n] if counts[s] > 0]
         brought = [int(counts[s]) for s in chosen]
-    for _ in show_progress(range(0 if one_shot else n), progress, "select"):
-        counts = _entering_counts(groups, taken, tol, max_iters)
-        if counts.max() == 0:
-            break
-        best = np.flatnonzero(counts == counts.max())
-        s = int(best[np.argmax(max_gamma[best])])
-        chosen.append(s)
-        brought.append(int(counts[s]))
-        taken[s] = True
-        for grp in groups.values():
-            mine = np.flatnonzero(grp.owner == s)
-            if len(mine):
-                _absorb(grp, mine, tol, max_iters)
+    else:
+        chosen, brought = _greedy(groups, max_gamma, n, tol, max_iters, progress)
     notes = []
     if len(chosen) < n:
         notes.append(f"only {len(chosen)} of {n} requested structures add rows to the active set; "
@@ -196,6 +185,27 @@ def _working_set_maxvol(grp: _Group, base: np.ndarray, rows: np.ndarray, tol, ma
         chosen[cand] = first + np.searchsorted(grown, work[chosen[cand] - first])
         work = grown
     return chosen, work
+
+
+def _greedy(groups: Dict[Tuple[str, int], _Group], max_gamma: np.ndarray, n: int, tol, max_iters, progress):
+    """The greedy rule (module docstring): (picks, rows each brought)."""
+    chosen: List[int] = []
+    brought: List[int] = []
+    taken = np.zeros(len(max_gamma), dtype=bool)
+    for _ in show_progress(range(n), progress, "select"):
+        counts = _entering_counts(groups, taken, tol, max_iters)
+        if counts.max() == 0:
+            break
+        best = np.flatnonzero(counts == counts.max())
+        s = int(best[np.argmax(max_gamma[best])])
+        chosen.append(s)
+        brought.append(int(counts[s]))
+        taken[s] = True
+        for grp in groups.values():
+            mine = np.flatnonzero(grp.owner == s)
+            if len(mine):
+                _absorb(grp, mine, tol, max_iters)
+    return chosen, brought
 
 
 def _entering_counts(groups: Dict[Tuple[str, int], _Group], taken: np.ndarray, tol, max_iters) -> np.ndarray:
