@@ -553,3 +553,28 @@ def test_two_ranks_write_the_same_frames(setup, tmp_path):
             np.testing.assert_array_equal(a.arrays["id"], b.arrays["id"])
             np.testing.assert_allclose(a.positions, b.positions, atol=1e-9)
             np.testing.assert_allclose(a.arrays["gamma"], b.arrays["gamma"], rtol=1e-10)
+
+
+def test_a_timestep_is_graded_once_as_lammps_fix_pair_does(setup, tmp_path):
+    """Both fix pair and the fix handle a timestep once (so `run 0` then `run N` does not write
+    step 0 twice): a configuration changed at the same step (displace_atoms, then run 0) keeps the
+    step's γ, as the README says; once the timestep moves on (reset_timestep), it is graded."""
+    path, pot, asi, atoms, gamma, lower = setup
+    with system(setup) as lmp:
+        lmp.command("fix g all pair 1 aceuq gamma 1")
+        lmp.command(f"fix uq all aceuq/extrapolation 1 lower 1e9 upper 1e12 file {tmp_path / 'o.extxyz'}")
+        lmp.command("run 0")
+        first = lmp.extract_fix("uq", 0, 1, 0)
+        assert first == pytest.approx(gamma.max(), rel=1e-8)
+        lmp.command("displace_atoms all random 0.2 0.2 0.2 7 units box")
+        lmp.command("run 0")
+        moved = atoms.copy()
+        moved.positions = np.array(lmp.gather_atoms("x", 1, 3)).reshape(-1, 3)
+        fresh = reference_gamma(pot, asi, moved)
+        assert abs(fresh.max() - first) > 1e-3 * first  # the displacement changes γ
+        assert lmp.extract_fix("uq", 0, 1, 0) == first
+        np.testing.assert_allclose(np.array(lmp.gather("f_g", 1, 1)[: len(atoms)]), gamma, rtol=1e-8)
+        lmp.command("reset_timestep 1")
+        lmp.command("run 0")
+        assert lmp.extract_fix("uq", 0, 1, 0) == pytest.approx(fresh.max(), rel=1e-8)
+        np.testing.assert_allclose(np.array(lmp.gather("f_g", 1, 1)[: len(atoms)]), fresh, rtol=1e-8)
