@@ -306,6 +306,7 @@ upper: 25.0
     ("upper: 25.0", "upper: 3.0", "'upper' (3.0) must be above 'lower' (3.0)"),
     ("every: 20", "every: 0", "'every' must be > 0"),
     ("every: 20", "every: -5", "'every' must be > 0"),
+    ("every: 20", "every: 20\nselect_rule: fastest", "'select_rule' must be greedy or one-shot, got 'fastest'"),
 ])
 def test_bad_explore_config(old, new, message, tmp_path):
     """explore's config checks (explore.py: temperatures positive, upper above lower, grading every

@@ -484,3 +484,20 @@ def test_cutout_selection_grades_the_centres_not_the_surfaces(setup, tmp_path):
         centre_gamma.append(c.arrays["gamma"][centre])  # LAMMPS's γ of that atom in the whole box
         assert s.info["max_gamma"] == pytest.approx(centre_gamma[-1], rel=1e-6)
     assert surface > 10 * max(centre_gamma)  # the surfaces would have dominated
+
+
+def test_select_rule_one_shot_is_aceuq_select_one_shot(setup, tmp_path):
+    """`select_rule: one-shot` selects as `aceuq select --one-shot` does on the candidates written
+    (pace_select's rule); on this run it picks differently from the greedy default."""
+    from aceuq.data import read_structures
+    from aceuq.select import select_structures
+
+    root, pot = setup
+    common = dict(temperatures=[3000], seeds=[1, 2], steps=200, lower=1.0e-3, upper=1.0e9, select=4)
+    runs = {rule: run(_config(root, tmp_path, f"{rule}.yaml", select_rule=rule, **common), str(tmp_path / rule),
+                      progress=False) for rule in ("greedy", "one-shot")}
+    frames = read_structures(str(tmp_path / "one-shot" / "candidates.extxyz"))
+    aset = ActiveSet.load(str(root / "Cu.casi"), pot)
+    assert runs["one-shot"]["selected"] == select_structures(pot, frames, aset, 4, one_shot=True).indices
+    assert runs["greedy"]["selected"] == select_structures(pot, frames, aset, 4).indices
+    assert runs["one-shot"]["selected"] != runs["greedy"]["selected"]

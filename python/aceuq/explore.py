@@ -29,6 +29,7 @@ Config (YAML; paths relative to the config file)::
     upper: 25.0                 # stop a replica above this max γ
     cutout: null                # a radius (Å): write cut-outs around each atom above lower instead
     select: 20                  # configurations to select from all written (0: keep all, no selection)
+    select_rule: greedy         # or one-shot: pace_select's rule (aceuq select --one-shot)
     mode: replicas              # or domain: each replica on all ranks
 """
 from __future__ import annotations
@@ -47,8 +48,8 @@ from ._core import InputError
 from .data import (atomic_output, config_number, is_integer, parse_elements, read_structures, read_yaml_config,
                    structure_label, write_extxyz_atomic)
 
-DEFAULTS = {"seeds": [1], "timestep": 0.002, "every": 20, "cutout": None, "select": 0, "assign": None,
-            "mode": "replicas", "elements": None}
+DEFAULTS = {"seeds": [1], "timestep": 0.002, "every": 20, "cutout": None, "select": 0, "select_rule": "greedy",
+            "assign": None, "mode": "replicas", "elements": None}
 REQUIRED = ("potential", "active_set", "structures", "temperatures", "steps", "lower", "upper")
 
 
@@ -141,6 +142,8 @@ def load_config(path) -> Dict:
     if cfg["cutout"] is not None:
         cfg["cutout"] = number("cutout", float, 0.0)
     cfg["select"] = number("select", int, 0, strict=False)
+    if cfg["select_rule"] not in ("greedy", "one-shot"):
+        raise InputError(f"{where}: 'select_rule' must be greedy or one-shot, got {cfg['select_rule']!r}")
     if cfg["mode"] not in ("replicas", "domain"):
         raise InputError(f"{where}: 'mode' must be replicas or domain, got {cfg['mode']!r}")
     if cfg["assign"] not in (None, "nearest", "min"):
@@ -396,7 +399,8 @@ def run(config, output_dir: str, progress: bool = True, comm=None) -> Optional[D
             from .select import select_structures, selected_frames
 
             counted = interior_atoms(frames, pot.cutoff) if cfg["cutout"] else None
-            sel = select_structures(pot, frames, aset, cfg["select"], progress=progress, counted=counted)
+            sel = select_structures(pot, frames, aset, cfg["select"], progress=progress, counted=counted,
+                                    one_shot=cfg["select_rule"] == "one-shot")
             write_extxyz_atomic(os.path.join(folder, "selected.extxyz"), selected_frames(frames, sel),
                                 progress=progress)
             summary["selected"] = [int(i) for i in sel.indices]
