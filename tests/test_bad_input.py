@@ -290,6 +290,24 @@ def test_active_set_archive_sizes_are_bounded_before_inflating(tmp_path, good):
         ActiveSet.load(bomb, pot)
 
 
+def test_active_sets_too_large_to_read_back_are_not_written(tmp_path):
+    """The writers refuse what the reader's limits above would refuse (an entry over 1 GiB, or
+    2 GiB in all), naming the file and the entry, before writing anything. (np.zeros does not touch
+    its memory: nothing is allocated.)"""
+    from aceuq.activeset import write_asi
+
+    n = int((1024 ** 3 / 8) ** 0.5) + 1      # an n x n inverse of doubles: just over 1 GiB
+    with pytest.raises(InputError, match=r"big\.asi': entry 'Cu' would hold 1 GiB, more than the 1 GiB"):
+        write_asi(tmp_path / "big.asi", {"Cu": np.zeros((n, n))})
+    m = int((0.8 * 1024 ** 3 / 8) ** 0.5)    # three of 0.8 GiB
+    with pytest.raises(InputError, match=r"many\.asi': the arrays would hold 2\.4 GiB in all, more than the 2 GiB"):
+        write_asi(tmp_path / "many.asi", {el: np.zeros((m, m)) for el in ("Al", "Cu", "Ni")})
+    assert not any(tmp_path.iterdir())
+    ok = tmp_path / "ok.asi"
+    write_asi(ok, {"Cu": np.eye(3)})
+    np.testing.assert_array_equal(aceuq._core.read_npz(str(ok))["Cu"], np.eye(3))
+
+
 def test_non_utf8_bytes_quoted_from_files(tmp_path, good):
     """Messages quoting a byte that is not UTF-8 (an entry name, a .casi meta value, a YAML value)
     reached Python as UnicodeDecodeError; now InputError with the byte escaped."""

@@ -36,6 +36,8 @@ int check_mu(const Grader& g, int mu) {
 void bind_grader(py::module_& m) {
     m.def("grader_kernel", &grader_kernel,
           "The γ kernel in use: 'avx2+fma' or 'generic' (ACEUQ_GRADER_KERNEL=generic forces the latter)");
+    m.attr("NPZ_MAX_ENTRY_BYTES") = kNpzMaxEntryBytes;
+    m.attr("NPZ_MAX_TOTAL_BYTES") = kNpzMaxTotalBytes;
     m.def("read_npz", [](const std::string& path) {
             std::map<std::string, NpyArray> arrays;
             {

@@ -30,14 +30,8 @@ std::uint32_t le32(const unsigned char* p) {
     return std::uint32_t(p[0]) | (std::uint32_t(p[1]) << 8) | (std::uint32_t(p[2]) << 16) | (std::uint32_t(p[3]) << 24);
 }
 
-// Limits on what an archive may inflate to, checked on the sizes the central directory declares
-// before anything is inflated (an entry never inflates past its declared size: the output buffer
-// has exactly that size). The largest array aceuq writes is one inverse, (n_projections)^2
-// doubles: 1 GiB is a width of 11585, several times any real basis even in full mode. A .casi of
-// 1000 functions, 2 densities and 16 clusters is ~0.5 GB per element; 2 GiB leaves room for
-// four such elements while refusing archives that inflate to many GB from a few MB.
-constexpr double kMaxEntryBytes = 1024.0 * 1024 * 1024;
-constexpr double kMaxTotalBytes = 2 * kMaxEntryBytes;
+constexpr double kMaxEntryBytes = kNpzMaxEntryBytes;  // (npz.hpp says why)
+constexpr double kMaxTotalBytes = kNpzMaxTotalBytes;
 
 std::string gib(double bytes) { return text::number(bytes / (1024.0 * 1024 * 1024), 3) + " GiB"; }
 
