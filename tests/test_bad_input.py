@@ -297,10 +297,12 @@ def test_active_sets_too_large_to_read_back_are_not_written(tmp_path):
     from aceuq.activeset import write_asi
 
     n = int((1024 ** 3 / 8) ** 0.5) + 1      # an n x n inverse of doubles: just over 1 GiB
-    with pytest.raises(InputError, match=r"big\.asi': entry 'Cu' would hold 1 GiB, more than the 1 GiB"):
+    with pytest.raises(InputError, match=rf"big\.asi': entry 'Cu' would hold {8 * n * n} bytes, more than the "
+                                         rf"{1024 ** 3 - 1024} an active set entry"):
         write_asi(tmp_path / "big.asi", {"Cu": np.zeros((n, n))})
     m = int((0.8 * 1024 ** 3 / 8) ** 0.5)    # three of 0.8 GiB
-    with pytest.raises(InputError, match=r"many\.asi': the arrays would hold 2\.4 GiB in all, more than the 2 GiB"):
+    with pytest.raises(InputError, match=rf"many\.asi': the arrays would hold {3 * (8 * m * m + 1024)} bytes in "
+                                         rf"all \(with their headers\), more than the {2 * 1024 ** 3} \(2 GiB\)"):
         write_asi(tmp_path / "many.asi", {el: np.zeros((m, m)) for el in ("Al", "Cu", "Ni")})
     assert not any(tmp_path.iterdir())
     ok = tmp_path / "ok.asi"

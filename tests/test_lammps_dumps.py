@@ -129,3 +129,40 @@ def test_dump_with_atom_type_0_is_an_error_naming_it(tmp_path):
     ok = _write_dump(tmp_path / "ok.dump", ["id", "type", "x", "y", "z"],
                      [(1, 1, 0, 0, 0), (2, 2, 1.5, 1.5, 0), (3, 2, 0, 1.5, 1.5)])
     assert read_structures(ok, "Cu Al")[0].get_chemical_symbols() == ["Cu", "Al", "Al"]
+
+
+@pytest.mark.parametrize("compress", [None, "gz", "bz2", "xz"])
+def test_multi_frame_dumps_read_as_ase_reads_them(tmp_path, compress):
+    """Frames of changing atom count and box, with and without an element column, plain and
+    compressed: read frame by frame (the bar moves; a compressed dump is decompressed once), the
+    frames are the ones ASE's reader of the whole file gives."""
+    import bz2
+    import gzip
+    import lzma
+
+    from aceuq.data import read_structures
+
+    rng = np.random.default_rng(3)
+    for columns in (["id", "type", "x", "y", "z"], ["id", "type", "element", "x", "y", "z"]):
+        text = ""
+        for step, n in enumerate((5, 8, 3)):
+            side = 6.0 + step
+            rows = [(i + 1, 1 + i % 2) + (("Cu", "Al")[i % 2],) * ("element" in columns)
+                    + tuple(rng.uniform(0, side, 3).round(6)) for i in range(n)]
+            text += "\n".join(["ITEM: TIMESTEP", str(10 * step), "ITEM: NUMBER OF ATOMS", str(n),
+                               "ITEM: BOX BOUNDS pp pp pp"] + [f"0 {side}"] * 3
+                              + ["ITEM: ATOMS " + " ".join(columns)] + [" ".join(map(str, r)) for r in rows]) + "\n"
+        path = tmp_path / ("d.dump" + (f".{compress}" if compress else ""))
+        opener = {None: open, "gz": gzip.open, "bz2": bz2.open, "xz": lzma.open}[compress]
+        with opener(path, "wt") as fh:
+            fh.write(text)
+        ref = read(str(path), ":", format="lammps-dump-text")
+        got = read_structures(str(path), "Cu Al")
+        assert [len(a) for a in got] == [len(a) for a in ref] == [5, 8, 3]
+        for a, b in zip(got, ref):
+            np.testing.assert_array_equal(a.positions, b.positions)
+            np.testing.assert_array_equal(a.cell.array, b.cell.array)
+            if "element" in columns:
+                assert a.get_chemical_symbols() == b.get_chemical_symbols()
+            else:
+                assert a.get_chemical_symbols() == [("Cu", "Al")[t - 1] for t in b.arrays["type"]]

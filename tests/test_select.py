@@ -10,7 +10,7 @@ from aceuq.activeset import ActiveSet, build_active_set, load_npz
 from aceuq.select import select_structures, selected_frames
 from maxvol_reference import reference_one_shot, reference_select
 from potentials import SPECS, emt_training_set
-from structures import selection_candidates
+from structures import selection_candidates, slab
 
 pytest.importorskip("pyace")
 TOL = 1e-3
@@ -194,3 +194,16 @@ def test_counted_masks_must_fit_the_candidates(cu2):
     np.testing.assert_array_equal(ints.max_gamma, sel.max_gamma)
     with pytest.raises(ValueError, match="counted: the mask of candidate 0 holds float64 values"):
         select_structures(pot, cands, aset, 1, counted=[np.ones(len(a)) for a in cands])
+
+
+def test_one_shot_note_says_copies_add_nothing_beside_each_other(cu2):
+    """Two copies of one extrapolating structure: one MaxVol takes rows of one copy only (the
+    other's are the same rows), so one-shot picks one; its note does not call the other
+    interpolating, which the greedy rule's note would."""
+    pot, aset = cu2
+    s = slab(["Cu"])
+    sel = select_structures(pot, [s, s.copy()], aset, 2, one_shot=True)
+    assert len(sel.indices) == 1 and min(sel.max_gamma) > 1 + TOL
+    assert "own rows of the one MaxVol" in sel.notes[0] and "2 candidates in all" in sel.notes[0]
+    greedy = select_structures(pot, [s, s.copy()], aset, 2)
+    assert greedy.indices == sel.indices and "interpolate" in greedy.notes[0]

@@ -153,15 +153,16 @@ class BuiltActiveSet:
 def _atomic_npz(path: str, arrays: Dict[str, np.ndarray]) -> None:
     """Write arrays as an .npz, atomically; refused (InputError) when aceuq's reader (the C++ core,
     in Python and LAMMPS) would refuse to read it back for its size."""
-    gib, header = 1024.0 ** 3, 1024  # (an upper bound on np.save's header of such an array)
+    header = 1024  # (an upper bound on np.save's header of such an array)
     big = max(arrays, key=lambda k: arrays[k].nbytes, default=None)
     if big is not None and arrays[big].nbytes + header > _core.NPZ_MAX_ENTRY_BYTES:
-        raise InputError(f"'{path}': entry '{big}' would hold {arrays[big].nbytes / gib:.3g} GiB, more than the "
-                         f"{_core.NPZ_MAX_ENTRY_BYTES / gib:.3g} GiB an active set entry may hold to be read back")
+        raise InputError(f"'{path}': entry '{big}' would hold {arrays[big].nbytes} bytes, more than the "
+                         f"{int(_core.NPZ_MAX_ENTRY_BYTES) - header} an active set entry may hold to be read back "
+                         f"(1 GiB with its header)")
     total = sum(a.nbytes + header for a in arrays.values())
     if total > _core.NPZ_MAX_TOTAL_BYTES:
-        raise InputError(f"'{path}': the arrays would hold {total / gib:.3g} GiB in all, more than the "
-                         f"{_core.NPZ_MAX_TOTAL_BYTES / gib:.3g} GiB an active set may hold to be read back")
+        raise InputError(f"'{path}': the arrays would hold {total} bytes in all (with their headers), more than "
+                         f"the {int(_core.NPZ_MAX_TOTAL_BYTES)} (2 GiB) an active set may hold to be read back")
     with atomic_output(path, "wb") as fh:
         np.savez(fh, **arrays)
 

@@ -78,19 +78,24 @@ def parse_elements(elements: Union[str, Sequence[str], None]) -> Optional[List[s
     return symbols
 
 
-def _lammps_dump_columns(path: str) -> Optional[List[str]]:
-    """The per-atom columns of a LAMMPS text dump (its first 'ITEM: ATOMS' line), or None when the
-    file is not one."""
+def _open_maybe_compressed(path: str, mode: str = "rb"):
+    """The file, decompressed when it is gzip, bzip2 or xz (as LAMMPS writes dump.gz, and as ASE
+    reads .gz/.bz2/.xz), recognised by its first bytes."""
     import bz2
     import gzip
     import lzma
 
+    with open(path, "rb") as fh:
+        magic = fh.read(6)
+    opener = {b"\x1f\x8b": gzip.open, b"BZ": bz2.open, b"\xfd7": lzma.open}.get(magic[:2], open)
+    return opener(path, mode)
+
+
+def _lammps_dump_columns(path: str) -> Optional[List[str]]:
+    """The per-atom columns of a LAMMPS text dump (its first 'ITEM: ATOMS' line), or None when the
+    file is not one."""
     try:
-        with open(path, "rb") as fh:
-            magic = fh.read(6)
-        # compressed as LAMMPS writes dump.gz (and ASE reads .gz/.bz2/.xz)
-        opener = {b"\x1f\x8b": gzip.open, b"BZ": bz2.open, b"\xfd7": lzma.open}.get(magic[:2], open)
-        with opener(path, "rb") as fh:
+        with _open_maybe_compressed(path) as fh:
             head = fh.read(4096).decode("ascii", errors="replace").splitlines()
     except Exception:  # unreadable or damaged (zlib.error, EOFError, ...): ASE's reader reports it
         return None
@@ -115,14 +120,7 @@ def _read_ase(path: str, type_elements: Optional[List[str]] = None, progress: bo
     desc = f"reading {os.path.basename(path)}"
     try:
         if dump_columns is not None:
-            # ASE's registered reader of text dumps parses the whole file before it returns the
-            # first frame; its iterating one yields each frame as it is read (the bar moves)
-            from ase.io.formats import open_with_compression
-            from ase.io.lammpsrun import iread_lammps_dump_text
-
-            with open_with_compression(path, "r") as fd:
-                frames = list(show_progress(iread_lammps_dump_text(fd, index=slice(None)), progress, desc,
-                                            unit="frame"))
+            frames = list(show_progress(_dump_frames(path), progress, desc, unit="frame"))
         else:
             frames = list(show_progress(ase.io.iread(path, index=":", parallel=False), progress, desc, unit="frame"))
     except Exception as exc:  # ASE raises many kinds; the user needs the file and the reason
@@ -139,6 +137,28 @@ def _read_ase(path: str, type_elements: Optional[List[str]] = None, progress: bo
                                  f"but elements are given for types 1-{len(numbers)} only ({' '.join(type_elements)})")
             atoms.numbers = numbers[types - 1]
     return frames
+
+
+def _dump_frames(path: str) -> Iterator[Atoms]:
+    """The frames of a LAMMPS text dump, one at a time, each parsed by ASE on its own. ASE's
+    reader of a whole dump returns nothing before the last frame is parsed, and on a compressed
+    dump it seeks back for every frame, which decompresses the file again from its start."""
+    import io
+
+    import ase.io
+
+    def parse(lines):
+        return ase.io.read(io.StringIO("".join(lines)), format="lammps-dump-text", index=-1)
+
+    with _open_maybe_compressed(path, "rt") as fh:
+        frame: List[str] = []
+        for line in fh:
+            if line.startswith("ITEM: TIMESTEP") and frame:
+                yield parse(frame)
+                frame = []
+            frame.append(line)
+        if frame:
+            yield parse(frame)
 
 
 def _read_pickle(path: str) -> List[Atoms]:
