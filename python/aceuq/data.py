@@ -148,7 +148,7 @@ def _dump_frames(path: str) -> Iterator[Atoms]:
     import ase.io
 
     def parse(lines):
-        return ase.io.read(io.StringIO("".join(lines)), format="lammps-dump-text", index=-1)
+        return ase.io.read(io.StringIO("".join(lines)), format="lammps-dump-text", index=-1, parallel=False)
 
     with _open_maybe_compressed(path, "rt") as fh:
         frame: List[str] = []
