@@ -117,12 +117,9 @@ def _read_ase(path: str, type_elements: Optional[List[str]] = None, progress: bo
                          "give the elements of types 1, 2, ... as in pair_coeff (-e/--elements \"Ni Nb\" for "
                          "evaluate, gamma, select and activeset; elements: in an explore config; elements= in "
                          "Python)")
-    desc = f"reading {os.path.basename(path)}"
     try:
-        if dump_columns is not None:
-            frames = list(show_progress(_dump_frames(path), progress, desc, unit="frame"))
-        else:
-            frames = list(show_progress(ase.io.iread(path, index=":", parallel=False), progress, desc, unit="frame"))
+        each = _dump_frames(path) if dump_columns is not None else ase.io.iread(path, index=":", parallel=False)
+        frames = list(show_progress(each, progress, f"reading {os.path.basename(path)}", unit="frame"))
     except Exception as exc:  # ASE raises many kinds; the user needs the file and the reason
         raise InputError(f"structure file '{path}': cannot be read by ASE ({type(exc).__name__}: {exc})") from None
     if not frames:

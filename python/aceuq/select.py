@@ -101,12 +101,11 @@ def select_structures(potential: Potential, candidates: Sequence[Atoms], active_
     else:
         chosen, brought = _greedy(groups, max_gamma, n, tol, max_iters, progress)
     notes = []
-    if len(chosen) < n and one_shot:
+    if len(chosen) < n:
         notes.append(f"only {len(chosen)} of {n} requested structures own rows of the one MaxVol; the other "
                      f"candidates add none beside them ({int((max_gamma > 1 + tol).sum())} candidates in all "
-                     f"have atoms with gamma above 1 + tol)")
-    elif len(chosen) < n:
-        notes.append(f"only {len(chosen)} of {n} requested structures add rows to the active set; "
+                     f"have atoms with gamma above 1 + tol)" if one_shot else
+                     f"only {len(chosen)} of {n} requested structures add rows to the active set; "
                      f"the other candidates interpolate")
     return Selection(chosen, brought, max_gamma, notes)
 
