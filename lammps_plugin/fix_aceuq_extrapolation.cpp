@@ -83,6 +83,10 @@ FixACEUQExtrapolation::FixACEUQExtrapolation(LAMMPS *lmp, int narg, char **arg) 
         if (!is_element_symbol(el))
           error->all(FLERR, "fix aceuq/extrapolation: '{}' is not an element symbol", el);
       iarg += atom->ntypes - 1;
+      // a name more than there are atom types, not a keyword that follows
+      if (iarg + 2 < narg && is_element_symbol(arg[iarg + 2]))
+        error->all(FLERR, "fix aceuq/extrapolation: element takes {} name{}, one per atom type; '{}' is one more",
+                   atom->ntypes, atom->ntypes == 1 ? "" : "s", arg[iarg + 2]);
       continue;
     }
     if (key == "lower") {
@@ -224,15 +228,17 @@ void FixACEUQExtrapolation::min_setup(int vflag)
   setup(vflag);    // the starting configuration is checked as a run's first step
 }
 
+// (A minimization that stops early evaluates its last configuration once more: a step already
+// committed, at the start of a stopped minimization, is not graded again.)
 void FixACEUQExtrapolation::min_pre_force(int)
 {
   if (pending && pending->step != update->ntimestep) commit_pending();
-  if (update->ntimestep % nevery == 0) request_gamma();
+  if (update->ntimestep % nevery == 0 && update->ntimestep != last_checked) request_gamma();
 }
 
 void FixACEUQExtrapolation::min_post_force(int)
 {
-  if (update->ntimestep % nevery == 0) pending = grade_step();
+  if (update->ntimestep % nevery == 0 && update->ntimestep != last_checked) pending = grade_step();
 }
 
 void FixACEUQExtrapolation::post_run()

@@ -50,8 +50,9 @@ struct PairACEUQ::Core {
   aceuq::AtomResult result;
 
   // projections of the local atoms of each element, graded in one call per element
-  std::vector<std::vector<double>> proj;
+  std::vector<std::vector<double>> proj;    // [element][atom * width]: at least as long as needed
   std::vector<std::vector<int>> atoms;
+  std::vector<int> count;    // graded local atoms of each element this step
   std::vector<double> gamma_buf;
   std::vector<int> cluster_buf;
 
@@ -141,9 +142,18 @@ void PairACEUQ::compute(int eflag, int vflag)
     mode = core->grader->full() ? aceuq::ProjectionMode::Full : aceuq::ProjectionMode::Linear;
     core->proj.resize(nel);
     core->atoms.resize(nel);
-    for (int mu = 0; mu < nel; mu++) {    // keep the capacity from step to step
-      core->proj[mu].clear();
+    std::vector<int> &count = core->count;
+    count.assign(nel, 0);
+    for (int ii = 0; ii < inum; ii++) {
+      const int mu_i = map[type[ilist[ii]]];
+      if (core->grader->has_element(mu_i)) count[mu_i]++;
+    }
+    for (int mu = 0; mu < nel; mu++) {
       core->atoms[mu].clear();
+      // the rows are written in place below: grown (and zeroed) only when more are needed, not
+      // cleared and zero-filled again every step (at 300 functions 2.4 kB per atom)
+      const size_t need = (size_t) count[mu] * core->grader->element(mu).n_proj;
+      if (core->proj[mu].size() < need) core->proj[mu].resize(need);
     }
   }
 
@@ -179,10 +189,8 @@ void PairACEUQ::compute(int eflag, int vflag)
       // evaluator's are both Potential::n_projections)
       double *proj_row = nullptr;
       if (graded) {
-        auto &batch = core->proj[mu_i];
         const size_t width = core->grader->element(mu_i).n_proj;
-        batch.resize(batch.size() + width);
-        proj_row = batch.data() + batch.size() - width;
+        proj_row = core->proj[mu_i].data() + core->atoms[mu_i].size() * width;
         core->atoms[mu_i].push_back(i);
       }
       auto &res = core->result;
@@ -355,7 +363,8 @@ void PairACEUQ::coeff(int narg, char **arg)
 
   if (has_active_set) {
     const std::string as_path = arg[3];
-    if (core->potential->element_index(as_path) >= 0 && !platform::file_is_readable(as_path))
+    // an element name (or NULL) where the active set would be: one name too many, not a file
+    if ((as_path == "NULL" || core->potential->element_index(as_path) >= 0) && !platform::file_is_readable(as_path))
       error->all(FLERR, "pair_coeff for pair_style aceuq: {}; got {} element names after the potential", usage,
                  ntypes + 1);
     try {

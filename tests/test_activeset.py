@@ -657,3 +657,29 @@ def test_full_mode_clusters_use_the_low_rank_columns_of_every_density_block(cu_f
     proj = pot.projections(train, mode="full")["Cu"].values
     feats = s.transform(proj)
     np.testing.assert_allclose(feats.var(axis=0), 1.0, rtol=1e-6)
+
+
+def test_full_mode_of_one_density_is_refused_as_asi_and_kept_as_casi(make_pot, tmp_path, capsys):
+    """With one density, full projections are as wide as linear ones, and readers tell an .asi's
+    mode from its widths: a full-mode .asi would be graded as linear. It is refused (by the CLI
+    before any work), and the same set written as .casi is read back in full mode."""
+    import ase.io
+
+    path = make_pot("Cu_chebexpcos")
+    pot = aceuq.Potential(path)
+    assert pot.ndensity("Cu") == 1
+    train = emt_training_set(["Cu"], n=12, seed=3)
+    built = build_active_set(pot, train, mode="full")
+    with pytest.raises(aceuq.InputError, match="casi"):
+        built.save(tmp_path / "full.asi")
+    assert not (tmp_path / "full.asi").exists()
+    casi = built.save(tmp_path / "full.casi")
+    aset = ActiveSet.load(casi, pot)
+    assert aset.mode == "full"
+    assert max(g.max() for g, _ in aset.gamma(train)) <= 1 + TOL + 1e-9
+    data = str(tmp_path / "train.extxyz")
+    ase.io.write(data, [a.copy() for a in train])
+    capsys.readouterr()
+    assert cli(["activeset", path, data, "-o", str(tmp_path / "cli.asi"), "--full", "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert "casi" in err and "cli.asi" in err and not (tmp_path / "cli.asi").exists()

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import aceuq
-from potentials import CU_RHO_CORE, SPECS, make_potential, pyace_projections
+from potentials import CU_RHO_CORE, CUAL_LINT, SPECS, make_potential, pyace_projections
 from structures import all_structures, close_pair, slab, rattled_bulk
 
 pyace = pytest.importorskip("pyace")
@@ -72,6 +72,27 @@ def test_projections_match_pyace(make_pot, name, mode):
         assert np.abs(expected).max(initial=0) > 0, "reference projections are all zero"
         scale = max(1.0, np.abs(expected).max(initial=0))
         np.testing.assert_allclose(got, expected, rtol=0, atol=1e-9 * scale, err_msg=el)
+
+
+def test_function_order_is_pacemakers_where_functions_differ_only_in_lint(potential_dir):
+    """The projection columns (the functions' order) are pyace's, also among functions that
+    differ only in their intermediate couplings: pacemaker's active sets index the same columns."""
+    from pyace import ACEBBasisSet
+
+    path = make_potential(CUAL_LINT, potential_dir)
+    bb, pot = ACEBBasisSet(path), aceuq.Potential(path)
+    frames = [a for a in all_structures(CUAL_LINT.elements).values() if len(a) > 1]
+    ref = pyace_projections(path, frames, full=False)
+    ours = pot.projections(frames)
+    for el, mu in bb.elements_to_index_map.items():
+        expected = [(1, tuple(f.ns), tuple(f.ls), ()) for f in bb.basis_rank1[mu]]
+        expected += [(f.rank, tuple(f.ns), tuple(f.ls), tuple(f.LS)) for f in bb.basis[mu]]
+        got = [(r, tuple(n), tuple(l), tuple(L)) for r, _, n, l, L in pot._pot.functions(pot.elements.index(el))]
+        ties = sum(a[:3] == b[:3] for a, b in zip(expected, expected[1:]))
+        assert ties > 0, "the basis has no functions that differ only in lint"
+        assert got == expected, el
+        scale = max(1.0, np.abs(ref[mu]).max())
+        np.testing.assert_allclose(ours[el].values, ref[mu], rtol=0, atol=1e-9 * scale, err_msg=el)
 
 
 @pytest.mark.parametrize("mode", ["linear", "full"])

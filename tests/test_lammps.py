@@ -255,6 +255,12 @@ def test_element_names_one_too_many(make_pot):
     assert "'* * POTENTIAL.yaml [ACTIVESET.asi|.casi] El1'" in msg and "got 2 element names" in msg
 
 
+def test_null_one_too_many(make_pot):
+    """'NULL Cu' for one atom type: NULL is not taken for an active-set file either."""
+    msg = lammps_error(f"pair_style aceuq\npair_coeff * * {make_pot('Cu_fs2')} NULL Cu")
+    assert "'* * POTENTIAL.yaml [ACTIVESET.asi|.casi] El1'" in msg and "got 2 element names" in msg
+
+
 def test_atoms_too_close_name_the_atom(make_pot):
     msg = lammps_error(f"pair_style aceuq\npair_coeff * * {make_pot('Cu_fs2')} Cu\n"
                        "create_atoms 1 single 0.0 0.0 0.0 units box\ncreate_atoms 1 single 0.0 0.0 0.0 units box\n"

@@ -352,6 +352,15 @@ def test_minimization_writes_the_iterations_a_dump_writes(setup, tmp_path):
     first_above = min(t for t, g in grades.items() if g.max() > upper)
     final, _ = minimize(f"fix x all aceuq/extrapolation 2 lower {lower} upper {upper} file {out}")
     assert final == (0 if first_above == 0 else first_above + 1)
+    # the starting configuration above U: one frame and one message, though the stopped
+    # minimizer evaluates that configuration once more
+    start = grades[0].max()
+    log = tmp_path / "stop0.log"
+    final, _ = minimize(f"log {log}\nfix x all aceuq/extrapolation 2 lower {0.5 * start} upper {0.9 * start} "
+                        f"file {out}")
+    assert final == 0
+    assert [f.info["step"] for f in read(out, ":")] == [0]
+    assert sum("> upper" in line for line in log.read_text().splitlines()) == 1
 
 
 def test_run_style_respa_grades_the_checked_steps(setup, tmp_path):
@@ -482,6 +491,8 @@ def test_element_names_the_types_pair_coeff_maps_to_null(setup, tmp_path):
         frame("element Al Cu NI", "case.extxyz")
     with pytest.raises(Exception, match="element given twice"):
         frame("element Al Cu Ni element Al Cu Fe", "twice.extxyz")
+    with pytest.raises(Exception, match="element takes 3 names, one per atom type; 'Fe' is one more"):
+        frame("element Al Cu Ni Fe", "long.extxyz")
 
 
 def test_fix_without_atom_ids_is_refused(setup, tmp_path):

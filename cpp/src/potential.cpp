@@ -306,14 +306,26 @@ private:
     double coupling_work_ = 0;  // summed over the functions read so far
 };
 
-// Canonical order of basis functions (the reference sorts this way; the order defines the
-// projection vector, so active sets stay exchangeable between implementations).
-bool function_less(const BasisFunction& a, const BCouplings& ra, const BasisFunction& b,
-                   const BCouplings& rb) {
+// Canonical order of basis functions: the order defines the projection vector, so active sets
+// stay exchangeable with pacemaker's. The reference sorts by (rank, mus, ns, ls) and then, among
+// functions that differ only in lint, by the number of m-combinations its coupling generator
+// keeps and by those combinations. Its generator keeps some terms whose Clebsch-Gordan product
+// is zero only up to rounding (~1e-17), ours drops exact zeros, so that last criterion can
+// disagree (about 2 % of the functions of a basis with rank-4 functions of l >= 3). Files that
+// the reference writes list each block's functions in its order already; that order is then
+// kept (the blocks merged by function_prefix_less), and function_less is the fallback for files
+// that do not.
+bool function_prefix_less(const BasisFunction& a, const BasisFunction& b) {
     if (a.rank != b.rank) return a.rank < b.rank;
     if (a.mus != b.mus) return a.mus < b.mus;
     if (a.ns != b.ns) return a.ns < b.ns;
-    if (a.ls != b.ls) return a.ls < b.ls;
+    return a.ls < b.ls;
+}
+
+bool function_less(const BasisFunction& a, const BCouplings& ra, const BasisFunction& b,
+                   const BCouplings& rb) {
+    if (function_prefix_less(a, b)) return true;
+    if (function_prefix_less(b, a)) return false;
     if (ra.num_ms_combs() != rb.num_ms_combs()) return ra.num_ms_combs() < rb.num_ms_combs();
     return ra.ms < rb.ms;
 }
@@ -501,9 +513,11 @@ std::shared_ptr<Potential> Potential::load(const std::string& path) {
         BCouplings raw;
     };
     std::vector<std::vector<Entry>> per_element(ne);
+    std::vector<bool> in_order(ne, true);  // every block of the element lists its functions in order
     for (const auto& b : blocks) {
         const int mu0 = pot->element_index(b.elements[0]);
         const std::string where = "block '" + b.name + "'";
+        const size_t block_start = per_element[mu0].size();
         for (const auto& bf : b.funcs) {
             Entry e;
             e.f.rank = int(bf.ns.size());
@@ -536,15 +550,23 @@ std::shared_ptr<Potential> Potential::load(const std::string& path) {
             }
             per_element[mu0].push_back(std::move(e));
         }
+        const auto& v = per_element[mu0];
+        const auto prefix_less = [](const Entry& a, const Entry& c) { return function_prefix_less(a.f, c.f); };
+        in_order[mu0] = in_order[mu0] && std::is_sorted(v.begin() + block_start, v.end(), prefix_less);
     }
     pot->rank1_.assign(ne, {});
     pot->higher_.assign(ne, {});
     for (int mu = 0; mu < ne; ++mu) {
         auto& v = per_element[mu];
-        // std::sort, not stable_sort: ties (functions that differ only in lint) must land
-        // in the same order as in the reference, which sorts with std::sort too.
-        std::sort(v.begin(), v.end(),
-                  [](const Entry& a, const Entry& b) { return function_less(a.f, a.raw, b.f, b.raw); });
+        // Blocks in the reference's order (as it writes them): merged keeping each block's order,
+        // see function_prefix_less (functions that tie on it are of one block: mus names it).
+        // Otherwise std::sort, not stable_sort, as the reference, for the ties of the full key.
+        if (in_order[mu])
+            std::stable_sort(v.begin(), v.end(),
+                             [](const Entry& a, const Entry& b) { return function_prefix_less(a.f, b.f); });
+        else
+            std::sort(v.begin(), v.end(),
+                      [](const Entry& a, const Entry& b) { return function_less(a.f, a.raw, b.f, b.raw); });
         for (auto& e : v) {
             pot->rankmax_ = std::max(pot->rankmax_, e.f.rank);
             (e.f.rank == 1 ? pot->rank1_[mu] : pot->higher_[mu]).push_back(std::move(e.f));

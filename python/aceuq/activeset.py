@@ -126,6 +126,7 @@ class BuiltActiveSet:
                 raise InputError(f"'{path}': a clustered active set is written as .casi, not .asi")
             write_casi(path, self)
         else:
+            check_asi_holds(path, self.potential, self.mode)
             write_asi(path, {el: s.inverses[0] for el, s in self.elements.items()})
         return path
 
@@ -165,6 +166,19 @@ def _atomic_npz(path: str, arrays: Dict[str, np.ndarray]) -> None:
                          f"the {int(_core.NPZ_MAX_TOTAL_BYTES)} (2 GiB) an active set may hold to be read back")
     with atomic_output(path, "wb") as fh:
         np.savez(fh, **arrays)
+
+
+def check_asi_holds(path, potential: Potential, mode: str) -> None:
+    """InputError unless an .asi at path can hold active sets of this mode: an .asi has no field
+    for the mode, which readers (aceuq's and pyace's) tell from the widths of its arrays, and with
+    one density full projections are as wide as linear ones (they would be read back as linear)."""
+    if mode != "full":
+        return
+    one = [el for el in potential.elements if potential.ndensity(el) == 1]
+    if one:
+        raise InputError(f"'{os.fspath(path)}': full-mode active sets of {', '.join(one)} (one density: full "
+                         f"projections as wide as linear ones) would be read back from an .asi as linear; "
+                         f"write a .casi, which records the mode")
 
 
 def write_asi(path, inverses: Dict[str, np.ndarray]) -> None:

@@ -6,7 +6,7 @@ import sys
 
 from .._core import InputError
 from . import add_elements_option, number
-from ..activeset import build_active_set
+from ..activeset import build_active_set, check_asi_holds
 from ..data import check_output, read_structures
 from ..maxvol import DEFAULT_MAX_ITERS, DEFAULT_TOL, parse_memory
 from ..potential import Potential
@@ -58,6 +58,8 @@ def main(argv=None) -> int:
     try:
         check_output(args.output)
         pot = Potential(args.potential)
+        if not args.output.endswith(".casi"):  # known before the work: refused after it otherwise
+            check_asi_holds(args.output, pot, "full" if args.full else "linear")
         frames = read_structures(args.structures, args.elements, progress=not args.no_progress)
         built = build_active_set(pot, frames, clusters=args.clusters, mode="full" if args.full else "linear",
                                  assign=args.assign, tol=args.tol, max_iters=args.max_iters, memory_limit=memory,
