@@ -204,6 +204,25 @@ def test_study_end_to_end(emt_data, tmp_path, capsys):
         np.mean([a.info["max_force_error_estimate"] for a in bulk_])
 
 
+def test_study_in_full_mode_keeps_its_global_set_as_casi(emt_data, tmp_path):
+    """Full-mode γ: the study's linear members have one density, whose full-mode active set an
+    .asi cannot hold (it would be read back as linear); the global set is kept as a .casi."""
+    from aceuq import Potential
+    from aceuq.activeset import ActiveSet
+    from aceuq.cli.main import main
+
+    cfg = tmp_path / "study.yaml"
+    cfg.write_text(f"data: [{emt_data}]\nseeds: [0]\nensemble: {{members: 2}}\naccuracy: {{bases: [small]}}\n"
+                   "gamma: {global: true, clusters: [], mode: full}\n")
+    out = tmp_path / "out"
+    assert main(["study", str(cfg), "-o", str(out), "--keep-models", "--no-progress"]) == 0
+    model = out / "models" / "small-all-seed0"
+    assert (model / "gamma_global.casi").exists() and not (model / "gamma_global.asi").exists()
+    assert ActiveSet.load(str(model / "gamma_global.casi"), Potential(str(model / "member_000.yaml"))).mode == "full"
+    m = json.load(open(out / "metrics.json"))
+    assert m["accuracy/small"]["gamma_global"]["n_splits"] == 1
+
+
 def test_gamma_error_map_bad_file(emt_data, tmp_path):
     from aceuq.cli.gamma import _load_error_map
 

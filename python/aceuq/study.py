@@ -443,7 +443,9 @@ class Model:
             except (InputError, ValueError, np.linalg.LinAlgError) as exc:
                 self.notes.append(f"{stem}: no active set ({exc})")
                 continue
-            path = built.save(os.path.join(folder, f"{stem}.casi" if built.clustered or k != 1 else f"{stem}.asi"))
+            # (full mode: a .casi, which records the mode; an .asi of one-density elements cannot)
+            as_asi = not built.clustered and k == 1 and built.mode == "linear"
+            path = built.save(os.path.join(folder, f"{stem}.asi" if as_asi else f"{stem}.casi"))
             aset = ActiveSet.load(path, potential)
             digest = file_sha256(path)  # what the error maps below are fitted for
             k_eff = float(np.mean([s.k for s in built.elements.values()]))
