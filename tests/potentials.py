@@ -69,13 +69,13 @@ SPECS: Dict[str, Spec] = {s.name: s for s in [
 CU_RHO_CORE = Spec("Cu_rhocore", ["Cu"], radbase="ChebPow", radparameters=[2.0], inner_cutoff_type="density",
                    core_repulsion=[100.0, 3.0], rho_core_cut=0.006, drho_core_cut=0.003)
 
-# Fitted to DFT frames (make_potential_from_frames), not to EMT: kept out of SPECS.
 # Cu-Al with rank-4 functions of l = 3 that differ only in lint (70 such pairs per element): the
 # reference orders those by its coupling generator's term lists, which ours does not reproduce
 # term for term, so the order must come from the file. Kept out of SPECS (one test).
 CUAL_LINT = Spec("CuAl_lint", ["Cu", "Al"], nradmax_by_orders=[2, 1, 1, 1], lmax_by_orders=[0, 3, 3, 3],
                  fitted=False)
 
+# Fitted to DFT frames (make_potential_from_frames), not to EMT: kept out of SPECS.
 SI_SMALL = Spec("Si_small", ["Si"], rcut=5.0, r_in=1.8, delta_in=0.3, nradmax_by_orders=[6, 3, 2],
                 lmax_by_orders=[0, 2, 1])
 
