@@ -117,8 +117,11 @@ def test_atoms_too_close_is_an_error_not_a_crash(good):
     pot = aceuq.Potential(good)
     atoms = bulk("Cu", "fcc", a=3.6).repeat(2)
     atoms.positions[1] = atoms.positions[0] + [1e-4, 0, 0]
-    with pytest.raises(ValueError, match="too close"):
+    # the atoms are named (the first one evaluated, and its nearest neighbour at their distance)
+    with pytest.raises(ValueError, match=r"atom 0 \(nearest neighbour: atom 1 at 0\.0001 Å\): .*too close"):
         pot.evaluate(atoms)
+    with pytest.raises(ValueError, match=r"atom 1 \(nearest neighbour: atom 0 at 0\.0001 Å\): .*too close"):
+        pot.projections([atoms], atoms=[np.arange(len(atoms)) == 1])
 
 
 def test_non_finite_and_out_of_range_numbers(tmp_path, good):

@@ -5,6 +5,7 @@
 #include <stdexcept>
 
 #include "aceuq/neighbors.hpp"
+#include "text.hpp"
 
 namespace aceuq {
 namespace {
@@ -446,6 +447,25 @@ void check_types(const Potential& p, int n, const int* types) {
             throw std::invalid_argument("evaluate_structure: atom " + std::to_string(i) + " has no element of the potential");
 }
 
+// Runs f, the evaluation of atom i; a geometry error from it (the radial table's "atoms too
+// close") is rethrown naming atom i and its nearest neighbour, as the LAMMPS pair style names the
+// atom.
+template <class F>
+void naming_atom(const NeighborList& nl, int i, F&& f) {
+    try {
+        f();
+    } catch (const std::invalid_argument& e) {
+        long nearest = -1;
+        for (long q = nl.offsets[i]; q < nl.offsets[i + 1]; ++q)
+            if (nearest < 0 || nl.dist[q] < nl.dist[nearest]) nearest = q;
+        std::string where = "atom " + std::to_string(i);
+        if (nearest >= 0)
+            where += " (nearest neighbour: atom " + std::to_string(nl.index[nearest]) + " at " +
+                     text::number(nl.dist[nearest], 6) + " Å)";
+        throw std::invalid_argument(where + ": " + e.what());
+    }
+}
+
 StructureResult empty_result(int n, bool need_forces) {
     StructureResult res;
     res.energies.assign(n, 0.0);
@@ -504,8 +524,10 @@ StructureResult evaluate_structure(AtomEvaluator& ev, int n, const double* posit
     for (int i = 0; i < n; ++i) {
         neighbour_types(nl, types, i, mu_j);
         double* row = mode == ProjectionMode::None ? nullptr : res.projections.data() + size_t(i) * res.projection_width;
-        ev.compute(types[i], int(mu_j.size()), mu_j.data(), nl.dvec.data() + 3 * nl.offsets[i], need_forces, mode, ar,
-                   row);
+        naming_atom(nl, i, [&] {
+            ev.compute(types[i], int(mu_j.size()), mu_j.data(), nl.dvec.data() + 3 * nl.offsets[i], need_forces, mode,
+                       ar, row);
+        });
         accumulate(res, i, ar, nl, need_forces);
     }
     return res;
@@ -529,8 +551,10 @@ std::vector<double> structure_projections(AtomEvaluator& ev, int n, const double
     for (size_t k = 0; k < atoms.size(); ++k) {
         const int i = atoms[k];
         neighbour_types(nl, types, i, mu_j);
-        ev.compute(types[i], int(mu_j.size()), mu_j.data(), nl.dvec.data() + 3 * nl.offsets[i], false, mode, ar,
-                   out.data() + k * width);
+        naming_atom(nl, i, [&] {
+            ev.compute(types[i], int(mu_j.size()), mu_j.data(), nl.dvec.data() + 3 * nl.offsets[i], false, mode, ar,
+                       out.data() + k * width);
+        });
     }
     return out;
 }
@@ -558,8 +582,10 @@ std::vector<StructureResult> evaluate_structure_members(AtomEvaluator& ev, int n
     for (int i = 0; i < n; ++i) {
         neighbour_types(nl, types, i, mu_j);
         for (size_t k = 0; k < members.size(); ++k) coeffs[k] = members[k][types[i]].data();
-        ev.compute_members(types[i], int(mu_j.size()), mu_j.data(), nl.dvec.data() + 3 * nl.offsets[i], need_forces,
-                           coeffs, ar);
+        naming_atom(nl, i, [&] {
+            ev.compute_members(types[i], int(mu_j.size()), mu_j.data(), nl.dvec.data() + 3 * nl.offsets[i],
+                               need_forces, coeffs, ar);
+        });
         for (size_t k = 0; k < members.size(); ++k) accumulate(res[k], i, ar[k], nl, need_forces);
     }
     return res;
