@@ -683,3 +683,20 @@ def test_full_mode_of_one_density_is_refused_as_asi_and_kept_as_casi(make_pot, t
     assert cli(["activeset", path, data, "-o", str(tmp_path / "cli.asi"), "--full", "--no-progress"]) == 1
     err = capsys.readouterr().err
     assert "casi" in err and "cli.asi" in err and not (tmp_path / "cli.asi").exists()
+
+
+def test_gamma_of_structures_without_atoms(cu, tmp_path, capsys):
+    """Structures of no atoms are graded (nothing to grade) and written, and the summary says
+    0 atoms, rather than failing on the maximum of no grades after the output was written."""
+    import ase.io
+    from ase import Atoms
+
+    path, pot, train, _ = cu
+    asi = build_active_set(pot, train).save(tmp_path / "g.asi")
+    data = str(tmp_path / "empty.extxyz")
+    ase.io.write(data, [Atoms(cell=[5, 5, 5], pbc=True)] * 2)
+    out = tmp_path / "graded.extxyz"
+    capsys.readouterr()
+    assert cli(["gamma", path, asi, data, "-o", str(out), "--no-progress"]) == 0
+    assert "2 structures, 0 atoms" in capsys.readouterr().out
+    assert [len(a) for a in ase.io.read(out, ":")] == [0, 0]

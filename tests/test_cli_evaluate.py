@@ -78,7 +78,8 @@ def test_evaluate_reports_bad_input(make_pot, tmp_path, capsys):
     frames = [rattled_bulk(["Cu", "Al"], seed=s) for s in range(2)]
     n = len(frames[1])
     for column, value, message in (("ase_atoms", None, "row 1: 'ase_atoms' is not an ASE Atoms object"),
-                                   ("energy_corrected", "x", "row 1: 'energy_corrected' or 'forces' is not numeric"),
+                                   ("energy_corrected", "x", "row 1: 'energy_corrected' is not numeric"),
+                                   ("forces", "x", "row 1: 'forces' is not numeric"),
                                    ("forces", np.zeros((n - 1, 3)), f"row 1: 'forces' has shape ({n - 1}, 3)")):
         data = {"ase_atoms": list(frames), "energy_corrected": [0.0, 0.0], "forces": [np.zeros((len(a), 3)) for a in frames]}
         data[column][1] = value
@@ -210,6 +211,91 @@ def test_pacemaker_pickle_prefers_energy_corrected(tmp_path):
     plain = tmp_path / "plain.pkl.gzip"
     pd.DataFrame({"ase_atoms": frames, "energy": [1.0, 2.0]}).to_pickle(plain, compression="gzip")
     assert [a.get_potential_energy() for a in read_structures(str(plain))] == [1.0, 2.0]
+
+
+def test_pacemaker_pickles_as_pace_collect_and_pace_select_leave_them(make_pot, tmp_path, capsys):
+    """Missing labels (NaN, from pd.concat of labelled and unlabelled frames) are no labels; a
+    'stress' column is kept as the reference stress; labels the Atoms carry in info or arrays are
+    kept as references and do not clash with the predictions; an empty DataFrame is refused."""
+    import pandas as pd
+
+    from aceuq.data import read_structures
+
+    path = make_pot("CuAl_sbessel")
+    frames = [rattled_bulk(["Cu", "Al"], seed=s) for s in range(3)]
+    stress = np.array([0.01, -0.02, 0.03, 0.004, -0.005, 0.006])
+    labelled = pd.DataFrame({"ase_atoms": frames[:1], "energy_corrected": [-2.0],
+                             "forces": [np.ones((len(frames[0]), 3))], "stress": [stress]})
+    mixed = tmp_path / "mixed.pkl.gzip"
+    pd.concat([labelled, pd.DataFrame({"ase_atoms": frames[1:2]})], ignore_index=True).to_pickle(
+        mixed, compression="gzip")
+    got = read_structures(str(mixed))
+    assert got[0].get_potential_energy() == -2.0 and got[1].calc is None
+    np.testing.assert_array_equal(got[0].get_stress(), stress)
+    # labels in the Atoms themselves, no label columns
+    carried = frames[2].copy()
+    carried.info["energy"] = -7.0
+    carried.arrays["forces"] = np.full((len(carried), 3), 0.5)
+    own = tmp_path / "own.pkl.gzip"
+    pd.DataFrame({"ase_atoms": [carried]}).to_pickle(own, compression="gzip")
+    out = tmp_path / "o.extxyz"
+    for pkl in (mixed, own):
+        assert main(["evaluate", path, str(pkl), "-o", str(out), "--no-progress"]) == 0
+    a = read(out)
+    assert a.info["ref_energy"] == -7.0 and np.all(a.arrays["ref_forces"] == 0.5)
+    assert a.get_potential_energy() == pytest.approx(aceuq.Potential(path).evaluate(carried).energy, rel=1e-12)
+    assert main(["evaluate", path, str(mixed), "-o", str(out), "--no-progress"]) == 0
+    first = read(out, 0)
+    np.testing.assert_allclose(first.info["ref_stress"], stress, rtol=1e-12)
+    empty = tmp_path / "empty.pkl.gzip"
+    pd.DataFrame({"ase_atoms": []}).to_pickle(empty, compression="gzip")
+    capsys.readouterr()
+    assert main(["evaluate", path, str(empty), "-o", str(out), "--no-progress"]) == 1
+    assert f"'{empty}': the DataFrame holds no structures" in capsys.readouterr().err
+
+
+def test_outputs_keep_the_mode_of_what_they_replace_and_name_files(tmp_path, capsys):
+    """A replaced output keeps its permissions (a private 0600 file stays private); a name ending
+    in '/' is a folder to be, refused before any work rather than written as a file."""
+    import stat
+
+    from ase.build import bulk
+
+    from aceuq.data import write_extxyz_atomic
+
+    out = tmp_path / "private.extxyz"
+    out.write_text("")
+    os.chmod(out, 0o600)
+    write_extxyz_atomic(out, [bulk("Cu", "fcc", a=3.6)])
+    assert stat.S_IMODE(os.stat(out).st_mode) == 0o600 and len(read(out, ":")) == 1
+    write(tmp_path / "s.extxyz", bulk("Cu", "fcc", a=3.6))
+    assert main(["evaluate", "unused.yaml", str(tmp_path / "s.extxyz"), "-o", str(tmp_path / "new") + "/"]) == 1
+    assert "ends in '/', a folder (give a file name)" in capsys.readouterr().err
+    assert not (tmp_path / "new").exists()
+
+
+def test_sigterm_while_writing_leaves_no_temporary(make_pot, tmp_path):
+    """SIGTERM (timeout, a batch system's limit) ends the CLI as an exception does: the output
+    being written is removed, not left as a temporary file beside the earlier output."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    path = make_pot("CuAl_sbessel")
+    write(tmp_path / "in.extxyz", [rattled_bulk(["Cu", "Al"], seed=s).repeat(2) for s in range(300)])
+    out = tmp_path / "o" / "out.extxyz"
+    out.parent.mkdir()
+    out.write_text("earlier\n")
+    proc = subprocess.Popen([sys.executable, "-m", "aceuq", "evaluate", path, str(tmp_path / "in.extxyz"), "-o",
+                             str(out), "--no-progress"], env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    deadline = time.time() + 120
+    while time.time() < deadline and not any(p.name.endswith(".tmp") for p in out.parent.iterdir()):
+        time.sleep(0.01)
+    assert proc.poll() is None, "the run ended before it wrote"
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(60) == 128 + signal.SIGTERM
+    assert sorted(p.name for p in out.parent.iterdir()) == ["out.extxyz"] and out.read_text() == "earlier\n"
 
 
 def test_elements_must_be_element_symbols():

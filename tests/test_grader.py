@@ -477,6 +477,16 @@ def test_bad_casi_is_refused(cual, tmp_path, rng, make_pot):
     arrays = dict(np.load(path))
     arrays["Cu/extra"] = np.zeros(3)
     expect_input_error(write_npz(tmp_path / "extra.casi", arrays), pot, "Cu/extra")
+    # a cluster number as written: inv/00 is not inv/0 (nor may inv/01 stand beside inv/1)
+    arrays = dict(np.load(path))
+    arrays["Cu/inv/00"] = arrays.pop("Cu/inv/0")
+    expect_input_error(write_npz(tmp_path / "zero.casi", arrays), pot, "unexpected array 'Cu/inv/00'")
+    arrays = dict(np.load(path))
+    arrays["Cu/inv/01"] = arrays["Cu/inv/1"]
+    expect_input_error(write_npz(tmp_path / "both.casi", arrays), pot, "unexpected array 'Cu/inv/01'")
+    # a folder named as the active set
+    (tmp_path / "folder.casi").mkdir()
+    expect_input_error(str(tmp_path / "folder.casi"), pot, "cannot be read (a directory?)")
     # the same (valid) .casi with another potential: of more elements, or of fewer (the session's
     # potentials, made for the pyace comparisons above)
     _core.Grader(path, pot._pot)  # loads with its own potential

@@ -166,3 +166,37 @@ def test_multi_frame_dumps_read_as_ase_reads_them(tmp_path, compress):
                 assert a.get_chemical_symbols() == b.get_chemical_symbols()
             else:
                 assert a.get_chemical_symbols() == [("Cu", "Al")[t - 1] for t in b.arrays["type"]]
+
+
+def test_dump_with_units_and_time_items_and_forces(make_pot, tmp_path):
+    """`dump_modify units yes time yes` opens frames with ITEM: UNITS / ITEM: TIME, not TIMESTEP:
+    still a dump whose types take the given elements. Dumped forces are kept as the frames'
+    forces, without the energy of 0.0 ASE's reader puts beside them (a dump holds no energy)."""
+    from aceuq.data import read_structures
+
+    path = make_pot("CuAl_sbessel")
+    atoms = to_lammps_frame(rattled_bulk(ELEMENTS, seed=7))
+    dump = tmp_path / "ut.dump"
+    lmp = aceuq_lammps.make_lammps()
+    try:
+        create_system(lmp, atoms, ELEMENTS)
+        set_aceuq(lmp, path, ELEMENTS)
+        lmp.commands_string(f"""
+            velocity all create 600 5 loop geom
+            fix nve all nve
+            dump d all custom 2 {dump} id type x y z fx fy fz
+            dump_modify d sort id format float %.17g units yes time yes
+            run 4
+        """)
+    finally:
+        lmp.close()
+    text = dump.read_text()
+    assert text.startswith("ITEM: UNITS") and text.count("ITEM: TIME\n") == 3
+    ref = read(str(dump), ":", format="lammps-dump-text")
+    got = read_structures(str(dump), "Cu Al")
+    assert len(got) == len(ref) == 3
+    for a, b in zip(got, ref):
+        assert a.get_chemical_symbols() == [ELEMENTS[t - 1] for t in b.arrays["type"]]
+        np.testing.assert_array_equal(a.positions, b.positions)
+        np.testing.assert_array_equal(a.get_forces(), b.get_forces())
+        assert "energy" not in a.calc.results and b.calc.results["energy"] == 0.0

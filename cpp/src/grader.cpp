@@ -628,8 +628,9 @@ std::shared_ptr<Grader> Grader::load(const std::string& path, const Potential& p
             L.fail("unexpected array '" + key + "' (not an element of the potential '" + potential.path() + "')");
         const std::string part = key.substr(slash + 1);
         if (part == "centers" || part == "mean" || part == "scale" || part == "components") continue;
+        // inv/<cluster>, the number as written ("inv/01" is not inv/1: a file could hold both)
         if (part.compare(0, 4, "inv/") == 0 && part.size() > 4 && part.size() < 10 &&
-            part.find_first_not_of("0123456789", 4) == std::string::npos) {
+            part.find_first_not_of("0123456789", 4) == std::string::npos && (part.size() == 5 || part[4] != '0')) {
             inv_ids[el].insert(std::stol(part.substr(4)));
             continue;
         }

@@ -271,7 +271,12 @@ std::string NpyArray::as_text() const {
 std::map<std::string, NpyArray> read_npz(const std::string& path) {
     std::ifstream in(path, std::ios::binary);
     if (!in) throw InputError("cannot open '" + path + "'");
-    const std::vector<unsigned char> buf((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    std::vector<unsigned char> buf;
+    try {  // a directory opens, and fails on the first read
+        buf.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+    } catch (const std::exception&) {
+        fail(path, "the file cannot be read (a directory?)");
+    }
     const std::size_t size = buf.size();
     const unsigned char* b = buf.data();
 

@@ -91,6 +91,11 @@ def _open_maybe_compressed(path: str, mode: str = "rb"):
     return opener(path, mode)
 
 
+# Items that open a frame of a LAMMPS text dump: TIMESTEP, and before it TIME (dump_modify time
+# yes, every frame) and UNITS (dump_modify units yes, the first frame)
+_DUMP_HEADERS = ("ITEM: TIMESTEP", "ITEM: TIME", "ITEM: UNITS")
+
+
 def _lammps_dump_columns(path: str) -> Optional[List[str]]:
     """The per-atom columns of a LAMMPS text dump (its first 'ITEM: ATOMS' line), or None when the
     file is not one."""
@@ -99,7 +104,7 @@ def _lammps_dump_columns(path: str) -> Optional[List[str]]:
             head = fh.read(4096).decode("ascii", errors="replace").splitlines()
     except Exception:  # unreadable or damaged (zlib.error, EOFError, ...): ASE's reader reports it
         return None
-    if not head or not head[0].startswith("ITEM: TIMESTEP"):
+    if not head or not head[0].startswith(_DUMP_HEADERS):
         return None
     for line in head:
         if line.startswith("ITEM: ATOMS"):
@@ -133,6 +138,8 @@ def _read_ase(path: str, type_elements: Optional[List[str]] = None, progress: bo
                 raise InputError(f"structure file '{path}': frame {k} has atom type {int(bad[0])}, "
                                  f"but elements are given for types 1-{len(numbers)} only ({' '.join(type_elements)})")
             atoms.numbers = numbers[types - 1]
+            if atoms.calc is not None:  # its results were for these atoms: still current
+                atoms.calc = SinglePointCalculator(atoms, **atoms.calc.results)
     return frames
 
 
@@ -145,14 +152,21 @@ def _dump_frames(path: str) -> Iterator[Atoms]:
     import ase.io
 
     def parse(lines):
-        return ase.io.read(io.StringIO("".join(lines)), format="lammps-dump-text", index=-1, parallel=False)
+        atoms = ase.io.read(io.StringIO("".join(lines)), format="lammps-dump-text", index=-1, parallel=False)
+        # ASE gives dumped forces an energy of 0.0 beside them; a dump holds no energy, and the
+        # placeholder would pass for a label downstream
+        results = {k: v for k, v in getattr(atoms.calc, "results", {}).items() if k not in ("energy", "free_energy")}
+        atoms.calc = SinglePointCalculator(atoms, **results) if results else None
+        return atoms
 
     with _open_maybe_compressed(path, "rt") as fh:
         frame: List[str] = []
+        atoms_seen = False  # the frame's ITEM: ATOMS: a header item after it opens the next frame
         for line in fh:
-            if line.startswith("ITEM: TIMESTEP") and frame:
+            if atoms_seen and line.startswith(_DUMP_HEADERS):
                 yield parse(frame)
-                frame = []
+                frame, atoms_seen = [], False
+            atoms_seen = atoms_seen or line.startswith("ITEM: ATOMS")
             frame.append(line)
         if frame:
             yield parse(frame)
@@ -170,6 +184,13 @@ def _read_pickle(path: str) -> List[Atoms]:
     if "ase_atoms" not in getattr(df, "columns", []):
         raise InputError(f"'{path}': DataFrame has no 'ase_atoms' column")
     ecol = "energy_corrected" if "energy_corrected" in df.columns else ("energy" if "energy" in df.columns else None)
+
+    def label(row, col):
+        """row[col], or None where the column is absent or the value missing (None, NaN: what
+        pd.concat of labelled and unlabelled frames leaves)."""
+        v = row[col] if col is not None and col in df.columns else None
+        return None if v is None or (np.ndim(v) == 0 and pd.isna(v)) else v
+
     frames = []
     for k, (_, row) in enumerate(df.iterrows()):
         where = f"'{path}', row {k}"
@@ -177,16 +198,19 @@ def _read_pickle(path: str) -> List[Atoms]:
             raise InputError(f"{where}: 'ase_atoms' is not an ASE Atoms object ({type(row['ase_atoms']).__name__})")
         atoms = row["ase_atoms"].copy()
         results = {}
-        try:
-            if ecol is not None:
-                results["energy"] = float(row[ecol])
-            if "forces" in df.columns and row["forces"] is not None:
-                results["forces"] = np.asarray(row["forces"], dtype=float)
-        except (TypeError, ValueError) as exc:
-            raise InputError(f"{where}: '{ecol}' or 'forces' is not numeric ({exc})") from None
+        for key, col in (("energy", ecol), ("forces", "forces"), ("stress", "stress")):
+            v = label(row, col)
+            try:
+                if v is not None:
+                    results[key] = float(v) if key == "energy" else np.asarray(v, dtype=float)
+            except (TypeError, ValueError) as exc:
+                raise InputError(f"{where}: '{col}' is not numeric ({exc})") from None
         if "forces" in results and results["forces"].shape != (len(atoms), 3):
             raise InputError(f"{where}: 'forces' has shape {results['forces'].shape}, the structure "
                              f"has {len(atoms)} atoms (needs {len(atoms)} x 3)")
+        if "stress" in results and results["stress"].shape not in ((6,), (3, 3)):
+            raise InputError(f"{where}: 'stress' has shape {results['stress'].shape} (needs 6 Voigt components "
+                             f"or 3 x 3)")
         if results:
             # the columns are the labels: an energy or forces the Atoms carry besides would clash
             # with them when the frames are written out
@@ -195,6 +219,8 @@ def _read_pickle(path: str) -> List[Atoms]:
                 atoms.arrays.pop(key, None)
             atoms.calc = SinglePointCalculator(atoms, **results)
         frames.append(atoms)
+    if not frames:
+        raise InputError(f"'{path}': the DataFrame holds no structures")
     return frames
 
 
@@ -256,8 +282,8 @@ def check_output(path: PathLike, folder: bool = False) -> str:
     kind = "output folder" if folder else "output"
     if folder and os.path.exists(path) and not os.path.isdir(path):
         raise InputError(f"{kind} '{path}': exists and is not a folder")
-    if not folder and os.path.isdir(path):
-        raise InputError(f"{kind} '{path}': is a folder (give a file name)")
+    if not folder:
+        _check_file_name(path)
     if folder:
         probe_in = path
     else:
@@ -291,6 +317,15 @@ def _missing_folders(folder: str) -> List[str]:
             break
         here = parent
     return missing
+
+
+def _check_file_name(path: str) -> None:
+    """InputError unless the output ``path`` can name a file: not a folder, nor a name ending in
+    a separator (a folder to be, which a rename would otherwise turn into a file)."""
+    if os.path.isdir(path):
+        raise InputError(f"output '{path}': is a folder (give a file name)")
+    if path.endswith((os.sep, "/")):
+        raise InputError(f"output '{path}': ends in '/', a folder (give a file name)")
 
 
 def _output_target(path: str):
@@ -338,21 +373,24 @@ def _temp_in(folder: str, suffix: str, what: str):
 @contextmanager
 def atomic_path(path: PathLike, suffix: str = ".tmp") -> Iterator[str]:
     """A temporary path beside ``path`` to write to; renamed over ``path`` when the block ends
-    without error (readers never see half a file), removed otherwise. The file gets the usual
-    permissions (umask), not mkstemp's private 0600. An unwritable place is an InputError. A
+    without error (readers never see half a file), removed otherwise. The file gets the
+    permissions of the file it replaces, or the usual ones (umask), not mkstemp's private 0600. An unwritable place is an InputError. A
     symbolic link is followed (the file it names is replaced; the link stays); a device or FIFO
     (``-o /dev/null``) is written in place."""
     path = os.fspath(path)
-    if os.path.isdir(path):
-        raise InputError(f"output '{path}': is a folder (give a file name)")
+    _check_file_name(path)
     target, in_place = _output_target(path)
     if in_place:
         yield target
         return
     fd, tmp = _temp_in(os.path.dirname(target), suffix, f"output '{path}'")
-    umask = os.umask(0)
-    os.umask(umask)
-    os.fchmod(fd, 0o666 & ~umask)
+    try:  # a file replaced keeps its permissions
+        mode = stat.S_IMODE(os.stat(target).st_mode)
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        mode = 0o666 & ~umask
+    os.fchmod(fd, mode)
     os.close(fd)
     try:
         yield tmp

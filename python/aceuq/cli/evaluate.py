@@ -60,7 +60,7 @@ def main(argv=None) -> int:
                 if r.stress is not None:
                     props["stress"] = r.stress
                 _keep_reference(atoms, a)
-                a.calc = SinglePointCalculator(a, **props)
+                _predicted(a, props)
                 a.info["energy_std"] = r.energy_std
                 a.arrays["energies_std"] = r.energies_std
                 a.arrays["forces_std"] = r.forces_std
@@ -76,7 +76,7 @@ def main(argv=None) -> int:
                 if res.stress is not None:
                     props["stress"] = res.stress
                 _keep_reference(atoms, a)
-                a.calc = SinglePointCalculator(a, **props)
+                _predicted(a, props)
                 out.append(a)
         write_extxyz_atomic(args.output, out, progress=not args.no_progress)
     except InputError as exc:
@@ -87,11 +87,25 @@ def main(argv=None) -> int:
     return 0
 
 
+def _predicted(atoms, props) -> None:
+    """The predictions as atoms' calculator results. Keys of the same names in its info and
+    arrays (labels an input carried there, kept as ref_* by _keep_reference) would clash with
+    them when written: removed."""
+    for key in props:
+        atoms.info.pop(key, None)
+        atoms.arrays.pop(key, None)
+    atoms.calc = SinglePointCalculator(atoms, **props)
+
+
 def _keep_reference(source, out) -> None:
     """The input's own energy, forces and stress (e.g. DFT labels) kept beside the predictions, as
     ref_energy, ref_stress (info; stress in ASE's Voigt order and sign) and ref_forces (per atom),
-    so the output compares the two."""
-    results = getattr(source.calc, "results", None) or {}
+    so the output compares the two. Labels may also sit in the structure's info (energy, stress)
+    and arrays (forces), as in some DataFrames' ase_atoms."""
+    results = dict(getattr(source.calc, "results", None) or {})
+    for key, where in (("energy", source.info), ("stress", source.info), ("forces", source.arrays)):
+        if key not in results and key in where:
+            results[key] = where[key]
     try:
         if "energy" in results:
             out.info["ref_energy"] = float(results["energy"])
