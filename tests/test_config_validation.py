@@ -348,3 +348,55 @@ def test_ensemble_with_fewer_than_10_structures_is_not_calibrated(tmp_path, caps
     assert "not calibrated" not in capsys.readouterr().err
     man = json.loads((out10 / "ensemble.json").read_text())
     assert man["fit"]["n_structures"] == 9 and man["calibration"]["n_structures"] == 1
+
+
+# ---------------------------------------------------------------- 8. configs that are not text, and bad values
+def test_config_that_is_binary_or_a_folder(tmp_path, capsys):
+    """A binary file or a folder given as a YAML config: one error naming it, in every verb that
+    reads one (explore, study, ensemble's --basis), not a UnicodeDecodeError or IsADirectoryError."""
+    from aceuq.cli.main import main
+
+    binary = tmp_path / "Cu.casi"
+    binary.write_bytes(bytes(range(256)) * 4)
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    for cfg, why in ((binary, "not a text file"), (folder, "cannot be read")):
+        for argv in (["explore", str(cfg), "-o", str(tmp_path / "x")], ["study", str(cfg), "-o", str(tmp_path / "s")]):
+            capsys.readouterr()
+            assert main(argv) == 1, argv
+            err = capsys.readouterr().err
+            assert f"'{cfg}': {why}" in err and "Traceback" not in err, err
+
+
+def test_explore_elements_must_be_symbols(tmp_path):
+    """`elements: [1, 2]` (atom types, not symbols) is refused naming the config, not an
+    AttributeError from inside the parser."""
+    from aceuq import explore
+
+    for name in ("pot.yaml", "pot.casi", "start.extxyz"):
+        (tmp_path / name).write_text("")
+    for value in ("[1, 2]", "5"):
+        path = tmp_path / "bad.yaml"
+        path.write_text(EXPLORE_BASE + f"elements: {value}\n")
+        with pytest.raises(InputError, match="not element symbols") as err:
+            explore.load_config(str(path))
+        assert str(path) in str(err.value)
+
+
+def test_calibration_data_is_checked_before_the_fit(frames, tmp_path):
+    """Calibration structures with an element the members are not fitted for, or without forces,
+    are refused before the fit (not after it, naming a deleted staging file)."""
+    from ase.build import bulk
+
+    al = bulk("Al", "fcc", a=4.05, cubic=True).repeat((2, 1, 1))
+    al.info["energy"] = -1.0
+    al.arrays["forces"] = np.zeros((len(al), 3))
+    with pytest.raises(InputError, match="a calibration structure has Al, which the members are not fitted for"):
+        fit_ensemble(frames, 2, str(tmp_path / "e1"), basis="small", calibration_frames=[frames[0], al])
+    bare = frames[0].copy()
+    bare.arrays.pop("forces_ref", None)
+    bare.arrays.pop("forces", None)
+    bare.calc = None
+    with pytest.raises(InputError, match="structure 0: a calibration structure has no forces"):
+        fit_ensemble(frames, 2, str(tmp_path / "e2"), basis="small", calibration_frames=[bare])
+    assert not (tmp_path / "e1").exists() and not (tmp_path / "e2").exists()

@@ -79,3 +79,21 @@ def test_example_scripts_run(demo, script, monkeypatch):
         assert lmp.extract_global("ntimestep") > 0
     finally:
         lmp.close()
+
+
+def test_demo_thresholds_below_the_cutout_threshold(tmp_path, capsys):
+    """--upper below the cut-out threshold (8): cut-outs are taken above upper instead, so the
+    cut-out fix gets 0 < lower <= upper and the run goes on to write explore.yaml. Equal
+    thresholds, which aceuq explore refuses in the config the demo writes, are refused at once."""
+    pytest.importorskip("pyace")
+    from aceuq.cli.main import main
+    from aceuq.demo import run
+
+    res = run(str(tmp_path / "d"), steps=40, lower=0.2, upper=0.5, verbose=False)
+    assert res.steps_run <= 40
+    lmp_input = (tmp_path / "d" / "in.heat.lmp").read_text()
+    assert "fix cut all aceuq/extrapolation 20 lower 0.5 upper 5.0" in lmp_input
+    assert (tmp_path / "d" / "explore.yaml").exists()
+    with pytest.raises(SystemExit) as exc:
+        main(["demo", "-o", str(tmp_path / "e"), "--lower", "3", "--upper", "3"])
+    assert exc.value.code == 2 and "--upper (3) must be above --lower (3)" in capsys.readouterr().err

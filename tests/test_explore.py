@@ -198,6 +198,12 @@ def test_replica_with_foreign_element_fails_alone(setup, tmp_path):
     errors = [r["error"] for r in summary["replicas"]]
     assert errors[:2] == [None, None]
     assert all(e and "Al" in e and "lacks" in e for e in errors[2:])
+    # each failed replica's folder holds its .error, the others none
+    for r in summary["replicas"]:
+        err = tmp_path / "out" / "replicas" / f"replica_{r['index']:04d}.error"
+        assert err.exists() == bool(r["error"])
+        if r["error"]:
+            assert r["error"] in err.read_text()
 
 
 def _write_dump(path, atoms, type_elements):
@@ -325,8 +331,9 @@ def test_a_run_into_the_folder_of_an_earlier_one_replaces_its_outputs(setup, tmp
     assert [r["error"] is not None for r in second["replicas"]] == [True, True]
     assert second["candidates"] == 0 and (out / "candidates.extxyz").stat().st_size == 0
     assert second["selected"] == [] and "nothing to select" in second["selection_notes"][0]
-    assert not (out / "selected.extxyz").exists()
-    assert sorted(p.name for p in (out / "replicas").iterdir()) == []  # failed before LAMMPS started
+    assert (out / "selected.extxyz").stat().st_size == 0  # the selection of nothing, as the summary says
+    # failed before LAMMPS started: each replica left only why
+    assert sorted(p.name for p in (out / "replicas").iterdir()) == ["replica_0000.error", "replica_0001.error"]
     assert "Al" in second["replicas"][0]["error"] and "start.extxyz" not in second["replicas"][0]["error"]
     assert "al.extxyz', frame 0" in second["replicas"][0]["error"]
 
@@ -362,6 +369,7 @@ def test_a_replica_that_fails_during_its_run_reports_what_it_wrote(setup, tmp_pa
     frames = read(tmp_path / "out" / "candidates.extxyz", ":")
     for r in summary["replicas"]:
         assert r["error"] and "Lost atoms" in r["error"]
+        assert r["error"] in (tmp_path / "out" / "replicas" / f"replica_{r['index']:04d}.error").read_text()
         mine = [f for f in frames if f.info["replica"] == r["index"]]
         assert r["frames_written"] == len(mine) > 0
         assert 0 < r["steps_run"] < 400 and max(f.info["step"] for f in mine) <= r["steps_run"]

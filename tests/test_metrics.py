@@ -176,6 +176,9 @@ def test_plots_are_pngs(tmp_path, rng):
         metrics.plot_reliability({"ens": metrics.reliability_curve(err, sigma)}, tmp_path / "rel.png"),
         metrics.plot_calibration({"ens": metrics.calibration_curve(err, sigma)}, tmp_path / "cal.png"),
         metrics.plot_roc({"g": (rng.normal(size=50), rng.normal(2, 1, 20))}, tmp_path / "roc.png"),
+        # an overflowed γ (+inf) is plotted as novelty_detection ranks it, not refused
+        metrics.plot_roc({"g": (rng.normal(size=50), np.append(rng.normal(2, 1, 20), np.inf))},
+                         tmp_path / "roc_inf.png"),
     ]
     for f in files:
         with open(f, "rb") as fh:

@@ -70,6 +70,13 @@ def parse_elements(elements: Union[str, Sequence[str], None]) -> Optional[List[s
         return None
     if isinstance(elements, str):
         elements = [elements]
+    try:
+        elements = list(elements)
+    except TypeError:
+        elements = [elements]
+    if not all(isinstance(item, str) for item in elements):
+        raise InputError(f"elements {elements!r}: not element symbols (give them as text, e.g. \"Ni Nb\", "
+                         f"the elements of atom types 1, 2, ...)")
     symbols = [s for item in elements for s in item.replace(",", " ").split()]
     unknown = [s for s in symbols if s not in chemical_symbols[1:]]
     if not symbols or unknown:
@@ -231,11 +238,15 @@ def read_yaml_config(path: PathLike, what: str) -> dict:
     path = os.fspath(path)
     if not os.path.exists(path):
         raise InputError(f"{what} '{path}': no such file")
-    with open(path) as fh:
-        try:
+    try:
+        with open(path) as fh:
             cfg = yaml.safe_load(fh)
-        except yaml.YAMLError as exc:
-            raise InputError(f"{what} '{path}': not valid YAML ({exc})") from None
+    except yaml.YAMLError as exc:
+        raise InputError(f"{what} '{path}': not valid YAML ({exc})") from None
+    except UnicodeDecodeError:
+        raise InputError(f"{what} '{path}': not a text file (a YAML config was expected)") from None
+    except OSError as exc:  # a folder, unreadable
+        raise InputError(f"{what} '{path}': cannot be read ({exc.strerror or exc})") from None
     if not isinstance(cfg, dict):
         raise InputError(f"{what} '{path}': expected a mapping")
     return cfg

@@ -16,6 +16,8 @@ from typing import List, Optional
 
 import numpy as np
 
+from ._core import InputError
+
 
 @dataclass
 class DemoResult:
@@ -116,6 +118,10 @@ def run(folder: str = "aceuq-demo", steps: int = 3000, lower: float = 3.0, upper
     from .lammps import make_lammps
     from .potential import Potential
 
+    if not 0 < lower < upper:  # as aceuq explore asks of the explore.yaml written below
+        raise InputError(f"demo: need 0 < lower < upper (got lower {lower}, upper {upper})")
+    # cut-outs of atoms above cutout_lower, before the run stops at upper
+    cutout_lower = min(cutout_lower, upper)
     t0 = time.perf_counter()
     say = print if verbose else (lambda *a, **k: None)
     folder = os.path.abspath(folder)

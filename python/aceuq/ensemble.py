@@ -184,14 +184,14 @@ def fit_elements(frames: Sequence[Atoms], elements: Optional[Sequence[str]]) -> 
     return sorted(set(elements) if elements else present)
 
 
-def _energy(atoms: Atoms, index: Optional[int] = None) -> float:
+def _energy(atoms: Atoms, index: Optional[int] = None, what: str = "training") -> float:
     if "energy" in atoms.info:
         value = atoms.info["energy"]
     else:
         try:
             value = atoms.get_potential_energy()
         except Exception:
-            raise InputError(f"{structure_label(atoms, index)}: a training structure has no energy "
+            raise InputError(f"{structure_label(atoms, index)}: a {what} structure has no energy "
                              f"(extxyz 'energy' or a calculator result)") from None
     try:
         energy = float(value)
@@ -202,7 +202,7 @@ def _energy(atoms: Atoms, index: Optional[int] = None) -> float:
     return energy
 
 
-def _forces(atoms: Atoms, index: Optional[int] = None) -> np.ndarray:
+def _forces(atoms: Atoms, index: Optional[int] = None, what: str = "training") -> np.ndarray:
     value = None
     for key in ("forces", "forces_ref", "REF_forces"):
         if key in atoms.arrays:
@@ -212,7 +212,7 @@ def _forces(atoms: Atoms, index: Optional[int] = None) -> np.ndarray:
         try:
             value = atoms.get_forces()
         except Exception:
-            raise InputError(f"{structure_label(atoms, index)}: a training structure has no forces "
+            raise InputError(f"{structure_label(atoms, index)}: a {what} structure has no forces "
                              f"(extxyz 'forces' or a calculator result)") from None
     try:
         forces = np.asarray(value, dtype=float)
@@ -401,6 +401,15 @@ def fit_ensemble(frames: Sequence[Atoms], n_members: int, output_dir: str, basis
     if not frames:
         raise InputError("no training structures")
     elements = fit_elements(frames, elements)
+    if calibration_frames:  # checked before the fit, which they would otherwise fail after
+        calibration_frames = list(calibration_frames)
+        for k, atoms in enumerate(calibration_frames):
+            _energy(atoms, k, "calibration")
+            _forces(atoms, k, "calibration")
+            foreign = sorted(set(atoms.get_chemical_symbols()) - set(elements))
+            if foreign:
+                raise InputError(f"{structure_label(atoms, k)}: a calibration structure has {', '.join(foreign)}, "
+                                 f"which the members are not fitted for (elements {' '.join(elements)})")
     bbasis = make_basis(basis, elements, float(cutoff) if cutoff is not None else default_cutoff(frames))
     cutoff = float(bbasis.cutoffmax)  # what the members have (a basis config's rcut, not the argument)
     e0 = reference_energies(frames, list(bbasis.elements_name))
@@ -704,9 +713,9 @@ class Ensemble:
         f_err, f_unc, e_err, e_unc, s_idx = [], [], [], [], []
         for k, atoms in enumerate(show_progress(list(frames), progress, "ensemble")):
             r = self.evaluate(atoms, forces=True, calibrated=calibrated)
-            f_err.append(metrics.force_error_norms(r.forces, _forces(atoms)))
+            f_err.append(metrics.force_error_norms(r.forces, _forces(atoms, k, "labelled")))
             f_unc.append(r.force_uncertainty)
-            e_err.append(abs(r.energy - _energy(atoms)) / len(atoms))
+            e_err.append(abs(r.energy - _energy(atoms, k, "labelled")) / len(atoms))
             e_unc.append(r.energy_std / len(atoms))
             s_idx.append(np.full(len(atoms), k))
         return {"force_error": np.concatenate(f_err), "force_sigma": np.concatenate(f_unc),

@@ -263,6 +263,13 @@ def run_replica(cfg: Dict, rep: Replica, atoms, elements: Sequence[str], folder:
             print(f"{msg} (also in {stem}.error)", file=sys.stderr, flush=True)
             time.sleep(1.0)  # let mpiexec forward it before the abort tears the job down
             MPI.COMM_WORLD.Abort(1)
+        if comm.Get_rank() == 0:  # every rank of a domain run got the same error
+            try:
+                with atomic_output(stem + ".error") as fh:
+                    fh.write(f"explore: replica {rep.index} (structure {rep.structure}, {rep.temperature:g} K, "
+                             f"seed {rep.seed}) failed: {res.error}\n")
+            except InputError:
+                pass
     if lmp is not None:
         try:  # also after an error in the run: what the replica did until then
             res.steps_run = int(lmp.extract_global("ntimestep"))
@@ -408,6 +415,7 @@ def run(config, output_dir: str, progress: bool = True, comm=None) -> Optional[D
         elif cfg["select"]:
             summary["selected"] = []
             summary["selection_notes"] = ["no replica wrote a configuration: nothing to select"]
+            write_extxyz_atomic(os.path.join(folder, "selected.extxyz"), [])  # (an earlier run's is gone)
         with atomic_output(os.path.join(folder, "summary.json")) as fh:
             json.dump(summary, fh, indent=1)
     finally:

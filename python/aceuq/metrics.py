@@ -339,6 +339,14 @@ class Detection:
     threshold: Optional[float]
 
 
+def _rankable(s: np.ndarray) -> np.ndarray:
+    """Scores sklearn accepts, in the same order: it refuses non-finite ones, so +inf (an
+    overflowed γ) ranks just above everything, nan and -inf just below."""
+    fin = s[np.isfinite(s)]
+    lo, hi = (fin.min() - 1.0, fin.max() + 1.0) if fin.size else (0.0, 1.0)
+    return np.where(np.isposinf(s), hi, np.where(np.isfinite(s), s, lo))
+
+
 def novelty_detection(score_known, score_novel, threshold: Optional[float] = None) -> Detection:
     """How well a score separates novel items (positive) from in-distribution ones."""
     from sklearn.metrics import average_precision_score, roc_auc_score
@@ -348,11 +356,7 @@ def novelty_detection(score_known, score_novel, threshold: Optional[float] = Non
     if k.size == 0 or n.size == 0:
         raise ValueError("novelty detection needs both in-distribution and novel items")
     y = np.concatenate([np.zeros(k.size), np.ones(n.size)])
-    s = np.concatenate([k, n])
-    fin = s[np.isfinite(s)]
-    lo, hi = (fin.min() - 1.0, fin.max() + 1.0) if fin.size else (0.0, 1.0)
-    # sklearn refuses non-finite scores: +inf ranks above everything, nan and -inf below
-    s = np.where(np.isposinf(s), hi, np.where(np.isfinite(s), s, lo))
+    s = _rankable(np.concatenate([k, n]))
     det = fa = float("nan")
     if threshold is not None:
         det = float(np.mean(n > threshold))
@@ -436,7 +440,7 @@ def plot_roc(scores: Dict[str, tuple], path, title="novelty detection") -> str:
     for name, (k, n) in scores.items():
         k, n = np.asarray(k, float), np.asarray(n, float)
         y = np.concatenate([np.zeros(k.size), np.ones(n.size)])
-        fpr, tpr, _ = roc_curve(y, np.concatenate([k, n]))
+        fpr, tpr, _ = roc_curve(y, _rankable(np.concatenate([k, n])))  # ranked as novelty_detection ranks them
         ax.plot(fpr, tpr, label=f"{name} (AUC {novelty_detection(k, n).roc_auc:.2f})")
     ax.plot([0, 1], [0, 1], "k--", lw=0.8)
     ax.set_xlabel("false positive rate")

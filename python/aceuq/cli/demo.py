@@ -24,8 +24,8 @@ def main(argv=None) -> int:
     p.add_argument("--upper", type=number(float, above=0.0), default=25.0,
                    help="gamma above which the run stops (default 25)")
     args = p.parse_args(argv)
-    if args.upper < args.lower:
-        p.error(f"--upper ({args.upper:g}) must not be below --lower ({args.lower:g})")
+    if args.upper <= args.lower:
+        p.error(f"--upper ({args.upper:g}) must be above --lower ({args.lower:g})")
     try:
         import pyace  # noqa: F401
     except ImportError:
