@@ -384,35 +384,58 @@ def _temp_in(folder: str, suffix: str, what: str):
 @contextmanager
 def atomic_path(path: PathLike, suffix: str = ".tmp") -> Iterator[str]:
     """A temporary path beside ``path`` to write to; renamed over ``path`` when the block ends
-    without error (readers never see half a file), removed otherwise. The file gets the
-    permissions of the file it replaces, or the usual ones (umask), not mkstemp's private 0600. An unwritable place is an InputError. A
-    symbolic link is followed (the file it names is replaced; the link stays); a device or FIFO
-    (``-o /dev/null``) is written in place."""
+    without error (readers never see half a file), removed otherwise, also on SIGTERM. The file
+    gets the permissions of the file it replaces, or the usual ones (umask), not mkstemp's
+    private 0600. An unwritable place is an InputError. A symbolic link is followed (the file it
+    names is replaced; the link stays); a device or FIFO (``-o /dev/null``) is written in place."""
     path = os.fspath(path)
     _check_file_name(path)
     target, in_place = _output_target(path)
     if in_place:
         yield target
         return
-    fd, tmp = _temp_in(os.path.dirname(target), suffix, f"output '{path}'")
-    try:  # a file replaced keeps its permissions
-        mode = stat.S_IMODE(os.stat(target).st_mode)
-    except OSError:
-        umask = os.umask(0)
-        os.umask(umask)
-        mode = 0o666 & ~umask
-    os.fchmod(fd, mode)
-    os.close(fd)
-    try:
-        yield tmp
+    with _sigterm_as_exit():
+        fd, tmp = _temp_in(os.path.dirname(target), suffix, f"output '{path}'")
         try:
-            os.replace(tmp, target)
-        except OSError as exc:
-            raise InputError(f"output '{path}': cannot be written ({exc.strerror or exc})") from None
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+            try:  # a file replaced keeps its permissions
+                mode = stat.S_IMODE(os.stat(target).st_mode)
+            except OSError:
+                umask = os.umask(0)
+                os.umask(umask)
+                mode = 0o666 & ~umask
+            os.fchmod(fd, mode)
+            os.close(fd)
+            yield tmp
+            try:
+                os.replace(tmp, target)
+            except OSError as exc:
+                raise InputError(f"output '{path}': cannot be written ({exc.strerror or exc})") from None
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+
+
+@contextmanager
+def _sigterm_as_exit() -> Iterator[None]:
+    """While an output is written: SIGTERM (`timeout`, a batch system's time limit, `kill`) ends
+    the process as an exception does, so the temporary file is removed, instead of killing it on
+    the spot. Only then (a long LAMMPS run must stay killable at once), only in the main thread
+    (where handlers are set), and only where nothing else handles SIGTERM."""
+    import signal
+    import threading
+
+    def terminated(signum, frame):
+        raise SystemExit(128 + signum)
+
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
+        yield
+        return
+    signal.signal(signal.SIGTERM, terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 @contextmanager

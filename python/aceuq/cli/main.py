@@ -31,7 +31,6 @@ def main(argv=None) -> int:
         print(f"aceuq: unknown verb '{verb}' (known: {', '.join(VERBS)})", file=sys.stderr)
         return 2
     module = importlib.import_module(f"aceuq.cli.{verb}")
-    _exit_on_sigterm()
     try:
         return module.main(rest)
     except BrokenPipeError:
@@ -43,20 +42,6 @@ def main(argv=None) -> int:
         # not fail again
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.__stdout__.fileno())
         return 1
-
-
-def _exit_on_sigterm() -> None:
-    """SIGTERM (`timeout`, a batch system's time limit, `kill`) ends the run as an exception does:
-    outputs being written are removed, not left as temporary files (by default it kills the
-    process where it stands). Only where this is the main thread: signal handlers are set there."""
-    import signal
-    import threading
-
-    def terminated(signum, frame):
-        raise SystemExit(128 + signum)
-
-    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
-        signal.signal(signal.SIGTERM, terminated)
 
 
 def _stdout_closed_by_reader() -> bool:
