@@ -683,6 +683,14 @@ def test_full_mode_of_one_density_is_refused_as_asi_and_kept_as_casi(make_pot, t
     assert cli(["activeset", path, data, "-o", str(tmp_path / "cli.asi"), "--full", "--no-progress"]) == 1
     err = capsys.readouterr().err
     assert "casi" in err and "cli.asi" in err and not (tmp_path / "cli.asi").exists()
+    # refused before the structures are even read
+    assert cli(["activeset", path, str(tmp_path / "missing.extxyz"), "-o", str(tmp_path / "m.asi"), "--full"]) == 1
+    err = capsys.readouterr().err
+    assert "casi" in err and "missing.extxyz" not in err
+    # so are clusters (also before the work: no summary printed)
+    assert cli(["activeset", path, data, "-o", str(tmp_path / "k2.asi"), "--clusters", "2", "--no-progress"]) == 1
+    out, err = capsys.readouterr()
+    assert "--clusters 2 asks for clustered active sets, which are written as .casi" in err and out == ""
 
 
 def test_gamma_of_structures_without_atoms(cu, tmp_path, capsys):
@@ -700,3 +708,33 @@ def test_gamma_of_structures_without_atoms(cu, tmp_path, capsys):
     assert cli(["gamma", path, asi, data, "-o", str(out), "--no-progress"]) == 0
     assert "2 structures, 0 atoms" in capsys.readouterr().out
     assert [len(a) for a in ase.io.read(out, ":")] == [0, 0]
+
+
+def test_perfect_crystals_cluster_by_crystal_not_by_rounding_noise(cu):
+    """Projections that are constant up to rounding (functions vanishing by symmetry, every atom of
+    a perfect crystal alike) are no clustering features: two perfect crystals make two clusters of
+    one crystal each, and both crystals, translated or repeated, interpolate; one crystal has
+    nothing to cluster."""
+    from ase.build import bulk
+
+    path, pot, _, _ = cu
+
+    def crystal(a, rep=3, shift=0.0):
+        x = bulk("Cu", "fcc", a=a, cubic=True).repeat((rep,) * 3)
+        x.positions += shift
+        x.wrap()
+        return x
+
+    built = build_active_set(pot, [crystal(3.61), crystal(3.70)], clusters=2)
+    s = built.elements["Cu"]
+    assert s.k == 2 and sorted(s.cluster_sizes) == [108, 108]
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        aset = ActiveSet.load(built.save(os.path.join(tmp, "two.casi")), pot)
+        for a in (3.61, 3.70):
+            for rep, shift in ((3, 0.0), (4, 0.0), (3, 0.37)):
+                g, c = aset.gamma(crystal(a, rep, shift))
+                assert g.max() <= 1 + TOL and len(set(c.tolist())) == 1, (a, rep, shift, g.max())
+    one = build_active_set(pot, [crystal(3.61)], clusters=2).elements["Cu"]
+    assert one.k == 1 and "do not vary" in " ".join(one.notes)

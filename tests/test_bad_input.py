@@ -122,6 +122,10 @@ def test_atoms_too_close_is_an_error_not_a_crash(good):
         pot.evaluate(atoms)
     with pytest.raises(ValueError, match=r"atom 1 \(nearest neighbour: atom 0 at 0\.0001 Å\): .*too close"):
         pot.projections([atoms], atoms=[np.arange(len(atoms)) == 1])
+    # and so are they in an ensemble's evaluation (members sharing the basis)
+    member = {el: pot.coefficients(el) for el in pot.elements}
+    with pytest.raises(ValueError, match=r"atom 0 \(nearest neighbour: atom 1 at 0\.0001 Å\): .*too close"):
+        pot.evaluate_ensemble(atoms, [member, member])
 
 
 def test_non_finite_and_out_of_range_numbers(tmp_path, good):

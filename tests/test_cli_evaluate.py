@@ -247,6 +247,10 @@ def test_pacemaker_pickles_as_pace_collect_and_pace_select_leave_them(make_pot, 
     assert main(["evaluate", path, str(mixed), "-o", str(out), "--no-progress"]) == 0
     first = read(out, 0)
     np.testing.assert_allclose(first.info["ref_stress"], stress, rtol=1e-12)
+    bad_stress = tmp_path / "bad_stress.pkl.gzip"
+    pd.DataFrame({"ase_atoms": frames[:1], "stress": [np.zeros(4)]}).to_pickle(bad_stress, compression="gzip")
+    with pytest.raises(aceuq.InputError, match=r"row 0: 'stress' has shape \(4,\) \(needs 6 Voigt components"):
+        read_structures(str(bad_stress))
     empty = tmp_path / "empty.pkl.gzip"
     pd.DataFrame({"ase_atoms": []}).to_pickle(empty, compression="gzip")
     capsys.readouterr()

@@ -399,4 +399,14 @@ def test_calibration_data_is_checked_before_the_fit(frames, tmp_path):
     bare.calc = None
     with pytest.raises(InputError, match="structure 0: a calibration structure has no forces"):
         fit_ensemble(frames, 2, str(tmp_path / "e2"), basis="small", calibration_frames=[bare])
-    assert not (tmp_path / "e1").exists() and not (tmp_path / "e2").exists()
+    no_energy = frames[0].copy()
+    no_energy.info.pop("energy", None)
+    no_energy.calc = None
+    with pytest.raises(InputError, match="structure 0: a calibration structure has no energy"):
+        fit_ensemble(frames, 2, str(tmp_path / "e3"), basis="small", calibration_frames=[no_energy])
+    assert not any((tmp_path / e).exists() for e in ("e1", "e2", "e3"))
+    # a generator of calibration frames is checked and still calibrates, as the list does
+    listed = fit_ensemble(frames, 2, str(tmp_path / "l"), basis="small", seed=1, calibration_frames=frames[:3])
+    generated = fit_ensemble(frames, 2, str(tmp_path / "g"), basis="small", seed=1,
+                             calibration_frames=(a for a in frames[:3]))
+    assert generated.calibration["fitted"] and generated.calibration == listed.calibration

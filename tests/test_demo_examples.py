@@ -94,6 +94,9 @@ def test_demo_thresholds_below_the_cutout_threshold(tmp_path, capsys):
     lmp_input = (tmp_path / "d" / "in.heat.lmp").read_text()
     assert "fix cut all aceuq/extrapolation 20 lower 0.5 upper 5.0" in lmp_input
     assert (tmp_path / "d" / "explore.yaml").exists()
+    with pytest.raises(aceuq.InputError, match=r"need 0 < lower < upper \(got lower 3, upper 3\)"):
+        run(str(tmp_path / "f"), steps=10, lower=3, upper=3, verbose=False)
+    assert not (tmp_path / "f").exists()
     with pytest.raises(SystemExit) as exc:
         main(["demo", "-o", str(tmp_path / "e"), "--lower", "3", "--upper", "3"])
     assert exc.value.code == 2 and "--upper (3) must be above --lower (3)" in capsys.readouterr().err

@@ -95,6 +95,36 @@ def test_function_order_is_pacemakers_where_functions_differ_only_in_lint(potent
         np.testing.assert_allclose(ours[el].values, ref[mu], rtol=0, atol=1e-9 * scale, err_msg=el)
 
 
+def test_function_order_of_a_file_whose_blocks_are_not_in_order(make_pot, tmp_path):
+    """A file whose blocks list their functions in another order (here: the first block reversed)
+    is sorted by aceuq as pyace sorts it on loading, into the same projection columns (on a basis
+    without functions that differ only in lint, where the two sorts agree; README)."""
+    from pyace import ACEBBasisSet
+
+    src = make_pot("CuAl_sbessel")
+    lines = open(src).read().split("\n")
+    start = next(i for i, line in enumerate(lines) if line.strip() == "nbody:") + 1
+    end = start
+    while end < len(lines) and lines[end].strip().startswith("- {"):
+        end += 1
+    assert end - start > 10
+    path = tmp_path / "reversed.yaml"
+    path.write_text("\n".join(lines[:start] + lines[start:end][::-1] + lines[end:]))
+    bb, pot = ACEBBasisSet(str(path)), aceuq.Potential(str(path))
+    frames = [a for a in all_structures(["Cu", "Al"]).values() if len(a) > 1]
+    ref = pyace_projections(str(path), frames, full=False)
+    ours = pot.projections(frames)
+    for el, mu in bb.elements_to_index_map.items():
+        expected = [(1, tuple(f.ns), tuple(f.ls), ()) for f in bb.basis_rank1[mu]]
+        expected += [(f.rank, tuple(f.ns), tuple(f.ls), tuple(f.LS)) for f in bb.basis[mu]]
+        got = [(r, tuple(n), tuple(l), tuple(L)) for r, _, n, l, L in pot._pot.functions(pot.elements.index(el))]
+        assert got == expected, el
+        scale = max(1.0, np.abs(ref[mu]).max())
+        np.testing.assert_allclose(ours[el].values, ref[mu], rtol=0, atol=1e-9 * scale, err_msg=el)
+    assert aceuq.Potential(src).evaluate(frames[0]).energy == pytest.approx(pot.evaluate(frames[0]).energy,
+                                                                            rel=1e-12)
+
+
 @pytest.mark.parametrize("mode", ["linear", "full"])
 def test_projections_of_masked_atoms_are_pyaces_rows(make_pot, mode):
     """`atoms` masks compute only the wanted atoms (their neighbours still count): the rows are

@@ -513,6 +513,33 @@ def test_gamma_of_many_atoms_per_element_matches_python(cual_asi, tmp_path, clus
     assert_matches(out, pot.evaluate(atoms), "with gamma")
 
 
+def test_gamma_when_an_element_gains_atoms_between_steps(cual_asi):
+    """The pair style keeps its projection buffers from step to step: when an element has more
+    local atoms at a later step (types changed), they grow, and every atom's γ is still the Python
+    grader's."""
+    path, pot, asi = cual_asi
+    atoms = to_lammps_frame(rattled_bulk(["Cu", "Al"], seed=31).repeat((2, 1, 1)))
+    atoms.rattle(0.05, seed=6)
+    al = np.flatnonzero(atoms.symbols == "Al")
+    lmp = new_lammps()
+    try:
+        create_system(lmp, atoms, ["Cu", "Al"])
+        set_aceuq(lmp, path, ["Cu", "Al"], asi)
+        lmp.command("fix g all pair 1 aceuq gamma 1")
+        lmp.command("run 0")
+        before = np.array(lmp.gather("f_g", 1, 1)[: len(atoms)])
+        for i in al[: len(al) // 2]:  # atom IDs are 1-based, in the order of atoms
+            lmp.command(f"set atom {i + 1} type 1")
+        lmp.command("run 1")  # no integrator: the same positions, the next step
+        after = np.array(lmp.gather("f_g", 1, 1)[: len(atoms)])
+    finally:
+        lmp.close()
+    np.testing.assert_allclose(before, ActiveSet.load(asi, pot).gamma(atoms)[0], rtol=1e-10, atol=1e-12)
+    changed = atoms.copy()
+    changed.symbols[al[: len(al) // 2]] = "Cu"
+    np.testing.assert_allclose(after, ActiveSet.load(asi, pot).gamma(changed)[0], rtol=1e-10, atol=1e-12)
+
+
 def test_reissued_pair_style_goes_back_to_the_file_s_assignment(cual_asi, tmp_path):
     """pair_style aceuq re-issued without 'assign' keeps the coefficients (a LAMMPS convention)
     but not an earlier 'assign min': the .casi's own rule applies again."""

@@ -154,6 +154,9 @@ def test_novelty_detection_agrees_with_sklearn(rng):
     assert metrics.novelty_detection([3, 4], [0, 1, 2]).roc_auc == 0.0
     # infinite scores are allowed (an extrapolation grade can overflow)
     assert metrics.novelty_detection([0, 1], [np.inf, 2]).roc_auc == 1.0
+    # nan (and -inf) rank below everything: a nan novel item is missed against both known ones
+    assert metrics.novelty_detection([0.0, 1.0], [np.nan, 5.0]).roc_auc == 0.5
+    assert metrics.novelty_detection([0.0, 1.0], [-np.inf, 5.0]).roc_auc == 0.5
     assert np.isnan(metrics.novelty_detection([0], [1]).detection_rate)
     with pytest.raises(ValueError):
         metrics.novelty_detection([], [1.0])

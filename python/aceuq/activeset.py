@@ -62,6 +62,13 @@ CASI_VERSION = 1
 GAMMA_BATCH_VALUES = 1 << 23  # projection values graded at a time by ActiveSet.gamma (64 MB)
 MAX_PCA_DIM = 32
 WHITEN_RTOL = 1e-5          # clustering features: PCA components with variance > this x the largest
+# ... and > this (a standardized feature that varies has variance 1): below it, only rounding noise
+WHITEN_ATOL = 1e-6
+# A projection whose standard deviation over the atoms is below this x the largest RMS value of
+# any projection is constant up to rounding (a function that vanishes by symmetry, or one that is
+# the same for every atom of perfect crystals): standardized by that floor, not by its own spread,
+# which would turn the rounding noise into a feature of unit variance.
+CONSTANT_RTOL = 1e-10
 CLUSTER_MAX_RANK = 2        # clustering features: B functions of rank (body order - 1) <= this
 AUTO_K = range(2, 9)
 RANDOM_STATE = 0
@@ -420,7 +427,9 @@ def _build_element(el, p, n_proj, clusters, tol, max_iters, memory_limit, rank_r
     k_eff = int(labels.max()) + 1
     for c in range(k_eff):
         idx = np.nonzero(labels == c)[0]
-        rows = values if k_eff == 1 else values[idx]
+        # a cluster's rows read from the element's (possibly memory-mapped) projections a batch at
+        # a time, as MaxVol streams them: a copy of them would not heed memory_limit
+        rows = values if k_eff == 1 else _RowSubset(values, idx)
         # a cluster's active set has no pacemaker counterpart to retrace: the greedy swaps start
         # from the working set alone (the LU of all rows cost a third of the clustered build)
         m = select_active_set(rows, tol=tol, max_iters=max_iters, rank_rtol=rank_rtol, memory_limit=memory_limit,
@@ -450,16 +459,18 @@ def cluster_transform(values, dim: int, columns: np.ndarray):
     """(mean, scale, components) of the clustering features: the standardized PCA of ``columns``
     (at most ``dim`` components), whitened (each component divided by the standard deviation of
     its scores, so every kept direction has unit variance over the training atoms), keeping only
-    the components whose variance exceeds WHITEN_RTOL times the largest (below that, whitening
-    would blow up directions the data hardly varies in: rounding and fitting noise)."""
+    the components whose variance exceeds WHITEN_RTOL times the largest and WHITEN_ATOL (below
+    that, whitening would blow up directions the data hardly varies in: rounding and fitting
+    noise)."""
     mean, scale, comps, var = standardized_pca(values, dim, columns, variances=True)
-    keep = var > WHITEN_RTOL * var[0]
+    keep = (var > WHITEN_RTOL * var[0]) & (var > WHITEN_ATOL)
     return mean, scale, np.ascontiguousarray(comps[keep] / np.sqrt(var[keep])[:, None])
 
 
 def standardized_pca(values, dim: int, columns: Optional[np.ndarray] = None, variances: bool = False):
     """(mean, scale, components) of the PCA of the standardized rows (x - mean) / scale: scale the
-    standard deviation (1 where it is 0), components (dim, p) the leading eigenvectors of the
+    standard deviation, floored at CONSTANT_RTOL times the largest RMS value of a column (1 where
+    all are 0), components (dim, p) the leading eigenvectors of the
     covariance (in chunks: no standardized copy of the data and no n x dim U of an SVD), each
     signed so that its largest-magnitude entry is positive. With ``columns``, the PCA of those
     columns only: components are zero elsewhere (rows of zeros if dim exceeds their number).
@@ -483,6 +494,7 @@ def standardized_pca(values, dim: int, columns: Optional[np.ndarray] = None, var
         x = np.asarray(values[a: a + _CHUNK], dtype=float) - mean
         gram += x.T @ x
     scale = np.sqrt(np.maximum(np.diag(gram), 0.0) / n)
+    scale = np.maximum(scale, CONSTANT_RTOL * np.sqrt(mean ** 2 + scale ** 2).max())
     scale[scale == 0] = 1.0
     cov = gram / np.outer(scale, scale)
     w, v = np.linalg.eigh(cov)
@@ -492,6 +504,23 @@ def standardized_pca(values, dim: int, columns: Optional[np.ndarray] = None, var
     signs[signs == 0] = 1.0
     out = (mean, scale, np.ascontiguousarray(comps * signs[:, None]))
     return out + ((np.maximum(w[order], 0.0) / n,) if variances else ())
+
+
+class _RowSubset:
+    """Some rows of a (possibly memory-mapped) matrix, as a 2-D array-like that reads only the rows
+    asked for (by slice or index array), for select_active_set."""
+
+    ndim = 2
+
+    def __init__(self, values, rows):
+        self.values, self.rows = values, np.asarray(rows, dtype=int)
+        self.shape = (len(self.rows), values.shape[1])
+
+    def __len__(self):
+        return len(self.rows)
+
+    def __getitem__(self, key):
+        return np.asarray(self.values[self.rows[key]])
 
 
 class _ColumnView:

@@ -263,7 +263,7 @@ def run_replica(cfg: Dict, rep: Replica, atoms, elements: Sequence[str], folder:
             print(f"{msg} (also in {stem}.error)", file=sys.stderr, flush=True)
             time.sleep(1.0)  # let mpiexec forward it before the abort tears the job down
             MPI.COMM_WORLD.Abort(1)
-        if comm.Get_rank() == 0:  # every rank of a domain run got the same error
+        elif comm.Get_rank() == 0:  # (every rank of a domain run got the same error)
             try:
                 with atomic_output(stem + ".error") as fh:
                     fh.write(f"explore: replica {rep.index} (structure {rep.structure}, {rep.temperature:g} K, "

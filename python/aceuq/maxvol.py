@@ -136,8 +136,7 @@ def maxvol(A, tol: float = DEFAULT_TOL, max_iters: int = DEFAULT_MAX_ITERS, star
     rows = start_rows(A) if start is None else np.array(start, dtype=int)
     if rows.shape != (r,) or len(set(rows.tolist())) != r:
         raise ValueError("maxvol: start must hold r distinct row indices")
-    # a swap multiplies |det| by |C_ij|: below 1 + 1e-12 that is rounding, and swapping would cycle
-    limit = 1.0 + max(tol, 1e-12)
+    limit = swap_limit(tol)
 
     def coefficients(rows):
         lu = sla.lu_factor(A[rows], check_finite=False)
@@ -236,6 +235,12 @@ class _Rows:
             sel = blk == k
             out[sel] = self.blocks[k][idx[sel] - self.offsets[k]]
         return out
+
+
+def swap_limit(tol: float) -> float:
+    """The largest |coefficient| MaxVol accepts, 1 + tol: a swap multiplies |det| by |C_ij|, and
+    below 1 + 1e-12 that is rounding (swapping would cycle), so tol = 0 means 1e-12."""
+    return 1.0 + max(tol, 1e-12)
 
 
 def batch_rows_for(memory_limit: Optional[int], p: int) -> Optional[int]:
@@ -361,7 +366,7 @@ def select_active_set(data, tol: float = DEFAULT_TOL, max_iters: int = DEFAULT_M
         worst, top_idx, top_gamma = _grade_top(rows_src, chunk, W @ S_inv, room)
         if worst < best[0]:
             best = (worst, kept, S_inv)
-        if worst <= 1.0 + tol or it == max_refinements:
+        if worst <= swap_limit(tol) or it == max_refinements:
             break
         over_idx = np.setdiff1d(top_idx[top_gamma > 0], kept)
         idx = np.concatenate([kept, np.sort(over_idx)])
@@ -372,7 +377,7 @@ def select_active_set(data, tol: float = DEFAULT_TOL, max_iters: int = DEFAULT_M
         S_inv = np.linalg.inv(rows_src.take(kept) @ W)
         refinements += 1
     max_gamma, kept, S_inv = best
-    if max_gamma > 1.0 + tol and in_memory:
+    if max_gamma > swap_limit(tol) and in_memory:
         # the working set did not settle: MaxVol on all rows from the best rows so far
         res = maxvol(rows_src.take(np.arange(n)) @ W, tol=tol, max_iters=max_iters, start=kept.copy(),
                      start_inverse=S_inv)
@@ -380,15 +385,18 @@ def select_active_set(data, tol: float = DEFAULT_TOL, max_iters: int = DEFAULT_M
         kept = res.rows
         S_inv = np.linalg.inv(rows_src.take(kept) @ W)
         max_gamma = _grade_top(rows_src, chunk, W @ S_inv, 1)[0]
-    if max_gamma > 1.0 + tol:
-        notes.append(f"MaxVol stopped at max gamma {max_gamma:.4g} after {refinements} refinements "
-                     f"and {swaps} swaps")
-
     floor = spread_rtol * max_row_norm
     delta = np.maximum(delta, floor if floor > 0 else 1.0)
     inverse = np.hstack([W @ S_inv, W_perp / delta]) if W_perp.shape[1] else W @ S_inv
     selected = rows_src.take(kept)
     condition = float(np.linalg.cond(selected @ W0))
+    if max_gamma > swap_limit(tol):
+        # (max_gamma - 1 shown: at a tol below the rounding of ill-conditioned rows' coefficients,
+        # about condition x 1e-16, the swaps cycle at 1 + that, which '1' alone would hide)
+        notes.append(f"MaxVol stopped at max gamma {max_gamma:.4g} (1 + {max_gamma - 1:.2g}) after {refinements} "
+                     f"refinements and {swaps} swaps"
+                     + (f": tol {tol:g} is below the rounding of these rows' coefficients (condition number "
+                        f"{condition:.2g})" if max_gamma - 1 < 1e-16 * condition * 100 else ""))
     raw_condition = float(np.linalg.cond(selected)) if len(kept) == p else float("inf")
     return ActiveSetMatrix(rows=kept, inverse=np.ascontiguousarray(inverse), rank=rank, n_projections=p,
                            condition=condition, raw_condition=raw_condition, max_gamma=float(max_gamma),

@@ -32,7 +32,7 @@ import numpy as np
 from ase import Atoms
 
 from .activeset import ActiveSet
-from .maxvol import DEFAULT_MAX_ITERS, DEFAULT_TOL, RankDeficientError, gamma_of, maxvol
+from .maxvol import DEFAULT_MAX_ITERS, DEFAULT_TOL, RankDeficientError, gamma_of, maxvol, swap_limit
 from .potential import Potential, atom_masks
 from .progress import progress as show_progress
 
@@ -169,7 +169,7 @@ def _working_set_maxvol(grp: _Group, base: np.ndarray, rows: np.ndarray, tol, ma
     """_maxvol_over_pool's rounds: (chosen rows of [base; rows[work]], work)."""
     p, first = len(grp.matrix), len(base)
     room = _WORKING_ROWS_PER_COLUMN * p
-    work = _highest(gamma_of(grp.rows, grp.inverse, rows=rows), 1 + tol, room)
+    work = _highest(gamma_of(grp.rows, grp.inverse, rows=rows), swap_limit(tol), room)
     chosen, inverse = np.arange(p), grp.inverse
     while len(work):
         X = np.vstack([base, grp.rows[rows[work]]])
@@ -177,7 +177,7 @@ def _working_set_maxvol(grp: _Group, base: np.ndarray, rows: np.ndarray, tol, ma
         inverse = _inverse(X[chosen])
         g = gamma_of(grp.rows, inverse, rows=rows)
         g[work] = 0.0
-        if g.max(initial=0.0) <= 1 + tol:
+        if g.max(initial=0.0) <= swap_limit(tol):
             break
         # the highest rows join, not only those above 1 + tol: rows near the boundary are what the
         # next MaxVol needs to settle without many more rounds

@@ -60,6 +60,9 @@ def main(argv=None) -> int:
         pot = Potential(args.potential)
         if not args.output.endswith(".casi"):  # known before the work: refused after it otherwise
             check_asi_holds(args.output, pot, "full" if args.full else "linear")
+            if args.clusters != 1 and args.output.endswith((".asi", ".asi.nonlinear")):
+                raise InputError(f"'{args.output}': --clusters {args.clusters} asks for clustered active sets, "
+                                 "which are written as .casi, not .asi")
         frames = read_structures(args.structures, args.elements, progress=not args.no_progress)
         built = build_active_set(pot, frames, clusters=args.clusters, mode="full" if args.full else "linear",
                                  assign=args.assign, tol=args.tol, max_iters=args.max_iters, memory_limit=memory,
