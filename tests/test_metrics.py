@@ -208,6 +208,9 @@ def test_error_map_equals_isotonic_regression_and_log_log_fit(rng):
     p = metrics.ErrorMap.fit(gamma, err, method="power")
     expected = np.exp(lr.intercept + 0.5 * np.var(resid)) * grid ** lr.slope
     np.testing.assert_allclose(p(grid), expected, rtol=1e-10)
+    # a line needs two points: positive errors at one score only give no power law
+    with pytest.raises(ValueError, match="two or more distinct scores"):
+        metrics.ErrorMap.fit([1.0, 2.0, 3.0], [0.0, 0.0, 1e-3], method="power")
 
 
 def test_novelty_rates_count_strictly_above_the_threshold():

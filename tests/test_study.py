@@ -389,3 +389,45 @@ def test_score_novelty_threshold_and_paired_alarm_counts():
     assert np.sum(g & ~e) != np.sum(e & ~g)  # the two counts are distinguishable
     assert out["gamma_global"]["count_alarms_gamma_only"] == np.sum(g & ~e)
     assert out["gamma_global"]["count_alarms_ensemble_only"] == np.sum(e & ~g)
+
+
+def test_every_group_keeps_training_frames_whatever_the_fractions():
+    """Per-group rounding of large test and calibration fractions takes the calibration part, then
+    the test part, down so that every group of two or more frames keeps a training frame."""
+    for n, test, cal in ((8, 0.5, 0.45), (5, 0.6, 0.35), (8, 0.7, 0.25), (4, 0.5, 0.45)):
+        labels = np.array(["g"] * n)
+        s = study.stratified_split(labels, test, cal, seed=0)
+        assert len(s["train"]) >= 1 and len(s["test"]) >= 1, (n, test, cal, s)
+        assert sorted(np.concatenate([s["train"], s["test"], s["calibration"]])) == list(range(n))
+
+
+def test_novelty_cases_and_bases_that_cannot_be_measured_or_named(emt_data, tmp_path):
+    """Novel groups the model also trains on (its own frames scored as novel), case names that
+    name the study's own models, and bases of one name are refused before any fitting; a case
+    that trains on every group has nothing novel: a note, not a crash after the study."""
+    base = {"data": [emt_data], "seeds": [0], "ensemble": {"members": 2}, "accuracy": {"bases": ["small"]}}
+    for novelty, message in (
+            ([{"train_groups": ["bulk", "liquid"], "novel_groups": ["liquid"]}], "liquid both trained on and novel"),
+            ([{"name": "homogeneous", "train_groups": ["bulk", "surface"], "novel_groups": ["liquid"]}],
+             "homogeneous repeated or reserved"),
+            ([{"name": "x", "novel_groups": ["liquid"]}, {"name": "x", "novel_groups": ["surface"]}],
+             "novelty cases need distinct names")):
+        with pytest.raises(InputError, match=message):
+            study.Study(study.load_config({**base, "novelty": novelty}), str(tmp_path))
+    (tmp_path / "b1").mkdir()
+    (tmp_path / "b2").mkdir()
+    for d, nrad in (("b1", 4), ("b2", 6)):
+        (tmp_path / d / "basis.yaml").write_text(
+            "potential:\n  deltaSplineBins: 0.001\n"
+            "  embeddings: {ALL: {npot: FinnisSinclairShiftedScaled, fs_parameters: [1, 1], ndensity: 1}}\n"
+            "  bonds: {ALL: {radbase: ChebExpCos, radparameters: [5.25], rcut: 5.0, dcut: 0.01}}\n"
+            f"  functions: {{ALL: {{nradmax_by_orders: [{nrad}, 2], lmax_by_orders: [0, 1]}}}}\n")
+    with pytest.raises(InputError, match="share a name"):
+        study.Study(study.load_config({**base, "accuracy": {"bases": [str(tmp_path / "b1" / "basis.yaml"),
+                                                                      str(tmp_path / "b2" / "basis.yaml")]}}),
+                    str(tmp_path))
+    everything = study.Study(study.load_config(
+        {**base, "novelty": [{"name": "all-in", "train_groups": ["bulk", "surface", "vacancy", "liquid"]}]}),
+        str(tmp_path))
+    assert not everything.cases and "'all-in': trained on every group" in " ".join(everything.notes)
+    assert study.load_config({**base, "gamma": {"rank_rtol": "1e-8"}})["gamma"]["rank_rtol"] == 1e-8

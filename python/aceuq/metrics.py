@@ -231,6 +231,8 @@ class ErrorMap:
             iso = IsotonicRegression(increasing=True, out_of_bounds="clip").fit(ls, e)
             return cls("isotonic", x=iso.X_thresholds_, y=iso.y_thresholds_, **meta)
         pos = e > 0
+        if len(np.unique(ls[pos])) < 2:
+            raise ValueError("need positive errors at two or more distinct scores to fit a power-law error map")
         b, a = np.polyfit(ls[pos], np.log(e[pos]), 1)
         resid = np.log(e[pos]) - (a + b * ls[pos])
         return cls("power", a=a + 0.5 * float(np.var(resid)), b=b, **meta)

@@ -65,7 +65,8 @@ from ase import Atoms
 from . import ensemble as ens_mod
 from . import metrics
 from ._core import InputError
-from .data import check_output, config_number, file_sha256, is_integer, read_structures, read_yaml_config
+from .data import (check_output, config_number, file_sha256, is_integer, read_structures, read_yaml_config,
+                   structure_label)
 from .progress import counter as progress_counter
 
 METRIC_KEYS = ("spearman", "pearson", "miscalibration_area", "roc_auc", "pr_auc")
@@ -299,8 +300,11 @@ def _gamma_config(g, where: str = "study config") -> Dict:
     if g["mode"] not in ("linear", "full"):
         raise InputError(f"{where}: gamma mode must be 'linear' or 'full'")
     rtol = g["rank_rtol"]
-    if rtol is not None and not (isinstance(rtol, (int, float)) and not isinstance(rtol, bool) and 0 < rtol < 1):
-        raise InputError(f"{where}: gamma rank_rtol must be a number in (0, 1), got {rtol!r}")
+    if rtol is not None:
+        value = config_number(rtol)  # PyYAML reads 1e-8 as text
+        if value is None or not 0 < value < 1:
+            raise InputError(f"{where}: gamma rank_rtol must be a number in (0, 1), got {rtol!r}")
+        rtol = value
     return {"global": bool(g["global"]), "clusters": ks, "assign": assign, "error_map": g["error_map"],
             "mode": g["mode"], "rank_rtol": None if rtol is None else float(rtol)}
 
@@ -328,7 +332,8 @@ def group_labels(frames: Sequence[Atoms], cfg: Dict) -> np.ndarray:
     labels = []
     for k, a in enumerate(frames):
         if key not in a.info:
-            raise InputError(f"structure {k} has no '{key}' label (study groups frames by it)")
+            raise InputError(f"{structure_label(a, k)} has no '{key}' label (the study groups frames by its "
+                             f"'group_by' key)")
         labels.append(str(a.info[key]))
     labels = np.array(labels, dtype=object)
     for rule in cfg["regroup"] or []:
@@ -351,6 +356,9 @@ def stratified_split(labels: np.ndarray, test_fraction: float, calibration_fract
         n_cal = int(round(calibration_fraction * n)) if n >= 4 else 0
         if n >= 3:
             n_test = max(n_test, 1)
+        # (rounding per group could leave none: the calibration part gives way, then the test part)
+        n_cal = max(0, min(n_cal, n - 1 - n_test))
+        n_test = max(0, min(n_test, n - 1))
         parts["test"].extend(idx[:n_test])
         parts["calibration"].extend(idx[n_test:n_test + n_cal])
         parts["train"].extend(idx[n_test + n_cal:])
@@ -525,8 +533,26 @@ class Study:
                 if g not in self.groups:
                     raise InputError(f"{where}: novelty group '{g}' is not a group "
                                      f"(groups: {', '.join(self.groups)})")
+            both = sorted(set(train) & set(novel))
+            if both:  # the model's own training frames would be scored as novel
+                raise InputError(f"{where}: novelty group(s) {', '.join(both)} both trained on and novel")
+            if not novel:  # e.g. data of one group: a note, not an error
+                self.notes.append(f"novelty case {c.get('name') or 'novelty'!r}: trained on every group, none is "
+                                  f"left to be novel: not measured")
+                continue
             bases = list(c.get("bases") or [c.get("basis") or self.main_basis])
             self.cases.append({"name": c.get("name") or "novelty", "train": train, "novel": novel, "bases": bases})
+        # experiment keys and model folders are named by these: each must name one thing
+        names = [c["name"] for c in self.cases]
+        clash = sorted({n for n in names if names.count(n) > 1} | (set(names) & {"homogeneous", "all"}))
+        if clash:
+            raise InputError(f"{where}: novelty case name(s) {', '.join(clash)} repeated or reserved (homogeneous, "
+                             f"all name the study's own models): give each case its own 'name'")
+        for listed in [self.bases] + [c["bases"] for c in self.cases]:
+            labels = [basis_label(b) for b in listed]
+            if len(set(labels)) != len(labels):
+                raise InputError(f"{where}: bases {', '.join(map(str, listed))} share a name ({', '.join(labels)}): "
+                                 f"experiments are keyed by it (give basis files distinct names)")
         # every basis built now (cheap), so a config pyace rejects fails before any fitting
         for b in dict.fromkeys(self.bases + [self.main_basis] + [b for c in self.cases for b in c["bases"]]):
             try:
@@ -685,7 +711,7 @@ class Study:
                         for g in case["novel"]:
                             nov_g = np.nonzero(self.labels == g)[0]
                             self._record(f"{key}/{g}", self.score(m, nov_g, n_cal, known, nov_g))
-                    if seed == seeds[0] and basis == case["bases"][-1]:
+                    if seed == seeds[0] and basis == case["bases"][-1] and len(known) and len(novel):
                         self.plot_data.setdefault("roc", {})[case["name"]] = {
                             meth: (sc(known).per_structure(), sc(novel).per_structure())
                             for meth, sc in m.methods.items()}
@@ -850,10 +876,14 @@ def claims_markdown(summary: Dict, cases: Sequence[Dict], homogeneous: str) -> L
                 continue
             nov = [(name, val(k0, m, "roc_auc"), val(k1, m, "roc_auc")) for name, k0, k1 in sweeps]
             nov = [x for x in nov if x[1] is not None and x[2] is not None]
+            if not nov:  # the claim is about both: half of it cannot hold or fail alone
+                lines.append(f"   - {lab}: correlation **{'better' if b > a else 'not better'}**, novelty "
+                             f"detection not measured (no novelty case over several bases; Spearman {a:.2f} → "
+                             f"{b:.2f})")
+                continue
             better_nov = all(y >= x for _, x, y in nov)
             text = "; ".join(f"'{name}' ROC-AUC {x:.3f} → {y:.3f}" for name, x, y in nov)
-            lines.append(f"   - {lab}: **{verdict[(b > a, better_nov)]}** (Spearman {a:.2f} → {b:.2f}"
-                         + (f"; {text}" if text else "") + ")")
+            lines.append(f"   - {lab}: **{verdict[(b > a, better_nov)]}** (Spearman {a:.2f} → {b:.2f}; {text})")
         lines.append("")
 
     # (2) calibration and novelty with homogeneous vs heterogeneous training
@@ -865,6 +895,11 @@ def claims_markdown(summary: Dict, cases: Sequence[Dict], homogeneous: str) -> L
     for m, lab in methods:
         zh, za = val("homogeneous", m, "z_rms"), val("heterogeneous", m, "z_rms")
         if zh is None or za is None:
+            continue
+        if m == "ensemble" and (val("homogeneous", m, "calibration_factor") is None
+                                or val("heterogeneous", m, "calibration_factor") is None):
+            lines.append(f"   - {lab}: not measured (σ not calibrated: no calibration frames, "
+                         f"calibration_fraction 0 or groups too small)")
             continue
         parts = [f"error/σ {zh:.3g} vs {za:.2f}"]
         aucs = [(c["name"], val(novelty_key(c, c["bases"][0]), m, "roc_auc")) for c in hetero]
