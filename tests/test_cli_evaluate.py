@@ -382,3 +382,20 @@ def test_evaluate_ensemble_writes_the_members_spread(small_ensemble, tmp_path, u
         np.testing.assert_allclose(g.arrays["force_uncertainty"], r.force_uncertainty, rtol=0, atol=1e-7)
         assert g.info["energy_std"] == pytest.approx(r.energy_std, rel=1e-10)
         assert g.get_potential_energy() == pytest.approx(r.energy, rel=1e-12)
+
+
+def test_evaluate_takes_options_between_the_files(make_pot, tmp_path, capsys):
+    """Options may stand between the potential and the structure files (-e before a dump), as in
+    the other verbs; a potential given with --ensemble is refused with one clear line."""
+    from ase.build import bulk
+
+    path = make_pot("CuAl_sbessel")
+    write(tmp_path / "a.extxyz", bulk("Cu", "fcc", a=3.6))
+    write(tmp_path / "b.extxyz", bulk("Al", "fcc", a=4.05))
+    out = tmp_path / "o.extxyz"
+    assert main(["evaluate", path, str(tmp_path / "a.extxyz"), "--no-progress", str(tmp_path / "b.extxyz"),
+                 "-o", str(out)]) == 0
+    assert [a.get_chemical_formula() for a in read(out, ":")] == ["Cu", "Al"]
+    capsys.readouterr()
+    assert main(["evaluate", path, "--ensemble", str(tmp_path), str(tmp_path / "a.extxyz"), "-o", str(out)]) == 2
+    assert "or --ensemble, not both" in capsys.readouterr().err

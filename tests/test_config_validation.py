@@ -345,7 +345,9 @@ def test_ensemble_with_fewer_than_10_structures_is_not_calibrated(tmp_path, caps
     assert man["fit"]["n_structures"] == 9 and not man["calibration"].get("fitted")
     out10 = tmp_path / "e10"
     assert main(["ensemble", str(ten), "-n", "2", "-o", str(out10), "--no-progress", "--workers", "1"]) == 0
-    assert "not calibrated" not in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "not calibrated" not in err
+    assert "σ is calibrated on 1 structures only: its factors are uncertain" in err
     man = json.loads((out10 / "ensemble.json").read_text())
     assert man["fit"]["n_structures"] == 9 and man["calibration"]["n_structures"] == 1
 

@@ -292,11 +292,12 @@ def test_claims_verdicts_follow_their_rules():
         "hard/large": {"ensemble": r(n_functions=300, roc_auc=0.8), "gamma_global": r(roc_auc=0.85),
                        "gamma_local_nearest": r(roc_auc=0.96)},
         "easy": {"ensemble": r(roc_auc=1.0), "gamma_global": r(roc_auc=1.0), "gamma_local_nearest": r(roc_auc=0.99)},
-        "homogeneous": {"ensemble": r(z_rms=4.0, roc_auc=1.0, false_alarm_rate=0.05),
+        "homogeneous": {"ensemble": r(z_rms=4.0, roc_auc=1.0, false_alarm_rate=0.05, calibration_factor=2.0),
                         "gamma_global": r(z_rms=1.1, roc_auc=1.0, false_alarm_rate=0.10,
                                           count_alarms_gamma_only=5.0, count_alarms_ensemble_only=2.0),
                         "gamma_local_nearest": r(z_rms=1.0, roc_auc=1.0)},
-        "heterogeneous": {"ensemble": r(z_rms=1.0), "gamma_global": r(z_rms=1.5), "gamma_local_nearest": r(z_rms=1.0)},
+        "heterogeneous": {"ensemble": r(z_rms=1.0, calibration_factor=1.5), "gamma_global": r(z_rms=1.5),
+                          "gamma_local_nearest": r(z_rms=1.0)},
     }
     text = "\n".join(study.claims_markdown(summary, cases, "A"))
     assert "ensemble σ: **holds** (Spearman 0.50 → 0.80; 'hard' ROC-AUC 0.700 → 0.800)" in text
@@ -325,6 +326,13 @@ def test_claims_verdicts_follow_their_rules():
     text = "\n".join(study.claims_markdown(summary, only_homogeneous, "A"))
     assert "ensemble σ: under-predicts beyond its training data **yes**, calibrated within it **yes**, " \
            "misses novelty after heterogeneous training **not measured** (error/σ 4 vs 1.00)" in text
+    # an ensemble without calibration frames: raw σ is no calibrated σ, and claim 2 says so
+    del summary["heterogeneous"]["ensemble"]["calibration_factor"]
+    text = "\n".join(study.claims_markdown(summary, cases, "A"))
+    assert "ensemble σ: not measured (σ not calibrated" in text and "ensemble σ: under-predicts" not in text
+    # no novelty case over several bases: claim 1 is not said to hold on correlation alone
+    text = "\n".join(study.claims_markdown(summary, only_homogeneous, "A"))
+    assert "ensemble σ: correlation **better**, novelty detection not measured" in text
 
 
 def test_stratified_split_three_frame_group_keeps_one_test_frame():

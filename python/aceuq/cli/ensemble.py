@@ -30,9 +30,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bootstrap", action="store_true",
                    help="bootstrap resampling of structures (default: random subsamples, see --subsample)")
     p.add_argument("--subsample", type=number(float, above=0, maximum=1), default=0.8,
-                   help="fraction of structures per member without --bootstrap")
+                   help="fraction of structures per member without --bootstrap (default 0.8)")
     p.add_argument("-e", "--elements", nargs="+", metavar='"El1 El2 ..."',
-                   help="elements of the potential (default: those in the data)")
+                   help="elements of the potential (default: those in the data); it takes several words, so "
+                        "give it after the data files or end it with another option")
     p.add_argument("--cutoff", type=number(float, above=0),
                    help="radial cutoff in Å of a preset basis (default: 2.2x median nearest-neighbour distance); "
                         "a --basis CONFIG.yaml sets its own (its bonds' rcut, as in a pacemaker input) and takes "
@@ -45,7 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "for slightly worse forces: compare the RMSEs printed)")
     p.add_argument("--holdout", type=number(float, minimum=0, below=1), default=0.1,
                    help="fraction of structures held out to calibrate σ (default 0.1; 0 = no calibration)")
-    p.add_argument("--calibration-data", nargs="+", help="separate labelled structures to calibrate σ (no holdout)")
+    p.add_argument("--calibration-data", nargs="+", help="separate labelled structures to calibrate σ (no holdout); "
+                                                          "give it after the data files")
     p.add_argument("--seed", type=number(int, minimum=0), default=0,
                    help="random seed (resampling, holdout)")
     p.add_argument("--workers", type=number(int, minimum=1), default=2,
@@ -99,6 +101,9 @@ def main(argv=None) -> int:
                 f"{1e3 * cal['rmse_energy_per_atom']:.3g} meV/atom, forces {1e3 * cal['rmse_forces']:.3g} meV/Å; "
                 f"σ calibration: energy x{cal['energy']:.3g}, forces x{cal['forces']:.3g}")
     print(msg)
+    if cal.get("fitted") and cal["n_structures"] < 10:
+        print(f"aceuq ensemble: σ is calibrated on {cal['n_structures']} structures only: its factors are uncertain "
+              f"(more held-out structures: --holdout, or --calibration-data)", file=sys.stderr)
     return 0
 
 

@@ -37,9 +37,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    # options may stand between the files (-e before the dumps), as in the other verbs
+    args = build_parser().parse_intermixed_args(argv)
     if args.uncalibrated and args.ensemble is None:
         print("aceuq evaluate: error: --uncalibrated applies to --ensemble only", file=sys.stderr)
+        return 2
+    if args.ensemble is not None and args.inputs[0].endswith((".yaml", ".yace")):
+        print(f"aceuq evaluate: error: give a potential ('{args.inputs[0]}') or --ensemble, not both",
+              file=sys.stderr)
         return 2
     if args.ensemble is None and len(args.inputs) < 2:
         print("aceuq evaluate: error: give a potential and at least one structure file", file=sys.stderr)
