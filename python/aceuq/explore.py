@@ -210,6 +210,15 @@ def lammps_start(atoms, label: str, cutoff: float):
     return a
 
 
+def _write_error(stem: str, msg: str) -> None:
+    """A failed replica's reason, in its stem.error (best effort: the summary has it too)."""
+    try:
+        with atomic_output(stem + ".error") as fh:
+            fh.write(msg + "\n")
+    except InputError:
+        pass
+
+
 def run_replica(cfg: Dict, rep: Replica, atoms, elements: Sequence[str], folder: str, comm,
                 domain: bool = False, cutoff: float = 10.0) -> ReplicaResult:
     """One replica in a LAMMPS on ``comm`` (one rank, or all of them for mode: domain: every rank
@@ -255,21 +264,13 @@ def run_replica(cfg: Dict, rep: Replica, atoms, elements: Sequence[str], folder:
             msg = (f"explore: replica {rep.index} (structure {rep.structure}, {rep.temperature:g} K, seed "
                    f"{rep.seed}) failed on rank {MPI.COMM_WORLD.Get_rank()} alone, which stops a domain run: "
                    f"{res.error}")
-            try:
-                with atomic_output(stem + ".error") as fh:
-                    fh.write(msg + "\n")
-            except InputError:
-                pass
+            _write_error(stem, msg)
             print(f"{msg} (also in {stem}.error)", file=sys.stderr, flush=True)
             time.sleep(1.0)  # let mpiexec forward it before the abort tears the job down
             MPI.COMM_WORLD.Abort(1)
         elif comm.Get_rank() == 0:  # (every rank of a domain run got the same error)
-            try:
-                with atomic_output(stem + ".error") as fh:
-                    fh.write(f"explore: replica {rep.index} (structure {rep.structure}, {rep.temperature:g} K, "
-                             f"seed {rep.seed}) failed: {res.error}\n")
-            except InputError:
-                pass
+            _write_error(stem, f"explore: replica {rep.index} (structure {rep.structure}, {rep.temperature:g} K, "
+                               f"seed {rep.seed}) failed: {res.error}")
     if lmp is not None:
         try:  # also after an error in the run: what the replica did until then
             res.steps_run = int(lmp.extract_global("ntimestep"))
