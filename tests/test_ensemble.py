@@ -13,7 +13,8 @@ import aceuq  # noqa: E402
 from aceuq import metrics  # noqa: E402
 from aceuq._core import InputError  # noqa: E402
 from aceuq.ensemble import Ensemble, EnsembleCalculator, fit_ensemble, resample  # noqa: E402
-from potentials import emt_training_set, labelled  # noqa: E402
+from potentials import CU_RHO_CORE, emt_training_set, labelled, make_potential  # noqa: E402
+from structures import close_pair  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -126,6 +127,30 @@ def test_shared_projection_path_equals_member_by_member(cu_ensemble):
         assert np.allclose(fast["energies"][m], alone.energies, atol=1e-10, rtol=0)
         assert np.allclose(fast["forces"][m], alone.forces, atol=1e-10, rtol=0)
     g.potential.set_coefficients("Cu", own)
+
+
+def test_members_differing_only_in_the_core_density_cut_are_not_evaluated_as_one(potential_dir, tmp_path):
+    """Members that share a basis are evaluated together with one potential's embedding; two that
+    differ only in rho_core_cut must not share it: each member's energy in the ensemble equals
+    pyace's for that member alone (close_pair's atoms lie inside CU_RHO_CORE's cut window)."""
+    from pyace import PyACECalculator
+
+    path = make_potential(CU_RHO_CORE, potential_dir)
+    with open(path) as fh:
+        text = fh.read()
+    assert text.count("rho_core_cut: 0.006") == 1
+    wide = str(tmp_path / "wide.yaml")
+    with open(wide, "w") as fh:
+        fh.write(text.replace("rho_core_cut: 0.006", "rho_core_cut: 100000"))
+    atoms = close_pair(["Cu"])
+    ref = []
+    for p in (path, wide):
+        a = atoms.copy()
+        a.calc = PyACECalculator(p)
+        ref.append(a.get_potential_energy())
+    assert abs(ref[0] - ref[1]) > 0.1  # the cut changes the energy
+    energies = Ensemble.load([path, wide]).members_evaluate(atoms, forces=False)["energy"]
+    np.testing.assert_allclose(energies, ref, rtol=1e-10, atol=0)
 
 
 def test_mixed_bases_match_pyace(cu_frames, cu_ensemble, tmp_path):

@@ -156,25 +156,47 @@ def test_selected_frames_keep_labels_and_the_candidates_max_gamma(cu2, tmp_path)
 
 
 def test_a_singular_active_set_takes_the_rows_that_restore_its_rank():
-    """An active set of rank 5 in 10 dimensions (stored with its pseudo-inverse) and candidate
-    rows that leave its span by a little: their grades against the pseudo-inverse do not see those
-    directions, so MaxVol runs over all rows instead of a working set; the rows it takes make the
-    active set whole (full rank) and every row then interpolates (γ <= 1 + tol)."""
-    import warnings
-
-    from aceuq.select import _absorb, _Group
+    """An active set of rank 5 in 10 dimensions (stored with its pseudo-inverse, as pacemaker
+    stores one built on data that never activate some functions) and candidate rows that leave
+    its span by a little: the rows MaxVol takes make the active set whole (full rank) and every
+    row then interpolates (γ <= 1 + tol)."""
+    from aceuq.select import _absorb, _Group, _whole
 
     rng = np.random.default_rng(0)
     p = 10
     B = rng.normal(size=(5, p))
     A = rng.normal(size=(p, 5)) @ B
     rows = rng.normal(size=(50, 5)) @ B + 1e-3 * rng.normal(size=(50, p))
-    grp = _Group(A.copy(), np.linalg.pinv(A), rows, np.zeros(50, dtype=int), np.empty((0, p)))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # scipy's note on the singular start
-        _absorb(grp, np.arange(len(rows)), TOL, 1000)
+    m, inv = _whole(A.copy(), np.linalg.pinv(A))
+    # within the span the grading matrix is the stored one
+    np.testing.assert_allclose(B @ inv @ A, B @ np.linalg.pinv(A) @ A, atol=1e-9)
+    grp = _Group(m, inv, rows, np.zeros(50, dtype=int), np.empty((0, p)))
+    _absorb(grp, np.arange(len(rows)), TOL, 1000)
     assert np.linalg.matrix_rank(grp.matrix) == p
     assert np.abs(rows @ np.linalg.inv(grp.matrix)).max() <= 1 + TOL + 1e-9
+
+
+def test_select_on_a_singular_active_set_whose_span_no_candidate_completes(tmp_path):
+    """A singular active set (rank 5 of 10, its pseudo-inverse stored) and candidates inside its
+    span: greedy select must not fail on a singular submatrix; it takes the candidates that
+    enlarge the volume within the span and stops when the rest interpolate."""
+    from aceuq.select import _greedy, _Group, _whole
+
+    rng = np.random.default_rng(1)
+    p = 10
+    B = rng.normal(size=(5, p))
+    A = rng.normal(size=(p, 5)) @ B
+    rows = 3 * rng.normal(size=(40, 5)) @ B  # in the span, some beyond the active set's volume
+    owner = np.repeat(np.arange(8), 5)
+    m, inv = _whole(A.copy(), np.linalg.pinv(A))
+    groups = {("X", 0): _Group(m, inv, rows, owner, np.empty((0, p)))}
+    gmax = np.zeros(8)
+    np.maximum.at(gmax, owner, np.abs(rows @ np.linalg.pinv(A)).max(axis=1))
+    chosen, brought = _greedy(groups, gmax, 8, TOL, 1000, False)
+    assert chosen and all(b > 0 for b in brought)
+    # afterwards every candidate row interpolates within the span
+    g = groups[("X", 0)]
+    assert np.abs(rows @ g.inverse).max() <= 1 + TOL + 1e-6
 
 
 def test_counted_masks_must_fit_the_candidates(cu2):
@@ -207,3 +229,16 @@ def test_one_shot_note_says_copies_add_nothing_beside_each_other(cu2):
     assert "own rows of the one MaxVol" in sel.notes[0] and "2 candidates in all" in sel.notes[0]
     greedy = select_structures(pot, [s, s.copy()], aset, 2)
     assert greedy.indices == sel.indices and "interpolate" in greedy.notes[0]
+
+
+def test_notes_say_why_fewer_structures_than_asked_are_selected(cu2):
+    """Asked for more structures than there are candidates: when every candidate is taken the
+    note says so, otherwise that the rest interpolate (their γ against the grown set <= 1 + tol)."""
+    pot, aset = cu2
+    novel = [slab(["Cu"])]
+    sel = select_structures(pot, novel, aset, 3)
+    assert sel.indices == [0]
+    assert sel.notes == ["every candidate (1) is selected: fewer than the 3 requested"]
+    # a training frame interpolates: nothing selected, and the note says why
+    again = select_structures(pot, emt_training_set(["Cu"], n=20, seed=7)[:1], aset, 2)
+    assert again.indices == [] and "interpolate" in again.notes[0]

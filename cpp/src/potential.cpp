@@ -608,8 +608,9 @@ std::string Potential::basis_fingerprint() const {
         s << ';';
     }
     for (int mu = 0; mu < nelements(); ++mu) {
-        s << '|' << embeddings_[mu].npoti << ' ' << embeddings_[mu].ndensity;
-        for (double x : embeddings_[mu].parameters) s << ' ' << x;
+        const Embedding& e = embeddings_[mu];
+        s << '|' << e.npoti << ' ' << e.ndensity << ' ' << e.rho_core_cut << ' ' << e.drho_core_cut;
+        for (double x : e.parameters) s << ' ' << x;
         for (const auto* group : {&rank1_[mu], &higher_[mu]})
             for (const auto& f : *group) {
                 s << '(';

@@ -32,7 +32,8 @@ import numpy as np
 from ase import Atoms
 
 from .activeset import ActiveSet
-from .maxvol import DEFAULT_MAX_ITERS, DEFAULT_TOL, RankDeficientError, gamma_of, maxvol, swap_limit
+from .maxvol import (DEFAULT_MAX_ITERS, DEFAULT_RANK_RTOL, DEFAULT_SPREAD_RTOL, DEFAULT_TOL, gamma_of, maxvol,
+                     swap_limit)
 from .potential import Potential, atom_masks
 from .progress import progress as show_progress
 
@@ -89,9 +90,8 @@ def select_structures(potential: Potential, candidates: Sequence[Atoms], active_
         np.maximum.at(max_gamma, p.structure, g)
         for cl in np.unique(c):
             sel = c == cl
-            m = matrices[el][cl]
-            groups[(el, int(cl))] = _Group(m, data_inv[el][cl], p.values[sel], p.structure[sel],
-                                           np.empty((0, m.shape[1])))
+            m, inv = _whole(matrices[el][cl], data_inv[el][cl])
+            groups[(el, int(cl))] = _Group(m, inv, p.values[sel], p.structure[sel], np.empty((0, m.shape[1])))
 
     if one_shot:
         counts = _entering_counts(groups, np.zeros(len(candidates), dtype=bool), tol, max_iters)
@@ -101,7 +101,9 @@ def select_structures(potential: Potential, candidates: Sequence[Atoms], active_
     else:
         chosen, brought = _greedy(groups, max_gamma, n, tol, max_iters, progress)
     notes = []
-    if len(chosen) < n:
+    if len(chosen) == len(candidates) < n:
+        notes.append(f"every candidate ({len(candidates)}) is selected: fewer than the {n} requested")
+    elif len(chosen) < n:
         notes.append(f"only {len(chosen)} of {n} requested structures own rows of the one MaxVol; the other "
                      f"candidates add none beside them ({int((max_gamma > 1 + tol).sum())} candidates in all "
                      f"have atoms with gamma above 1 + tol)" if one_shot else
@@ -145,17 +147,9 @@ def _maxvol_over_pool(grp: _Group, rows: np.ndarray, tol, max_iters):
     whole pool without swapping through (and updating the coefficients of) every row. Returns the
     chosen rows (slot order) as (matrix, position in rows or -1 for a taken row), and the taken
     rows left out."""
-    p = len(grp.matrix)
     base = np.vstack([grp.matrix, grp.kept])
     first = len(base)
-    try:
-        chosen, work = _working_set_maxvol(grp, base, rows, tol, max_iters)
-    except RankDeficientError:
-        # a singular active set's grades do not see the directions outside its span, so the
-        # working set can lack the rows that restore its rank: swap over all rows
-        work = np.arange(len(rows))
-        chosen = maxvol(np.vstack([base, grp.rows[rows]]), tol=tol, max_iters=max_iters, start=np.arange(p),
-                        start_inverse=grp.inverse).rows
+    chosen, work = _working_set_maxvol(grp, base, rows, tol, max_iters)
     which = np.full(len(chosen), -1)
     cand = chosen >= first
     which[cand] = work[chosen[cand] - first]
@@ -174,7 +168,7 @@ def _working_set_maxvol(grp: _Group, base: np.ndarray, rows: np.ndarray, tol, ma
     while len(work):
         X = np.vstack([base, grp.rows[rows[work]]])
         chosen = maxvol(X, tol=tol, max_iters=max_iters, start=chosen, start_inverse=inverse).rows
-        inverse = _inverse(X[chosen])
+        inverse = np.linalg.inv(X[chosen])
         g = gamma_of(grp.rows, inverse, rows=rows)
         g[work] = 0.0
         if g.max(initial=0.0) <= swap_limit(tol):
@@ -237,15 +231,23 @@ def _absorb(grp: _Group, rows: np.ndarray, tol, max_iters) -> None:
     rows_left_out[which[which >= 0]] = False
     grp.matrix = matrix
     grp.kept = np.vstack([base_left_out, grp.rows[rows[rows_left_out]]])
-    grp.inverse = _inverse(grp.matrix)
+    grp.inverse = np.linalg.inv(grp.matrix)
 
 
-def _inverse(matrix: np.ndarray) -> np.ndarray:
-    """The inverse of an active set's rows (the pseudo-inverse where they are singular)."""
-    try:
-        return np.linalg.inv(matrix)
-    except np.linalg.LinAlgError:
-        return np.linalg.pinv(matrix)
+def _whole(matrix: np.ndarray, inverse: np.ndarray):
+    """(matrix, inverse) of an active set made nonsingular. The rows of a pacemaker .asi built on
+    data that never activate some functions span fewer than p dimensions (its stored inverse is
+    singular): each missing direction gets a spread of DEFAULT_SPREAD_RTOL times the largest
+    singular value, as select_active_set weights the directions its data do not span. Candidate
+    rows with a component along one then grade high and enter, and no MaxVol swap meets a
+    singular submatrix; within the span the inverse is the stored one."""
+    U, s, Vt = np.linalg.svd(matrix)
+    top = s[0] if len(s) and s[0] > 0 else 1.0
+    missing = s <= DEFAULT_RANK_RTOL * top
+    if not missing.any():
+        return matrix, inverse
+    s = np.where(missing, DEFAULT_SPREAD_RTOL * top, s)
+    return (U * s) @ Vt, (Vt.T / s) @ U.T
 
 
 def _stored(active_set: ActiveSet):

@@ -71,8 +71,9 @@ public:
     // Changes with every set_coefficients, so evaluators know to refresh their copies.
     unsigned long coefficients_version() const { return coefficients_version_; }
 
-    // Identifies the basis (elements, radial basis, functions; not the coefficients), so an
-    // active set built for one potential is refused for another.
+    // Identifies everything but the coefficients (elements, radial basis, embedding and its core
+    // cut-off, functions), so an active set built for one potential is refused for another, and
+    // ensemble members that share it are evaluated together.
     std::string basis_fingerprint() const;
 
 private:

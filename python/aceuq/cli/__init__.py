@@ -1,6 +1,8 @@
 """Command line interface: one module per verb, each with main(argv)."""
 import argparse
 import math
+import os
+import sys
 
 
 def add_elements_option(parser) -> None:
@@ -28,3 +30,12 @@ def number(kind=float, minimum=None, above=None, maximum=None, below=None):
         return value
     parse.__name__ = kind.__name__  # argparse names the type in some messages
     return parse
+
+
+def summary_stream(output):
+    """Where a verb's summary and notes go: standard error when its output file is standard output
+    (``-o /dev/stdout``), so that what is written there stays a readable file; standard output
+    otherwise."""
+    from ..data import _descriptor
+
+    return sys.stderr if _descriptor(os.fspath(output)) == sys.__stdout__.fileno() else sys.stdout

@@ -10,7 +10,7 @@ from ase.calculators.singlepoint import SinglePointCalculator
 from ase.stress import full_3x3_to_voigt_6_stress
 
 from .._core import InputError
-from . import add_elements_option
+from . import add_elements_option, summary_stream
 from ..data import check_output, read_structures, structure_label, write_extxyz_atomic
 from ..potential import Potential
 from ..progress import progress as show_progress
@@ -88,7 +88,8 @@ def main(argv=None) -> int:
         print(f"aceuq evaluate: error: {exc}", file=sys.stderr)
         return 1
     n_atoms = sum(len(a) for a in out)
-    print(f"aceuq evaluate: {len(out)} structures, {n_atoms} atoms -> {args.output}")
+    print(f"aceuq evaluate: {len(out)} structures, {n_atoms} atoms -> {args.output}",
+          file=summary_stream(args.output))
     return 0
 
 

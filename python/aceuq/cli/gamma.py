@@ -8,7 +8,7 @@ import numpy as np
 from ase.calculators.singlepoint import SinglePointCalculator
 
 from .._core import InputError
-from . import add_elements_option
+from . import add_elements_option, summary_stream
 from ..activeset import ActiveSet
 from ..data import check_output, file_sha256, read_structures, write_extxyz_atomic
 from ..metrics import ErrorMap
@@ -72,16 +72,17 @@ def main(argv=None) -> int:
     except InputError as exc:
         print(f"aceuq gamma: error: {exc}", file=sys.stderr)
         return 1
+    report = summary_stream(args.output)
     all_gamma = np.concatenate([g for g, _ in graded]) if graded else np.zeros(0)
     if not len(all_gamma):  # structures of no atoms
-        print(f"aceuq gamma: {len(out)} structures, 0 atoms -> {args.output}")
+        print(f"aceuq gamma: {len(out)} structures, 0 atoms -> {args.output}", file=report)
         return 0
     if error_map is not None:
         est = np.concatenate([a.arrays["force_error_estimate"] for a in out])
         print(f"aceuq gamma: force error estimate (|dF|, {error_map.units}) median {np.median(est):.3g}, "
-              f"max {est.max():.3g}")
+              f"max {est.max():.3g}", file=report)
     print(f"aceuq gamma: {len(out)} structures, {len(all_gamma)} atoms; gamma median {np.median(all_gamma):.3g}, "
-          f"max {all_gamma.max():.4g}, {int((all_gamma > 1 + GAMMA_ROUNDING).sum())} atoms above 1 -> {args.output}")
+          f"max {all_gamma.max():.4g}, {int((all_gamma > 1 + GAMMA_ROUNDING).sum())} atoms above 1 -> {args.output}", file=report)
     return 0
 
 

@@ -5,7 +5,7 @@ import argparse
 import sys
 
 from .._core import InputError
-from . import add_elements_option, number
+from . import add_elements_option, number, summary_stream
 from ..activeset import ActiveSet
 from ..data import check_output, read_structures, write_extxyz_atomic
 from ..maxvol import DEFAULT_MAX_ITERS, DEFAULT_TOL
@@ -27,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--assign", choices=("nearest", "min"), default=None, help="cluster assignment of candidates")
     p.add_argument("--tol", type=number(float, minimum=0.0), default=DEFAULT_TOL,
                    help=f"MaxVol tolerance (default {DEFAULT_TOL})")
-    p.add_argument("--max-iters", type=number(int, minimum=0), default=DEFAULT_MAX_ITERS,
+    p.add_argument("--max-iters", type=number(int, minimum=1), default=DEFAULT_MAX_ITERS,
                    help=f"MaxVol row swaps per run (default {DEFAULT_MAX_ITERS})")
     p.add_argument("--one-shot", action="store_true",
                    help="pace_select's rule: one MaxVol over all candidates, then the N structures owning most of "
@@ -52,9 +52,10 @@ def main(argv=None) -> int:
     except InputError as exc:
         print(f"aceuq select: error: {exc}", file=sys.stderr)
         return 1
+    report = summary_stream(args.output)
     for note in sel.notes:
-        print(f"aceuq select: {note}")
-    print(f"aceuq select: {len(out)} of {len(frames)} candidates selected -> {args.output}")
+        print(f"aceuq select: {note}", file=report)
+    print(f"aceuq select: {len(out)} of {len(frames)} candidates selected -> {args.output}", file=report)
     return 0
 
 
