@@ -550,3 +550,80 @@ def test_energy_weight_scales_the_energy_rows_only():
     c = np.linalg.solve(A, w ** 2 * Xe.T @ ye + Xf.T @ yf)
     (coef,) = fit_members(dm, [structures], alpha=alpha, energy_weight=w)
     assert np.allclose(coef, c, rtol=1e-8, atol=1e-10)
+
+
+def test_wire_design_matrix_equals_the_wire_in_a_large_periodic_box():
+    """A wire (periodic along z only, zero x and y cell vectors) reaches pyace as a fully periodic
+    cell whose open vectors keep every image beyond the cutoff: its design-matrix rows equal those
+    of the same wire in a box 40 Å wide."""
+    from ase import Atoms
+
+    from aceuq.ensemble import _fully_periodic, design_matrix, make_basis
+
+    rng = np.random.default_rng(3)
+    pos = np.array([[0, 0, 0], [1.3, 0.4, 1.8], [0.2, 1.2, 3.6], [1.1, 1.0, 5.4]]) + rng.normal(0, 0.05, (4, 3))
+    wire = Atoms("Cu4", positions=pos, cell=[[0, 0, 0], [0, 0, 0], [0, 0, 7.2]], pbc=[False, False, True])
+    wire.info["energy"] = -1.0
+    wire.arrays["forces"] = np.zeros((4, 3))
+    full = _fully_periodic(wire, 5.0)
+    assert np.all(np.isfinite(full.cell.array)) and full.pbc.all()
+    boxed = wire.copy()
+    boxed.set_cell([40, 40, 7.2], scale_atoms=False)
+    boxed.pbc = True
+    bb = make_basis("small", ["Cu"], 5.0)
+    a, b = design_matrix(bb, [wire], {}, workers=1), design_matrix(bb, [boxed], {}, workers=1)
+    assert np.abs(a.X).sum() > 0
+    np.testing.assert_allclose(a.X, b.X, rtol=1e-12, atol=1e-12)
+
+
+def test_training_structures_the_design_matrix_cannot_take_are_named(cu_frames, tmp_path):
+    """A frame without atoms, or with two atoms at one place, is refused with its name, before
+    pyace sees it (in-process, --workers 1, pyace's own error escaped as a traceback)."""
+    from ase import Atoms
+
+    from aceuq.ensemble import design_matrix, make_basis
+
+    bb = make_basis("small", ["Cu"], 5.0)
+    twice = cu_frames[0].copy()
+    twice.positions[1] = twice.positions[0]
+    empty = Atoms(cell=[10, 10, 10], pbc=True)
+    with pytest.raises(InputError, match=r"structure 1: atoms 0 and 1 are 0 Å apart \(on top of each other\)"):
+        design_matrix(bb, [cu_frames[1], twice], {}, workers=1)
+    with pytest.raises(InputError, match="structure 1: a training structure without atoms"):
+        design_matrix(bb, [cu_frames[1], empty], {}, workers=1)
+
+
+def test_basis_configs_the_fit_cannot_use_are_refused(cu_frames, tmp_path):
+    """A basis config whose elements have different function sets (pyace's design matrix lays out
+    their force rows wrongly), or that names elements other than the fit's, is refused before
+    any fitting."""
+    bonds = ("bonds:\n  ALL: {radbase: ChebExpCos, radparameters: [5.25], rcut: 5.0, dcut: 0.01, r_in: 1.0, "
+             "delta_in: 0.5, inner_cutoff_type: distance, core-repulsion: [500.0, 3.0]}\n")
+    per_element = tmp_path / "per_element.yaml"
+    per_element.write_text(bonds + "functions:\n  ALL: {nradmax_by_orders: [5, 3, 2], lmax_by_orders: [0, 2, 1]}\n"
+                           "  Cu: {nradmax_by_orders: [6, 3, 2, 1], lmax_by_orders: [0, 2, 2, 1]}\n")
+    cual = emt_training_set(["Cu", "Al"], n=4, seed=5)
+    with pytest.raises(InputError, match=r"different numbers of functions \(Al \d+, Cu \d+\)"):
+        fit_ensemble(cual, 2, str(tmp_path / "a"), basis=str(per_element))
+    named = tmp_path / "named.yaml"
+    named.write_text("elements: [Cu, Al]\n" + bonds
+                     + "functions:\n  ALL: {nradmax_by_orders: [5, 3, 2], lmax_by_orders: [0, 2, 1]}\n")
+    with pytest.raises(InputError, match=r"its elements \(\['Cu', 'Al'\]\) are not those of the fit \(Cu"):
+        fit_ensemble(cu_frames[:6], 2, str(tmp_path / "b"), basis=str(named))
+    assert not os.path.exists(tmp_path / "a") and not os.path.exists(tmp_path / "b")
+
+
+def test_sigterm_while_calibrating_leaves_no_staging_folder(cu_frames, tmp_path, monkeypatch):
+    """SIGTERM (a batch system's time limit) during the calibration ends the fit as an exception
+    does: the staging folder goes, and so does the output folder the fit made."""
+    import signal
+
+    def terminated(self, *args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(Ensemble, "calibrate", terminated)
+    out = tmp_path / "ens"
+    with pytest.raises(SystemExit):
+        fit_ensemble(cu_frames[:12], 2, str(out), seed=1, calibration_frames=cu_frames[12:16])
+    assert not out.exists()
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL

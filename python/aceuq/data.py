@@ -394,7 +394,7 @@ def atomic_path(path: PathLike, suffix: str = ".tmp") -> Iterator[str]:
     if in_place:
         yield target
         return
-    with _sigterm_as_exit():
+    with sigterm_as_exit():
         fd, tmp = _temp_in(os.path.dirname(target), suffix, f"output '{path}'")
         try:
             try:  # a file replaced keeps its permissions
@@ -417,7 +417,7 @@ def atomic_path(path: PathLike, suffix: str = ".tmp") -> Iterator[str]:
 
 
 @contextmanager
-def _sigterm_as_exit() -> Iterator[None]:
+def sigterm_as_exit() -> Iterator[None]:
     """While an output is written: SIGTERM (`timeout`, a batch system's time limit, `kill`) ends
     the process as an exception does, so the temporary file is removed, instead of killing it on
     the spot. Only then (a long LAMMPS run must stay killable at once), only in the main thread

@@ -42,7 +42,8 @@ from ase import Atoms
 from . import metrics
 from ._core import InputError
 from .calculator import ACECalculator
-from .data import atomic_path, check_output, is_integer, is_number, read_yaml_config, structure_label
+from .data import (atomic_path, check_output, is_integer, is_number, read_yaml_config, sigterm_as_exit,
+                   structure_label)
 from .potential import Potential, stress_from_virial
 from .progress import progress as show_progress
 
@@ -90,7 +91,8 @@ def basis_potential_config(basis: str, elements: Sequence[str], cutoff: float) -
 
     A YAML file holds that input (``elements/embeddings/bonds/functions``) at its top level or
     under ``potential:`` (a pacemaker input file). Embeddings are forced to be linear (a linear
-    fit cannot fit a non-linear embedding); elements come from the data unless the file names them.
+    fit cannot fit a non-linear embedding); elements are the fit's (given, else those of the data),
+    which a file that names elements must name too.
     """
     if basis in BASIS_PRESETS:
         functions = {"ALL": {k: v for k, v in BASIS_PRESETS[basis].items() if k != "number_of_functions_per_element"},
@@ -108,7 +110,11 @@ def basis_potential_config(basis: str, elements: Sequence[str], cutoff: float) -
     if not isinstance(cfg, dict) or "functions" not in cfg or "bonds" not in cfg:
         raise InputError(f"basis config '{basis}': needs 'bonds' and 'functions' (create_multispecies_basis_config input)")
     cfg = dict(cfg)
-    cfg.setdefault("elements", list(elements))
+    named = cfg.setdefault("elements", list(elements))
+    if not isinstance(named, list) or sorted(map(str, named)) != sorted(elements):
+        raise InputError(f"basis config '{basis}': its elements ({named}) are not those of the fit "
+                         f"({' '.join(sorted(elements))}: those given, else those of the training data); an element "
+                         "without training data would stay unfitted, one without functions cannot be fitted")
     cfg["embeddings"] = {"ALL": dict(_LINEAR_EMBEDDING)}
     return cfg
 
@@ -119,11 +125,20 @@ def make_basis(basis: str, elements: Sequence[str], cutoff: float):
     from pyace import ACEBBasisSet, create_multispecies_basis_config
 
     cfg = basis_potential_config(basis, elements, cutoff)
+    what = f"basis config '{basis}'" if basis not in BASIS_PRESETS else f"basis '{basis}'"
     try:
-        return ACEBBasisSet(create_multispecies_basis_config(cfg))
+        bbasis = ACEBBasisSet(create_multispecies_basis_config(cfg))
     except Exception as exc:  # pyace's validation: ValueError, KeyError, TypeError, RuntimeError ...
-        what = f"basis config '{basis}'" if basis not in BASIS_PRESETS else f"basis '{basis}'"
         raise InputError(f"{what}: pyace cannot build the basis ({type(exc).__name__}: {exc})") from None
+    counts = {el: len(r1) + len(hi) for el, r1, hi in zip(bbasis.elements_name, bbasis.basis_rank1, bbasis.basis)}
+    if len(set(counts.values())) > 1:
+        # pyace's design matrix (generate_data) lays out the force rows as if every element had
+        # the same functions: on such a basis they are wrong (0.5 eV/Å off) or it crashes
+        raise InputError(f"{what}: its elements have different numbers of functions "
+                         f"({', '.join(f'{el} {n}' for el, n in counts.items())}); pyace's linear-fit design "
+                         "matrix, which the fit uses, is wrong for such bases: give all elements the same "
+                         "functions (one 'ALL' block)")
+    return bbasis
 
 
 def check_cutoff(basis: str, cutoff: Optional[float]) -> None:
@@ -247,10 +262,16 @@ def _fully_periodic(atoms: Atoms, cutoff: float) -> Atoms:
     a = atoms.copy()
     cell = np.array(a.cell.array, dtype=float)
     pos = a.get_positions()
+    # orthonormal directions normal to the periodic vectors (and to each other): each open
+    # vector's own direction where it has one (a wire's open vectors may be zero), else an axis
+    done = list(np.linalg.qr(cell[pbc].T)[0].T)
     for i in np.nonzero(~pbc)[0]:
-        j, k = [x for x in range(3) if x != i]
-        n = np.cross(cell[j], cell[k]) if np.linalg.norm(np.cross(cell[j], cell[k])) > 1e-12 else cell[i]
+        for n in (cell[i], *np.eye(3)):
+            n = n - sum((n @ d) * d for d in done)
+            if np.linalg.norm(n) > 1e-6 * max(1.0, np.linalg.norm(cell[i])):
+                break
         n = n / np.linalg.norm(n)
+        done.append(n)
         extent = float(np.ptp(pos @ n)) if len(a) else 0.0
         cell[i] = n * (extent + 2.0 * cutoff + 1.0)
     a.set_cell(cell, scale_atoms=False)
@@ -275,6 +296,7 @@ def design_matrix(bbasis, frames: Sequence[Atoms], e0: Dict[str, float], workers
         if unknown:
             raise InputError(f"{structure_label(a, k)}: element(s) {', '.join(unknown)} outside the basis "
                              f"({', '.join(elements)})")
+        _check_fittable(a, k)
     shift = comp @ np.array([e0.get(el, 0.0) for el in elements])
     cutoff = float(bbasis.cutoffmax)
     df = pd.DataFrame({
@@ -291,10 +313,18 @@ def design_matrix(bbasis, frames: Sequence[Atoms], e0: Dict[str, float], workers
     atom_start = np.concatenate([[0], np.cumsum([len(a) for a in frames])])
     jobs = [((int(c[0]), int(c[-1]) + 1), (int(atom_start[c[0]]), int(atom_start[c[-1] + 1]))) for c in chunks]
     rounds = [jobs[i:i + workers] for i in range(0, len(jobs), workers)]
+    def where(sc):
+        first, last = structure_label(frames[sc[0]], sc[0]), structure_label(frames[sc[1] - 1], sc[1] - 1)
+        return first if sc[1] - sc[0] == 1 else f"{first} .. {last}"
+
     for batch in show_progress(rounds, progress and len(rounds) > 1, "design matrix", unit="chunk"):
         if len(batch) == 1:  # no process to fork for one chunk
             for sc, ac in batch:
-                generate_data(ds.df, ds.basis, shared, sc, ac, cutoff, ds.elements_mapper_dict)
+                try:
+                    generate_data(ds.df, ds.basis, shared, sc, ac, cutoff, ds.elements_mapper_dict)
+                except Exception as exc:
+                    raise InputError(f"computing the design matrix failed on {where(sc)} "
+                                     f"({type(exc).__name__}: {exc})") from None
             continue
         procs = [mp.Process(target=generate_data, args=(ds.df, ds.basis, shared, sc, ac, cutoff,
                                                         ds.elements_mapper_dict)) for sc, ac in batch]
@@ -302,13 +332,28 @@ def design_matrix(bbasis, frames: Sequence[Atoms], e0: Dict[str, float], workers
             p.start()
         for p in procs:
             p.join()
-        failed = [p.exitcode for p in procs if p.exitcode != 0]
+        failed = [where(sc) for p, (sc, _) in zip(procs, batch) if p.exitcode != 0]
         if failed:
-            raise InputError(f"computing the design matrix failed in {len(failed)} worker process(es) "
-                             "(see the traceback above)")
+            raise InputError(f"computing the design matrix failed on {'; '.join(failed)} (see the traceback above)")
     X = np.frombuffer(shared).reshape(n_struct + 3 * n_atoms, ds.nfunc).copy()
     y = np.array(ds.get_target_vector(), copy=True)
     return DesignMatrix(X, y, np.array([len(a) for a in frames]), comp, elements)
+
+
+_OVERLAP = 0.1  # Å: atoms closer than this are taken to be the same atom written twice
+
+
+def _check_fittable(atoms: Atoms, index: int) -> None:
+    """A training structure pyace's design matrix can take: some atoms, none on top of another."""
+    from ase.neighborlist import neighbor_list
+
+    if len(atoms) == 0:
+        raise InputError(f"{structure_label(atoms, index)}: a training structure without atoms")
+    i, j, d = neighbor_list("ijd", atoms, _OVERLAP)
+    if len(d):
+        k = int(np.argmin(d))
+        raise InputError(f"{structure_label(atoms, index)}: atoms {i[k]} and {j[k]} are {d[k]:.3g} Å apart "
+                         "(on top of each other)")
 
 
 def resample(n: int, n_members: int, bootstrap: bool, seed: int, fraction: float = 0.8) -> List[np.ndarray]:
@@ -426,18 +471,26 @@ def fit_ensemble(frames: Sequence[Atoms], n_members: int, output_dir: str, basis
     # written and calibrated in a staging folder inside output_dir (the same file system, found
     # writable by check_output), then moved in: a calibration that fails leaves no uncalibrated
     # ensemble behind, and a folder of an earlier fit keeps no members of it beside the new ones
-    try:
-        os.makedirs(output_dir, exist_ok=True)
-        stage = tempfile.mkdtemp(prefix=".aceuq-ensemble-", dir=output_dir)
-    except OSError as exc:
-        raise InputError(f"output folder '{output_dir}': cannot write in it ({exc.strerror or exc})") from None
-    try:
-        ens = write_ensemble(bbasis, coefs, stage, e0, fit_info)
-        if calibration_frames:
-            ens.calibrate(calibration_frames, progress=progress)
-            ens.save_calibration(stage)
-        _move_members(stage, output_dir)
-    finally:
+    # (SIGTERM, e.g. a batch system's time limit, ends the process as an exception does, so the
+    # staging folder is removed, and a folder made for this fit too if it stayed empty)
+    created = not os.path.isdir(output_dir)
+    with sigterm_as_exit():
+        try:
+            os.makedirs(output_dir, exist_ok=True)
+            stage = tempfile.mkdtemp(prefix=".aceuq-ensemble-", dir=output_dir)
+        except OSError as exc:
+            raise InputError(f"output folder '{output_dir}': cannot write in it ({exc.strerror or exc})") from None
+        try:
+            ens = write_ensemble(bbasis, coefs, stage, e0, fit_info)
+            if calibration_frames:
+                ens.calibrate(calibration_frames, progress=progress)
+                ens.save_calibration(stage)
+            _move_members(stage, output_dir)
+        except BaseException:
+            shutil.rmtree(stage, ignore_errors=True)
+            if created and not os.listdir(output_dir):
+                os.rmdir(output_dir)
+            raise
         shutil.rmtree(stage, ignore_errors=True)
     return Ensemble.load(output_dir)
 
