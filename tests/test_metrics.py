@@ -182,6 +182,8 @@ def test_plots_are_pngs(tmp_path, rng):
         # an overflowed γ (+inf) is plotted as novelty_detection ranks it, not refused
         metrics.plot_roc({"g": (rng.normal(size=50), np.append(rng.normal(2, 1, 20), np.inf))},
                          tmp_path / "roc_inf.png"),
+        # nothing to plot (no finite pair): an empty plot, not a log-scale error
+        metrics.plot_parity([], [], tmp_path / "parity_empty.png"),
     ]
     for f in files:
         with open(f, "rb") as fh:

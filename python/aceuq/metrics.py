@@ -394,7 +394,7 @@ def plot_parity(uncertainty, error, path, xlabel="uncertainty", ylabel="error", 
     u, e = _finite_pair(uncertainty, error)
     fig, ax = plt.subplots(figsize=(4.5, 4))
     ax.scatter(u, e, s=4, alpha=0.4, lw=0)
-    if log and np.all(u > 0) and np.all(e > 0):
+    if log and len(u) and np.all(u > 0) and np.all(e > 0):  # (empty: no limits a log scale can take)
         ax.set_xscale("log")
         ax.set_yscale("log")
     ax.set_xlabel(xlabel)
