@@ -147,12 +147,7 @@ void FixACEUQExtrapolation::init()
     error->all(FLERR, "fix aceuq/extrapolation requires atom IDs (not 'atom_modify id no'): frames are "
                       "ordered, and cut-outs centred, by atom ID");
   if (cutout > 0) {
-    for (int d = 0; d < 3; ++d) {
-      const double len = d == 0 ? domain->xprd : (d == 1 ? domain->yprd : domain->zprd);
-      if (domain->periodicity[d] && 2.0 * cutout > len)
-        error->all(FLERR, "fix aceuq/extrapolation: cutout radius {} exceeds half the periodic box length along "
-                   "{} ({} of {})", cutout, "xyz"[d], 0.5 * len, len);
-    }
+    check_cutout_fits("");
     const double cutoff = pair->largest_cutoff();    // a hybrid sub-style's cutforce stays 0
     if (cutout < cutoff && !cutout_warned && comm->me == 0)
       error->warning(FLERR, "fix aceuq/extrapolation: cutout radius {} is below the potential's cutoff {}: a "
@@ -343,8 +338,23 @@ void FixACEUQExtrapolation::commit(const Verdict &v)
   }
 }
 
+// A cut-out holds each atom once (minimum image): its radius must stay within half the periodic
+// box, also when the box shrinks during a run (fix npt, fix deform); `when` says which case.
+void FixACEUQExtrapolation::check_cutout_fits(const std::string &when)
+{
+  for (int d = 0; d < 3; ++d) {
+    const double len = d == 0 ? domain->xprd : (d == 1 ? domain->yprd : domain->zprd);
+    if (domain->periodicity[d] && 2.0 * cutout > len)
+      error->all(FLERR, "fix aceuq/extrapolation: cutout radius {} exceeds half the periodic box length along "
+                 "{} ({} of {}){}", cutout, "xyz"[d], 0.5 * len, len, when);
+  }
+}
+
 void FixACEUQExtrapolation::write_frame(const std::vector<int> &above_local, Verdict &v)
 {
+  // (every rank gets here: the verdict is global)
+  if (cutout > 0)
+    check_cutout_fits(" at step " + std::to_string(update->ntimestep) + ": the box shrank during the run");
   int ncols = 0;
   const double *gamma = static_cast<double *>(pair->extract_peratom("gamma", ncols));
   const double *cluster = static_cast<double *>(pair->extract_peratom("cluster", ncols));

@@ -74,6 +74,7 @@ class FixACEUQExtrapolation : public Fix {
   void commit(const Verdict &v);
   void commit_pending();
   void write_frame(const std::vector<int> &centres, Verdict &v);
+  void check_cutout_fits(const std::string &when);
   void append(const std::string &text);
   std::string write_file(const std::string &text, bool start);
 };

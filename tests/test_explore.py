@@ -509,3 +509,46 @@ def test_select_rule_one_shot_is_aceuq_select_one_shot(setup, tmp_path):
     assert runs["one-shot"]["selected"] == select_structures(pot, frames, aset, 4, one_shot=True).indices
     assert runs["greedy"]["selected"] == select_structures(pot, frames, aset, 4).indices
     assert runs["one-shot"]["selected"] != runs["greedy"]["selected"]
+
+
+def test_flat_starts_and_paths_with_spaces(setup, tmp_path):
+    """A dimer and a one-layer slab (flat: no extent along an open axis) run, as the README's
+    "open clusters and slabs of at least 2 atoms" says; files in folders whose names hold spaces
+    reach LAMMPS whole (quoted)."""
+    import shutil
+
+    from ase import Atoms
+    from ase.build import fcc111
+
+    root, pot = setup
+    where = tmp_path / "a folder"
+    where.mkdir()
+    for name in ("Cu.yaml", "Cu.casi"):
+        shutil.copy(root / name, where / f"my {name}")
+    dimer = Atoms("Cu2", positions=[[0, 0, 0], [2.4, 0, 0]])
+    layer = fcc111("Cu", size=(3, 3, 1), a=3.61, vacuum=6.0)
+    assert list(layer.pbc) == [True, True, False]
+    write(where / "flat starts.extxyz", [dimer, layer])
+    cfg = _config(root, where, "explore me.yaml", potential=str(where / "my Cu.yaml"),
+                  active_set=str(where / "my Cu.casi"), structures=str(where / "flat starts.extxyz"),
+                  temperatures=[300], seeds=[1], steps=20, every=10, lower=1.0e-3, upper=1.0e9, select=0)
+    out = tmp_path / "out dir"
+    summary = run(cfg, str(out), progress=False)
+    assert [(r["error"], r["steps_run"], r["frames_written"]) for r in summary["replicas"]] == [(None, 20, 3)] * 2
+    frames = read(out / "candidates.extxyz", ":")
+    assert [len(f) for f in frames] == [2] * 3 + [9] * 3
+
+
+def test_outputs_and_cutouts_are_checked_before_any_md(setup, tmp_path):
+    """An output that cannot be written (selected.extxyz a folder), and a cut-out radius below the
+    potential's cutoff (its centre atom would miss neighbours), are refused before any replica
+    runs."""
+    root, pot = setup
+    out = tmp_path / "out"
+    (out / "selected.extxyz").mkdir(parents=True)
+    with pytest.raises(aceuq.InputError, match=r"selected.extxyz'.*folder"):
+        run(_config(root, tmp_path, "a.yaml"), str(out), progress=False)
+    assert not any(out.glob("replicas/replica_*"))
+    with pytest.raises(aceuq.InputError, match=r"cutout 4 Å is below the potential's cutoff 5 Å"):
+        run(_config(root, tmp_path, "b.yaml", cutout=4.0), str(tmp_path / "b"), progress=False)
+    assert not (tmp_path / "b").exists()

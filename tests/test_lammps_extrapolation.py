@@ -234,6 +234,28 @@ def test_cutout_radius_limits(setup, tmp_path):
     assert any("cutout radius 3 is below the potential's cutoff 5" in ln for ln in log.read_text().splitlines())
 
 
+def test_a_box_that_shrinks_below_twice_the_cutout_radius_stops_the_run(setup, tmp_path):
+    """The radius is checked against the box at every written step, not only at the start: a box
+    that fix deform (or fix npt) shrinks below twice the radius ends the run with an error naming
+    the step, instead of writing cut-outs that miss the periodic images within the radius."""
+    path, pot, asi, atoms, gamma, lower = setup
+    big = to_lammps_frame(atoms.repeat((1, 2, 2)))
+    lengths = np.diag(big.cell.array)
+    radius = 0.49 * lengths.min()
+    out = tmp_path / "cut.extxyz"
+    lmp = aceuq_lammps.make_lammps()
+    try:
+        create_system(lmp, big, ["Al", "Cu"])
+        set_aceuq(lmp, path, ["Al", "Cu"], asi)
+        lmp.command(f"fix x all aceuq/extrapolation 5 lower 1e-9 upper 1e9 file {out} cutout {radius}")
+        lmp.command("fix d all deform 1 " + " ".join(f"{'xyz'[k]} scale 0.9" for k in range(3)) + " remap x")
+        with pytest.raises(Exception, match=r"exceeds half the periodic box length .* at step 5: the box shrank"):
+            lmp.command("run 10")
+    finally:
+        lmp.close()
+    assert {c.info["step"] for c in read(out, ":")} == {0}  # written while the box was large enough
+
+
 def test_frames_are_appended_in_place(setup, tmp_path):
     """Each check writes only what is new, into the same file: a reader that holds the file open
     (tail -f) sees the later frames, and what was written before never changes."""

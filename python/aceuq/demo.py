@@ -17,6 +17,7 @@ from typing import List, Optional
 import numpy as np
 
 from ._core import InputError
+from .lammps import lammps_quote
 
 
 @dataclass
@@ -64,13 +65,14 @@ def lammps_input(potential: str, active_set: str, folder: str, steps: int, lower
         "create_atoms 1 box",
         "mass 1 63.546",
         "pair_style aceuq",
-        f"pair_coeff * * {potential} {active_set} Cu",
+        f"pair_coeff * * {lammps_quote(potential)} {lammps_quote(active_set)} Cu",
         f"velocity all create {t_start} 4928459 loop geom",
         "timestep 0.002",
         f"fix heat all nvt temp {t_start} {t_stop} 0.1",
-        f"fix dft all aceuq/extrapolation 20 lower {lower} upper {upper} file {folder}/extrapolative.extxyz",
+        f"fix dft all aceuq/extrapolation 20 lower {lower} upper {upper} "
+        f"file {lammps_quote(os.path.join(folder, 'extrapolative.extxyz'))}",
         f"fix cut all aceuq/extrapolation 20 lower {cutout_lower} upper {upper * 10} "
-        f"file {folder}/cutouts.extxyz cutout {cutout}",
+        f"file {lammps_quote(os.path.join(folder, 'cutouts.extxyz'))} cutout {cutout}",
         "thermo_style custom step temp pe etotal f_dft[1] f_dft[2]",
         "thermo_modify format float %12.5g",
         "thermo 100",

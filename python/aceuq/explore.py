@@ -45,8 +45,9 @@ import numpy as np
 from ase import Atoms
 
 from ._core import InputError
-from .data import (atomic_output, config_number, is_integer, parse_elements, read_structures, read_yaml_config,
-                   structure_label, write_extxyz_atomic)
+from .data import (atomic_output, check_output, config_number, is_integer, parse_elements, read_structures,
+                   read_yaml_config, structure_label, write_extxyz_atomic)
+from .lammps import lammps_quote
 
 DEFAULTS = {"seeds": [1], "timestep": 0.002, "every": 20, "cutout": None, "select": 0, "select_rule": "greedy",
             "assign": None, "mode": "replicas", "elements": None}
@@ -169,18 +170,20 @@ def plan(cfg: Dict, n_structures: int) -> List[Replica]:
 def lammps_commands(cfg: Dict, data_file: str, elements: Sequence[str], pbc, out_file: str,
                     rep: Replica) -> List[str]:
     """The LAMMPS input of one replica."""
-    boundary = " ".join("p" if p else "s" for p in pbc)
+    # open axes shrink-wrap with lammps_start's box as the minimum ('m'): with 's' the box of a
+    # flat structure (a dimer, one layer) would have no thickness, too thin for neighbour bins
+    boundary = " ".join("p" if p else "m" for p in pbc)
     dt = cfg["timestep"]
     extract = (f"fix x all aceuq/extrapolation {cfg['every']} lower {cfg['lower']} upper {cfg['upper']} "
-               f"file {out_file}" + (f" cutout {cfg['cutout']}" if cfg["cutout"] else ""))
+               f"file {lammps_quote(out_file)}" + (f" cutout {cfg['cutout']}" if cfg["cutout"] else ""))
     return [
         "units metal",
         "atom_style atomic",
         "atom_modify map array",
         f"boundary {boundary}",
-        f"read_data {data_file}",
+        f"read_data {lammps_quote(data_file)}",
         "pair_style aceuq" + (f" assign {cfg['assign']}" if cfg["assign"] else ""),
-        f"pair_coeff * * {cfg['potential']} {cfg['active_set']} {' '.join(elements)}",
+        f"pair_coeff * * {lammps_quote(cfg['potential'])} {lammps_quote(cfg['active_set'])} {' '.join(elements)}",
         f"velocity all create {rep.temperature} {rep.seed} mom yes rot no dist gaussian loop geom",
         f"timestep {dt}",
         f"fix md all nvt temp {rep.temperature} {rep.temperature} {100 * dt}",
@@ -268,6 +271,7 @@ def run_replica(cfg: Dict, rep: Replica, atoms, elements: Sequence[str], folder:
             print(f"{msg} (also in {stem}.error)", file=sys.stderr, flush=True)
             time.sleep(1.0)  # let mpiexec forward it before the abort tears the job down
             MPI.COMM_WORLD.Abort(1)
+            os._exit(1)  # MPICH's Abort can return before mpiexec ends this rank: run nothing more
         elif comm.Get_rank() == 0:  # (every rank of a domain run got the same error)
             _write_error(stem, f"explore: replica {rep.index} (structure {rep.structure}, {rep.temperature:g} K, "
                                f"seed {rep.seed}) failed: {res.error}")
@@ -359,6 +363,10 @@ def run(config, output_dir: str, progress: bool = True, comm=None) -> Optional[D
         aset = ActiveSet.load(cfg["active_set"], pot, assign=cfg["assign"])
     except InputError as exc:
         raise InputError(f"explore config '{config}', 'active_set': {exc}") from None
+    if cfg["cutout"] and cfg["cutout"] < pot.cutoff:
+        raise InputError(f"explore config '{config}': cutout {cfg['cutout']:g} Å is below the potential's cutoff "
+                         f"{pot.cutoff:g} Å: a cut-out's centre atom would lack neighbours it has in the simulation, "
+                         f"so its environment, the one to send to DFT, would be another (use cutout >= {pot.cutoff:g})")
     starts = read_structures(cfg["structures"], cfg["elements"])
     if not starts:
         raise InputError(f"explore config '{config}': the structure files hold no configuration")
@@ -370,8 +378,12 @@ def run(config, output_dir: str, progress: bool = True, comm=None) -> Optional[D
         try:
             os.makedirs(replica_dir, exist_ok=True)
             remove_earlier_outputs(folder)
+            for name in OUTPUTS:  # found unwritable now, not after all the MD
+                check_output(os.path.join(folder, name))
         except OSError as exc:
             failed = f"explore: cannot prepare the output folder {replica_dir}: {exc.strerror or exc}"
+        except InputError as exc:
+            failed = f"explore: {exc}"
     failed = comm.bcast(failed, root=0)
     if failed:
         raise InputError(failed)

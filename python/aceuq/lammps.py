@@ -51,6 +51,18 @@ def load_mpi() -> None:
     from mpi4py import MPI  # noqa: F401
 
 
+def lammps_quote(word: str) -> str:
+    """``word`` as one argument of a LAMMPS command (a path with spaces, ``#`` or ``$``): in the
+    quotes LAMMPS strips again, which also keep it from reading a comment or a variable there."""
+    if word and not any(c.isspace() or c in "\"'#$" for c in word):
+        return word
+    if '"' not in word:
+        return f'"{word}"'
+    if "'" not in word:
+        return f"'{word}'"
+    return f'"""{word}"""'
+
+
 def make_lammps(cmdargs: Optional[Sequence[str]] = None, comm=None, quiet: bool = True):
     """A ``lammps.lammps`` instance with pair_style aceuq available.
 
@@ -67,5 +79,5 @@ def make_lammps(cmdargs: Optional[Sequence[str]] = None, comm=None, quiet: bool 
         kwargs["comm"] = comm
     lmp = lammps.lammps(**kwargs)
     if not lmp.has_style("pair", "aceuq"):
-        lmp.command(f'plugin load "{plugin_path()}"')
+        lmp.command(f"plugin load {lammps_quote(plugin_path())}")
     return lmp
