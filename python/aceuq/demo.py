@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import time
 from dataclasses import dataclass
 from typing import List, Optional
@@ -175,5 +176,6 @@ def run(folder: str = "aceuq-demo", steps: int = 3000, lower: float = 3.0, upper
     explore = write_explore_config(folder, as_path, lower, upper)
     say(f"files in {folder} ({res.seconds:.0f} s)")
     say(f"next, MD replicas over MPI ranks with D-optimal selection: "
-        f"mpiexec -n 2 aceuq explore {os.path.relpath(explore)} -o {os.path.relpath(os.path.join(folder, 'explore'))}")
+        f"mpiexec -n 2 aceuq explore {shlex.quote(os.path.relpath(explore))} "
+        f"-o {shlex.quote(os.path.relpath(os.path.join(folder, 'explore')))}")
     return res
