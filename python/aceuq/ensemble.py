@@ -313,6 +313,7 @@ def design_matrix(bbasis, frames: Sequence[Atoms], e0: Dict[str, float], workers
     atom_start = np.concatenate([[0], np.cumsum([len(a) for a in frames])])
     jobs = [((int(c[0]), int(c[-1]) + 1), (int(atom_start[c[0]]), int(atom_start[c[-1] + 1]))) for c in chunks]
     rounds = [jobs[i:i + workers] for i in range(0, len(jobs), workers)]
+
     def where(sc):
         first, last = structure_label(frames[sc[0]], sc[0]), structure_label(frames[sc[1] - 1], sc[1] - 1)
         return first if sc[1] - sc[0] == 1 else f"{first} .. {last}"
