@@ -411,3 +411,35 @@ def test_evaluate_takes_options_between_the_files(make_pot, tmp_path, capsys):
     capsys.readouterr()
     assert main(["evaluate", path, "--ensemble", str(tmp_path), str(tmp_path / "a.extxyz"), "-o", str(out)]) == 2
     assert "or --ensemble, not both" in capsys.readouterr().err
+
+
+def test_verbs_writing_to_stdout_leave_it_a_readable_file(make_pot, tmp_path):
+    """`activeset`, `gamma` and `select` with -o /dev/stdout redirected to a file: the file is the
+    active set (loadable) or the frames (ASE reads them back); the summary lines go to stderr."""
+    import subprocess
+    import sys
+
+    from aceuq.activeset import ActiveSet
+
+    path = make_pot("CuAl_sbessel")
+    write(tmp_path / "train.extxyz", [rattled_bulk(["Cu", "Al"], seed=s) for s in range(12)])
+    write(tmp_path / "cand.extxyz", [rattled_bulk(["Cu", "Al"], seed=100 + s).repeat(2) for s in range(3)])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+
+    def to_file(args, name):
+        with open(tmp_path / name, "wb") as fh:
+            proc = subprocess.run([sys.executable, "-m", "aceuq", *args, "-o", "/dev/stdout", "--no-progress"],
+                                  stdout=fh, stderr=subprocess.PIPE, text=False, env=env, timeout=300)
+        assert proc.returncode == 0, proc.stderr.decode()
+        assert f"aceuq {args[0]}" in proc.stderr.decode()
+        return tmp_path / name
+
+    asi = to_file(["activeset", path, str(tmp_path / "train.extxyz")], "a.asi")
+    aset = ActiveSet.load(str(asi), aceuq.Potential(path))
+    graded = read(to_file(["gamma", path, str(asi), str(tmp_path / "cand.extxyz")], "g.extxyz"), ":")
+    assert len(graded) == 3
+    np.testing.assert_allclose(graded[0].arrays["gamma"], aset.gamma(read(tmp_path / "cand.extxyz", 0))[0],
+                               rtol=1e-7)  # (extxyz's 8 digits)
+    chosen = read(to_file(["select", path, str(tmp_path / "cand.extxyz"), "--active-set", str(asi), "-n", "2"],
+                          "s.extxyz"), ":")
+    assert 1 <= len(chosen) <= 2 and "candidate_index" in chosen[0].info

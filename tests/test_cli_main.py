@@ -58,6 +58,14 @@ def test_select_n_must_be_at_least_1(tmp_path, capsys):
     assert not out.exists()
 
 
+def test_select_max_iters_must_be_at_least_1(tmp_path, capsys):
+    """With no MaxVol swap allowed nothing could enter, and the note would blame the candidates."""
+    out = tmp_path / "o.extxyz"
+    err = _usage_error(["select", "pot.yaml", "c.extxyz", "--active-set", "a.asi", "-n", "1", "--max-iters", "0",
+                        "-o", str(out)], capsys, "argument --max-iters")
+    assert "at least 1" in err
+
+
 def test_demo_upper_below_lower(tmp_path, capsys, monkeypatch):
     import aceuq.demo
 

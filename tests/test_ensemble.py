@@ -1,5 +1,6 @@
 import json
 import os
+import re
 
 import numpy as np
 import pytest
@@ -142,14 +143,18 @@ def test_members_differing_only_in_the_core_density_cut_are_not_evaluated_as_one
     wide = str(tmp_path / "wide.yaml")
     with open(wide, "w") as fh:
         fh.write(text.replace("rho_core_cut: 0.006", "rho_core_cut: 100000"))
+    drho = re.search(r"drho_core_cut: (\S+)", text).group(1)
+    soft = str(tmp_path / "soft.yaml")  # the window's width only
+    with open(soft, "w") as fh:
+        fh.write(text.replace(f"drho_core_cut: {drho}", f"drho_core_cut: {0.5 * float(drho)!r}"))
     atoms = close_pair(["Cu"])
     ref = []
-    for p in (path, wide):
+    for p in (path, wide, soft):
         a = atoms.copy()
         a.calc = PyACECalculator(p)
         ref.append(a.get_potential_energy())
-    assert abs(ref[0] - ref[1]) > 0.1  # the cut changes the energy
-    energies = Ensemble.load([path, wide]).members_evaluate(atoms, forces=False)["energy"]
+    assert min(abs(ref[0] - ref[1]), abs(ref[0] - ref[2])) > 1e-3  # each cut changes the energy
+    energies = Ensemble.load([path, wide, soft]).members_evaluate(atoms, forces=False)["energy"]
     np.testing.assert_allclose(energies, ref, rtol=1e-10, atol=0)
 
 

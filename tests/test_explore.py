@@ -541,14 +541,22 @@ def test_flat_starts_and_paths_with_spaces(setup, tmp_path):
 
 def test_outputs_and_cutouts_are_checked_before_any_md(setup, tmp_path):
     """An output that cannot be written (selected.extxyz a folder), and a cut-out radius below the
-    potential's cutoff (its centre atom would miss neighbours), are refused before any replica
-    runs."""
+    potential's cutoff (its centre atom would miss neighbours; the cutoff itself is accepted), are
+    refused before any replica runs, and before an earlier run's outputs are removed."""
     root, pot = setup
     out = tmp_path / "out"
     (out / "selected.extxyz").mkdir(parents=True)
+    (out / "replicas").mkdir()
+    earlier = [out / "summary.json", out / "candidates.extxyz", out / "replicas" / "replica_0000.log"]
+    for f in earlier:
+        f.write_text("earlier\n")
     with pytest.raises(aceuq.InputError, match=r"selected.extxyz'.*folder"):
         run(_config(root, tmp_path, "a.yaml"), str(out), progress=False)
-    assert not any(out.glob("replicas/replica_*"))
+    assert all(f.read_text() == "earlier\n" for f in earlier)
+    assert sorted(p.name for p in (out / "replicas").iterdir()) == ["replica_0000.log"]
+    # a radius equal to the cutoff passes its check (the refusal is then the output's)
+    with pytest.raises(aceuq.InputError, match=r"selected.extxyz'.*folder"):
+        run(_config(root, tmp_path, "c.yaml", cutout=pot.cutoff), str(out), progress=False)
     with pytest.raises(aceuq.InputError, match=r"cutout 4 Å is below the potential's cutoff 5 Å"):
         run(_config(root, tmp_path, "b.yaml", cutout=4.0), str(tmp_path / "b"), progress=False)
     assert not (tmp_path / "b").exists()

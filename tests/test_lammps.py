@@ -64,6 +64,24 @@ def test_plugin_path_and_info(capsys):
     assert "γ kernel: " in out and "not recognised" not in out
 
 
+def test_lammps_quote_passes_any_file_name_whole(tmp_path):
+    """A file name with spaces, '#', '$', either kind of quote or both reaches a LAMMPS command as
+    one argument (LAMMPS writes the file of exactly that name); one no quoting can enclose is
+    refused."""
+    names = ["plain", "with space", "hash#tag", "dollar$x", "brace${x}", "it's", 'say "hi"', """both ' and "s""",
+             "tab\there"]
+    lmp = aceuq_lammps.make_lammps()
+    try:
+        for name in names:
+            lmp.command(f"print ok file {aceuq_lammps.lammps_quote(str(tmp_path / name))}")
+    finally:
+        lmp.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(names)
+    for bad in ("""ends with ' and \"""", """has ' and \"\"\" inside"""):
+        with pytest.raises(aceuq.InputError, match="no LAMMPS quoting"):
+            aceuq_lammps.lammps_quote(bad)
+
+
 def test_info_flags_an_unknown_kernel_choice(capsys, monkeypatch):
     from aceuq.cli.main import main
 

@@ -169,11 +169,55 @@ def test_a_singular_active_set_takes_the_rows_that_restore_its_rank():
     rows = rng.normal(size=(50, 5)) @ B + 1e-3 * rng.normal(size=(50, p))
     m, inv = _whole(A.copy(), np.linalg.pinv(A))
     # within the span the grading matrix is the stored one
-    np.testing.assert_allclose(B @ inv @ A, B @ np.linalg.pinv(A) @ A, atol=1e-9)
+    np.testing.assert_allclose(B @ inv @ A, B @ np.linalg.pinv(A) @ A, rtol=1e-6, atol=1e-6)
     grp = _Group(m, inv, rows, np.zeros(50, dtype=int), np.empty((0, p)))
     _absorb(grp, np.arange(len(rows)), TOL, 1000)
     assert np.linalg.matrix_rank(grp.matrix) == p
     assert np.abs(rows @ np.linalg.inv(grp.matrix)).max() <= 1 + TOL + 1e-9
+
+
+def test_select_on_a_pacemaker_active_set_of_data_that_leave_functions_unused(make_pot, tmp_path):
+    """pyace's MaxVol on Cu/Al frames and separate Ni frames (no atom ever sees the third element:
+    pacemaker's "zero columns ... add diagonal eps") stores singular inverses. Greedy select on
+    ternary candidates runs and takes structures (it failed with RankDeficientError); the
+    candidates' max γ is the file's own grading."""
+    import os
+
+    from pyace import ACEBBasisSet
+    from pyace.activelearning import compute_A_active_inverse, compute_active_set, save_active_inverse_set
+
+    from potentials import pyace_projections
+
+    path = make_pot("CuAlNi_chebexpcos")
+    frames = emt_training_set(["Cu", "Al"], n=20, seed=7) + emt_training_set(["Ni"], n=20, seed=8)
+    active = compute_active_set(pyace_projections(path, frames, False))
+    active = active[0] if isinstance(active, tuple) else active
+    inverse = compute_A_active_inverse(active)
+    asi = os.path.join(str(tmp_path), "CuAlNi.asi")
+    save_active_inverse_set(asi, inverse, elements_name=list(ACEBBasisSet(path).elements_name))
+    stored = load_npz(asi)
+    assert all(np.linalg.matrix_rank(m) < len(m) for m in stored.values())  # the case discriminates
+    pot = aceuq.Potential(path)
+    aset = ActiveSet.load(asi, pot)
+    cands = emt_training_set(["Cu", "Al", "Ni"], n=10, seed=11)
+    sel = select_structures(pot, cands, aset, 3)
+    assert len(sel.indices) == 3 and all(r > 0 for r in sel.new_rows)
+    for i, a in enumerate(cands):
+        assert sel.max_gamma[i] == pytest.approx(aset.gamma(a)[0].max(), rel=1e-12)
+
+
+def test_whole_leaves_an_invertible_active_set_as_it_is():
+    """An invertible but ill-conditioned active set (aceuq's own, condition ~1e14) is not
+    completed: its matrix and inverse come back unchanged."""
+    from aceuq.select import _whole
+
+    rng = np.random.default_rng(4)
+    Q1, _ = np.linalg.qr(rng.normal(size=(12, 12)))
+    Q2, _ = np.linalg.qr(rng.normal(size=(12, 12)))
+    m = (Q1 * np.logspace(0, -14, 12)) @ Q2.T
+    inv = np.linalg.inv(m)
+    m2, inv2 = _whole(m, inv)
+    assert m2 is m and inv2 is inv
 
 
 def test_select_on_a_singular_active_set_whose_span_no_candidate_completes(tmp_path):

@@ -595,7 +595,8 @@ std::shared_ptr<Grader> Grader::load(const std::string& path, const Potential& p
     const std::string fp = str_field("fingerprint", true);
     if (fp != potential.basis_fingerprint())
         L.fail("built for another potential (basis fingerprint " + fp + ", potential '" + potential.path() + "' has " +
-               potential.basis_fingerprint() + ")");
+               potential.basis_fingerprint() + "), or by an earlier aceuq, whose fingerprints differ: build it "
+               "again for this potential (aceuq activeset)");
     const std::string mode = str_field("mode", true);
     if (mode != "linear" && mode != "full") L.fail("meta 'mode' must be 'linear' or 'full', got '" + mode + "'");
     g->full_ = mode == "full";

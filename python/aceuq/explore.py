@@ -376,10 +376,10 @@ def run(config, output_dir: str, progress: bool = True, comm=None) -> Optional[D
     failed = None
     if rank == 0:
         try:
+            for name in OUTPUTS:  # found unwritable now, not after all the MD (nor after removing any)
+                check_output(os.path.join(folder, name))
             os.makedirs(replica_dir, exist_ok=True)
             remove_earlier_outputs(folder)
-            for name in OUTPUTS:  # found unwritable now, not after all the MD
-                check_output(os.path.join(folder, name))
         except OSError as exc:
             failed = f"explore: cannot prepare the output folder {replica_dir}: {exc.strerror or exc}"
         except InputError as exc:

@@ -12,6 +12,8 @@ from __future__ import annotations
 import os
 from typing import Optional, Sequence
 
+from ._core import InputError
+
 PLUGIN_NAME = "aceuqplugin.so"
 
 
@@ -60,6 +62,8 @@ def lammps_quote(word: str) -> str:
         return f'"{word}"'
     if "'" not in word:
         return f"'{word}'"
+    if '"""' in word or word.endswith('"'):
+        raise InputError(f"{word!r}: holds both kinds of quotes in a way no LAMMPS quoting can enclose; rename it")
     return f'"""{word}"""'
 
 

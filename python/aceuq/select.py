@@ -32,8 +32,7 @@ import numpy as np
 from ase import Atoms
 
 from .activeset import ActiveSet
-from .maxvol import (DEFAULT_MAX_ITERS, DEFAULT_RANK_RTOL, DEFAULT_SPREAD_RTOL, DEFAULT_TOL, gamma_of, maxvol,
-                     swap_limit)
+from .maxvol import DEFAULT_MAX_ITERS, DEFAULT_SPREAD_RTOL, DEFAULT_TOL, gamma_of, maxvol, swap_limit
 from .potential import Potential, atom_masks
 from .progress import progress as show_progress
 
@@ -235,19 +234,20 @@ def _absorb(grp: _Group, rows: np.ndarray, tol, max_iters) -> None:
 
 
 def _whole(matrix: np.ndarray, inverse: np.ndarray):
-    """(matrix, inverse) of an active set made nonsingular. The rows of a pacemaker .asi built on
-    data that never activate some functions span fewer than p dimensions (its stored inverse is
-    singular): each missing direction gets a spread of DEFAULT_SPREAD_RTOL times the largest
-    singular value, as select_active_set weights the directions its data do not span. Candidate
-    rows with a component along one then grade high and enter, and no MaxVol swap meets a
-    singular submatrix; within the span the inverse is the stored one."""
-    U, s, Vt = np.linalg.svd(matrix)
-    top = s[0] if len(s) and s[0] > 0 else 1.0
-    missing = s <= DEFAULT_RANK_RTOL * top
-    if not missing.any():
+    """(matrix, inverse) of an active set, made nonsingular where the stored inverse is singular:
+    pacemaker's, built on data that never activate some functions, has singular values ~1e-19 to
+    1e-30 of its largest along them (aceuq's own are invertible). Each such direction gets a
+    spread of DEFAULT_SPREAD_RTOL times the largest singular value of the matrix, as
+    select_active_set weights the directions its data do not span: candidate rows with a
+    component along one grade high and enter, and no MaxVol swap meets a singular submatrix;
+    along the others the inverse is the stored one."""
+    U, s, Vt = np.linalg.svd(inverse)
+    missing = s <= np.finfo(float).eps * s[0]  # below the rounding of the largest: not represented
+    if not missing.any() or missing.all():
         return matrix, inverse
-    s = np.where(missing, DEFAULT_SPREAD_RTOL * top, s)
-    return (U * s) @ Vt, (Vt.T / s) @ U.T
+    rows = np.where(missing, 0.0, 1.0 / np.where(missing, 1.0, s))  # the matrix's singular values
+    rows[missing] = DEFAULT_SPREAD_RTOL * rows.max()
+    return (Vt.T * rows) @ U.T, (U / rows) @ Vt
 
 
 def _stored(active_set: ActiveSet):

@@ -5,7 +5,7 @@ import argparse
 import sys
 
 from .._core import InputError
-from . import add_elements_option, number
+from . import add_elements_option, number, summary_stream
 from ..activeset import build_active_set, check_asi_holds
 from ..data import check_output, read_structures
 from ..maxvol import DEFAULT_MAX_ITERS, DEFAULT_TOL, parse_memory
@@ -71,10 +71,11 @@ def main(argv=None) -> int:
     except (InputError, ValueError) as exc:
         print(f"aceuq activeset: error: {exc}", file=sys.stderr)
         return 1
+    report = summary_stream(args.output)
     for line in built.summary():
-        print(line)
+        print(line, file=report)
     kind = "clustered .casi" if built.clustered or path.endswith(".casi") else ".asi"
-    print(f"aceuq activeset: {len(frames)} structures -> {path} ({kind}, {built.mode} projections)")
+    print(f"aceuq activeset: {len(frames)} structures -> {path} ({kind}, {built.mode} projections)", file=report)
     return 0
 
 
