@@ -72,5 +72,5 @@ def test_output_that_is_a_file_is_refused_on_every_rank(root, tmp_path):
     (tmp_path / "taken").write_text("a file, not a folder\n")
     proc = two_ranks(config, tmp_path / "taken", timeout=120)  # before the fix: rank 1 hung
     assert proc.returncode == 1
-    assert proc.stderr.count("cannot prepare the output folder") == 1, proc.stderr[-2000:]
+    assert proc.stderr.count("taken': exists and is not a folder") == 1, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr

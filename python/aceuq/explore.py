@@ -376,7 +376,8 @@ def run(config, output_dir: str, progress: bool = True, comm=None) -> Optional[D
     failed = None
     if rank == 0:
         try:
-            for name in OUTPUTS:  # found unwritable now, not after all the MD (nor after removing any)
+            check_output(folder, folder=True)  # found unwritable now, not after all the MD (nor after
+            for name in OUTPUTS:                # removing an earlier run's outputs)
                 check_output(os.path.join(folder, name))
             os.makedirs(replica_dir, exist_ok=True)
             remove_earlier_outputs(folder)
