@@ -11,6 +11,7 @@
 #include "force.h"
 #include "input.h"
 #include "pair_aceuq.h"
+#include "platform.h"
 #include "timer.h"
 #include "update.h"
 #include "utils.h"
@@ -18,6 +19,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <map>
 #include <sstream>
 
 #include <fcntl.h>
@@ -96,7 +98,11 @@ FixACEUQExtrapolation::FixACEUQExtrapolation(LAMMPS *lmp, int narg, char **arg) 
       upper = utils::numeric(FLERR, arg[iarg + 1], false, lmp);
       have_upper = true;
     } else if (key == "file") {
+      // made absolute now: the file is opened again at every write, and a later `shell cd` must
+      // not move the rest of the frames elsewhere (a dump keeps its file open)
       filename = arg[iarg + 1];
+      if (!filename.empty() && filename[0] != '/')
+        filename = platform::path_join(platform::current_directory(), filename);
     } else if (key == "append") {
       append_to_file = utils::logical(FLERR, arg[iarg + 1], false, lmp) == 1;
     } else if (key == "cutout") {
@@ -119,7 +125,15 @@ FixACEUQExtrapolation::FixACEUQExtrapolation(LAMMPS *lmp, int narg, char **arg) 
 
 FixACEUQExtrapolation::~FixACEUQExtrapolation()
 {
-  if (halted) timer->reset_timeout();    // unfix: runs may go on
+  // unfix: runs may go on, unless another instance has halted them too (counted per LAMMPS
+  // instance: when LAMMPS ends, the other fixes may already be deleted, so they are not asked)
+  if (halted && --halted_instances()[lmp] == 0) timer->reset_timeout();
+}
+
+std::map<const LAMMPS *, int> &FixACEUQExtrapolation::halted_instances()
+{
+  static std::map<const LAMMPS *, int> count;
+  return count;
 }
 
 int FixACEUQExtrapolation::setmask()
@@ -333,6 +347,7 @@ void FixACEUQExtrapolation::commit(const Verdict &v)
                            : fmt::format("stopping the run (later runs are skipped while fix {} is defined)", id));
     if (!rerun) {
       timer->force_timeout();
+      if (!halted) ++halted_instances()[lmp];
       halted = true;
     }
   }

@@ -18,6 +18,7 @@
 
 #include "fix.h"
 
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -75,6 +76,8 @@ class FixACEUQExtrapolation : public Fix {
   void commit_pending();
   void write_frame(const std::vector<int> &centres, Verdict &v);
   void check_cutout_fits(const std::string &when);
+  // instances of this fix that have stopped the runs, per LAMMPS instance
+  static std::map<const LAMMPS *, int> &halted_instances();
   void append(const std::string &text);
   std::string write_file(const std::string &text, bool start);
 };

@@ -109,9 +109,10 @@ void PairACEUQ::compute(int eflag, int vflag)
   double **f = atom->f;
   int *type = atom->type;
   const int nlocal = atom->nlocal;
-  // newton pair off: LAMMPS does not clear ghost forces (nor per-atom virials) and does not send
-  // them back; this pair style does both
-  const bool own_reverse = force->newton_pair == 0;
+  // newton off (pair and bond): LAMMPS does not clear ghost forces (nor per-atom virials) and
+  // does not send them back; this pair style does both. LAMMPS decides by force->newton, which is
+  // on when either setting is ("newton off on" included): so must this pair style
+  const bool own_reverse = force->newton == 0;
   if (own_reverse) {
     const int nall = nlocal + atom->nghost;
     for (int i = nlocal; i < nall; i++) f[i][0] = f[i][1] = f[i][2] = 0.0;
@@ -399,6 +400,15 @@ void PairACEUQ::init_style()
 {
   check_units();
   if (!core->potential) error->all(FLERR, "pair_style aceuq: no potential (pair_coeff missing)");
+  // bonded neighbours whose special_bonds weights are 0 (the default) are left out of the
+  // neighbour list, so of each other's environments: a wrong energy with only LAMMPS's generic
+  // warning. (Inside a hybrid style, whose other sub-styles may need them, that warning stays.)
+  if (force->pair == this && atom->molecular != Atom::ATOMIC && atom->nbonds > 0)
+    for (int k = 1; k <= 3; ++k)
+      if (force->special_lj[k] == 0.0 && force->special_coul[k] == 0.0)
+        error->all(FLERR, "pair_style aceuq: special_bonds weights of 0 for 1-{} neighbours leave bonded atoms "
+                   "out of each other's environments; a many-body potential sees every atom within its cutoff: "
+                   "use special_bonds lj/coul 1.0 1.0 1.0", k + 1);
   neighbor->add_request(this, NeighConst::REQ_FULL);
 }
 

@@ -106,7 +106,9 @@ def test_energy_forces_virial_match_aceuq(make_pot, name):
 def test_newton_off_matches_aceuq(make_pot, name):
     """newton off: the pair style clears ghost forces and per-atom virials and sends them back
     itself; the same energies, forces and virials as the core on the second of two steps (the box
-    of 'small' is narrower than two cutoffs, so atoms see several periodic images of each other)."""
+    of 'small' is narrower than two cutoffs, so atoms see several periodic images of each other).
+    With newton pair off but bond on ("newton off on") LAMMPS does both, and the pair style must
+    not do them again (forces were 9 eV/Å off); "on off" is the mirror case."""
     path = make_pot(name)
     elements = SPECS[name].elements
     pot = aceuq.Potential(path)
@@ -114,8 +116,44 @@ def test_newton_off_matches_aceuq(make_pot, name):
                          "big": rattled_bulk(elements, seed=7).repeat((2, 1, 1)),
                          "slab": slab(elements, periodic_z=True)}.items():
         atoms = to_lammps_frame(atoms)
-        assert_matches(run_structure(path, atoms, elements, newton="off"), pot.evaluate(atoms),
-                       f"{name} {label} newton off")
+        for newton in ("off", "off on", "on off"):
+            assert_matches(run_structure(path, atoms, elements, newton=newton), pot.evaluate(atoms),
+                           f"{name} {label} newton {newton}")
+
+
+def test_bonded_atoms_left_out_by_special_bonds_are_refused(make_pot):
+    """atom_style full with bonds: special_bonds weights of 0 (the default) drop bonded pairs from
+    the neighbour list, so from each other's environments (the energy was 0.03 instead of 57 eV):
+    refused; with weights 1 the energy is that of the same atoms without bonds."""
+    path = make_pot("CuAl_sbessel")
+    lmp = new_lammps()
+    try:
+        lmp.commands_string(f"""
+            units metal
+            atom_style full
+            atom_modify map array
+            lattice fcc 3.8
+            region box block 0 3 0 3 0 3
+            create_box 2 box bond/types 1 extra/bond/per/atom 12 extra/special/per/atom 50
+            create_atoms 1 box
+            mass * 30
+            set type 1 type/fraction 2 0.4 1234
+            displace_atoms all random 0.1 0.1 0.1 99
+            bond_style zero
+            bond_coeff 1
+            pair_style aceuq
+            pair_coeff * * {path} Cu Al
+            run 0
+        """)
+        free = lmp.get_thermo("pe")
+        lmp.command("create_bonds many all all 1 2.0 3.0")
+        with pytest.raises(Exception, match="special_bonds weights of 0 for 1-2 neighbours"):
+            lmp.command("run 0")
+        lmp.commands_string("special_bonds lj/coul 1.0 1.0 1.0\nrun 0")
+        assert lmp.extract_global("nbonds") > 0
+        assert lmp.get_thermo("pe") == pytest.approx(free, rel=1e-12)
+    finally:
+        lmp.close()
 
 
 def test_open_cluster(make_pot):

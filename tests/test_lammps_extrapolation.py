@@ -437,6 +437,36 @@ def test_after_a_halt_runs_are_skipped_until_the_fix_is_removed(setup, tmp_path)
         assert lmp.extract_global("ntimestep") == 20
 
 
+def test_runs_stay_skipped_while_any_halted_fix_is_defined(setup, tmp_path):
+    """Two fixes that both halted: removing one leaves the runs skipped; removing both lets them
+    go on."""
+    lower = setup[-1]
+    with system(setup, md=True) as lmp:
+        for name in "ab":
+            lmp.command(f"fix {name} all aceuq/extrapolation 5 lower {lower} upper {lower} "
+                        f"file {tmp_path / (name + '.extxyz')}")
+        lmp.command("run 20")
+        assert lmp.extract_global("ntimestep") == 0
+        lmp.commands_string("unfix a\nrun 20")
+        assert lmp.extract_global("ntimestep") == 0
+        lmp.commands_string("unfix b\nrun 20")
+        assert lmp.extract_global("ntimestep") == 20
+
+
+def test_a_relative_file_stays_where_it_was_given_after_shell_cd(setup, tmp_path, monkeypatch):
+    """The file is named relative to the directory of the fix command: after `shell cd` the
+    later frames go on into the same file (as a dump's), not into a new one elsewhere."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "elsewhere").mkdir()
+    with system(setup, md=True) as lmp:
+        lmp.command("fix x all aceuq/extrapolation 5 lower 1e-9 upper 1e9 file frames.extxyz")
+        lmp.command("run 10")
+        lmp.command(f"shell cd {tmp_path / 'elsewhere'}")
+        lmp.command("run 10")
+    assert not (tmp_path / "elsewhere" / "frames.extxyz").exists()
+    assert [a.info["step"] for a in read(tmp_path / "frames.extxyz", ":")] == [0, 5, 10, 15, 20]
+
+
 def test_upper_threshold_stops_the_run(setup, tmp_path):
     path, pot, asi, atoms, gamma, lower = setup
     out = tmp_path / "halt.extxyz"
