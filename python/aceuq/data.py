@@ -371,6 +371,12 @@ def _descriptor(path: str) -> Optional[int]:
     return None
 
 
+def names_stdout(path: PathLike) -> bool:
+    """Whether ``path`` names this process's standard output (``/dev/stdout``, ``/dev/fd/1``, a
+    link to them)."""
+    return _descriptor(os.fspath(path)) == 1
+
+
 def _temp_in(folder: str, suffix: str, what: str):
     """(fd, path) of a new temporary file in ``folder`` (created if need be); an InputError
     naming ``what`` when that is not possible."""

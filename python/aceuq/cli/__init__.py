@@ -1,7 +1,6 @@
 """Command line interface: one module per verb, each with main(argv)."""
 import argparse
 import math
-import os
 import sys
 
 
@@ -36,6 +35,6 @@ def summary_stream(output):
     """Where a verb's summary and notes go: standard error when its output file is standard output
     (``-o /dev/stdout``), so that what is written there stays a readable file; standard output
     otherwise."""
-    from ..data import _descriptor
+    from ..data import names_stdout
 
-    return sys.stderr if _descriptor(os.fspath(output)) == sys.__stdout__.fileno() else sys.stdout
+    return sys.stderr if names_stdout(output) else sys.stdout

@@ -82,7 +82,8 @@ def main(argv=None) -> int:
         print(f"aceuq gamma: force error estimate (|dF|, {error_map.units}) median {np.median(est):.3g}, "
               f"max {est.max():.3g}", file=report)
     print(f"aceuq gamma: {len(out)} structures, {len(all_gamma)} atoms; gamma median {np.median(all_gamma):.3g}, "
-          f"max {all_gamma.max():.4g}, {int((all_gamma > 1 + GAMMA_ROUNDING).sum())} atoms above 1 -> {args.output}", file=report)
+          f"max {all_gamma.max():.4g}, {int((all_gamma > 1 + GAMMA_ROUNDING).sum())} atoms above 1 -> {args.output}",
+          file=report)
     return 0
 
 
