@@ -402,8 +402,9 @@ void PairACEUQ::init_style()
   if (!core->potential) error->all(FLERR, "pair_style aceuq: no potential (pair_coeff missing)");
   // bonded neighbours whose special_bonds weights are 0 (the default) are left out of the
   // neighbour list, so of each other's environments: a wrong energy with only LAMMPS's generic
-  // warning. (Inside a hybrid style, whose other sub-styles may need them, that warning stays.)
-  if (force->pair == this && atom->molecular != Atom::ATOMIC && atom->nbonds > 0)
+  // warning. Also inside a hybrid style: its sub-styles' lists are drawn from the same list, and
+  // LAMMPS takes no per-sub-style special weights for a many-body style.
+  if (atom->molecular != Atom::ATOMIC && atom->nbonds > 0)
     for (int k = 1; k <= 3; ++k)
       if (force->special_lj[k] == 0.0 && force->special_coul[k] == 0.0)
         error->all(FLERR, "pair_style aceuq: special_bonds weights of 0 for 1-{} neighbours leave bonded atoms "

@@ -554,6 +554,13 @@ def test_outputs_and_cutouts_are_checked_before_any_md(setup, tmp_path):
         run(_config(root, tmp_path, "a.yaml"), str(out), progress=False)
     assert all(f.read_text() == "earlier\n" for f in earlier)
     assert sorted(p.name for p in (out / "replicas").iterdir()) == ["replica_0000.log"]
+    (out / "selected.extxyz").rmdir()
+    (out / "replicas" / "replica_0001.extxyz").mkdir()  # a replica's file name taken by a folder
+    with pytest.raises(aceuq.InputError, match=r"replica_0001.extxyz': is a folder"):
+        run(_config(root, tmp_path, "a.yaml"), str(out), progress=False)
+    assert all(f.read_text() == "earlier\n" for f in earlier)
+    (out / "replicas" / "replica_0001.extxyz").rmdir()
+    (out / "selected.extxyz").mkdir()
     # a radius equal to the cutoff passes its check (the refusal is then the output's)
     with pytest.raises(aceuq.InputError, match=r"selected.extxyz'.*folder"):
         run(_config(root, tmp_path, "c.yaml", cutout=pot.cutoff), str(out), progress=False)

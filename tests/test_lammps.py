@@ -147,11 +147,25 @@ def test_bonded_atoms_left_out_by_special_bonds_are_refused(make_pot):
         """)
         free = lmp.get_thermo("pe")
         lmp.command("create_bonds many all all 1 2.0 3.0")
+        assert lmp.extract_global("nbonds") > 0
         with pytest.raises(Exception, match="special_bonds weights of 0 for 1-2 neighbours"):
             lmp.command("run 0")
-        lmp.commands_string("special_bonds lj/coul 1.0 1.0 1.0\nrun 0")
-        assert lmp.extract_global("nbonds") > 0
-        assert lmp.get_thermo("pe") == pytest.approx(free, rel=1e-12)
+        lmp.command("special_bonds lj/coul 1.0 0.0 1.0")
+        with pytest.raises(Exception, match="special_bonds weights of 0 for 1-3 neighbours"):
+            lmp.command("run 0")
+        # a pair is left out only where both weights are 0
+        for weights in ("lj 0.0 0.0 0.0 coul 1.0 1.0 1.0", "lj/coul 1.0 1.0 1.0"):
+            lmp.commands_string(f"special_bonds {weights}\nrun 0")
+            assert lmp.get_thermo("pe") == pytest.approx(free, rel=1e-12), weights
+        # inside a hybrid style too (its sub-styles' lists come from the same list)
+        lmp.commands_string(f"""
+            special_bonds lj/coul 0.0 0.0 0.0
+            pair_style hybrid/overlay aceuq zero 6.0
+            pair_coeff * * aceuq {path} Cu Al
+            pair_coeff * * zero
+        """)
+        with pytest.raises(Exception, match="special_bonds weights of 0 for 1-2 neighbours"):
+            lmp.command("run 0")
     finally:
         lmp.close()
 

@@ -447,10 +447,13 @@ def test_runs_stay_skipped_while_any_halted_fix_is_defined(setup, tmp_path):
                         f"file {tmp_path / (name + '.extxyz')}")
         lmp.command("run 20")
         assert lmp.extract_global("ntimestep") == 0
+        # the timer reset by hand: both check again and halt again (each is counted once)
+        lmp.commands_string("timer timeout off\nrun 20")
+        assert lmp.extract_global("ntimestep") == 5  # the next check
         lmp.commands_string("unfix a\nrun 20")
-        assert lmp.extract_global("ntimestep") == 0
+        assert lmp.extract_global("ntimestep") == 5
         lmp.commands_string("unfix b\nrun 20")
-        assert lmp.extract_global("ntimestep") == 20
+        assert lmp.extract_global("ntimestep") == 25
 
 
 def test_a_relative_file_stays_where_it_was_given_after_shell_cd(setup, tmp_path, monkeypatch):

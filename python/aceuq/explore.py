@@ -298,15 +298,20 @@ REPLICA_SUFFIXES = (".extxyz", ".data", ".log", ".error")
 
 def remove_earlier_outputs(folder: str) -> None:
     """What an earlier run into ``folder`` wrote (and this one writes anew): its outputs and
-    replica files, so that none of them is read, or left, as if this run had written it."""
+    replica files, so that none of them is read, or left, as if this run had written it. A
+    replica file's name taken by a folder is refused before anything is removed."""
+    replicas = os.path.join(folder, "replicas")
+    theirs = [os.path.join(replicas, name) for name in sorted(os.listdir(replicas))
+              if name.startswith("replica_") and name.endswith(REPLICA_SUFFIXES)]
+    for path in theirs:
+        if os.path.isdir(path):
+            raise InputError(f"output '{path}': is a folder, where a replica's file goes")
     for name in OUTPUTS:
         path = os.path.join(folder, name)
         if os.path.isfile(path) and not os.path.islink(path):  # a link is written through, as any output
             os.unlink(path)
-    replicas = os.path.join(folder, "replicas")
-    for name in os.listdir(replicas):
-        if name.startswith("replica_") and name.endswith(REPLICA_SUFFIXES):
-            os.unlink(os.path.join(replicas, name))
+    for path in theirs:
+        os.unlink(path)
 
 
 def gather_frames(folder: str, results: Sequence[ReplicaResult]):

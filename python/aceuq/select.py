@@ -243,7 +243,7 @@ def _whole(matrix: np.ndarray, inverse: np.ndarray):
     along the others the inverse is the stored one."""
     U, s, Vt = np.linalg.svd(inverse)
     missing = s <= np.finfo(float).eps * s[0]  # below the rounding of the largest: not represented
-    if not missing.any() or missing.all():
+    if not missing.any():
         return matrix, inverse
     rows = np.where(missing, 0.0, 1.0 / np.where(missing, 1.0, s))  # the matrix's singular values
     rows[missing] = DEFAULT_SPREAD_RTOL * rows.max()
