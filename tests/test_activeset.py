@@ -338,6 +338,13 @@ def test_cli_activeset_gamma_select(cu, tmp_path, capsys):
     graded = ase.io.read(res, ":")
     assert len(graded) == 3 and "gamma" in graded[0].arrays and "cluster" in graded[0].arrays
     assert graded[0].info["max_gamma"] > 1 and graded[2].info["max_gamma"] <= 1 + TOL + 1e-9
+    # the summary counts the atoms above 1 + MaxVol's tolerance (training atoms may reach it)
+    summary = capsys.readouterr().out.splitlines()[-1]
+    above = sum(int((f.arrays["gamma"] > 1 + TOL).sum()) for f in graded)
+    assert f"{above} atoms above {1 + TOL:g}" in summary
+    capsys.readouterr()
+    assert cli(["gamma", path, casi, data, "-o", str(tmp_path / "t.extxyz"), "--no-progress"]) == 0
+    assert ", 0 atoms above 1.001" in capsys.readouterr().out
     aset = ActiveSet.load(casi, pot)
     for frame, original in zip(graded, ase.io.read(cand, ":")):  # what the library grades (8 digits in the file)
         gamma, cluster_of = aset.gamma(original)
@@ -738,3 +745,62 @@ def test_perfect_crystals_cluster_by_crystal_not_by_rounding_noise(cu):
                 assert g.max() <= 1 + TOL and len(set(c.tolist())) == 1, (a, rep, shift, g.max())
     one = build_active_set(pot, [crystal(3.61)], clusters=2).elements["Cu"]
     assert one.k == 1 and "do not vary" in " ".join(one.notes)
+
+
+def test_a_full_mode_set_is_refused_for_the_same_basis_with_other_coefficients(make_pot, tmp_path):
+    """Full projections, dE/dc = F'(rho) B, change with the coefficients of a non-linear embedding:
+    a full-mode .casi is refused for the same basis with other coefficients (its training atoms
+    got γ up to 3e9 there), a linear one, which grades the B functions alone, is not; the ASE
+    calculator refuses a loaded full-mode set for such a potential too."""
+    from pyace import ACEBBasisSet
+
+    from aceuq.calculator import ACECalculator
+
+    path = make_pot("Cu_fs2")
+    other = str(tmp_path / "Cu_fs2_other.yaml")
+    bb = ACEBBasisSet(path)
+    bb.basis_coeffs = list(1.3 * np.array(bb.basis_coeffs))
+    bb.save(other)
+    pot, pot2 = aceuq.Potential(path), aceuq.Potential(other)
+    assert pot.fingerprint == pot2.fingerprint  # the same basis
+    frames = emt_training_set(["Cu"], n=6, seed=2)
+    full = build_active_set(pot, frames, clusters=1, mode="full").save(str(tmp_path / "full.casi"))
+    linear = build_active_set(pot, frames, clusters=1, mode="linear").save(str(tmp_path / "linear.casi"))
+    with pytest.raises(aceuq.InputError, match="built for another potential \\(full mode: basis and coefficients"):
+        ActiveSet.load(full, pot2)
+    ActiveSet.load(linear, pot2)
+    assert ActiveSet.load(full, pot).gamma(frames[0])[0].max() <= 1 + 1e-3 + 1e-9
+    with pytest.raises(ValueError, match="loaded for another potential"):
+        ACECalculator(pot2, active_set=ActiveSet.load(full, pot))
+
+
+def test_sigterm_while_building_removes_the_spilled_projections(make_pot, tmp_path, monkeypatch):
+    """Under a memory limit the projections go to temporary files; SIGTERM (`timeout`, a batch
+    system's limit) during the build ends it as an exception does, and they are removed."""
+    import signal
+    import tempfile
+
+    import aceuq.activeset as activeset_module
+
+    def terminated(*args, **kwargs):
+        assert any(tmp_path.glob("aceuq-projections-*/*.npy"))  # spilled
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setattr(activeset_module, "_build_all", terminated)
+    pot = aceuq.Potential(make_pot("Cu_sbessel"))
+    with pytest.raises(SystemExit):
+        build_active_set(pot, emt_training_set(["Cu"], n=6, seed=2), memory_limit=1000)
+    assert list(tmp_path.iterdir()) == []
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+
+
+def test_auto_k_with_no_k_to_try_says_so(make_pot):
+    """Fewer than twice as many atoms as projections: no k above 1 can have its own active set,
+    and the note says that none was tried (it showed an empty list of scores)."""
+    pot = aceuq.Potential(make_pot("Cu_sbessel"))
+    n_proj = pot.n_functions("Cu")
+    frames = emt_training_set(["Cu"], n=(n_proj + 31) // 32, seed=2)
+    assert n_proj <= 32 * len(frames) < 2 * n_proj
+    built = build_active_set(pot, frames, clusters="auto")
+    assert any(note.startswith("auto k: silhouette no k above 1 to try -> k=1") for note in built.elements["Cu"].notes)

@@ -107,7 +107,8 @@ void bind_potential(py::module_& m) {
                 for (const auto& f : *g) out.append(py::make_tuple(f.rank, f.mus, f.ns, f.ls, f.LS));
             return out;
         })
-        .def_property_readonly("fingerprint", &Potential::basis_fingerprint);
+        .def_property_readonly("fingerprint", &Potential::basis_fingerprint)
+        .def("fingerprint_with", &Potential::fingerprint, py::arg("coefficients"));
 
     py::class_<AtomEvaluator>(m, "Evaluator")
         .def(py::init<std::shared_ptr<const Potential>>(), py::arg("potential"))

@@ -592,14 +592,16 @@ std::shared_ptr<Grader> Grader::load(const std::string& path, const Potential& p
         if (!v || v->type != Json::Number) L.fail("meta lacks a numeric 'version'");
         if (v->num != 1) L.fail("unsupported .casi version " + std::to_string(v->num) + " (this aceuq reads version 1)");
     }
-    const std::string fp = str_field("fingerprint", true);
-    if (fp != potential.basis_fingerprint())
-        L.fail("built for another potential (basis fingerprint " + fp + ", potential '" + potential.path() + "' has " +
-               potential.basis_fingerprint() + "), or by an earlier aceuq, whose fingerprints differ: build it "
-               "again for this potential (aceuq activeset)");
     const std::string mode = str_field("mode", true);
     if (mode != "linear" && mode != "full") L.fail("meta 'mode' must be 'linear' or 'full', got '" + mode + "'");
     g->full_ = mode == "full";
+    // full projections (dE/dc) depend on the coefficients too, linear ones only on the basis
+    const std::string fp = str_field("fingerprint", true), own = potential.fingerprint(g->full_);
+    if (fp != own)
+        L.fail("built for another potential (" + std::string(g->full_ ? "full mode: basis and coefficients" : "basis") +
+               " fingerprint " + fp + ", potential '" + potential.path() + "' has " + own +
+               "), or by an earlier aceuq, whose fingerprints differ: build it again for this potential (aceuq "
+               "activeset)");
     const std::string assign = str_field("assign", false);
     if (assign == "min") g->assign_ = Assign::Min;
     else if (assign.empty() || assign == "nearest") g->assign_ = Assign::Nearest;

@@ -594,7 +594,9 @@ std::vector<double> Potential::coefficients(int mu) const {
     return c;
 }
 
-std::string Potential::basis_fingerprint() const {
+std::string Potential::basis_fingerprint() const { return fingerprint(false); }
+
+std::string Potential::fingerprint(bool with_coefficients) const {
     std::ostringstream s;
     s << std::setprecision(17);
     for (const auto& e : elements_) s << e << ' ';
@@ -616,6 +618,8 @@ std::string Potential::basis_fingerprint() const {
                 s << '(';
                 for (int r = 0; r < f.rank; ++r) s << f.mus[r] << ',' << f.ns[r] << ',' << f.ls[r] << ' ';
                 for (int L : f.LS) s << L << ' ';
+                if (with_coefficients)
+                    for (double c : f.coeff) s << 'c' << c;
                 s << ')';
             }
     }

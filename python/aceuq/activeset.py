@@ -52,7 +52,7 @@ from ase import Atoms
 
 from . import _core
 from ._core import InputError
-from .data import atomic_output
+from .data import atomic_output, sigterm_as_exit
 from .maxvol import DEFAULT_MAX_ITERS, DEFAULT_RANK_RTOL, DEFAULT_TOL, ActiveSetMatrix, select_active_set
 from .potential import Potential
 from .progress import progress as show_progress
@@ -213,7 +213,7 @@ def write_casi(path, built: BuiltActiveSet) -> None:
             arrays[f"{el}/components"] = s.components
     meta = {
         "format": CASI_FORMAT, "version": CASI_VERSION, "elements": sorted(built.elements), "mode": built.mode,
-        "fingerprint": built.potential.fingerprint, "assign": built.assign,
+        "fingerprint": built.potential.active_set_fingerprint(built.mode), "assign": built.assign,
         "clusters": {el: s.k for el, s in built.elements.items()},
         "n_projections": {el: s.n_projections for el, s in built.elements.items()},
     }
@@ -361,7 +361,8 @@ def build_active_set(potential: Potential, structures: Sequence[Atoms], clusters
         raise ValueError("assign must be 'nearest' or 'min'")
     if not (clusters == "auto" or (isinstance(clusters, (int, np.integer)) and clusters >= 1)):
         raise ValueError(f"clusters must be 'auto' or a positive integer, got {clusters!r}")
-    with tempfile.TemporaryDirectory(prefix="aceuq-projections-") as spill:
+    # (SIGTERM, e.g. `timeout`, ends the build as an exception does, so the spilled projections go)
+    with sigterm_as_exit(), tempfile.TemporaryDirectory(prefix="aceuq-projections-") as spill:
         if projections is None:
             structures = list(structures)
             # Projections beyond half the memory limit go to memory-mapped files; global MaxVol
@@ -409,9 +410,10 @@ def _build_element(el, p, n_proj, clusters, tol, max_iters, memory_limit, rank_r
             feats[a: a + _CHUNK] = ((np.asarray(values[a: a + _CHUNK], dtype=float) - mean) / scale) @ comps.T
         if clusters == "auto":
             k, scores = choose_k(feats, k_cap, random_state)
-            s.notes.append("auto k: silhouette " + ", ".join(f"k={kk}: {sc:.3f}" for kk, sc in scores.items())
-                           + f" -> k={k}" + (f" (at most {k_cap}: {n} atoms / {n_proj} projections)"
-                                             if k_cap < max(AUTO_K) else ""))
+            tried = (", ".join(f"k={kk}: {sc:.3f}" for kk, sc in scores.items()) if scores else
+                     "no k above 1 to try")
+            s.notes.append(f"auto k: silhouette {tried} -> k={k}" + (f" (at most {k_cap}: {n} atoms / {n_proj} "
+                                                                      "projections)" if k_cap < max(AUTO_K) else ""))
         else:
             k = int(clusters)
             if k > max(k_cap, 1):

@@ -72,7 +72,8 @@ class ACECalculator(Calculator):
                 from .activeset import ActiveSet
 
                 if isinstance(active_set, ActiveSet):
-                    if active_set.potential.fingerprint != self.potential.fingerprint:
+                    mode = active_set.mode
+                    if active_set.potential.active_set_fingerprint(mode) != self.potential.active_set_fingerprint(mode):
                         raise ValueError(f"active_set: '{active_set.path}' was loaded for another potential "
                                          f"than '{self.potential.path}'")
                     if assign is not None:

@@ -424,10 +424,11 @@ def atomic_path(path: PathLike, suffix: str = ".tmp") -> Iterator[str]:
 
 @contextmanager
 def sigterm_as_exit() -> Iterator[None]:
-    """While an output is written: SIGTERM (`timeout`, a batch system's time limit, `kill`) ends
-    the process as an exception does, so the temporary file is removed, instead of killing it on
-    the spot. Only then (a long LAMMPS run must stay killable at once), only in the main thread
-    (where handlers are set), and only where nothing else handles SIGTERM."""
+    """While an output is written, or temporary files are held: SIGTERM (`timeout`, a batch
+    system's time limit, `kill`) ends the process as an exception does, so the temporary files are
+    removed, instead of killing it on the spot. Only then (a long LAMMPS run must stay killable at
+    once), only in the main thread (where handlers are set), and only where nothing else handles
+    SIGTERM."""
     import signal
     import threading
 

@@ -55,8 +55,14 @@ class Potential:
 
     @property
     def fingerprint(self) -> str:
-        """Identifies the basis (not its coefficients): active sets record it."""
+        """Identifies everything but the coefficients: linear active sets record it."""
         return self._pot.fingerprint
+
+    def active_set_fingerprint(self, mode: str) -> str:
+        """What an active set of ``mode`` records and is checked against: the fingerprint for
+        linear projections (the B functions, whatever the coefficients), the fingerprint with the
+        coefficients for full ones (dE/dc changes with them)."""
+        return self._pot.fingerprint_with(mode == "full")
 
     def n_functions(self, element: str) -> int:
         """Number of B functions of the element (rank 1 and higher), its linear projection width."""

@@ -75,6 +75,9 @@ public:
     // cut-off, functions), so an active set built for one potential is refused for another, and
     // ensemble members that share it are evaluated together.
     std::string basis_fingerprint() const;
+    // The same with the coefficients: what a full-mode active set depends on (dE/dc = F'(rho) B
+    // changes with them), so it is refused for the same basis with other coefficients.
+    std::string fingerprint(bool with_coefficients) const;
 
 private:
     std::string path_;

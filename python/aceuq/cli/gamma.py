@@ -11,12 +11,14 @@ from .._core import InputError
 from . import add_elements_option, summary_stream
 from ..activeset import ActiveSet
 from ..data import check_output, file_sha256, read_structures, write_extxyz_atomic
+from ..maxvol import DEFAULT_TOL
 from ..metrics import ErrorMap
 from ..potential import Potential
 
 
-# active-set atoms have γ = 1 up to rounding (a few 1e-10 on ill-conditioned sets): not counted as above 1
-GAMMA_ROUNDING = 1e-6
+# what counts as extrapolating in the summary: above MaxVol's default tolerance, which training
+# atoms may reach (γ <= 1 + tol) and active-set atoms reach up to rounding
+EXTRAPOLATING = 1 + DEFAULT_TOL
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -82,7 +84,8 @@ def main(argv=None) -> int:
         print(f"aceuq gamma: force error estimate (|dF|, {error_map.units}) median {np.median(est):.3g}, "
               f"max {est.max():.3g}", file=report)
     print(f"aceuq gamma: {len(out)} structures, {len(all_gamma)} atoms; gamma median {np.median(all_gamma):.3g}, "
-          f"max {all_gamma.max():.4g}, {int((all_gamma > 1 + GAMMA_ROUNDING).sum())} atoms above 1 -> {args.output}",
+          f"max {all_gamma.max():.6g}, {int((all_gamma > EXTRAPOLATING).sum())} atoms above {EXTRAPOLATING:g} -> "
+          f"{args.output}",
           file=report)
     return 0
 
