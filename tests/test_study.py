@@ -221,6 +221,12 @@ def test_study_in_full_mode_keeps_its_global_set_as_casi(emt_data, tmp_path):
     assert ActiveSet.load(str(model / "gamma_global.casi"), Potential(str(model / "member_000.yaml"))).mode == "full"
     m = json.load(open(out / "metrics.json"))
     assert m["accuracy/small"]["gamma_global"]["n_splits"] == 1
+    # a run into the same folder without --keep-models leaves the kept models of the first, and
+    # no temporary models of its own
+    kept = sorted(p.relative_to(out) for p in (out / "models").rglob("*"))
+    assert main(["study", str(cfg), "-o", str(out), "--no-progress"]) == 0
+    assert sorted(p.relative_to(out) for p in (out / "models").rglob("*")) == kept
+    assert not list(out.glob(".aceuq-models-*"))
 
 
 def test_gamma_error_map_bad_file(emt_data, tmp_path):
@@ -419,7 +425,14 @@ def test_novelty_cases_and_bases_that_cannot_be_measured_or_named(emt_data, tmp_
             ([{"name": "homogeneous", "train_groups": ["bulk", "surface"], "novel_groups": ["liquid"]}],
              "homogeneous repeated or reserved"),
             ([{"name": "x", "novel_groups": ["liquid"]}, {"name": "x", "novel_groups": ["surface"]}],
-             "novelty cases need distinct names")):
+             "novelty cases need distinct names"),
+            # the names of the study's own experiments: their rows would be averaged with the case's
+            ([{"name": "heterogeneous", "train_groups": ["bulk"], "novel_groups": ["liquid"]}],
+             "heterogeneous repeated or reserved"),
+            ([{"name": "accuracy", "train_groups": ["bulk"], "novel_groups": ["liquid"]}],
+             "accuracy repeated or reserved"),
+            ([{"name": "surface/vacancy", "train_groups": ["bulk"], "novel_groups": ["liquid"]}],
+             "must not hold '/'")):
         with pytest.raises(InputError, match=message):
             study.Study(study.load_config({**base, "novelty": novelty}), str(tmp_path))
     (tmp_path / "b1").mkdir()
@@ -439,3 +452,7 @@ def test_novelty_cases_and_bases_that_cannot_be_measured_or_named(emt_data, tmp_
         str(tmp_path))
     assert not everything.cases and "'all-in': trained on every group" in " ".join(everything.notes)
     assert study.load_config({**base, "gamma": {"rank_rtol": "1e-8"}})["gamma"]["rank_rtol"] == 1e-8
+    # a regroup rule whose group no frame is in (a typo) is refused, not ignored
+    rule = {"by": "coordination", "group": "liqiud", "threshold": 10, "above": "dense", "below": "open"}
+    with pytest.raises(InputError, match="no frame is in group 'liqiud'"):
+        study.Study(study.load_config({**base, "regroup": [rule]}), str(tmp_path))

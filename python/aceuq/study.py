@@ -66,7 +66,7 @@ from . import ensemble as ens_mod
 from . import metrics
 from ._core import InputError
 from .data import (check_output, config_number, file_sha256, is_integer, read_structures, read_yaml_config,
-                   structure_label)
+                   sigterm_as_exit, structure_label)
 from .progress import counter as progress_counter
 
 METRIC_KEYS = ("spearman", "pearson", "miscalibration_area", "roc_auc", "pr_auc")
@@ -339,6 +339,9 @@ def group_labels(frames: Sequence[Atoms], cfg: Dict) -> np.ndarray:
     for rule in cfg["regroup"] or []:
         if rule.get("by") != "coordination":
             raise InputError(f"regroup rule {rule}: only 'by: coordination' is supported")
+        if not np.any(labels == rule["group"]):
+            raise InputError(f"regroup rule {rule}: no frame is in group {rule['group']!r} (groups: "
+                             f"{', '.join(sorted(set(map(str, labels))))})")
         for k in np.nonzero(labels == rule["group"])[0]:
             c = mean_coordination(frames[k], float(rule.get("cutoff", 3.0)))
             labels[k] = rule["above"] if c > float(rule["threshold"]) else rule["below"]
@@ -497,8 +500,10 @@ def _rows_of(p, keep: np.ndarray):
 
 # ======================================================================= the study
 class Study:
-    def __init__(self, cfg: Dict, output_dir: str, progress: bool = True, workers: int = 2):
+    def __init__(self, cfg: Dict, output_dir: str, progress: bool = True, workers: int = 2,
+                 models_dir: Optional[str] = None):
         self.cfg, self.out, self.progress, self.workers = cfg, output_dir, progress, workers
+        self.models_dir = models_dir or os.path.join(output_dir, "models")
         self.frames = read_structures(cfg["data"], progress=progress)
         self.labels = group_labels(self.frames, cfg)
         self.groups = sorted(set(self.labels))
@@ -544,10 +549,16 @@ class Study:
             self.cases.append({"name": c.get("name") or "novelty", "train": train, "novel": novel, "bases": bases})
         # experiment keys and model folders are named by these: each must name one thing
         names = [c["name"] for c in self.cases]
-        clash = sorted({n for n in names if names.count(n) > 1} | (set(names) & {"homogeneous", "all"}))
+        reserved = {"homogeneous", "heterogeneous", "accuracy", "all"}  # the study's own experiments and models
+        clash = sorted({n for n in names if names.count(n) > 1} | (set(names) & reserved))
         if clash:
-            raise InputError(f"{where}: novelty case name(s) {', '.join(clash)} repeated or reserved (homogeneous, "
-                             f"all name the study's own models): give each case its own 'name'")
+            raise InputError(f"{where}: novelty case name(s) {', '.join(clash)} repeated or reserved ("
+                             f"{', '.join(sorted(reserved))} name the study's own experiments): give each case its "
+                             "own 'name'")
+        for n in names:  # (they name files and folders too)
+            if not n or "/" in n or "\\" in n or n.startswith("."):
+                raise InputError(f"{where}: novelty case name {n!r}: names files, so it must not hold '/' or '\\' "
+                                 "nor start with '.'")
         for listed in [self.bases] + [c["bases"] for c in self.cases]:
             labels = [basis_label(b) for b in listed]
             if len(set(labels)) != len(labels):
@@ -584,7 +595,7 @@ class Study:
         local = ens_mod.resample(len(train_idx), int(e["members"]), bool(e["bootstrap"]), seed)
         samples = [train_idx[s] for s in local]
         coefs = ens_mod.fit_members(dm, samples, float(e["alpha"]), float(e["energy_weight"]), reference_energy=e0)
-        folder = os.path.join(self.out, "models", f"{tag}-seed{seed}")
+        folder = os.path.join(self.models_dir, f"{tag}-seed{seed}")
         ens = ens_mod.write_ensemble(bb, coefs, folder, e0, {"basis": basis, "cutoff": float(bb.cutoffmax),
                                                              "seed": seed,
                                                              "n_structures": len(train_idx),
@@ -691,8 +702,10 @@ class Study:
                     self.plot_data["reliability"][f"{name}, ensemble"] = (err, sig / np.sqrt(3.0))
                     for meth in m.gamma:
                         s = m.methods[meth](te)
-                        if s.sigma is not None and np.all(s.sigma > 0) and meth in ("gamma_global",
-                                                                                   "gamma_local_nearest"):
+                        # global γ and local γ (nearest assignment), for every k studied
+                        if (s.sigma is not None and np.all(s.sigma > 0)
+                                and (meth == "gamma_global" or (meth.startswith("gamma_local")
+                                                                and meth.endswith("_nearest")))):
                             self.plot_data["reliability"][f"{name}, {meth}"] = (err, s.sigma)
             bar.update()
             # (c) novelty detection of held-out groups, per case and basis
@@ -965,13 +978,25 @@ def _fmt(v, sd=None) -> str:
 def run_study(config, output_dir: str, progress: bool = True, workers: int = 2) -> Dict:
     """Run the study described by ``config`` (a YAML path or a dict); write report.md, metrics.json, PNGs."""
     ens_mod._require_pyace("the study (it fits linear ACE ensembles)")
+    import shutil
+    import tempfile
+
     cfg = load_config(config)
     check_output(output_dir, folder=True)
-    study = Study(cfg, output_dir, progress, workers)
-    summary = study.run()
-    study.write(summary)
-    if not study.cfg["keep_models"]:
-        import shutil
-
-        shutil.rmtree(os.path.join(output_dir, "models"), ignore_errors=True)
+    keep = bool(cfg["keep_models"])
+    # models that are not kept live in a temporary folder inside DIR, so an earlier run's kept
+    # models/ stay; the error maps of an earlier run into DIR are replaced by this run's; SIGTERM
+    # ends the run as an exception does, so the temporary models go too
+    with sigterm_as_exit():
+        os.makedirs(output_dir, exist_ok=True)
+        shutil.rmtree(os.path.join(output_dir, "error_maps"), ignore_errors=True)
+        models = os.path.join(output_dir, "models") if keep else tempfile.mkdtemp(prefix=".aceuq-models-",
+                                                                                  dir=output_dir)
+        try:
+            study = Study(cfg, output_dir, progress, workers, models_dir=models)
+            summary = study.run()
+            study.write(summary)
+        finally:
+            if not keep:
+                shutil.rmtree(models, ignore_errors=True)
     return summary
