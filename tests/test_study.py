@@ -452,6 +452,13 @@ def test_novelty_cases_and_bases_that_cannot_be_measured_or_named(emt_data, tmp_
         str(tmp_path))
     assert not everything.cases and "'all-in': trained on every group" in " ".join(everything.notes)
     assert study.load_config({**base, "gamma": {"rank_rtol": "1e-8"}})["gamma"]["rank_rtol"] == 1e-8
+    # lists with repeats: a data file twice would be split on its own (training frames in the test set)
+    for changes, message in (({"data": [emt_data, emt_data]}, "lists .* more than once"),
+                             ({"novelty": [{"train_groups": ["bulk"], "novel_groups": ["liquid", "liquid"]}]},
+                              "'novel_groups' lists liquid more than once"),
+                             ({"gamma": {"clusters": [2, 2]}}, "gamma clusters lists a value more than once")):
+        with pytest.raises(InputError, match=message):
+            study.load_config({**base, **changes})
     # a regroup rule whose group no frame is in (a typo) is refused, not ignored
     rule = {"by": "coordination", "group": "liqiud", "threshold": 10, "above": "dense", "below": "open"}
     with pytest.raises(InputError, match="no frame is in group 'liqiud'"):

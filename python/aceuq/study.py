@@ -122,6 +122,9 @@ def load_config(path_or_dict) -> Dict:
     if not data or not all(isinstance(d, str) and d.strip() for d in data):
         bad(f"'data' must be a structure file or a list of them, got {cfg['data']!r}")
     cfg["data"] = [d if os.path.isabs(d) else os.path.normpath(os.path.join(base, d)) for d in data]
+    twice = sorted({d for d in cfg["data"] if cfg["data"].count(d) > 1})
+    if twice:  # its copies would be split on their own: training frames in the test set
+        bad(f"'data' lists {', '.join(twice)} more than once")
     unknown = set(cfg) - set(DEFAULTS) - {"data", "name", "description", "_path"}
     if unknown:
         bad(f"unknown key(s) {', '.join(sorted(unknown))}")
@@ -245,10 +248,13 @@ def _number(v, ok, text: str, key: str, bad) -> float:
 
 
 def _name_list(v, key: str, bad, what: str) -> List[str]:
-    """A list of non-empty strings (a single string is a list of one)."""
+    """A list of distinct non-empty strings (a single string is a list of one)."""
     items = [v] if isinstance(v, str) else v
     if not isinstance(items, list) or not items or not all(isinstance(x, str) and x for x in items):
         bad(f"{key} must be {what} or a non-empty list of them, got {v!r}")
+    twice = sorted({x for x in items if items.count(x) > 1})
+    if twice:
+        bad(f"{key} lists {', '.join(twice)} more than once")
     return list(items)
 
 
@@ -293,6 +299,9 @@ def _gamma_config(g, where: str = "study config") -> Dict:
         if not (k == "auto" or (is_integer(k) and k >= 2)):
             raise InputError(f"{where}: gamma clusters must be 'auto' or integers >= 2, got {k!r}")
     assign = g["assign"] if isinstance(g["assign"], list) else [g["assign"]]
+    for key, values in (("clusters", ks), ("assign", assign)):
+        if len(set(map(str, values))) < len(values):
+            raise InputError(f"{where}: gamma {key} lists a value more than once: {values}")
     if not all(isinstance(a, str) for a in assign) or set(assign) - set(GAMMA_ASSIGN):
         raise InputError(f"{where}: gamma assign must be among {', '.join(GAMMA_ASSIGN)}, got {assign}")
     if g["error_map"] not in ("isotonic", "power"):
