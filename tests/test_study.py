@@ -1,5 +1,6 @@
 import json
 import os
+import re
 
 import numpy as np
 import pytest
@@ -459,6 +460,17 @@ def test_novelty_cases_and_bases_that_cannot_be_measured_or_named(emt_data, tmp_
                              ({"gamma": {"clusters": [2, 2]}}, "gamma clusters lists a value more than once")):
         with pytest.raises(InputError, match=message):
             study.load_config({**base, **changes})
+    # a basis file is looked for beside the config, as data are, not in the working directory
+    (tmp_path / "cfg").mkdir()
+    (tmp_path / "cfg" / "study.yaml").write_text(f"data: [{emt_data}]\naccuracy: {{bases: [here.yaml]}}\n")
+    (tmp_path / "here.yaml").write_text((tmp_path / "b1" / "basis.yaml").read_text())
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        with pytest.raises(InputError, match=re.escape(str(tmp_path / "cfg" / "here.yaml"))):
+            study.load_config(str(tmp_path / "cfg" / "study.yaml"))
+    finally:
+        os.chdir(cwd)
     # a regroup rule whose group no frame is in (a typo) is refused, not ignored
     rule = {"by": "coordination", "group": "liqiud", "threshold": 10, "above": "dense", "below": "open"}
     with pytest.raises(InputError, match="no frame is in group 'liqiud'"):

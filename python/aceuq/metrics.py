@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import textwrap
 from dataclasses import dataclass
 from typing import Dict, Optional, Sequence
 
@@ -447,7 +448,7 @@ def plot_roc(scores: Dict[str, tuple], path, title="novelty detection") -> str:
     ax.plot([0, 1], [0, 1], "k--", lw=0.8)
     ax.set_xlabel("false positive rate")
     ax.set_ylabel("true positive rate")
-    ax.set_title(title)
+    ax.set_title("\n".join(textwrap.wrap(title, 45)), fontsize=9)  # long case names wrapped, not clipped
     ax.legend(fontsize=7)
     return _save(fig, path)
 

@@ -218,8 +218,7 @@ def load_config(path_or_dict) -> Dict:
 
     def resolve(b, key):  # basis files are relative to the config, like data; checked here, not mid-study
         b = str(b)
-        local = os.path.normpath(os.path.join(base, b))
-        b = local if b not in ens_mod.BASIS_PRESETS and not os.path.isabs(b) and os.path.exists(local) else b
+        b = b if b in ens_mod.BASIS_PRESETS or os.path.isabs(b) else os.path.normpath(os.path.join(base, b))
         try:
             ens_mod.basis_potential_config(b, [], 5.0)
         except InputError as exc:
