@@ -471,6 +471,10 @@ def test_novelty_cases_and_bases_that_cannot_be_measured_or_named(emt_data, tmp_
             study.load_config(str(tmp_path / "cfg" / "study.yaml"))
     finally:
         os.chdir(cwd)
+    # a basis file that names its elements is read as it stands when the config is checked
+    named = tmp_path / "cfg" / "named.yaml"
+    named.write_text((tmp_path / "b1" / "basis.yaml").read_text().replace("potential:\n", "potential:\n  elements: [Cu]\n"))
+    assert study.load_config({**base, "accuracy": {"bases": [str(named)]}})["accuracy"]["bases"] == [str(named)]
     # a regroup rule whose group no frame is in (a typo) is refused, not ignored
     rule = {"by": "coordination", "group": "liqiud", "threshold": 10, "above": "dense", "below": "open"}
     with pytest.raises(InputError, match="no frame is in group 'liqiud'"):

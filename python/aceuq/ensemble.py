@@ -86,13 +86,14 @@ def default_cutoff(frames: Sequence[Atoms]) -> float:
     return float(np.clip(round(2.2 * float(np.median(np.concatenate(nn))), 1), 4.0, 7.0))
 
 
-def basis_potential_config(basis: str, elements: Sequence[str], cutoff: float) -> Dict:
+def basis_potential_config(basis: str, elements: Optional[Sequence[str]], cutoff: float) -> Dict:
     """The create_multispecies_basis_config input for a preset name or a YAML file.
 
     A YAML file holds that input (``elements/embeddings/bonds/functions``) at its top level or
     under ``potential:`` (a pacemaker input file). Embeddings are forced to be linear (a linear
     fit cannot fit a non-linear embedding); elements are the fit's (given, else those of the data),
-    which a file that names elements must name too.
+    which a file that names elements must name too. With ``elements`` None the input is only read
+    and checked, as it stands.
     """
     if basis in BASIS_PRESETS:
         functions = {"ALL": {k: v for k, v in BASIS_PRESETS[basis].items() if k != "number_of_functions_per_element"},
@@ -100,7 +101,7 @@ def basis_potential_config(basis: str, elements: Sequence[str], cutoff: float) -
         bonds = {"ALL": {"radbase": "ChebExpCos", "radparameters": [5.25], "rcut": float(cutoff), "dcut": 0.01,
                          "NameOfCutoffFunction": "cos", "r_in": 0.5, "delta_in": 0.1,
                          "inner_cutoff_type": "distance", "core-repulsion": [10000.0, 5.0]}}
-        return {"deltaSplineBins": 0.001, "elements": list(elements),
+        return {"deltaSplineBins": 0.001, "elements": list(elements or []),
                 "embeddings": {"ALL": dict(_LINEAR_EMBEDDING)}, "bonds": bonds, "functions": functions}
     if not os.path.exists(basis):
         raise InputError(f"basis '{basis}': neither a preset ({', '.join(BASIS_PRESETS)}) nor a file")
@@ -110,6 +111,8 @@ def basis_potential_config(basis: str, elements: Sequence[str], cutoff: float) -
     if not isinstance(cfg, dict) or "functions" not in cfg or "bonds" not in cfg:
         raise InputError(f"basis config '{basis}': needs 'bonds' and 'functions' (create_multispecies_basis_config input)")
     cfg = dict(cfg)
+    if elements is None:  # (the file checked alone)
+        return cfg
     named = cfg.setdefault("elements", list(elements))
     if not isinstance(named, list) or sorted(map(str, named)) != sorted(elements):
         raise InputError(f"basis config '{basis}': its elements ({named}) are not those of the fit "

@@ -217,10 +217,14 @@ def load_config(path_or_dict) -> Dict:
         bad("novelty cases need distinct names")
 
     def resolve(b, key):  # basis files are relative to the config, like data; checked here, not mid-study
-        b = str(b)
-        b = b if b in ens_mod.BASIS_PRESETS or os.path.isabs(b) else os.path.normpath(os.path.join(base, b))
+        given = str(b)
+        preset = given in ens_mod.BASIS_PRESETS
+        b = given if preset or os.path.isabs(given) else os.path.normpath(os.path.join(base, given))
+        if not preset and not os.path.exists(b):
+            bad(f"{key}: basis '{given}': neither a preset ({', '.join(ens_mod.BASIS_PRESETS)}) nor a file "
+                f"(looked for {b}, beside the config)")
         try:
-            ens_mod.basis_potential_config(b, [], 5.0)
+            ens_mod.basis_potential_config(b, None, 5.0)
         except InputError as exc:
             bad(f"{key}: {exc}")
         return b
