@@ -404,6 +404,13 @@ def test_score_novelty_threshold_and_paired_alarm_counts():
     assert np.sum(g & ~e) != np.sum(e & ~g)  # the two counts are distinguishable
     assert out["gamma_global"]["count_alarms_gamma_only"] == np.sum(g & ~e)
     assert out["gamma_global"]["count_alarms_ensemble_only"] == np.sum(e & ~g)
+    # γ of a degenerate training set, 1 up to rounding everywhere: nothing is above the threshold
+    # by rounding alone; a real excess (1e-6) is
+    flat = 1.0 + 1e-11 * rng.standard_normal(300)
+    flat[known[:3]] = 1.0 + 1e-6
+    table = {"ensemble": rng.uniform(0, 1, 300), "gamma_global": flat}
+    out = study.Study.score(study.Study.__new__(study.Study), model, test, cal, known, novel)
+    assert out["gamma_global"]["false_alarm_rate"] == pytest.approx(3 / len(known))
 
 
 def test_every_group_keeps_training_frames_whatever_the_fractions():

@@ -337,8 +337,8 @@ class ErrorMap:
 class Detection:
     roc_auc: float
     pr_auc: float            # average precision, novel = positive class
-    detection_rate: float    # fraction of novel items with score > threshold (nan without threshold)
-    false_alarm_rate: float  # fraction of in-distribution items with score > threshold
+    detection_rate: float    # fraction of novel items above the threshold (`above`; nan without threshold)
+    false_alarm_rate: float  # fraction of in-distribution items above the threshold
     threshold: Optional[float]
 
 
@@ -348,6 +348,16 @@ def _rankable(s: np.ndarray) -> np.ndarray:
     fin = s[np.isfinite(s)]
     lo, hi = (fin.min() - 1.0, fin.max() + 1.0) if fin.size else (0.0, 1.0)
     return np.where(np.isposinf(s), hi, np.where(np.isfinite(s), s, lo))
+
+
+# scores within this relative distance of a threshold are at it, not above it: rounding (γ of
+# a degenerate training set is 1 +- 1e-11 everywhere) must not decide an alarm
+THRESHOLD_RTOL = 1e-9
+
+
+def above(scores, threshold: float) -> np.ndarray:
+    """scores > threshold beyond rounding (THRESHOLD_RTOL): what raises an alarm."""
+    return np.asarray(scores, dtype=float) > threshold + THRESHOLD_RTOL * abs(threshold)
 
 
 def novelty_detection(score_known, score_novel, threshold: Optional[float] = None) -> Detection:
@@ -362,8 +372,8 @@ def novelty_detection(score_known, score_novel, threshold: Optional[float] = Non
     s = _rankable(np.concatenate([k, n]))
     det = fa = float("nan")
     if threshold is not None:
-        det = float(np.mean(n > threshold))
-        fa = float(np.mean(k > threshold))
+        det = float(np.mean(above(n, threshold)))
+        fa = float(np.mean(above(k, threshold)))
     return Detection(float(roc_auc_score(y, s)), float(average_precision_score(y, s)), det, fa, threshold)
 
 

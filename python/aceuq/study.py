@@ -666,7 +666,7 @@ class Study:
                 row.update(roc_auc=d.roc_auc, pr_auc=d.pr_auc, detection_rate=d.detection_rate,
                            false_alarm_rate=d.false_alarm_rate)
                 if thr is not None:
-                    alarms[name] = k > thr
+                    alarms[name] = metrics.above(k, thr)
             out[name] = row
         if "ensemble" in alarms and "gamma_global" in alarms:
             # the two methods' false alarms on the same structures (paired: McNemar's discordant
