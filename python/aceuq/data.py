@@ -7,7 +7,7 @@ import re
 import stat
 import tempfile
 from contextlib import contextmanager
-from typing import IO, Iterable, Iterator, List, Optional, Sequence, Union
+from typing import IO, Dict, Iterable, Iterator, List, Optional, Sequence, Union
 
 import numpy as np
 from ase import Atoms
@@ -218,17 +218,22 @@ def _read_pickle(path: str) -> List[Atoms]:
         if "stress" in results and results["stress"].shape not in ((6,), (3, 3)):
             raise InputError(f"{where}: 'stress' has shape {results['stress'].shape} (needs 6 Voigt components "
                              f"or 3 x 3)")
-        if results:
-            # the columns are the labels: an energy or forces the Atoms carry besides would clash
-            # with them when the frames are written out
-            for key in results:
-                atoms.info.pop(key, None)
-                atoms.arrays.pop(key, None)
-            atoms.calc = SinglePointCalculator(atoms, **results)
+        if results:  # the columns are the labels
+            set_results(atoms, results)
         frames.append(atoms)
     if not frames:
         raise InputError(f"'{path}': the DataFrame holds no structures")
     return frames
+
+
+def set_results(atoms: Atoms, results: Dict) -> None:
+    """``results`` (energy, forces, stress, ...) as the atoms' calculator results. Keys of the same
+    names in their info and arrays would clash with them when the frames are written (ASE
+    refuses both): removed."""
+    for key in results:
+        atoms.info.pop(key, None)
+        atoms.arrays.pop(key, None)
+    atoms.calc = SinglePointCalculator(atoms, **results)
 
 
 def read_yaml_config(path: PathLike, what: str) -> dict:

@@ -6,12 +6,11 @@ import argparse
 import sys
 
 import numpy as np
-from ase.calculators.singlepoint import SinglePointCalculator
 from ase.stress import full_3x3_to_voigt_6_stress
 
 from .._core import InputError
 from . import add_elements_option, summary_stream
-from ..data import check_output, read_structures, structure_label, write_extxyz_atomic
+from ..data import check_output, read_structures, set_results, structure_label, write_extxyz_atomic
 from ..potential import Potential
 from ..progress import progress as show_progress
 
@@ -65,7 +64,7 @@ def main(argv=None) -> int:
                 if r.stress is not None:
                     props["stress"] = r.stress
                 _keep_reference(atoms, a)
-                _predicted(a, props)
+                set_results(a, props)  # (labels the input held there are kept as ref_*)
                 a.info["energy_std"] = r.energy_std
                 a.arrays["energies_std"] = r.energies_std
                 a.arrays["forces_std"] = r.forces_std
@@ -81,7 +80,7 @@ def main(argv=None) -> int:
                 if res.stress is not None:
                     props["stress"] = res.stress
                 _keep_reference(atoms, a)
-                _predicted(a, props)
+                set_results(a, props)  # (labels the input held there are kept as ref_*)
                 out.append(a)
         write_extxyz_atomic(args.output, out, progress=not args.no_progress)
     except InputError as exc:
@@ -91,16 +90,6 @@ def main(argv=None) -> int:
     print(f"aceuq evaluate: {len(out)} structures, {n_atoms} atoms -> {args.output}",
           file=summary_stream(args.output))
     return 0
-
-
-def _predicted(atoms, props) -> None:
-    """The predictions as atoms' calculator results. Keys of the same names in its info and
-    arrays (labels an input carried there, kept as ref_* by _keep_reference) would clash with
-    them when written: removed."""
-    for key in props:
-        atoms.info.pop(key, None)
-        atoms.arrays.pop(key, None)
-    atoms.calc = SinglePointCalculator(atoms, **props)
 
 
 def _keep_reference(source, out) -> None:
