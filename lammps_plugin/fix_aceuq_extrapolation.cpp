@@ -340,7 +340,8 @@ void FixACEUQExtrapolation::commit(const Verdict &v)
     // rerun reads every snapshot whatever the timer says (fix halt cannot stop it either): there
     // the snapshot is reported, and nothing is stopped or skipped
     const bool rerun = input->command && strcmp(input->command, "rerun") == 0;
-    if (comm->me == 0)
+    // once: a minimizer told to stop finishes its iteration, which may be checked and above U too
+    if (comm->me == 0 && !halted)
       utils::logmesg(lmp, "fix aceuq/extrapolation: step {} atom {} has gamma {:.4g} > upper {}: {}\n", v.step,
                      v.atom, v.max_gamma, upper,
                      rerun ? "rerun does not stop early, every snapshot is checked"

@@ -367,8 +367,10 @@ def test_minimization_writes_the_iterations_a_dump_writes(setup, tmp_path):
     # later one after the iteration that follows it
     upper = 0.5 * (peaks[-2] + peaks[-1])
     first_above = min(t for t, g in grades.items() if g.max() > upper)
-    final, _ = minimize(f"fix x all aceuq/extrapolation 2 lower {lower} upper {upper} file {out}")
+    log = tmp_path / "stop.log"
+    final, _ = minimize(f"log {log}\nfix x all aceuq/extrapolation 2 lower {lower} upper {upper} file {out}")
     assert final == (0 if first_above == 0 else first_above + 1)
+    assert sum("> upper" in line for line in log.read_text().splitlines()) == 1
     # the starting configuration above U: one frame and one message, though the stopped
     # minimizer evaluates that configuration once more
     start = grades[0].max()
@@ -377,6 +379,37 @@ def test_minimization_writes_the_iterations_a_dump_writes(setup, tmp_path):
                         f"file {out}")
     assert final == 0
     assert [f.info["step"] for f in read(out, ":")] == [0]
+    assert sum("> upper" in line for line in log.read_text().splitlines()) == 1
+
+
+def test_minimization_stop_is_reported_once(setup, tmp_path):
+    """Minimized with an added force on it, one atom moves into extrapolation: the fix on that
+    atom's group sees its γ cross U at a later iteration and stops after the next one, which is checked too and also above U: both
+    are written, and the stop is reported once."""
+    path, pot, asi, atoms, gamma, lower = setup
+
+    def minimize(upper, out, log):
+        with system(setup) as lmp:
+            lmp.commands_string(f"""
+                log {log}
+                group one id 1
+                fix push one addforce 8.0 0.0 0.0
+                fix_modify push energy yes
+                fix x one aceuq/extrapolation 1 lower 1e-9 upper {upper} file {out}
+                minimize 0 0 30 1000
+            """)
+            return lmp.extract_global("ntimestep")
+
+    out, log = tmp_path / "all.extxyz", tmp_path / "all.log"
+    assert minimize(1e9, out, log) == 30
+    peak = {f.info["step"]: f.arrays["gamma"][f.arrays["id"] == 1][0] for f in read(out, ":")}
+    assert sorted(peak) == list(range(31))
+    # the first iteration after the starting ones whose γ exceeds every earlier one, and the next
+    t = next(t for t in range(5, 30) if peak[t] > max(peak[s] for s in range(t)) and peak[t + 1] > peak[t])
+    upper = 0.5 * (max(peak[s] for s in range(t)) + peak[t])
+    out, log = tmp_path / "stop.extxyz", tmp_path / "stop.log"
+    assert minimize(upper, out, log) == t + 1
+    assert [f.info["step"] for f in read(out, ":")] == list(range(t + 2))
     assert sum("> upper" in line for line in log.read_text().splitlines()) == 1
 
 
