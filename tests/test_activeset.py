@@ -139,6 +139,16 @@ def test_real_data_keep_their_resolved_directions(data_dir, tmp_path):
     g_ours = np.concatenate([g for g, _ in ours.gamma(test)])
     g_pace = np.abs(pot.projections(test)["Si"].values @ np.linalg.inv(active)).max(axis=1)
     np.testing.assert_allclose(g_ours, g_pace, rtol=1e-6)
+    # tol 0, below the rounding of these coefficients (condition number ~1e8): the swaps cycle at
+    # 1 + 1e-10, and the refinement stops when a kept set comes back, not at its limit
+    import inspect
+
+    from aceuq.maxvol import select_active_set
+
+    limit = inspect.signature(select_active_set).parameters["max_refinements"].default
+    m0 = build_active_set(pot, train, tol=0).elements["Si"].matrices[0]
+    assert m0.refinements < limit and 0 <= m0.max_gamma - 1 < 1e-8
+    assert "below the rounding of these rows' coefficients" in m0.notes[0]
 
 
 def test_ase_calculator_grades_atoms_as_pyace(tmp_path):

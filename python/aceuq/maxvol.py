@@ -22,9 +22,10 @@ is deterministic; the paths part only if a row outside the working set would hav
 largest coefficient on the way, and the result is then another valid optimum); streamed in row batches
 (``memory_limit`` sets the batch size), a cumulative MaxVol pass (kept rows + next batch ->
 MaxVol -> kept rows). Refinement passes grade every row (in chunks) and rerun MaxVol on the kept
-rows plus the highest-graded rows, until no row is above 1 + tol (or ``max_refinements``; in
-memory, a MaxVol over all rows then finishes the job). Every swap multiplies the volume by more
-than 1 + tol, so this terminates. With one batch the computation is the in-memory one.
+rows plus the highest-graded rows, until no row is above 1 + tol (or ``max_refinements``, or a
+kept set comes back: at a tol below the rounding of the coefficients the swaps cycle; in memory,
+a MaxVol over all rows then finishes the job). Every swap multiplies the volume by more than
+1 + tol, so in exact arithmetic this terminates. With one batch the computation is the in-memory one.
 
 Degenerate data, by design. Strained perfect crystals, or many copies of one environment, give
 projection matrices whose numerical rank r is below p: the MaxVol submatrix is then singular in
@@ -360,14 +361,17 @@ def select_active_set(data, tol: float = DEFAULT_TOL, max_iters: int = DEFAULT_M
     refinements = 0
     S_inv = np.linalg.inv(rows_src.take(kept) @ W)
     best = (np.inf, kept, S_inv)
+    seen = set()  # the kept sets graded so far: one seen again is a cycle (swaps at rounding level)
     for it in range(max_refinements + 1):
         # grade every row; keep the `room` highest-gamma rows (not only those above 1 + tol:
         # rows near the boundary are what the next MaxVol needs to avoid cycling)
         worst, top_idx, top_gamma = _grade_top(rows_src, chunk, W @ S_inv, room)
         if worst < best[0]:
             best = (worst, kept, S_inv)
-        if worst <= swap_limit(tol) or it == max_refinements:
+        key = tuple(np.sort(kept).tolist())
+        if worst <= swap_limit(tol) or it == max_refinements or key in seen:
             break
+        seen.add(key)
         over_idx = np.setdiff1d(top_idx[top_gamma > 0], kept)
         idx = np.concatenate([kept, np.sort(over_idx)])
         res = maxvol(rows_src.take(idx) @ W, tol=tol, max_iters=max_iters, start=np.arange(len(kept)),
