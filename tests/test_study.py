@@ -225,9 +225,15 @@ def test_study_in_full_mode_keeps_its_global_set_as_casi(emt_data, tmp_path):
     # a run into the same folder without --keep-models leaves the kept models of the first, and
     # no temporary models of its own
     kept = sorted(p.relative_to(out) for p in (out / "models").rglob("*"))
+    # plots of an earlier run's other bases and cases go; this run's and other files stay
+    for name in ("parity_large.png", "roc_old-case.png", "roc.png", "notes.png"):
+        (out / name).write_bytes(b"earlier")
     assert main(["study", str(cfg), "-o", str(out), "--no-progress"]) == 0
     assert sorted(p.relative_to(out) for p in (out / "models").rglob("*")) == kept
     assert not list(out.glob(".aceuq-models-*"))
+    assert sorted(p.name for p in out.glob("*.png")) == ["calibration.png", "notes.png", "parity_small.png",
+                                                         "reliability.png", "roc.png"]
+    assert (out / "roc.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_gamma_error_map_bad_file(emt_data, tmp_path):

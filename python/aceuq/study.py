@@ -788,6 +788,14 @@ class Study:
                     scores, os.path.join(self.out, png),
                     title=f"{case['name']} ({basis_label(case['bases'][-1])}): novel {', '.join(case['novel'])}")
         metrics._write_text_atomic(os.path.join(self.out, "report.md"), self._markdown(summary, pngs))
+        # an earlier run's plots that this run did not draw (other bases or cases) would pass for
+        # this run's: the study's own names only, other files stay
+        drawn = {os.path.basename(p) for p in pngs.values()}
+        for name in os.listdir(self.out):
+            ours = name in ("reliability.png", "calibration.png", "roc.png") or (
+                name.endswith(".png") and name.startswith(("parity_", "roc_")))
+            if ours and name not in drawn and os.path.isfile(os.path.join(self.out, name)):
+                os.remove(os.path.join(self.out, name))
         return pngs
 
     def _markdown(self, summary: Dict, pngs: Dict[str, str]) -> str:
