@@ -147,6 +147,9 @@ void FixACEUQExtrapolation::init()
   if (!pair)
     error->all(FLERR, "fix aceuq/extrapolation requires pair_style aceuq (alone, or as one sub-style of a "
                       "hybrid style, not two)");
+  if (!pair->compute_flag || !force->pair->compute_flag)    // the sub-style, or a hybrid style as a whole
+    error->all(FLERR, "fix aceuq/extrapolation: pair_modify compute no: pair_style aceuq computes no gamma (and "
+                      "the fix would report that of the last step it computed)");
   if (!pair->has_active_set())
     error->all(FLERR, "fix aceuq/extrapolation: pair_coeff gave no active set (.asi or .casi): gamma is undefined");
   if (!type_names.empty()) {    // one per type (the constructor took exactly that many)

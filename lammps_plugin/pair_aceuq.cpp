@@ -56,10 +56,10 @@ struct PairACEUQ::Core {
   std::vector<double> gamma_buf;
   std::vector<int> cluster_buf;
 
-  std::string element_list() const
+  static std::string element_list(const aceuq::Potential &pot)
   {
     std::string s;
-    for (const auto &el : potential->elements()) s += (s.empty() ? "" : " ") + el;
+    for (const auto &el : pot.elements()) s += (s.empty() ? "" : " ") + el;
     return s;
   }
 };
@@ -332,65 +332,70 @@ void PairACEUQ::coeff(int narg, char **arg)
   const bool has_active_set = narg == 4 + ntypes;
   char **elements_arg = arg + narg - ntypes;
 
+  // everything is read and checked before anything is changed: an error caught by the library
+  // interface leaves the earlier pair_coeff in force, not half of each
+  std::shared_ptr<aceuq::Potential> potential;
   try {
-    core->potential = aceuq::Potential::load(pot_path);
+    potential = aceuq::Potential::load(pot_path);
   } catch (const aceuq::InputError &e) {
     error->all(FLERR, "pair_style aceuq: {}", e.what());
   } catch (const std::exception &e) {
     error->all(FLERR, "pair_style aceuq: cannot read potential '{}': {}", pot_path, e.what());
   }
-  core->evaluator = std::make_unique<aceuq::AtomEvaluator>(core->potential);
-  core->grader.reset();
 
-  const int nel = core->potential->nelements();
-  core->rcutsq.assign((size_t) nel * nel, 0.0);
-  for (int a = 0; a < nel; a++)
-    for (int b = 0; b < nel; b++) {
-      const double rc = core->potential->cutoff(a, b);
-      core->rcutsq[a * nel + b] = rc * rc;
-    }
-
+  std::vector<int> type_map(ntypes + 1, -1);
   for (int t = 1; t <= ntypes; t++) {
     const char *el = elements_arg[t - 1];
-    if (strcmp(el, "NULL") == 0) {
-      map[t] = -1;
-      continue;
-    }
-    map[t] = core->potential->element_index(el);
-    if (map[t] < 0)
+    if (strcmp(el, "NULL") == 0) continue;
+    type_map[t] = potential->element_index(el);
+    if (type_map[t] < 0)
       error->all(FLERR, "pair_style aceuq: element '{}' (atom type {}) is not in potential '{}' (elements: {})",
-                 el, t, pot_path, core->element_list());
+                 el, t, pot_path, Core::element_list(*potential));
   }
+  int count = 0;
+  for (int i = 1; i <= ntypes; i++)
+    for (int j = i; j <= ntypes; j++) count += (type_map[i] >= 0 && type_map[j] >= 0) ? 1 : 0;
+  if (count == 0)
+    error->all(FLERR, "pair_coeff for pair_style aceuq maps no atom type to an element (all NULL)");
 
+  std::shared_ptr<aceuq::Grader> grader;
   if (has_active_set) {
     const std::string as_path = arg[3];
     // an element name (or NULL) where the active set would be: one name too many, not a file
-    if ((as_path == "NULL" || core->potential->element_index(as_path) >= 0) && !platform::file_is_readable(as_path))
+    if ((as_path == "NULL" || potential->element_index(as_path) >= 0) && !platform::file_is_readable(as_path))
       error->all(FLERR, "pair_coeff for pair_style aceuq: {}; got {} element names after the potential", usage,
                  ntypes + 1);
     try {
-      core->grader = aceuq::Grader::load(as_path, *core->potential);
+      grader = aceuq::Grader::load(as_path, *potential);
     } catch (const aceuq::InputError &e) {
       error->all(FLERR, "pair_style aceuq: {}", e.what());
     } catch (const std::exception &e) {
       error->all(FLERR, "pair_style aceuq: cannot read active set '{}': {}", as_path, e.what());
     }
-    core->file_assign = core->grader->assign();
-    if (core->assign_given) core->grader->set_assign(core->assign);
   }
 
-  int count = 0;
-  for (int i = 1; i <= ntypes; i++)
-    for (int j = i; j <= ntypes; j++) {
-      setflag[i][j] = setflag[j][i] = (map[i] >= 0 && map[j] >= 0) ? 1 : 0;
-      count += setflag[i][j];
+  core->potential = potential;
+  core->evaluator = std::make_unique<aceuq::AtomEvaluator>(core->potential);
+  core->grader = grader;
+  if (grader) {
+    core->file_assign = grader->assign();
+    if (core->assign_given) grader->set_assign(core->assign);
+  }
+  const int nel = potential->nelements();
+  core->rcutsq.assign((size_t) nel * nel, 0.0);
+  for (int a = 0; a < nel; a++)
+    for (int b = 0; b < nel; b++) {
+      const double rc = potential->cutoff(a, b);
+      core->rcutsq[a * nel + b] = rc * rc;
     }
-  if (count == 0)
-    error->all(FLERR, "pair_coeff for pair_style aceuq maps no atom type to an element (all NULL)");
+  for (int i = 1; i <= ntypes; i++) {
+    map[i] = type_map[i];
+    for (int j = i; j <= ntypes; j++) setflag[i][j] = setflag[j][i] = (type_map[i] >= 0 && type_map[j] >= 0) ? 1 : 0;
+  }
 
   if (comm->me == 0)
     utils::logmesg(lmp, "pair_style aceuq: potential {} (elements: {}){}\n", pot_path,
-                   core->element_list(),
+                   Core::element_list(*core->potential),
                    has_active_set ? std::string(", active set ") + arg[3] : std::string());
 }
 
@@ -410,6 +415,16 @@ void PairACEUQ::init_style()
         error->all(FLERR, "pair_style aceuq: special_bonds weights of 0 for 1-{} neighbours leave bonded atoms "
                    "out of each other's environments; a many-body potential sees every atom within its cutoff: "
                    "use special_bonds lj/coul 1.0 1.0 1.0", k + 1);
+  // neigh_modify exclude takes pairs out of the neighbour list, so out of each other's
+  // environments, as special_bonds weights of 0 do (type pairs of which pair_coeff maps one to
+  // NULL are not this style's; groups and molecules may be anyone's)
+  bool excluded = neighbor->nex_group > 0 || neighbor->nex_mol > 0;
+  for (int k = 0; k < neighbor->nex_type; ++k)
+    excluded = excluded || (map[neighbor->ex1_type[k]] >= 0 && map[neighbor->ex2_type[k]] >= 0);
+  if (excluded)
+    error->all(FLERR, "pair_style aceuq: neigh_modify exclude leaves atoms out of each other's environments; a "
+               "many-body potential sees every atom within its cutoff: use 'neigh_modify exclude none'{}",
+               neighbor->nex_type > 0 ? " (or exclude only types pair_coeff maps to NULL)" : "");
   neighbor->add_request(this, NeighConst::REQ_FULL);
 }
 

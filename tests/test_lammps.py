@@ -643,6 +643,62 @@ def test_active_set_of_another_potential(cual_asi, make_pot, tmp_path):
     assert "other.casi" in msg
 
 
+def test_failed_pair_coeff_leaves_the_earlier_one(cual_asi, make_pot):
+    """A pair_coeff refused (unknown element, active set of another potential) changes nothing:
+    through the library interface, where the error is caught, the earlier definition goes on
+    (not the new potential with some types unmapped, or without its active set)."""
+    path, pot, asi = cual_asi
+    atoms = to_lammps_frame(rattled_bulk(["Cu", "Al"], seed=21))
+    atoms.rattle(0.2, seed=4)
+    other = make_pot("CuAlNi_chebexpcos")
+    for bad in (f"{other} Cu Xx", f"{other} {asi} Cu Al"):
+        lmp = new_lammps()
+        try:
+            create_system(lmp, atoms, ["Cu", "Al"])
+            set_aceuq(lmp, path, ["Cu", "Al"], asi)
+            lmp.command("fix g all pair 1 aceuq gamma 1")
+            with pytest.raises(Exception, match="element 'Xx'|CuAl.asi"):
+                lmp.command(f"pair_coeff * * {bad}")
+            out = evaluate(lmp, len(atoms))
+            assert_matches(out, pot.evaluate(atoms), bad)
+            gamma = np.array(lmp.gather("f_g", 1, 1)[: len(atoms)])
+            np.testing.assert_allclose(gamma, reference_gamma(pot, asi, atoms), rtol=1e-8, atol=1e-10)
+        finally:
+            lmp.close()
+
+
+@pytest.mark.parametrize("exclude", ["type 1 2", "group all all"])
+def test_neighbour_exclusions_are_refused(make_pot, exclude):
+    """neigh_modify exclude takes atoms out of each other's environments (a wrong energy, nothing
+    said): refused, as special_bonds weights of 0 are; a type pair_coeff maps to NULL may be
+    excluded."""
+    path = make_pot("CuAl_sbessel")
+    atoms = to_lammps_frame(rattled_bulk(["Cu", "Al"], seed=21))
+    lmp = new_lammps()
+    try:
+        create_system(lmp, atoms, ["Cu", "Al"])
+        lmp.command(f"neigh_modify exclude {exclude}")
+        set_aceuq(lmp, path, ["Cu", "Al"])
+        with pytest.raises(Exception, match="neigh_modify exclude leaves atoms out of each other's environments"):
+            lmp.command("run 0")
+    finally:
+        lmp.close()
+    ref = aceuq.Potential(path).evaluate(atoms[[s == "Cu" for s in atoms.get_chemical_symbols()]])
+    lmp = new_lammps()
+    try:
+        create_system(lmp, atoms, ["Cu", "Al"])
+        lmp.commands_string(f"""
+            neigh_modify exclude type 1 2
+            pair_style hybrid aceuq zero 8.0
+            pair_coeff * * aceuq {path} Cu NULL
+            pair_coeff * 2 zero
+            run 0
+        """)
+        assert lmp.get_thermo("pe") == pytest.approx(ref.energy, rel=RTOL)
+    finally:
+        lmp.close()
+
+
 def test_missing_active_set_file(make_pot, tmp_path):
     msg = lammps_error(f"pair_style aceuq\npair_coeff * * {make_pot('Cu_fs2')} {tmp_path / 'none.asi'} Cu")
     assert "none.asi" in msg
