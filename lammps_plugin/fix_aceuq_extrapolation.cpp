@@ -18,6 +18,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cmath>
 #include <cstring>
 #include <map>
 #include <sstream>
@@ -369,6 +370,72 @@ void FixACEUQExtrapolation::check_cutout_fits(const std::string &when)
   }
 }
 
+// Cells of the box in fractional coordinates, at least `cutout` wide in every direction (fewer,
+// wider cells when there would be more cells than local atoms), holding this rank's atoms.
+FixACEUQExtrapolation::CellBins FixACEUQExtrapolation::bin_local_atoms() const
+{
+  CellBins b;
+  const double *hi = domain->h_inv;    // fractional = h_inv (x - boxlo), h_inv upper triangular
+  const double rows[3][3] = {{hi[0], hi[5], hi[4]}, {0.0, hi[1], hi[3]}, {0.0, 0.0, hi[2]}};
+  for (int d = 0; d < 3; ++d) {
+    for (int k = 0; k < 3; ++k) b.rows[d][k] = rows[d][k];
+    b.lo[d] = domain->boxlo[d];
+    b.periodic[d] = domain->periodicity[d] != 0;
+    const double width = 1.0 / std::sqrt(rows[d][0] * rows[d][0] + rows[d][1] * rows[d][1] + rows[d][2] * rows[d][2]);
+    b.n[d] = std::max(1, int(std::min(width / cutout, 1e6)));
+  }
+  const long long most = 2LL * atom->nlocal + 27;
+  while ((long long) b.n[0] * b.n[1] * b.n[2] > most) {
+    int *widest = std::max_element(b.n, b.n + 3);
+    *widest = std::max(1, *widest / 2);
+  }
+  b.head.assign((size_t) b.n[0] * b.n[1] * b.n[2], -1);
+  b.next.assign(atom->nlocal, -1);
+  double **x = atom->x;
+  for (int i = 0; i < atom->nlocal; ++i) {
+    int c[3];
+    b.cell_of(x[i], c);
+    const size_t k = ((size_t) c[0] * b.n[1] + c[1]) * b.n[2] + c[2];
+    b.next[i] = b.head[k];
+    b.head[k] = i;
+  }
+  return b;
+}
+
+void FixACEUQExtrapolation::CellBins::cell_of(const double *p, int c[3]) const
+{
+  for (int d = 0; d < 3; ++d) {
+    const double s = rows[d][0] * (p[0] - lo[0]) + rows[d][1] * (p[1] - lo[1]) + rows[d][2] * (p[2] - lo[2]);
+    // atoms outside the box: wrapped where periodic, in the edge cells where not
+    long long k = (long long) std::floor(std::max(-1e9, std::min(1e9, s * n[d])));
+    if (periodic[d])
+      k = ((k % n[d]) + n[d]) % n[d];
+    else
+      k = std::max(0LL, std::min((long long) n[d] - 1, k));
+    c[d] = int(k);
+  }
+}
+
+template <class F> void FixACEUQExtrapolation::CellBins::for_each_near(const double *p, F &&visit) const
+{
+  int c[3];
+  cell_of(p, c);
+  std::vector<int> near[3];    // the distinct cells at offsets -1, 0, 1 along each direction
+  for (int d = 0; d < 3; ++d)
+    for (int o = -1; o <= 1; ++o) {
+      int k = c[d] + o;
+      if (periodic[d])
+        k = (k + n[d]) % n[d];
+      else if (k < 0 || k >= n[d])
+        continue;
+      if (std::find(near[d].begin(), near[d].end(), k) == near[d].end()) near[d].push_back(k);
+    }
+  for (int a : near[0])
+    for (int b : near[1])
+      for (int e : near[2])
+        for (int i = head[((size_t) a * n[1] + b) * n[2] + e]; i >= 0; i = next[i]) visit(i);
+}
+
 void FixACEUQExtrapolation::write_frame(const std::vector<int> &above_local, Verdict &v)
 {
   // (every rank gets here: the verdict is global)
@@ -412,13 +479,16 @@ void FixACEUQExtrapolation::write_frame(const std::vector<int> &above_local, Ver
       for (int c = 0; c < nc; ++c) std::copy_n(&centres[5 * idx[c]], 5, &sorted[5 * c]);
       centres.swap(sorted);
     }
-    for (int c = 0; c < nc; ++c) {
-      for (int i = 0; i < nlocal; ++i) {    // every atom near the centre, in the group or not
+    // every atom near a centre, in the group or not: the local atoms binned in cells at least R
+    // wide (between opposite faces), so a centre looks at the atoms of its cell and the adjacent
+    // ones, not at every atom (a million-atom run has many centres)
+    const CellBins bins = bin_local_atoms();
+    for (int c = 0; c < nc; ++c)
+      bins.for_each_near(&centres[5 * c + 1], [&](int i) {
         double d[3] = {x[i][0] - centres[5 * c + 1], x[i][1] - centres[5 * c + 2], x[i][2] - centres[5 * c + 3]};
         domain->minimum_image(FLERR, d[0], d[1], d[2]);
         if (d[0] * d[0] + d[1] * d[1] + d[2] * d[2] <= cutout * cutout) pack(i, d, centres[5 * c]);
-      }
-    }
+      });
   } else {
     for (int i = 0; i < nlocal; ++i) {    // the whole configuration (the group decides only when)
       double p[3] = {x[i][0] - domain->boxlo[0], x[i][1] - domain->boxlo[1], x[i][2] - domain->boxlo[2]};

@@ -76,6 +76,17 @@ class FixACEUQExtrapolation : public Fix {
   void commit_pending();
   void write_frame(const std::vector<int> &centres, Verdict &v);
   void check_cutout_fits(const std::string &when);
+  // this rank's atoms in cells of the box (fractional coordinates) at least `cutout` wide: the
+  // atoms within `cutout` of a point are in its cell and the adjacent ones
+  struct CellBins {
+    double rows[3][3], lo[3];    // fractional coordinates: rows . (x - lo)
+    bool periodic[3];
+    int n[3];                    // cells along each direction
+    std::vector<int> head, next;    // per cell its first atom, per atom the next in its cell (-1: none)
+    void cell_of(const double *p, int c[3]) const;
+    template <class F> void for_each_near(const double *p, F &&visit) const;
+  };
+  CellBins bin_local_atoms() const;
   // instances of this fix that have stopped the runs, per LAMMPS instance
   static std::map<const LAMMPS *, int> &halted_instances();
   void append(const std::string &text);

@@ -123,6 +123,46 @@ def test_cutouts_around_each_extrapolating_atom(setup, tmp_path):
         np.testing.assert_allclose(f.arrays["gamma"], gamma[f.arrays["id"] - 1], rtol=1e-8)
 
 
+@pytest.mark.parametrize("boundary", ["p p p", "s p p"])
+def test_cutouts_in_a_large_tilted_box(setup, tmp_path, boundary):
+    """Cut-outs of a box many cut-out radii wide, tilted (the atoms near a centre are looked for in
+    cells of the box, not among all atoms): every atom within R, by the shortest image where
+    periodic, around every centre, as a search over all atoms and images finds them."""
+    from ase.geometry import get_distances
+
+    path, pot, asi, _, _, _ = setup
+    atoms = rattled_bulk(["Cu", "Al"], seed=5).repeat((3, 2, 2))
+    atoms.rattle(0.05, seed=6)  # no two atoms alike, so no γ ties at the threshold
+    cell = atoms.cell.array.copy()
+    cell[1] += 0.45 * cell[0]
+    cell[2] += 0.3 * cell[0] - 0.2 * cell[1]
+    atoms.set_cell(cell, scale_atoms=True)
+    atoms = to_lammps_frame(atoms)
+    if boundary == "s p p":  # open along x (LAMMPS's first cell vector), atoms 4 Å from the faces
+        atoms.center(vacuum=4.0, axis=0)
+    graded = atoms.copy()
+    graded.pbc = [b == "p" for b in boundary.split()]
+    gamma = reference_gamma(pot, asi, graded)
+    g = np.sort(gamma)
+    lower, radius = float(0.5 * (g[-40] + g[-41])), 2.9
+    out = tmp_path / "cut.extxyz"
+    lmp = aceuq_lammps.make_lammps()
+    try:
+        create_system(lmp, atoms, ["Al", "Cu"])
+        lmp.command(f"change_box all boundary {boundary}")
+        set_aceuq(lmp, path, ["Al", "Cu"], asi)
+        lmp.command(f"fix x all aceuq/extrapolation 1 lower {lower} upper 1e9 file {out} cutout {radius}")
+        lmp.command("run 0")
+    finally:
+        lmp.close()
+    centres = np.nonzero(gamma > lower)[0]
+    frames = read(out, ":")
+    assert [f.info["centre_id"] for f in frames] == list(centres + 1) and len(centres) == 40
+    for c, f in zip(centres, frames):
+        _, d = get_distances(graded.positions[c], graded.positions, cell=graded.cell, pbc=graded.pbc)
+        np.testing.assert_array_equal(np.sort(f.arrays["id"]), np.nonzero(d[0] <= radius)[0] + 1)
+
+
 def test_a_group_decides_when_frames_and_cutouts_hold_every_atom(setup, tmp_path):
     """The fix's group selects the atoms whose gamma triggers (and the cut-out centres); what is
     written is the real configuration: every atom, or every atom within R of a centre."""
