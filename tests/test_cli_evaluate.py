@@ -446,3 +446,33 @@ def test_verbs_writing_to_stdout_leave_it_a_readable_file(make_pot, tmp_path):
     chosen = read(to_file(["select", path, str(tmp_path / "cand.extxyz"), "--active-set", str(asi), "-n", "2"],
                           "s.extxyz"), ":")
     assert 1 <= len(chosen) <= 2 and "candidate_index" in chosen[0].info
+
+
+@pytest.mark.parametrize("where", ["/dev/full", "file size limit"])
+def test_an_output_without_room_is_one_clear_error(make_pot, tmp_path, where):
+    """A write that fails for want of room (a full disk: /dev/full; a file-size limit, which the
+    temporary file beside the output runs into) ends in one line naming the output, exit code 1,
+    and leaves the earlier output as it was."""
+    import resource
+    import subprocess
+    import sys
+
+    path = make_pot("CuAl_sbessel")
+    write(tmp_path / "in.extxyz", [rattled_bulk(["Cu", "Al"], seed=s).repeat(2) for s in range(3)])
+    out = tmp_path / "out.extxyz"
+    out.write_text("earlier\n")
+    target = "/dev/full" if where == "/dev/full" else str(out)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+
+    def limit():  # the output is larger than this; the imports read, and write nothing
+        if where != "/dev/full":
+            resource.setrlimit(resource.RLIMIT_FSIZE, (20000, 20000))
+
+    proc = subprocess.run([sys.executable, "-m", "aceuq", "evaluate", path, str(tmp_path / "in.extxyz"), "-o", target,
+                           "--no-progress"], capture_output=True, text=True, env=env, timeout=300, preexec_fn=limit)
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        f"aceuq evaluate: error: output '{target}': cannot be written "
+        f"({'No space left on device' if where == '/dev/full' else 'File too large'})"]
+    assert out.read_text() == "earlier\n"
+    assert not [f for f in os.listdir(tmp_path) if f.startswith(".aceuq-")]

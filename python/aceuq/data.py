@@ -2,6 +2,7 @@
 writing extended XYZ atomically."""
 from __future__ import annotations
 
+import errno
 import os
 import re
 import stat
@@ -393,6 +394,18 @@ def _temp_in(folder: str, suffix: str, what: str):
 
 
 @contextmanager
+def _full_disk_named(path: str) -> Iterator[None]:
+    """A write that fails for want of room (disk full, quota, file size limit) is an InputError
+    naming the output, not a traceback."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            raise InputError(f"output '{path}': cannot be written ({exc.strerror or exc})") from None
+        raise
+
+
+@contextmanager
 def atomic_path(path: PathLike, suffix: str = ".tmp") -> Iterator[str]:
     """A temporary path beside ``path`` to write to; renamed over ``path`` when the block ends
     without error (readers never see half a file), removed otherwise, also on SIGTERM. The file
@@ -403,9 +416,10 @@ def atomic_path(path: PathLike, suffix: str = ".tmp") -> Iterator[str]:
     _check_file_name(path)
     target, in_place = _output_target(path)
     if in_place:
-        yield target
+        with _full_disk_named(path):
+            yield target
         return
-    with sigterm_as_exit():
+    with sigterm_as_exit(), _full_disk_named(path):
         fd, tmp = _temp_in(os.path.dirname(target), suffix, f"output '{path}'")
         try:
             try:  # a file replaced keeps its permissions
@@ -457,7 +471,7 @@ def atomic_output(path: PathLike, mode: str = "w") -> Iterator[IO]:
     descriptor, where it stands (as ``>`` or ``>>`` left it), not reopened from the start."""
     fd = _descriptor(os.fspath(path))
     if fd is not None:
-        with os.fdopen(os.dup(fd), mode) as fh:
+        with _full_disk_named(os.fspath(path)), os.fdopen(os.dup(fd), mode) as fh:
             yield fh
         return
     with atomic_path(path) as tmp, open(tmp, mode) as fh:
