@@ -457,3 +457,30 @@ def test_pair_block_may_leave_its_bond_to_its_mirror(make_pot, tmp_path, block, 
         ref = pyace_results(str(edited), atoms)
         assert res.energy == pytest.approx(ref["energy"], rel=1e-10)
         np.testing.assert_allclose(res.forces, ref["forces"], rtol=0, atol=1e-9)
+
+
+@pytest.mark.parametrize("block", ["Al Cu", "Cu Al"])
+def test_pair_block_left_out_takes_its_mirror_s_bond(make_pot, tmp_path, block):
+    """A file without one pair block (its first element then has no functions of that pair; the
+    bond's radial basis and cutoff are in the mirror block), as pyace reads it: energies, forces
+    and stress equal pyace's, the pair's neighbours are seen (a Cu-Al pair inside the inner
+    cutoff), and the functions of the block left out are gone."""
+    text = open(make_pot("CuAl_sbessel")).read().replace("core-repulsion: [0, 1]", "core-repulsion: [5, 2]")
+    parts = text.split("  - speciesblock: ")
+    kept = [p for p in parts if not p.startswith(block + "\n")]
+    assert len(kept) == len(parts) - 1
+    edited = tmp_path / "edited.yaml"
+    edited.write_text("  - speciesblock: ".join(kept))
+    pot = aceuq.Potential(str(edited))
+    full = aceuq.Potential(make_pot("CuAl_sbessel"))
+    first = block.split()[0]
+    assert 0 < pot.n_functions(first) < full.n_functions(first)
+    for atoms in (close_pair(["Cu", "Al"], distance=1.5), rattled_bulk(["Cu", "Al"], seed=3)):
+        if len(atoms) == 2:
+            atoms.symbols[0], atoms.symbols[1] = "Cu", "Al"
+        res = pot.evaluate(atoms)
+        ref = pyace_results(str(edited), atoms)
+        assert res.energy == pytest.approx(ref["energy"], rel=1e-10)
+        np.testing.assert_allclose(res.forces, ref["forces"], rtol=0, atol=1e-9)
+        if atoms.pbc.all():
+            np.testing.assert_allclose(res.stress, ref["stress"], rtol=0, atol=1e-9)

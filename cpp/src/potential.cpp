@@ -464,6 +464,16 @@ std::shared_ptr<Potential> Potential::load(const std::string& path) {
         pot->bonds_[size_t(mi) * ne + mj] = b.bond;
         has_bond[size_t(mi) * ne + mj] = true;
     }
+    // a pair block may be left out altogether (its first element has no functions of that pair):
+    // the bond is its mirror's, as pyace reads such a file
+    for (int i = 0; i < ne; ++i)
+        for (int j = 0; j < ne; ++j)
+            if (!has_bond[size_t(i) * ne + j] && has_bond[size_t(j) * ne + i]) {
+                BondSpec b = pot->bonds_[size_t(j) * ne + i];
+                std::swap(b.z_i, b.z_j);
+                pot->bonds_[size_t(i) * ne + j] = b;
+                has_bond[size_t(i) * ne + j] = true;
+            }
     for (int i = 0; i < ne; ++i) {
         if (!has_embedding[i]) rd.fail("element '" + pot->elements_[i] + "' has no single-element block (embedding)");
         for (int j = 0; j < ne; ++j)
