@@ -597,8 +597,8 @@ def test_bad_fix_input(setup, tmp_path, make_pot):
 
 def test_element_names_the_types_pair_coeff_maps_to_null(setup, tmp_path):
     """A hybrid style with a type aceuq does not handle: the fix writes X for its atoms, or the
-    element its `element` keyword names (as dump_modify element), which `aceuq gamma` and
-    `aceuq select` then read; a name that contradicts pair_coeff is refused."""
+    element its `element` keyword names (as dump_modify element); left out, those atoms leave a
+    frame `aceuq gamma` grades as LAMMPS did; a name that contradicts pair_coeff is refused."""
     path, pot, asi, atoms, gamma, lower = setup
 
     def frame(element_args, name):
@@ -620,9 +620,14 @@ def test_element_names_the_types_pair_coeff_maps_to_null(setup, tmp_path):
     symbols = atoms.get_chemical_symbols()
     unnamed = frame("", "x.extxyz")
     assert unnamed.get_chemical_symbols() == ["X"] + symbols[1:]
-    with pytest.raises(aceuq.InputError, match="X is what fix aceuq/extrapolation writes .* 'element' keyword"):
+    with pytest.raises(aceuq.InputError, match="X is what fix aceuq/extrapolation writes .* leave them out to grade"):
         pot.types_of(unnamed)
-    assert frame("element Al Cu Ni", "ni.extxyz").get_chemical_symbols() == ["Ni"] + symbols[1:]
+    named = frame("element Al Cu Ni", "ni.extxyz")
+    assert named.get_chemical_symbols() == ["Ni"] + symbols[1:]
+    # the other style's atoms left out, the frame grades as in LAMMPS (which leaves them out of the
+    # environments)
+    ace = named[[s != "Ni" for s in named.get_chemical_symbols()]]
+    np.testing.assert_allclose(ace.arrays["gamma"], reference_gamma(pot, asi, ace), rtol=1e-7)
     with pytest.raises(Exception, match="element names type 2 Al, but pair_coeff maps it to Cu"):
         frame("element Al Al Ni", "bad.extxyz")
     with pytest.raises(Exception, match="element needs 3 names"):

@@ -108,8 +108,9 @@ class Potential:
             raise InputError(
                 f"element(s) {', '.join(missing)} that potential '{self.path}' does not describe "
                 f"(elements: {', '.join(self.elements)})"
-                + ("; X is what fix aceuq/extrapolation writes for atom types pair_coeff maps to NULL: name "
-                   "them with its 'element' keyword" if "X" in missing else "")
+                + ("; X is what fix aceuq/extrapolation writes for atom types pair_coeff maps to NULL (another "
+                   "pair style's atoms, which pair_style aceuq leaves out of the environments): leave them out to "
+                   "grade the frame with this potential" if "X" in missing else "")
             )
         return np.array([lookup[s] for s in symbols], dtype=np.int32)
 
