@@ -476,3 +476,23 @@ def test_an_output_without_room_is_one_clear_error(make_pot, tmp_path, where):
         f"({'No space left on device' if where == '/dev/full' else 'File too large'})"]
     assert out.read_text() == "earlier\n"
     assert not [f for f in os.listdir(tmp_path) if f.startswith(".aceuq-")]
+
+
+def test_structure_files_may_follow_options(make_pot, tmp_path, capsys):
+    """evaluate, gamma, select and activeset take structure files before and after options
+    (`-o OUT` between two files): every file is read."""
+    path = make_pot("CuAl_sbessel")
+    a, b = tmp_path / "a.extxyz", tmp_path / "b.extxyz"
+    write(a, [rattled_bulk(["Cu", "Al"], seed=s) for s in range(6)])
+    write(b, [rattled_bulk(["Cu", "Al"], seed=10 + s) for s in range(6)])
+    asi = tmp_path / "g.asi"
+    assert main(["activeset", path, str(a), "-o", str(asi), str(b), "--no-progress"]) == 0
+    assert "12 structures" in capsys.readouterr().out
+    for verb, extra in (("evaluate", []), ("gamma", [str(asi)])):
+        out = tmp_path / f"{verb}.extxyz"
+        assert main([verb, path, *extra, str(a), "-o", str(out), str(b), "--no-progress"]) == 0
+        assert len(read(out, ":")) == 12
+    out = tmp_path / "sel.extxyz"
+    assert main(["select", path, str(a), "--active-set", str(asi), "-n", "1", "-o", str(out), str(b),
+                 "--no-progress"]) == 0
+    assert "12 candidate" in capsys.readouterr().out

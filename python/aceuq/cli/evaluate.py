@@ -36,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    # options may stand between the files (-e before the dumps), as in the other verbs
+    # options may stand between the files (-e before the dumps), as in gamma, select and activeset
     args = build_parser().parse_intermixed_args(argv)
     if args.uncalibrated and args.ensemble is None:
         print("aceuq evaluate: error: --uncalibrated applies to --ensemble only", file=sys.stderr)
