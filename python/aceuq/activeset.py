@@ -234,6 +234,7 @@ class ActiveSet:
         self.path = path
         self.potential = potential
         self._grader = grader
+        self._coefficients_version = potential._coefficients_version  # full mode: checked when grading
 
     @classmethod
     def load(cls, path, potential: Potential, assign: Optional[str] = None) -> "ActiveSet":
@@ -269,6 +270,10 @@ class ActiveSet:
     def grade(self, element: str, projections: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
         """gamma and cluster of rows of projections of one element."""
         mu = self.potential._element_index(element)
+        if self.mode == "full" and self.potential._coefficients_version != self._coefficients_version:
+            raise ValueError(f"active set '{self.path}' (full mode): the potential's coefficients were changed "
+                             "(set_coefficients) after it was loaded, and full projections (dE/dc) depend on them: "
+                             "load an active set built for the new coefficients")
         return self._grader.grade(mu, np.ascontiguousarray(projections, dtype=float))
 
     def gamma(self, structures: Union[Atoms, Sequence[Atoms]], progress: bool = False):

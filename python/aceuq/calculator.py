@@ -85,6 +85,8 @@ class ACECalculator(Calculator):
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
         super().calculate(atoms, properties, system_changes)
+        # results of this structure only (a direct calculate() call keeps no earlier stress)
+        self.results = {}
         if self.ensemble is not None:
             r = self.ensemble.evaluate(self.atoms, forces=True, calibrated=self.calibrated)
             self.results.update(energy=r.energy, free_energy=r.energy, energies=r.energies, forces=r.forces,

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Dict, Iterable, List, Optional, Sequence, Union
@@ -40,7 +41,17 @@ class Potential:
     def __init__(self, path: Union[str, os.PathLike]):
         self.path = os.fspath(path)
         self._pot = _core.Potential(self.path)
-        self._ev = _core.Evaluator(self._pot)
+        self._threads = threading.local()
+        self._coefficients_version = 0  # set_coefficients() calls so far (full-mode active sets check it)
+
+    @property
+    def _ev(self):
+        """This thread's evaluator: an evaluator holds scratch space, and the bindings let threads
+        evaluate at once (the GIL released), so each thread has its own."""
+        ev = getattr(self._threads, "evaluator", None)
+        if ev is None:
+            ev = self._threads.evaluator = _core.Evaluator(self._pot)
+        return ev
 
     # ---- basis facts ----
     @property
@@ -88,9 +99,15 @@ class Potential:
 
     def set_coefficients(self, element: str, coefficients: np.ndarray) -> None:
         """Replace the element's coefficients: (n_functions, ndensity) values, projection order, as
-        coefficients() returns them (any array of that many values). The basis, and so the
-        projections and active sets, stay the same; energies and forces change."""
-        self._pot.set_coefficients(self._element_index(element), np.asarray(coefficients, dtype=float))
+        coefficients() returns them (any array of that many values; finite). The basis, and so the
+        linear projections and linear active sets, stay the same; energies, forces and full
+        projections (dE/dc) change, and a full-mode active set loaded before no longer grades
+        (ActiveSet.grade says so). Not while another thread evaluates this potential."""
+        values = np.asarray(coefficients, dtype=float)
+        if not np.all(np.isfinite(values)):
+            raise ValueError(f"coefficients of {element}: not all finite")
+        self._pot.set_coefficients(self._element_index(element), values)
+        self._coefficients_version += 1
 
     def _element_index(self, element: str) -> int:
         mu = self._pot.element_index(element)

@@ -114,13 +114,17 @@ def select_structures(potential: Potential, candidates: Sequence[Atoms], active_
 def selected_frames(candidates: Sequence[Atoms], selection: Selection) -> List[Atoms]:
     """The selected candidates in the order chosen, as copies (with any stored energies and forces)
     labelled ``candidate_index``, ``max_gamma`` (vs the initial active set), ``active_rows_added``."""
+    from ase.calculators.calculator import all_properties
     from ase.calculators.singlepoint import SinglePointCalculator
 
     out = []
     for i, rows in zip(selection.indices, selection.new_rows):
         a = candidates[i].copy()
-        if candidates[i].calc is not None and getattr(candidates[i].calc, "results", None):
-            a.calc = SinglePointCalculator(a, **candidates[i].calc.results)
+        results = getattr(candidates[i].calc, "results", None) or {}
+        # the properties ASE stores (an aceuq calculator's gamma or forces_std are not among them)
+        kept = {k: v for k, v in results.items() if k in all_properties}
+        if kept:
+            a.calc = SinglePointCalculator(a, **kept)
         a.info["candidate_index"] = int(i)
         a.info["max_gamma"] = float(selection.max_gamma[i])
         a.info["active_rows_added"] = int(rows)

@@ -1,0 +1,91 @@
+"""The Python API used as scripts and notebooks use it: threads, calculators reused, changed
+coefficients, selections of structures that carry a calculator."""
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+import aceuq
+from aceuq import ACECalculator
+from aceuq.activeset import ActiveSet, build_active_set
+from potentials import emt_training_set
+from structures import cluster, rattled_bulk
+
+pytest.importorskip("pyace")
+
+
+def test_threads_share_a_potential_and_an_active_set(make_pot, tmp_path):
+    """One Potential (and one ActiveSet on it) used from several threads at once, as a thread
+    pool does: the same numbers as one after the other (each thread evaluates with its own
+    scratch space; a shared one crashed or mixed up results)."""
+    pot = aceuq.Potential(make_pot("CuAl_sbessel"))
+    aset = ActiveSet.load(build_active_set(pot, emt_training_set(["Cu", "Al"], n=12, seed=3)).save(
+        str(tmp_path / "a.asi")), pot)
+    frames = [rattled_bulk(["Cu", "Al"], seed=s).repeat((2, 1, 1)) for s in range(24)]
+    serial = [(pot.evaluate(a), aset.gamma(a)[0]) for a in frames]
+    with ThreadPoolExecutor(4) as pool:
+        for _ in range(3):
+            both = list(pool.map(lambda a: (pot.evaluate(a), aset.gamma(a)[0]), frames))
+            for (r, g), (r0, g0) in zip(both, serial):
+                assert r.energy == r0.energy
+                np.testing.assert_array_equal(r.forces, r0.forces)
+                np.testing.assert_array_equal(g, g0)
+
+
+def test_full_mode_active_set_after_set_coefficients(make_pot, tmp_path):
+    """Full projections (dE/dc) depend on the coefficients: a full-mode active set loaded before
+    set_coefficients refuses to grade afterwards (it gave γ of 5e4 on its own training atoms),
+    also through a calculator; a linear one grades on (the basis is unchanged)."""
+    pot = aceuq.Potential(make_pot("Cu_fs2"))
+    train = emt_training_set(["Cu"], n=16, seed=3)
+    full = ActiveSet.load(build_active_set(pot, train, mode="full", clusters=1).save(str(tmp_path / "f.casi")), pot)
+    linear = ActiveSet.load(build_active_set(pot, train).save(str(tmp_path / "l.asi")), pot)
+    assert full.mode == "full" and max(g.max() for g, _ in full.gamma(train)) < 1.01
+    before = linear.gamma(train)
+    c = pot.coefficients("Cu")
+    c[:, 1] *= 3.0
+    pot.set_coefficients("Cu", c)
+    with pytest.raises(ValueError, match="coefficients were changed .* after it was loaded"):
+        full.gamma(train[0])
+    atoms = train[0].copy()
+    atoms.calc = ACECalculator(pot, active_set=full)
+    with pytest.raises(ValueError, match="coefficients were changed"):
+        atoms.get_potential_energy()
+    for (g, k), (g0, k0) in zip(linear.gamma(train), before):
+        np.testing.assert_array_equal(g, g0)
+    with pytest.raises(ValueError, match="not all finite"):
+        pot.set_coefficients("Cu", np.full_like(c, np.nan))
+
+
+def test_direct_calculate_keeps_no_results_of_another_structure(make_pot):
+    """calculate() called directly (as ASE's calculate_properties does) on a bulk cell, then on a
+    cluster: no stress of the bulk cell is left behind for the cluster."""
+    calc = ACECalculator(make_pot("CuAl_sbessel"))
+    bulk, free = rattled_bulk(["Cu", "Al"], seed=1), cluster(["Cu", "Al"])
+    calc.calculate(bulk, ["energy", "stress"])
+    assert "stress" in calc.results
+    calc.calculate(free, ["energy"])
+    assert "stress" not in calc.results
+    assert calc.results["energy"] == pytest.approx(aceuq.Potential(calc.potential.path).evaluate(free).energy,
+                                                   rel=1e-12)
+
+
+def test_selected_frames_of_candidates_carrying_a_calculator(make_pot, tmp_path):
+    """Candidates in memory with an aceuq calculator attached (energies, forces and gamma in its
+    results): the selected copies keep what ASE stores (energy, forces), not gamma."""
+    from aceuq.select import select_structures, selected_frames
+
+    pot = aceuq.Potential(make_pot("CuAl_sbessel"))
+    aset = ActiveSet.load(build_active_set(pot, emt_training_set(["Cu", "Al"], n=12, seed=3)).save(
+        str(tmp_path / "a.asi")), pot)
+    cands = [rattled_bulk(["Cu", "Al"], seed=50 + s) for s in range(4)]
+    for a in cands:
+        a.calc = ACECalculator(pot, active_set=aset)
+        a.get_potential_energy()
+        assert "gamma" in a.calc.results
+    sel = select_structures(pot, cands, aset, 2)
+    frames = selected_frames(cands, sel)
+    assert len(frames) == len(sel.indices) >= 1
+    for f, i in zip(frames, sel.indices):
+        assert f.get_potential_energy() == cands[i].get_potential_energy()
+        np.testing.assert_array_equal(f.get_forces(), cands[i].get_forces())
