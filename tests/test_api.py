@@ -89,3 +89,27 @@ def test_selected_frames_of_candidates_carrying_a_calculator(make_pot, tmp_path)
     for f, i in zip(frames, sel.indices):
         assert f.get_potential_energy() == cands[i].get_potential_energy()
         np.testing.assert_array_equal(f.get_forces(), cands[i].get_forces())
+
+
+def test_one_structure_or_none(make_pot):
+    """projections and build_active_set take one Atoms as evaluate and gamma do; selecting from no
+    candidates is one clear error."""
+    from aceuq.select import select_structures
+
+    pot = aceuq.Potential(make_pot("CuAl_sbessel"))
+    atoms = rattled_bulk(["Cu", "Al"], seed=1).repeat((3, 2, 2))
+    one, listed = pot.projections(atoms), pot.projections([atoms])
+    for el in listed:
+        np.testing.assert_array_equal(one[el].values, listed[el].values)
+    built = build_active_set(pot, atoms)
+    assert set(built.elements) == {"Cu", "Al"}
+    with pytest.raises(ValueError, match="no structures to select from"):
+        select_structures(pot, [], None, 1)
+
+
+def test_infinite_scores_rank_above_huge_finite_ones():
+    """An overflowed γ (inf) is detected above a finite one of 1e17 (which max + 1 would tie)."""
+    from aceuq.metrics import novelty_detection
+
+    assert novelty_detection([1e17], [np.inf]).roc_auc == 1.0
+    assert novelty_detection([np.inf], [1e17]).roc_auc == 0.0

@@ -369,7 +369,7 @@ def build_active_set(potential: Potential, structures: Sequence[Atoms], clusters
     # (SIGTERM, e.g. `timeout`, ends the build as an exception does, so the spilled projections go)
     with sigterm_as_exit(), tempfile.TemporaryDirectory(prefix="aceuq-projections-") as spill:
         if projections is None:
-            structures = list(structures)
+            structures = [structures] if isinstance(structures, Atoms) else list(structures)
             # Projections beyond half the memory limit go to memory-mapped files; global MaxVol
             # then streams them in batches.
             n_atoms = sum(len(a) for a in structures)

@@ -202,7 +202,7 @@ class Potential:
         """
         if mode not in ("linear", "full"):
             raise ValueError("mode must be 'linear' or 'full'")
-        frames = list(structures)
+        frames = [structures] if isinstance(structures, Atoms) else list(structures)  # one structure, or many
         wanted = [np.arange(len(a)) for a in frames] if atoms is None else \
             [np.flatnonzero(m) for m in atom_masks(atoms, frames)]
         types = []

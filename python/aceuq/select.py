@@ -75,6 +75,8 @@ def select_structures(potential: Potential, candidates: Sequence[Atoms], active_
     candidates = list(candidates)
     if n < 1:
         raise ValueError("n must be at least 1")
+    if not candidates:
+        raise ValueError("candidates: no structures to select from")
     if counted is not None:
         counted = atom_masks(counted, candidates, "counted", "candidate")
     proj = potential.projections(candidates, mode=active_set.mode, progress=progress, atoms=counted)
