@@ -65,7 +65,7 @@ bool is_element_symbol(const std::string &s)
 FixACEUQExtrapolation::FixACEUQExtrapolation(LAMMPS *lmp, int narg, char **arg) :
     Fix(lmp, narg, arg), lower(0), upper(0), cutout(0), pair(nullptr), max_gamma(0), n_above(0),
     frames_written(0), cutouts_written(0), append_to_file(false), file_started(false), cutout_warned(false),
-    last_checked(-1), halted(false)
+    last_checked(-1), halted(false), stop_reported(false)
 {
   if (narg < 4)
     error->all(FLERR, "Illegal fix aceuq/extrapolation command: expected "
@@ -225,6 +225,7 @@ void FixACEUQExtrapolation::pre_force_respa(int vflag, int, int)
 
 void FixACEUQExtrapolation::setup(int)
 {
+  stop_reported = false;
   // the last step of the previous run, where this one starts, was checked then (as a dump
   // writes a step once)
   if (update->ntimestep % nevery == 0 && update->ntimestep != last_checked) check();
@@ -344,13 +345,13 @@ void FixACEUQExtrapolation::commit(const Verdict &v)
     // rerun reads every snapshot whatever the timer says (fix halt cannot stop it either): there
     // the snapshot is reported, and nothing is stopped or skipped
     const bool rerun = input->command && strcmp(input->command, "rerun") == 0;
-    // once: a minimizer told to stop finishes its iteration, which may be checked and above U too
-    if (comm->me == 0 && !halted)
+    if (comm->me == 0 && (rerun || !stop_reported))
       utils::logmesg(lmp, "fix aceuq/extrapolation: step {} atom {} has gamma {:.4g} > upper {}: {}\n", v.step,
                      v.atom, v.max_gamma, upper,
                      rerun ? "rerun does not stop early, every snapshot is checked"
                            : fmt::format("stopping the run (later runs are skipped while fix {} is defined)", id));
     if (!rerun) {
+      stop_reported = true;
       timer->force_timeout();
       if (!halted) ++halted_instances()[lmp];
       halted = true;

@@ -56,6 +56,8 @@ class FixACEUQExtrapolation : public Fix {
   bool cutout_warned;     // the cut-out radius was checked against the potential's cutoff (warned once)
   bigint last_checked;    // the step checked last (a run that starts there does not check it again)
   bool halted;            // this fix stopped the run (and keeps later runs from starting)
+  bool stop_reported;     // this run's stop was reported (a minimizer told to stop finishes its
+                          // iteration, which may be checked and above U too: reported once)
   std::vector<std::string> type_names;    // element per atom type, when given
 
   // one graded step: what it writes (text on rank 0) and whether it stops the run

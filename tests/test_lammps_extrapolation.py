@@ -522,9 +522,11 @@ def test_after_a_halt_runs_are_skipped_until_the_fix_is_removed(setup, tmp_path)
 
 def test_runs_stay_skipped_while_any_halted_fix_is_defined(setup, tmp_path):
     """Two fixes that both halted: removing one leaves the runs skipped; removing both lets them
-    go on."""
+    go on. Each stop is reported, also a second one after the timer was reset by hand."""
     lower = setup[-1]
+    log = tmp_path / "halts.log"
     with system(setup, md=True) as lmp:
+        lmp.command(f"log {log}")
         for name in "ab":
             lmp.command(f"fix {name} all aceuq/extrapolation 5 lower {lower} upper {lower} "
                         f"file {tmp_path / (name + '.extxyz')}")
@@ -537,6 +539,8 @@ def test_runs_stay_skipped_while_any_halted_fix_is_defined(setup, tmp_path):
         assert lmp.extract_global("ntimestep") == 5
         lmp.commands_string("unfix b\nrun 20")
         assert lmp.extract_global("ntimestep") == 25
+    reports = [line for line in log.read_text().splitlines() if "> upper" in line]
+    assert [line.split()[3] for line in reports] == ["0", "0", "5", "5"]
 
 
 def test_a_relative_file_stays_where_it_was_given_after_shell_cd(setup, tmp_path, monkeypatch):

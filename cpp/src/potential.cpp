@@ -464,16 +464,28 @@ std::shared_ptr<Potential> Potential::load(const std::string& path) {
         pot->bonds_[size_t(mi) * ne + mj] = b.bond;
         has_bond[size_t(mi) * ne + mj] = true;
     }
-    // a pair block may be left out altogether (its first element has no functions of that pair):
-    // the bond is its mirror's, as pyace reads such a file
+    // A pair block may be left out altogether when no function centred on its first element has
+    // the second among its neighbours: the pair then adds nothing to the first element's atoms
+    // (pyace gives it a bond of zeros), so it takes the mirror's radial basis and cutoff, with no
+    // core repulsion and no inner cut-off. Functions that would need its radial basis (of a
+    // three-element block, say) leave it undefined: refused.
     for (int i = 0; i < ne; ++i)
-        for (int j = 0; j < ne; ++j)
-            if (!has_bond[size_t(i) * ne + j] && has_bond[size_t(j) * ne + i]) {
-                BondSpec b = pot->bonds_[size_t(j) * ne + i];
-                std::swap(b.z_i, b.z_j);
-                pot->bonds_[size_t(i) * ne + j] = b;
-                has_bond[size_t(i) * ne + j] = true;
-            }
+        for (int j = 0; j < ne; ++j) {
+            if (has_bond[size_t(i) * ne + j] || !has_bond[size_t(j) * ne + i]) continue;
+            const std::string &ei = pot->elements_[i], &ej = pot->elements_[j];
+            for (const auto& b : blocks)
+                for (const auto& f : b.funcs)
+                    if (f.elements[0] == ei && std::find(f.elements.begin() + 1, f.elements.end(), ej) != f.elements.end())
+                        rd.fail("block '" + b.name + "' has functions of " + ei + " atoms with " + ej +
+                                " neighbours, but there is no block '" + ei + " " + ej + "' with their radial basis");
+            BondSpec bond = pot->bonds_[size_t(j) * ne + i];
+            std::swap(bond.z_i, bond.z_j);
+            bond.core_prefactor = 0.0;
+            bond.core_lambda = 1.0;
+            bond.r_in = bond.delta_in = 0.0;
+            pot->bonds_[size_t(i) * ne + j] = bond;
+            has_bond[size_t(i) * ne + j] = true;
+        }
     for (int i = 0; i < ne; ++i) {
         if (!has_embedding[i]) rd.fail("element '" + pot->elements_[i] + "' has no single-element block (embedding)");
         for (int j = 0; j < ne; ++j)
