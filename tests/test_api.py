@@ -33,24 +33,38 @@ def test_threads_share_a_potential_and_an_active_set(make_pot, tmp_path):
 
 
 def test_full_mode_active_set_after_set_coefficients(make_pot, tmp_path):
-    """Full projections (dE/dc) depend on the coefficients: a full-mode active set loaded before
-    set_coefficients refuses to grade afterwards (it gave γ of 5e4 on its own training atoms),
-    also through a calculator; a linear one grades on (the basis is unchanged)."""
-    pot = aceuq.Potential(make_pot("Cu_fs2"))
+    """Full projections (dE/dc) depend on the coefficients: a full-mode active set refuses to grade
+    the projections of a potential whose coefficients differ from those it was built for (it gave
+    γ of 5e4 on its own training atoms), whichever Potential object computes them (its own, a
+    calculator's, select_structures'); the same coefficients again are accepted, and a linear set
+    grades on (the basis is unchanged)."""
+    from aceuq.select import select_structures
+
+    path = make_pot("Cu_fs2")
+    pot, other = aceuq.Potential(path), aceuq.Potential(path)
     train = emt_training_set(["Cu"], n=16, seed=3)
-    full = ActiveSet.load(build_active_set(pot, train, mode="full", clusters=1).save(str(tmp_path / "f.casi")), pot)
+    saved = build_active_set(pot, train, mode="full", clusters=1).save(str(tmp_path / "f.casi"))
+    full = ActiveSet.load(saved, pot)
     linear = ActiveSet.load(build_active_set(pot, train).save(str(tmp_path / "l.asi")), pot)
     assert full.mode == "full" and max(g.max() for g, _ in full.gamma(train)) < 1.01
     before = linear.gamma(train)
-    c = pot.coefficients("Cu")
+    c0 = other.coefficients("Cu")
+    c = c0.copy()
     c[:, 1] *= 3.0
-    pot.set_coefficients("Cu", c)
-    with pytest.raises(ValueError, match="coefficients were changed .* after it was loaded"):
-        full.gamma(train[0])
     atoms = train[0].copy()
-    atoms.calc = ACECalculator(pot, active_set=full)
-    with pytest.raises(ValueError, match="coefficients were changed"):
+    atoms.calc = ACECalculator(other, active_set=full)  # accepted: the same coefficients, so far
+    other.set_coefficients("Cu", c)  # the calculator's and the selection's potential, not the set's
+    with pytest.raises(ValueError, match="was built for other coefficients"):
         atoms.get_potential_energy()
+    with pytest.raises(ValueError, match="was built for other coefficients"):
+        select_structures(other, train, full, 1)
+    other.set_coefficients("Cu", c0)  # the same coefficients again
+    atoms.calc = ACECalculator(other, active_set=full)
+    atoms.get_potential_energy()
+    assert atoms.calc.results["gamma"].max() < 1.01
+    pot.set_coefficients("Cu", c)  # the set's own potential
+    with pytest.raises(ValueError, match="was built for other coefficients"):
+        full.gamma(train[0])
     for (g, k), (g0, k0) in zip(linear.gamma(train), before):
         np.testing.assert_array_equal(g, g0)
     with pytest.raises(ValueError, match="not all finite"):
@@ -89,6 +103,15 @@ def test_selected_frames_of_candidates_carrying_a_calculator(make_pot, tmp_path)
     for f, i in zip(frames, sel.indices):
         assert f.get_potential_energy() == cands[i].get_potential_energy()
         np.testing.assert_array_equal(f.get_forces(), cands[i].get_forces())
+    # one calculator shared by all candidates holds the last one's results: no copy takes them
+    shared = ACECalculator(pot)
+    for a in cands:
+        a.calc = shared
+        a.get_potential_energy()
+    frames = selected_frames(cands, select_structures(pot, cands, aset, 2))
+    for f in frames:
+        i = f.info["candidate_index"]
+        assert f.calc is None if i != len(cands) - 1 else f.get_potential_energy() == pot.evaluate(cands[i]).energy
 
 
 def test_one_structure_or_none(make_pot):
@@ -108,8 +131,11 @@ def test_one_structure_or_none(make_pot):
 
 
 def test_infinite_scores_rank_above_huge_finite_ones():
-    """An overflowed γ (inf) is detected above a finite one of 1e17 (which max + 1 would tie)."""
+    """An overflowed γ (inf) is detected above any finite one (1e17, which max + 1 would tie, and
+    the largest double); nan and -inf rank below everything."""
     from aceuq.metrics import novelty_detection
 
     assert novelty_detection([1e17], [np.inf]).roc_auc == 1.0
     assert novelty_detection([np.inf], [1e17]).roc_auc == 0.0
+    assert novelty_detection([1.0, np.finfo(float).max], [np.inf]).roc_auc == 1.0
+    assert novelty_detection([np.nan, -np.inf], [0.0]).roc_auc == 1.0

@@ -234,7 +234,7 @@ class ActiveSet:
         self.path = path
         self.potential = potential
         self._grader = grader
-        self._coefficients_version = potential._coefficients_version  # full mode: checked when grading
+        self._fingerprint = potential.active_set_fingerprint(self.mode)  # what the file was checked against
 
     @classmethod
     def load(cls, path, potential: Potential, assign: Optional[str] = None) -> "ActiveSet":
@@ -270,11 +270,15 @@ class ActiveSet:
     def grade(self, element: str, projections: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
         """gamma and cluster of rows of projections of one element."""
         mu = self.potential._element_index(element)
-        if self.mode == "full" and self.potential._coefficients_version != self._coefficients_version:
-            raise ValueError(f"active set '{self.path}' (full mode): the potential's coefficients were changed "
-                             "(set_coefficients) after it was loaded, and full projections (dE/dc) depend on them: "
-                             "load an active set built for the new coefficients")
         return self._grader.grade(mu, np.ascontiguousarray(projections, dtype=float))
+
+    def check_potential(self, potential: Potential) -> None:
+        """ValueError unless ``potential`` gives the projections this set grades: in full mode
+        dE/dc depends on the coefficients, which set_coefficients may have changed since loading."""
+        if self.mode == "full" and potential.active_set_fingerprint("full") != self._fingerprint:
+            raise ValueError(f"active set '{self.path}' (full mode) was built for other coefficients than those "
+                             f"of '{potential.path}' now (set_coefficients), and full projections (dE/dc) depend "
+                             "on them: load an active set built for these coefficients")
 
     def gamma(self, structures: Union[Atoms, Sequence[Atoms]], progress: bool = False):
         """Per-atom (gamma, cluster) of one structure, or a list of them for a list of structures.
@@ -283,6 +287,7 @@ class ActiveSet:
         a long trajectory needs no more memory than its structures and their grades."""
         single = isinstance(structures, Atoms)
         frames = [structures] if single else list(structures)
+        self.check_potential(self.potential)
         width = max(self.potential.n_projections(el, self.mode) for el in self.potential.elements)
         out: List[Tuple[np.ndarray, np.ndarray]] = []
         first, atoms_in_batch = 0, 0

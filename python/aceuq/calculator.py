@@ -98,6 +98,7 @@ class ACECalculator(Calculator):
         mode = self.active_set.mode if self.active_set is not None else None
         res = self.potential.evaluate(self.atoms, forces=True, projections=mode)
         if self.active_set is not None:
+            self.active_set.check_potential(self.potential)
             gamma, cluster = self.active_set.grade_rows(self.atoms.get_chemical_symbols(), res.projections)
             self.results.update(gamma=gamma, cluster=cluster)
         self.results["energy"] = res.energy

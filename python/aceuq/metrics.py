@@ -343,15 +343,13 @@ class Detection:
 
 
 def _rankable(s: np.ndarray) -> np.ndarray:
-    """Scores sklearn accepts, in the same order: it refuses non-finite ones, so +inf (an
-    overflowed γ) ranks just above everything, nan and -inf just below."""
-    fin = s[np.isfinite(s)]
-    if not fin.size:
-        lo, hi = 0.0, 1.0
-    else:  # the next numbers beyond every finite score (max + 1 is max itself above 2^53)
-        lo, hi = np.nextafter(fin.min(), -np.inf), np.nextafter(fin.max(), np.inf)
-        lo, hi = (lo if np.isfinite(lo) else fin.min()), (hi if np.isfinite(hi) else fin.max())
-    return np.where(np.isposinf(s), hi, np.where(np.isfinite(s), s, lo))
+    """Scores sklearn accepts, in the same order: it refuses non-finite ones, so the scores are
+    replaced by their ranks (ties kept), with +inf (an overflowed γ) above everything and nan and
+    -inf below."""
+    from scipy.stats import rankdata
+
+    s = np.asarray(s, dtype=float)
+    return rankdata(np.where(np.isnan(s), -np.inf, s))
 
 
 # scores within this relative distance of a threshold are at it, not above it: rounding (γ of

@@ -42,7 +42,8 @@ class Potential:
         self.path = os.fspath(path)
         self._pot = _core.Potential(self.path)
         self._threads = threading.local()
-        self._coefficients_version = 0  # set_coefficients() calls so far (full-mode active sets check it)
+        self._coefficients_version = 0  # set_coefficients() calls so far (the fingerprints' cache key)
+        self._fingerprints: Dict[tuple, str] = {}
 
     @property
     def _ev(self):
@@ -72,8 +73,11 @@ class Potential:
     def active_set_fingerprint(self, mode: str) -> str:
         """What an active set of ``mode`` records and is checked against: the fingerprint for
         linear projections (the B functions, whatever the coefficients), the fingerprint with the
-        coefficients for full ones (dE/dc changes with them)."""
-        return self._pot.fingerprint_with(mode == "full")
+        coefficients for full ones (dE/dc changes with them). Kept until set_coefficients."""
+        key = (mode == "full", self._coefficients_version)
+        if key not in self._fingerprints:
+            self._fingerprints[key] = self._pot.fingerprint_with(mode == "full")
+        return self._fingerprints[key]
 
     def n_functions(self, element: str) -> int:
         """Number of B functions of the element (rank 1 and higher), its linear projection width."""
@@ -101,8 +105,9 @@ class Potential:
         """Replace the element's coefficients: (n_functions, ndensity) values, projection order, as
         coefficients() returns them (any array of that many values; finite). The basis, and so the
         linear projections and linear active sets, stay the same; energies, forces and full
-        projections (dE/dc) change, and a full-mode active set loaded before no longer grades
-        (ActiveSet.grade says so). Not while another thread evaluates this potential."""
+        projections (dE/dc) change, and a full-mode active set built for the earlier
+        coefficients no longer grades them (it says so). Not while another thread evaluates this
+        potential."""
         values = np.asarray(coefficients, dtype=float)
         if not np.all(np.isfinite(values)):
             raise ValueError(f"coefficients of {element}: not all finite")

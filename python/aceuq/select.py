@@ -77,6 +77,7 @@ def select_structures(potential: Potential, candidates: Sequence[Atoms], active_
         raise ValueError("n must be at least 1")
     if not candidates:
         raise ValueError("candidates: no structures to select from")
+    active_set.check_potential(potential)
     if counted is not None:
         counted = atom_masks(counted, candidates, "counted", "candidate")
     proj = potential.projections(candidates, mode=active_set.mode, progress=progress, atoms=counted)
@@ -122,8 +123,10 @@ def selected_frames(candidates: Sequence[Atoms], selection: Selection) -> List[A
     out = []
     for i, rows in zip(selection.indices, selection.new_rows):
         a = candidates[i].copy()
-        results = getattr(candidates[i].calc, "results", None) or {}
-        # the properties ASE stores (an aceuq calculator's gamma or forces_std are not among them)
+        calc = candidates[i].calc
+        # its results if they are this structure's (one calculator shared by all holds the last
+        # one's), of the properties ASE stores (not an aceuq calculator's gamma or forces_std)
+        results = calc.results if calc is not None and not calc.check_state(candidates[i]) else {}
         kept = {k: v for k, v in results.items() if k in all_properties}
         if kept:
             a.calc = SinglePointCalculator(a, **kept)
