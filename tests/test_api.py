@@ -139,3 +139,20 @@ def test_infinite_scores_rank_above_huge_finite_ones():
     assert novelty_detection([np.inf], [1e17]).roc_auc == 0.0
     assert novelty_detection([1.0, np.finfo(float).max], [np.inf]).roc_auc == 1.0
     assert novelty_detection([np.nan, -np.inf], [0.0]).roc_auc == 1.0
+
+
+def test_precomputed_projections_of_the_other_mode_are_refused(make_pot):
+    """build_active_set(mode="full", projections=<linear ones>) would build a set of the wrong
+    projections (one density: as wide as full ones, so nothing else notices): refused, also when
+    only the width tells."""
+    from aceuq.potential import ElementProjections
+
+    pot = aceuq.Potential(make_pot("Cu_fs2"))
+    train = emt_training_set(["Cu"], n=16, seed=3)
+    linear = pot.projections(train)
+    with pytest.raises(ValueError, match="linear projections .* built on full projections"):
+        build_active_set(pot, train, mode="full", projections=linear)
+    bare = {el: ElementProjections(p.values, p.structure, p.atom) for el, p in linear.items()}
+    with pytest.raises(ValueError, match="given projections .* built on full projections"):
+        build_active_set(pot, train, mode="full", projections=bare)
+    assert build_active_set(pot, train, projections=bare).mode == "linear"

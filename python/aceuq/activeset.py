@@ -392,6 +392,9 @@ def _build_all(potential, proj, clusters, mode, assign, tol, max_iters, memory_l
     for el in potential.elements:
         p = proj[el]
         n_proj = potential.n_projections(el, mode)
+        if (p.mode and p.mode != mode) or p.values.shape[1] != n_proj:
+            raise ValueError(f"projections of {el}: {p.mode or 'given'} projections {p.values.shape[1]} wide, but "
+                             f"the active set is built on {mode} projections, {n_proj} wide")
         if len(p.values) < n_proj:
             raise InputError(f"element {el}: {len(p.values)} training atoms for {n_proj} projections; an active set "
                              f"needs at least as many atoms as projections (add structures, or use a smaller basis)")

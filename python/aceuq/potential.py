@@ -243,7 +243,7 @@ class Potential:
         for v in values.values():
             if isinstance(v, np.memmap):
                 v.flush()
-        return {el: ElementProjections(values[el], loc[el][:, 0], loc[el][:, 1]) for el in self.elements}
+        return {el: ElementProjections(values[el], loc[el][:, 0], loc[el][:, 1], mode) for el in self.elements}
 
 
 def atom_masks(masks: Sequence, frames: Sequence[Atoms], name: str = "atoms", item: str = "structure"
@@ -297,3 +297,4 @@ class ElementProjections:
     values: np.ndarray     # (n_atoms_of_element, n_projections)
     structure: np.ndarray  # index of the structure of each row
     atom: np.ndarray       # index of the atom within its structure
+    mode: str = ""         # "linear" or "full" (as Potential.projections computed them; "" unknown)

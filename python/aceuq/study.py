@@ -507,7 +507,7 @@ def _rows_of(p, keep: np.ndarray):
     from .potential import ElementProjections
 
     sel = keep[p.structure]
-    return ElementProjections(p.values[sel], p.structure[sel], p.atom[sel])
+    return ElementProjections(p.values[sel], p.structure[sel], p.atom[sel], p.mode)
 
 
 # ======================================================================= the study
