@@ -5,7 +5,7 @@ run_measured; interpreter start-up, imports, reading the dataset, projections, c
 MaxVol are all included) of each command, run as a subprocess on the same potential and the same
 pacemaker dataset (.pkl.gzip, columns ase_atoms / energy_corrected / forces):
 
-    pace_activeset POT -d DATA.pkl.gzip -a -o ... (pyace; global, linear projections)
+    pace_activeset POT -d DATA.pkl.gzip -a      (pyace; global, linear projections; writes POT.asi)
     aceuq activeset POT DATA.pkl.gzip -o X.asi                  (global)
     aceuq activeset POT DATA.pkl.gzip -o X.casi --clusters K    (clustered: K = auto and 4 by default)
 
@@ -148,15 +148,16 @@ def main():
                               "--no-progress"] + our_tol, folder))
     best = {name: (np.inf, 0.0) for name, _, _ in cases}
     for r in range(args.repeat):
-        for name, cmd, cwd in cases:
-            wall, rss = run_measured(cmd, env, cwd, os.path.join(folder, f"log_{len(name)}_{r}.txt"))
+        for c, (name, cmd, cwd) in enumerate(cases):  # one log per case and round
+            wall, rss = run_measured(cmd, env, cwd, os.path.join(folder, f"log_{c}_{r}.txt"))
             t0, m0 = best[name]
             best[name] = (min(t0, wall), max(m0, rss))
             print(f"  [{r}] {name}: {wall:.1f} s, {rss:.0f} MB", flush=True)
     # what the clustered runs chose
     for k in args.clusters:
-        with open(os.path.join(folder, f"log_{len(f'aceuq activeset --clusters {k}')}_0.txt")) as fh:
-            notes = [ln.strip() for ln in fh if "k=" in ln or "clusters" in ln]
+        c = [name for name, _, _ in cases].index(f"aceuq activeset --clusters {k}")
+        with open(os.path.join(folder, f"log_{c}_0.txt")) as fh:
+            notes = [ln.strip() for ln in fh if "effective k" in ln or "auto k" in ln]
         for ln in notes[:2]:
             print(f"  clusters {k}: {ln[:160]}")
 
