@@ -273,12 +273,15 @@ class ActiveSet:
         return self._grader.grade(mu, np.ascontiguousarray(projections, dtype=float))
 
     def check_potential(self, potential: Potential) -> None:
-        """ValueError unless ``potential`` gives the projections this set grades: in full mode
-        dE/dc depends on the coefficients, which set_coefficients may have changed since loading."""
-        if self.mode == "full" and potential.active_set_fingerprint("full") != self._fingerprint:
-            raise ValueError(f"active set '{self.path}' (full mode) was built for other coefficients than those "
-                             f"of '{potential.path}' now (set_coefficients), and full projections (dE/dc) depend "
-                             "on them: load an active set built for these coefficients")
+        """ValueError unless ``potential`` gives the projections this set grades: the basis it was
+        loaded for and, in full mode, the coefficients too (dE/dc depends on them, and
+        set_coefficients may have changed them since)."""
+        if potential.active_set_fingerprint(self.mode) == self._fingerprint:
+            return
+        why = ("in full mode it was built for other coefficients than those it has now (set_coefficients "
+               "included), and full projections (dE/dc) depend on them: load an active set built for these "
+               "coefficients" if self.mode == "full" else "another basis")
+        raise ValueError(f"active set '{self.path}' was loaded for another potential than '{potential.path}': {why}")
 
     def gamma(self, structures: Union[Atoms, Sequence[Atoms]], progress: bool = False):
         """Per-atom (gamma, cluster) of one structure, or a list of them for a list of structures.

@@ -72,10 +72,7 @@ class ACECalculator(Calculator):
                 from .activeset import ActiveSet
 
                 if isinstance(active_set, ActiveSet):
-                    mode = active_set.mode
-                    if active_set.potential.active_set_fingerprint(mode) != self.potential.active_set_fingerprint(mode):
-                        raise ValueError(f"active_set: '{active_set.path}' was loaded for another potential "
-                                         f"than '{self.potential.path}'")
+                    active_set.check_potential(self.potential)
                     if assign is not None:
                         raise ValueError("assign: set it on the ActiveSet given (active_set.assign)")
                     self.active_set = active_set
