@@ -156,6 +156,7 @@ def test_study_end_to_end(emt_data, tmp_path, capsys):
     assert "## (a) Accuracy sweep" in report and "novelty/surface" in report
     assert "## The paper's claims on this data" in report and "   - ensemble σ: **" in report
     assert "gamma_local_nearest" in report and "ROC-AUC over basis sizes, 'hetero-liquid'" in report
+    assert "Plots show the first split (seed 0)." in report  # beside tables of means over 3 splits
     for png in ("parity_small.png", "reliability.png", "calibration.png", "roc.png", "roc_hetero-liquid.png"):
         assert (out / png).read_bytes()[:4] == b"\x89PNG"
         assert f"({png})" in report
@@ -492,3 +493,46 @@ def test_novelty_cases_and_bases_that_cannot_be_measured_or_named(emt_data, tmp_
     rule = {"by": "coordination", "group": "liqiud", "threshold": 10, "above": "dense", "below": "open"}
     with pytest.raises(InputError, match="no frame is in group 'liqiud'"):
         study.Study(study.load_config({**base, "regroup": [rule]}), str(tmp_path))
+
+
+def test_ensemble_ranks_come_from_the_raw_spread_when_the_calibration_factor_is_zero(tmp_path):
+    """Calibration frames without force errors (perfect crystals) fit a force factor of 0 when not
+    strict, as in the study: every calibrated σ_F is then the floor. The ensemble's rank metrics
+    (Spearman, ROC-AUC, novelty thresholds) must still come from the members' raw spread, which a
+    monotone calibration would not reorder; the calibration metrics keep the calibrated σ."""
+    from ase.build import bulk
+    from ase.calculators.emt import EMT
+
+    from aceuq import metrics
+    from aceuq.ensemble import fit_ensemble
+
+    frames = emt_groups(n_per_group=4, seed=5)
+    ens = fit_ensemble(frames[:12], 3, str(tmp_path / "ens"), basis="small", bootstrap=True, seed=4)
+    perfect = []
+    for a0 in (3.58, 3.61, 3.64):
+        atoms = bulk("Cu", "fcc", a=a0, cubic=True).repeat(2)
+        atoms.calc = EMT()
+        perfect.append(_label(atoms, "bulk"))
+    assert ens.calibrate(perfect, strict=False)["forces"] == 0.0
+    test = np.arange(12, 16)
+    model = study.Model(ens, frames, np.arange(12), np.zeros(0, dtype=int), "small")
+    s = model._ensemble_scores(test)
+    assert np.ptp(s.sigma) == 0.0  # every calibrated σ is the floor
+    raw = np.concatenate([ens.evaluate(frames[k], calibrated=False).force_uncertainty for k in test])
+    assert np.array_equal(s.atom, raw) and np.ptp(raw) > 0
+    err, _, _ = model.evaluate(test)
+    row = study.Study.score(study.Study.__new__(study.Study), model, test, np.zeros(0, dtype=int))["ensemble"]
+    assert np.isfinite(row["spearman"]) and row["spearman"] == metrics.spearman(raw, err)
+
+
+def test_summary_counts_the_splits_behind_a_mean_that_dropped_nan():
+    """A metric that is NaN in some split (a Spearman of a constant score) is averaged over the
+    others, and the summary and the report's cell say over how many."""
+    st = study.Study.__new__(study.Study)
+    st.results = {"homogeneous": {"ensemble": [{"spearman": float("nan"), "force_rmse": 0.1},
+                                               {"spearman": 0.5, "force_rmse": 0.3}]}}
+    agg = st.summary()["homogeneous"]["ensemble"]
+    assert agg["n_splits"] == 2 and agg["spearman"] == 0.5 and agg["spearman_n"] == 1
+    assert agg["force_rmse"] == pytest.approx(0.2) and "force_rmse_n" not in agg
+    cell = study._fmt(agg["spearman"], agg["spearman_std"], agg["spearman_n"], agg["n_splits"])
+    assert cell == "0.500 (1 of 2 splits)"

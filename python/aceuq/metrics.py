@@ -412,22 +412,39 @@ def plot_parity(uncertainty, error, path, xlabel="uncertainty", ylabel="error", 
         ax.set_yscale("log")
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
-    ax.set_title(title or f"Spearman {spearman(u, e):.3f}")
+    _set_title(ax, title or f"Spearman {spearman(u, e):.3f}")
     return _save(fig, path)
 
 
+def _set_title(ax, title: str) -> None:
+    """Long titles (case names, the split shown) wrapped, not clipped at the figure's edge."""
+    ax.set_title("\n".join(textwrap.wrap(title, 45)), fontsize=9)
+
+
+def _line_style(i: int) -> Dict:
+    """Dashes and markers that differ between the lines of one plot, so that coinciding curves
+    (two methods that agree) stay visible."""
+    return {"ls": ("-", "--", ":", "-.")[i % 4], "marker": "osv^D"[i % 5]}
+
+
 def plot_reliability(curves: Dict[str, ReliabilityCurve], path, units="eV/Å", title="reliability") -> str:
-    """RMSE vs RMV per uncertainty bin, one line per method; the diagonal is calibrated."""
+    """RMSE vs RMV per uncertainty bin, one line per method; the diagonal is calibrated. Log axes
+    when the bins span more than two decades (an uncalibrated method beside calibrated ones)."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(4.5, 4))
-    hi = 0.0
-    for name, c in curves.items():
-        ax.plot(c.rmv, c.rmse, "o-", ms=3, label=f"{name} (ENCE {c.ence:.2f})")
-        hi = max(hi, float(np.nanmax(c.rmv)), float(np.nanmax(c.rmse)))
-    ax.plot([0, hi], [0, hi], "k--", lw=0.8)
+    values = np.concatenate([np.concatenate([c.rmv, c.rmse]) for c in curves.values()] or [np.zeros(0)])
+    values = values[np.isfinite(values) & (values > 0)]
+    log = values.size > 0 and values.max() > 100 * values.min()
+    for i, (name, c) in enumerate(curves.items()):
+        ax.plot(c.rmv, c.rmse, ms=3, label=f"{name} (ENCE {c.ence:.2f})", **_line_style(i))
+    lo, hi = (values.min(), values.max()) if values.size else (0.0, 1.0)
+    ax.plot([lo if log else 0, hi], [lo if log else 0, hi], "k--", lw=0.8)
+    if log:
+        ax.set_xscale("log")
+        ax.set_yscale("log")
     ax.set_xlabel(f"RMV ({units})")
     ax.set_ylabel(f"RMSE ({units})")
-    ax.set_title(title)
+    _set_title(ax, title)
     ax.legend(fontsize=7)
     return _save(fig, path)
 
@@ -436,12 +453,12 @@ def plot_calibration(curves: Dict[str, tuple], path, title="calibration") -> str
     """Observed vs expected proportion, one line per method (tuples from calibration_curve)."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(4.5, 4))
-    for name, (x, y) in curves.items():
-        ax.plot(x, y, label=name)
+    for i, (name, (x, y)) in enumerate(curves.items()):
+        ax.plot(x, y, label=name, ls=_line_style(i)["ls"])
     ax.plot([0, 1], [0, 1], "k--", lw=0.8)
     ax.set_xlabel("expected proportion")
     ax.set_ylabel("observed proportion")
-    ax.set_title(title)
+    _set_title(ax, title)
     ax.legend(fontsize=7)
     return _save(fig, path)
 
@@ -452,15 +469,15 @@ def plot_roc(scores: Dict[str, tuple], path, title="novelty detection") -> str:
 
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(4.5, 4))
-    for name, (k, n) in scores.items():
+    for i, (name, (k, n)) in enumerate(scores.items()):
         k, n = np.asarray(k, float), np.asarray(n, float)
         y = np.concatenate([np.zeros(k.size), np.ones(n.size)])
         fpr, tpr, _ = roc_curve(y, _rankable(np.concatenate([k, n])))  # ranked as novelty_detection ranks them
-        ax.plot(fpr, tpr, label=f"{name} (AUC {novelty_detection(k, n).roc_auc:.2f})")
+        ax.plot(fpr, tpr, label=f"{name} (AUC {novelty_detection(k, n).roc_auc:.2f})", ls=_line_style(i)["ls"])
     ax.plot([0, 1], [0, 1], "k--", lw=0.8)
     ax.set_xlabel("false positive rate")
     ax.set_ylabel("true positive rate")
-    ax.set_title("\n".join(textwrap.wrap(title, 45)), fontsize=9)  # long case names wrapped, not clipped
+    _set_title(ax, title)
     ax.legend(fontsize=7)
     return _save(fig, path)
 

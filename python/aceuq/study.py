@@ -34,8 +34,11 @@ Methods, all graded on the same frames:
 (γ → expected per-atom force-error norm, fitted on the calibration frames), whose output
 E|ΔF| is read as σ_per-component = E|ΔF| / E|χ₃| (the ensemble's convention, dof 3). The maps are
 written to ``DIR/error_maps/`` (``aceuq gamma ... --error-map FILE.json`` applies one).
-Correlations (Spearman, Pearson) use the raw score; ``map_spearman`` is the Spearman of the
-mapped estimate (ties of the isotonic steps lower it).
+Correlations (Spearman, Pearson) and novelty detection use the raw score (for the ensemble, the
+members' uncalibrated spread: a calibration factor of 0, where the calibration frames' force
+errors are all within the floor, would make every calibrated σ the floor); ``map_spearman`` is the
+Spearman of the mapped estimate (ties of the isotonic steps lower it). The calibration metrics use
+the calibrated σ or the mapped estimate.
 
 The report ends with the paper's three claims checked on the data, each with its numbers:
 (1) from the least to the most accurate basis of the accuracy sweep (force RMSE), Spearman rises
@@ -50,13 +53,14 @@ heterogeneous novelty case and basis where global γ is below 0.99.
 
 Outputs: ``report.md`` (tables, claims, PNGs) and ``metrics.json``:
 ``{experiment: {method: {spearman, pearson, miscalibration_area, roc_auc, pr_auc, ...}}}`` with
-means over splits (``*_std`` beside them; ``null`` where a metric does not apply).
+means over splits (``*_std`` beside them; ``*_n``, the number of splits averaged, where some
+split gave NaN; ``null`` where a metric does not apply). The plots show the first split.
 """
 from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
@@ -427,25 +431,30 @@ class Model:
         self.gamma: Dict[str, GammaMethod] = {}
         self.notes: List[str] = []
 
-    def evaluate(self, idx: Sequence[int]):
-        """(force error per atom, force σ per atom (calibrated), structure index) on frames idx."""
+    def evaluate(self, idx: Sequence[int], calibrated: bool = True):
+        """(force error per atom, force σ per atom (calibrated, or the members' raw spread),
+        structure index) on frames idx."""
         fe, fs, si = [], [], []
         for j, k in enumerate(idx):
             if k not in self._cache:
-                r = self.ens.evaluate(self.frames[k], forces=True, calibrated=True)
+                r = self.ens.evaluate(self.frames[k], forces=True, calibrated=False)
+                cal = replace(r, forces_std=self.ens._forces_std(r.forces_std, calibrated=True))
                 self._cache[k] = (metrics.force_error_norms(r.forces, ens_mod._forces(self.frames[k])),
-                                  r.force_uncertainty)
-            e, s = self._cache[k]
+                                  r.force_uncertainty, cal.force_uncertainty)
+            e, s_raw, s_cal = self._cache[k]
             fe.append(e)
-            fs.append(s)
+            fs.append(s_cal if calibrated else s_raw)
             si.append(np.full(e.size, j))
         if not fe:
             return np.zeros(0), np.zeros(0), np.zeros(0, dtype=int)
         return np.concatenate(fe), np.concatenate(fs), np.concatenate(si)
 
     def _ensemble_scores(self, idx) -> Scores:
-        _, s, si = self.evaluate(idx)
-        return Scores(s, si, len(idx), sigma=s / np.sqrt(3.0))
+        # ranks (Spearman, ROC-AUC, novelty thresholds) from the members' raw spread: the
+        # calibration only rescales it, except where its factor is 0 and every σ is the floor
+        _, raw, si = self.evaluate(idx, calibrated=False)
+        _, cal, _ = self.evaluate(idx)
+        return Scores(raw, si, len(idx), sigma=cal / np.sqrt(3.0))
 
     # ---------------------------------------------------------------- γ
     def add_gamma(self, potential, projections: Dict, gcfg: Dict, folder: str, error_map_dir: Optional[str]):
@@ -613,8 +622,14 @@ class Study:
                                                              "n_structures": len(train_idx),
                                                              "n_functions": int(dm.X.shape[1])})
         if len(cal_idx):
-            ens.calibrate([self.frames[k] for k in cal_idx], strict=False)
+            cal = ens.calibrate([self.frames[k] for k in cal_idx], strict=False)
             ens.save_calibration(folder)
+            if cal["forces"] == 0.0:
+                self.notes.append(
+                    f"{tag}, seed {seed}: the force σ calibration factor is 0 (the calibration frames' force "
+                    f"errors, RMS {cal['rmse_forces']:.3g} eV/Å, are within the {cal['forces_floor']:g} eV/Å "
+                    f"floor): every calibrated ensemble σ_F is the floor, so its calibration metrics describe "
+                    f"a constant σ")
         m = Model(ens, self.frames, train_idx, cal_idx, basis)
         m.n_functions = int(dm.X.shape[1])
         if gamma_method_names(self.gamma_cfg):
@@ -697,7 +712,8 @@ class Study:
                 self._record(f"accuracy/{basis_label(basis)}", self.score(m, te, cal))
                 if seed == seeds[0]:
                     err, sig, _ = m.evaluate(te)
-                    self.plot_data.setdefault("parity", {})[basis_label(basis)] = (sig, err)
+                    _, raw, _ = m.evaluate(te, calibrated=False)
+                    self.plot_data.setdefault("parity", {})[basis_label(basis)] = (sig, err, raw)
                 bar.update()
             # (b) homogeneous vs heterogeneous, same test frames (all groups)
             bar.set_description(f"seed {seed}: heterogeneity")
@@ -760,6 +776,9 @@ class Study:
                     agg[k] = float(np.mean(vals)) if vals else None
                     if k not in ("n_functions",):
                         agg[k + "_std"] = float(np.std(vals)) if len(vals) > 1 else None
+                    given = [r.get(k) for r in rows if r.get(k) is not None]
+                    if vals and len(vals) < len(given):  # splits where it was NaN (e.g. a constant σ)
+                        agg[k + "_n"] = len(vals)
                 out[exp][method] = agg
         return out
 
@@ -768,25 +787,27 @@ class Study:
         os.makedirs(self.out, exist_ok=True)
         metrics._write_text_atomic(os.path.join(self.out, "metrics.json"), json.dumps(summary, indent=1))
         pngs = {}
-        for basis, (sig, err) in self.plot_data.get("parity", {}).items():
+        split = self._plotted_split()
+        for basis, (sig, err, raw) in self.plot_data.get("parity", {}).items():
             pngs[f"parity_{basis}"] = metrics.plot_parity(
                 sig, err, os.path.join(self.out, f"parity_{basis}.png"), xlabel="ensemble σ_F (eV/Å)",
-                ylabel="|ΔF| (eV/Å)", title=f"{basis} basis, Spearman {metrics.spearman(sig, err):.2f}")
+                ylabel="|ΔF| (eV/Å)", title=f"{basis} basis, Spearman {metrics.spearman(raw, err):.2f}{split}")
         rel = self.plot_data.get("reliability", {})
         if rel:
             pngs["reliability"] = metrics.plot_reliability(
                 {k: metrics.reliability_curve(e, s, dof=3) for k, (e, s) in rel.items()},
-                os.path.join(self.out, "reliability.png"), title="homogeneous vs heterogeneous training")
+                os.path.join(self.out, "reliability.png"), title=f"homogeneous vs heterogeneous training{split}")
             pngs["calibration"] = metrics.plot_calibration(
                 {k: metrics.calibration_curve(e, s, dof=3) for k, (e, s) in rel.items()},
-                os.path.join(self.out, "calibration.png"))
+                os.path.join(self.out, "calibration.png"), title=f"calibration{split}")
         for j, case in enumerate(self.cases):
             scores = self.plot_data.get("roc", {}).get(case["name"])
             if scores:
                 png = "roc.png" if j == 0 else f"roc_{case['name']}.png"
                 pngs[png[:-4]] = metrics.plot_roc(
                     scores, os.path.join(self.out, png),
-                    title=f"{case['name']} ({basis_label(case['bases'][-1])}): novel {', '.join(case['novel'])}")
+                    title=f"{case['name']} ({basis_label(case['bases'][-1])}): novel "
+                          f"{', '.join(case['novel'])}{split}")
         metrics._write_text_atomic(os.path.join(self.out, "report.md"), self._markdown(summary, pngs))
         # an earlier run's plots that this run did not draw (other bases or cases) would pass for
         # this run's: the study's own names only, other files stay
@@ -811,7 +832,10 @@ class Study:
                  f"{'bootstrap' if cfg['ensemble']['bootstrap'] else 'subsampling'}, cutoff {self._cutoff_text()} Å.",
                  "", "Per-atom force error |ΔF| vs per-atom uncertainty; miscalibration area on the σ "
                  "calibrated on held-out frames of the training distribution (dof 3); novelty score = max "
-                 "over a structure's atoms. Values: mean ± std over splits.", ""]
+                 "over a structure's atoms. Values: mean ± std over splits (\"n of N splits\" where the "
+                 "others gave no value, such as a Spearman of a constant σ)."
+                 + (f" Plots show the first split (seed {cfg['seeds'][0]})." if len(cfg["seeds"]) > 1 else ""),
+                 ""]
         lines += [f"> {n}" for n in self.notes] + ([""] if self.notes else [])
         sections = [
             ("(a) Accuracy sweep (trained on all groups)", [e for e in summary if e.startswith("accuracy/")]),
@@ -832,7 +856,8 @@ class Study:
                       "|" + "---|" * (len(cols) + 2)]
             for exp in exps:
                 for method, agg in summary.get(exp, {}).items():
-                    cells = [_fmt(agg.get(c), agg.get(c + "_std")) for c in cols]
+                    cells = [_fmt(agg.get(c), agg.get(c + "_std"), agg.get(c + "_n"), agg.get("n_splits"))
+                             for c in cols]
                     lines.append(f"| {exp} | {method} | " + " | ".join(cells) + " |")
             lines.append("")
         lines += self._sweep_tables(summary)
@@ -841,6 +866,11 @@ class Study:
             lines += [f"![{key}]({os.path.basename(path)})", ""]
         return "\n".join(lines)
 
+
+    def _plotted_split(self) -> str:
+        """What the plots show, for their titles: the first split only (the tables average all)."""
+        seeds = list(self.cfg["seeds"])
+        return "" if len(seeds) == 1 else f" (split 1 of {len(seeds)}, seed {seeds[0]})"
 
     def _cutoff_text(self) -> str:
         """The cutoff(s) the fitted bases have (a basis config's rcut, else the config's cutoff)."""
@@ -864,7 +894,8 @@ class Study:
                 ks = [f"{row[m]['k_effective']:.2g}" for m in methods
                       if m.endswith("_nearest") and row.get(m, {}).get("k_effective") is not None]
                 lines.append(f"| {basis_label(b)} | {'' if nf is None else int(nf)} | "
-                             + " | ".join(_fmt(row.get(m, {}).get("roc_auc"), row.get(m, {}).get("roc_auc_std"))
+                             + " | ".join(_fmt(row.get(m, {}).get("roc_auc"), row.get(m, {}).get("roc_auc_std"),
+                                               row.get(m, {}).get("roc_auc_n"), row.get(m, {}).get("n_splits"))
                                           for m in methods) + f" | {', '.join(ks)} |")
             lines.append("")
         return lines
@@ -989,10 +1020,11 @@ def claims_markdown(summary: Dict, cases: Sequence[Dict], homogeneous: str) -> L
     return lines
 
 
-def _fmt(v, sd=None) -> str:
+def _fmt(v, sd=None, n=None, of=None) -> str:
+    """A mean (± std) over splits; "(n of N splits)" when only n of them gave a value."""
     if v is None:
         return "–"
-    return f"{v:.3f}" + (f" ± {sd:.3f}" if sd is not None else "")
+    return f"{v:.3f}" + (f" ± {sd:.3f}" if sd is not None else "") + (f" ({n} of {of} splits)" if n else "")
 
 
 def run_study(config, output_dir: str, progress: bool = True, workers: int = 2) -> Dict:
