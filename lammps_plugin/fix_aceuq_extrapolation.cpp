@@ -64,7 +64,7 @@ bool is_element_symbol(const std::string &s)
 
 FixACEUQExtrapolation::FixACEUQExtrapolation(LAMMPS *lmp, int narg, char **arg) :
     Fix(lmp, narg, arg), lower(0), upper(0), cutout(0), pair(nullptr), max_gamma(0), n_above(0),
-    frames_written(0), cutouts_written(0), append_to_file(false), file_started(false), cutout_warned(false),
+    frames_written(0), cutouts_written(0), append_to_file(false), file_started(false), cutout_checked_against(-1.0),
     last_checked(-1), halted(false), stop_reported(false)
 {
   if (narg < 4)
@@ -167,11 +167,11 @@ void FixACEUQExtrapolation::init()
   if (cutout > 0) {
     check_cutout_fits("");
     const double cutoff = pair->largest_cutoff();    // a hybrid sub-style's cutforce stays 0
-    if (cutout < cutoff && !cutout_warned && comm->me == 0)
+    if (cutout < cutoff && cutoff != cutout_checked_against && comm->me == 0)
       error->warning(FLERR, "fix aceuq/extrapolation: cutout radius {} is below the potential's cutoff {}: a "
                      "cut-out's centre atom lacks neighbours it has in the simulation (its gamma there differs); "
                      "use cutout >= {}", cutout, cutoff, cutoff);
-    cutout_warned = true;
+    cutout_checked_against = cutoff;
   }
   // a new file, as a dump starts one (or, with append yes, the file continued): found unwritable
   // now, not at the first frame
@@ -200,9 +200,22 @@ void FixACEUQExtrapolation::request_gamma()
   if (flag) *flag = 1;
 }
 
+// Under rerun every setup is a new snapshot, even at the step checked last (structures graded
+// one by one, each written at step 0); in runs, the step a run starts at was checked by the run
+// that ended there.
+bool FixACEUQExtrapolation::under_rerun() const
+{
+  return input->command && strcmp(input->command, "rerun") == 0;
+}
+
+bool FixACEUQExtrapolation::setup_checks() const
+{
+  return update->ntimestep % nevery == 0 && (update->ntimestep != last_checked || under_rerun());
+}
+
 void FixACEUQExtrapolation::setup_pre_force(int)
 {
-  if (update->ntimestep % nevery == 0 && update->ntimestep != last_checked) request_gamma();
+  if (setup_checks()) request_gamma();
 }
 
 void FixACEUQExtrapolation::pre_force(int)
@@ -228,7 +241,7 @@ void FixACEUQExtrapolation::setup(int)
   stop_reported = false;
   // the last step of the previous run, where this one starts, was checked then (as a dump
   // writes a step once)
-  if (update->ntimestep % nevery == 0 && update->ntimestep != last_checked) check();
+  if (setup_checks()) check();
 }
 
 // Minimization: an iteration's line search evaluates trial configurations and ends on the one it
@@ -344,7 +357,7 @@ void FixACEUQExtrapolation::commit(const Verdict &v)
   if (v.max_gamma > upper) {
     // rerun reads every snapshot whatever the timer says (fix halt cannot stop it either): there
     // the snapshot is reported, and nothing is stopped or skipped
-    const bool rerun = input->command && strcmp(input->command, "rerun") == 0;
+    const bool rerun = under_rerun();
     if (comm->me == 0 && (rerun || !stop_reported))
       utils::logmesg(lmp, "fix aceuq/extrapolation: step {} atom {} has gamma {:.4g} > upper {}: {}\n", v.step,
                      v.atom, v.max_gamma, upper,

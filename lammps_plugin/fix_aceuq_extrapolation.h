@@ -7,7 +7,7 @@
    `cutout R`, one spherical cut-out of all atoms within R around each group atom above L); when
    it exceeds U the run stops cleanly, naming the atom, and later runs are skipped until the fix
    is removed (as fix halt ... error soft; under rerun, which cannot stop early, it is only
-   reported). A step is checked once, also across runs and under rerun; under minimize, every N-th
+   reported). A step is checked once, also across runs; under rerun, every snapshot; under minimize, every N-th
    iteration on the configuration it accepts.
    Global vector (thermo: f_ID[k]): [1] max gamma, [2] atoms above L (both of the last check),
    [3] frames and [4] cut-outs written so far. Atoms are written with the element pair_coeff
@@ -53,7 +53,8 @@ class FixACEUQExtrapolation : public Fix {
   int frames_written, cutouts_written;
   bool append_to_file;    // append yes: continue the file an earlier job wrote (as dump_modify append)
   bool file_started;
-  bool cutout_warned;     // the cut-out radius was checked against the potential's cutoff (warned once)
+  double cutout_checked_against;    // the potential cutoff the cut-out radius was last checked
+                                    // against (warned once for each, also after a new pair_coeff)
   bigint last_checked;    // the step checked last (a run that starts there does not check it again)
   bool halted;            // this fix stopped the run (and keeps later runs from starting)
   bool stop_reported;     // this run's stop was reported (a minimizer told to stop finishes its
@@ -71,6 +72,8 @@ class FixACEUQExtrapolation : public Fix {
   std::optional<Verdict> pending;    // minimization: the last evaluation of the current iteration
 
   void request_gamma();
+  bool under_rerun() const;
+  bool setup_checks() const;
   std::string type_name(int itype) const;
   void check();
   Verdict grade_step();

@@ -130,11 +130,18 @@ void PairACEUQ::compute(int eflag, int vflag)
   const bool want_gamma = gamma_flag != 0;
   aceuq::ProjectionMode mode = aceuq::ProjectionMode::None;
   if (want_gamma) {
-    if (!core->grader)
+    if (!core->grader) {
+      gamma_flag = 0;    // asked for this step only: a later run without the request still runs
+      if (force->pair != this)    // a sub-style of pair_style hybrid
+        error->all(FLERR,
+                   "pair_style aceuq: gamma requested (fix pair ... aceuq[:N] gamma 1) from an aceuq "
+                   "sub-style to which pair_coeff gave no active set: use 'pair_coeff * * aceuq [N] "
+                   "POTENTIAL.yaml ACTIVESET.asi|.casi El1 El2 ...'");
       error->all(FLERR,
                  "pair_style aceuq: gamma requested (fix pair ... aceuq gamma 1) but pair_coeff "
                  "gave no active set: use 'pair_coeff * * POTENTIAL.yaml ACTIVESET.asi|.casi El1 "
                  "El2 ...'");
+    }
     grow_peratom();
     for (int i = 0; i < nlocal; i++) {
       gamma[i] = 0.0;
@@ -264,28 +271,31 @@ void PairACEUQ::compute_gamma()
 
 void PairACEUQ::settings(int narg, char **arg)
 {
-  core->assign = aceuq::Assign::Nearest;
-  core->assign_given = false;
+  // read whole before anything changes: a refused pair_style leaves the earlier one in force
+  aceuq::Assign assign = aceuq::Assign::Nearest;
+  bool assign_given = false;
   int iarg = 0;
   while (iarg < narg) {
     if (strcmp(arg[iarg], "assign") == 0) {
       if (iarg + 2 > narg)
         error->all(FLERR, "pair_style aceuq: keyword 'assign' needs a value: nearest or min");
       if (strcmp(arg[iarg + 1], "nearest") == 0)
-        core->assign = aceuq::Assign::Nearest;
+        assign = aceuq::Assign::Nearest;
       else if (strcmp(arg[iarg + 1], "min") == 0)
-        core->assign = aceuq::Assign::Min;
+        assign = aceuq::Assign::Min;
       else
         error->all(FLERR, "pair_style aceuq: unknown value '{}' for assign (expected nearest or min)",
                    arg[iarg + 1]);
-      core->assign_given = true;
+      assign_given = true;
       iarg += 2;
     } else {
       error->all(FLERR, "pair_style aceuq: unknown keyword '{}' (known: assign nearest|min)", arg[iarg]);
     }
   }
+  core->assign = assign;
+  core->assign_given = assign_given;
   // a re-issued pair_style keeps the active set: without 'assign' it goes back to the file's
-  if (core->grader) core->grader->set_assign(core->assign_given ? core->assign : core->file_assign);
+  if (core->grader) core->grader->set_assign(assign_given ? assign : core->file_assign);
 }
 
 /* ---------------------------------------------------------------------- */

