@@ -75,6 +75,13 @@ CU_RHO_CORE = Spec("Cu_rhocore", ["Cu"], radbase="ChebPow", radparameters=[2.0],
 CUAL_LINT = Spec("CuAl_lint", ["Cu", "Al"], nradmax_by_orders=[2, 1, 1, 1], lmax_by_orders=[0, 3, 3, 3],
                  fitted=False)
 
+# Pair blocks left out (test_evaluator): Cu-Al with a ZBL inner cut-off, whose r_in/delta_in act on
+# the whole ACE energy of an atom; Cu-Al-Ni of rank <= 2, whose three-element blocks hold the only
+# functions that need the pair blocks. Kept out of SPECS (one test each).
+CUAL_ZBL = Spec("CuAl_zbl", ["Cu", "Al"], inner_cutoff_type="zbl", r_in=2.0, delta_in=0.4, core_repulsion=[1.0, 1.0],
+                nradmax_by_orders=[5, 3, 2], lmax_by_orders=[0, 2, 1])
+CUALNI_RANK2 = Spec("CuAlNi_rank2", ["Cu", "Al", "Ni"], nradmax_by_orders=[4, 2], lmax_by_orders=[0, 1])
+
 # Fitted to DFT frames (make_potential_from_frames), not to EMT: kept out of SPECS.
 SI_SMALL = Spec("Si_small", ["Si"], rcut=5.0, r_in=1.8, delta_in=0.3, nradmax_by_orders=[6, 3, 2],
                 lmax_by_orders=[0, 2, 1])

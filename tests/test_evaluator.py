@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import aceuq
-from potentials import CU_RHO_CORE, CUAL_LINT, SPECS, make_potential, pyace_projections
+from potentials import CU_RHO_CORE, CUAL_LINT, CUAL_ZBL, CUALNI_RANK2, SPECS, make_potential, pyace_projections
 from structures import all_structures, close_pair, slab, rattled_bulk
 
 pyace = pytest.importorskip("pyace")
@@ -466,27 +466,27 @@ def without_block(text, block):
     return "  - speciesblock: ".join(kept)
 
 
-@pytest.mark.parametrize("name", ["CuAl_sbessel", "CuAl_cheblinear"])
+@pytest.mark.parametrize("name", ["CuAl_sbessel", "CuAl_cheblinear", "CuAl_zbl"])
 @pytest.mark.parametrize("block", ["Al Cu", "Cu Al"])
-def test_pair_block_left_out_adds_nothing_to_its_element(make_pot, tmp_path, name, block):
+def test_pair_block_left_out_adds_nothing_to_its_element(make_pot, potential_dir, tmp_path, name, block):
     """A file without one pair block (its first element then has no functions with the second as
     a neighbour; the bond's radial basis is in the mirror block), as pyace reads it: the pair adds
-    nothing to the first element's atoms, core repulsion included (distance and density inner
-    cut-offs, pairs inside them), while the second element's atoms keep theirs. Energies, per-atom
-    energies, forces and stress equal pyace's."""
-    text = open(make_pot(name)).read()
+    nothing to the first element's atoms, core repulsion and inner cut-off included (distance,
+    density and ZBL inner cut-offs, pairs inside them), while the second element's atoms keep
+    theirs. Energies, per-atom energies, forces and stress equal pyace's."""
+    text = open(make_potential(CUAL_ZBL, potential_dir) if name == "CuAl_zbl" else make_pot(name)).read()
     if "core-repulsion: [0, 1]" in text:
         text = text.replace("core-repulsion: [0, 1]", "core-repulsion: [50, 5]")
     edited = tmp_path / "edited.yaml"
     edited.write_text(without_block(text, block))
     pot = aceuq.Potential(str(edited))
-    full = aceuq.Potential(make_pot(name))
+    full = aceuq.Potential(make_potential(CUAL_ZBL, potential_dir) if name == "CuAl_zbl" else make_pot(name))
     first = block.split()[0]
     assert 0 < pot.n_functions(first) < full.n_functions(first)
-    structures = [close_pair(["Cu", "Al"], distance=d) for d in (1.2, 1.5, 2.1)] + [rattled_bulk(["Cu", "Al"], seed=3)]
-    for atoms in structures:
-        if len(atoms) == 2:
-            atoms.symbols[0], atoms.symbols[1] = "Cu", "Al"
+    structures = [close_pair(["Cu", "Al"], distance=d) for d in (1.2, 1.5, 1.8, 2.1)]
+    for atoms in structures:  # the close pair (atoms 0 and 1) of the two elements
+        atoms.symbols[0], atoms.symbols[1] = "Cu", "Al"
+    for atoms in structures + [rattled_bulk(["Cu", "Al"], seed=3)]:
         res = pot.evaluate(atoms)
         ref = pyace_results(str(edited), atoms)
         assert res.energy == pytest.approx(ref["energy"], rel=1e-10, abs=1e-10)
@@ -496,11 +496,14 @@ def test_pair_block_left_out_adds_nothing_to_its_element(make_pot, tmp_path, nam
             np.testing.assert_allclose(res.stress, ref["stress"], rtol=0, atol=1e-9)
 
 
-def test_pair_block_left_out_that_functions_need_is_refused(make_pot, tmp_path):
+@pytest.mark.parametrize("rank2", [False, True])
+def test_pair_block_left_out_that_functions_need_is_refused(make_pot, potential_dir, tmp_path, rank2):
     """Without 'Al Cu', the functions of 'Al Cu Ni' with Cu neighbours of Al have no radial basis
-    (pyace fails with map::at): one clear error naming the blocks."""
+    (pyace fails with map::at): one clear error naming the blocks, also where the Cu neighbour is
+    a function's first neighbour only (rank <= 2)."""
     edited = tmp_path / "edited.yaml"
-    edited.write_text(without_block(open(make_pot("CuAlNi_chebexpcos")).read(), "Al Cu"))
+    path = make_potential(CUALNI_RANK2, potential_dir) if rank2 else make_pot("CuAlNi_chebexpcos")
+    edited.write_text(without_block(open(path).read(), "Al Cu"))
     with pytest.raises(aceuq.InputError, match="block 'Al Cu Ni' has functions of Al atoms with Cu neighbours, "
                                                "but there is no block 'Al Cu'"):
         aceuq.Potential(str(edited))

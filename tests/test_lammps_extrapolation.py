@@ -124,10 +124,12 @@ def test_cutouts_around_each_extrapolating_atom(setup, tmp_path):
 
 
 @pytest.mark.parametrize("boundary", ["p p p", "s p p"])
-def test_cutouts_in_a_large_tilted_box(setup, tmp_path, boundary):
+@pytest.mark.parametrize("radius", [2.9, 4.5])
+def test_cutouts_in_a_large_tilted_box(setup, tmp_path, boundary, radius):
     """Cut-outs of a box many cut-out radii wide, tilted (the atoms near a centre are looked for in
     cells of the box, not among all atoms): every atom within R, by the shortest image where
-    periodic, around every centre, as a search over all atoms and images finds them."""
+    periodic, around every centre, as a search over all atoms and images finds them (R from the
+    first neighbour shell to beyond the third, so that cells narrower than R would lose atoms)."""
     from ase.geometry import get_distances
 
     path, pot, asi, _, _, _ = setup
@@ -144,7 +146,7 @@ def test_cutouts_in_a_large_tilted_box(setup, tmp_path, boundary):
     graded.pbc = [b == "p" for b in boundary.split()]
     gamma = reference_gamma(pot, asi, graded)
     g = np.sort(gamma)
-    lower, radius = float(0.5 * (g[-40] + g[-41])), 2.9
+    lower = float(0.5 * (g[-40] + g[-41]))
     out = tmp_path / "cut.extxyz"
     lmp = aceuq_lammps.make_lammps()
     try:
@@ -161,6 +163,54 @@ def test_cutouts_in_a_large_tilted_box(setup, tmp_path, boundary):
     for c, f in zip(centres, frames):
         _, d = get_distances(graded.positions[c], graded.positions, cell=graded.cell, pbc=graded.pbc)
         np.testing.assert_array_equal(np.sort(f.arrays["id"]), np.nonzero(d[0] <= radius)[0] + 1)
+
+
+@pytest.mark.parametrize("boundary", ["p p p", "s s p"])
+def test_cutouts_while_atoms_are_outside_the_box(setup, tmp_path, boundary):
+    """Between two neighbour-list builds atoms move out of the box (LAMMPS wraps them only when
+    it rebuilds): the cut-outs of such steps still hold every atom within R of the centre, by the
+    shortest image along periodic axes, as a search over the stored coordinates finds them."""
+    path, pot, asi, _, _, _ = setup
+    atoms = rattled_bulk(["Cu", "Al"], seed=5).repeat((3, 2, 2))
+    atoms.set_cell(np.diag(atoms.cell.lengths()), scale_atoms=True)  # orthogonal: images along axes
+    atoms = to_lammps_frame(atoms)
+    radius, out, dump = 3.0, tmp_path / "cut.extxyz", tmp_path / "x.dump"
+    lmp = aceuq_lammps.make_lammps()
+    try:
+        create_system(lmp, atoms, ["Al", "Cu"])
+        lmp.command(f"change_box all boundary {boundary}")
+        set_aceuq(lmp, path, ["Al", "Cu"], asi)
+        lmp.commands_string(f"""
+            neigh_modify every 20 delay 0 check no
+            velocity all create 4000 3 loop geom
+            fix nve all nve
+            timestep 0.004
+            dump d all custom 1 {dump} id x y z
+            dump_modify d sort id format float %.17g
+            fix x all aceuq/extrapolation 1 lower 1e-9 upper 1e9 file {out} cutout {radius}
+            run 19
+        """)
+    finally:
+        lmp.close()
+    stored = {}  # step -> (box bounds [3][2], coordinates by id as LAMMPS holds them)
+    lines = dump.read_text().splitlines()
+    i = 0
+    while i < len(lines):
+        n = int(lines[i + 3])
+        bounds = np.array([lines[i + 5 + k].split()[:2] for k in range(3)], float)
+        stored[int(lines[i + 1])] = (bounds, np.array([ln.split()[1:] for ln in lines[i + 9:i + 9 + n]], float))
+        i += 9 + n
+    periodic = np.array([b == "p" for b in boundary.split()])
+    outside = sum(int(((x < b[:, 0]) | (x > b[:, 1])).any(axis=1).sum()) for b, x in stored.values())
+    assert outside > 100  # the case this test is about
+    frames = read(out, ":")
+    assert {f.info["step"] for f in frames} == set(range(20))
+    for f in frames:
+        bounds, x = stored[f.info["step"]]
+        length = bounds[:, 1] - bounds[:, 0]
+        d = x - x[f.info["centre_id"] - 1]
+        d[:, periodic] -= np.round(d[:, periodic] / length[periodic]) * length[periodic]
+        np.testing.assert_array_equal(np.sort(f.arrays["id"]), np.nonzero(np.linalg.norm(d, axis=1) <= radius)[0] + 1)
 
 
 def test_a_group_decides_when_frames_and_cutouts_hold_every_atom(setup, tmp_path):
