@@ -141,14 +141,22 @@ def test_infinite_scores_rank_above_huge_finite_ones():
     assert novelty_detection([np.nan, -np.inf], [0.0]).roc_auc == 1.0
 
 
-def test_precomputed_projections_of_the_other_mode_are_refused(make_pot):
+def test_precomputed_projections_of_the_other_mode_are_refused(make_pot, tmp_path):
     """build_active_set(mode="full", projections=<linear ones>) would build a set of the wrong
-    projections (one density: as wide as full ones, so nothing else notices): refused, also when
-    only the width tells."""
+    projections (one density and a non-linear embedding: as wide as full ones, so nothing else
+    notices): refused, also when only the width tells (two densities)."""
     from aceuq.potential import ElementProjections
 
-    pot = aceuq.Potential(make_pot("Cu_fs2"))
+    text = open(make_pot("Cu_chebexpcos")).read()
+    assert text.count("parameters: [1, 1]") == 1
+    sqrt = tmp_path / "Cu_sqrt.yaml"  # F(ρ) = sqrt(ρ), one density
+    sqrt.write_text(text.replace("parameters: [1, 1]", "parameters: [1, 0.5]"))
+    one = aceuq.Potential(str(sqrt))
+    assert one.n_projections("Cu", "linear") == one.n_projections("Cu", "full")
     train = emt_training_set(["Cu"], n=16, seed=3)
+    with pytest.raises(ValueError, match="linear projections .* built on full projections"):
+        build_active_set(one, train, mode="full", projections=one.projections(train))
+    pot = aceuq.Potential(make_pot("Cu_fs2"))
     linear = pot.projections(train)
     with pytest.raises(ValueError, match="linear projections .* built on full projections"):
         build_active_set(pot, train, mode="full", projections=linear)

@@ -448,11 +448,12 @@ def test_verbs_writing_to_stdout_leave_it_a_readable_file(make_pot, tmp_path):
     assert 1 <= len(chosen) <= 2 and "candidate_index" in chosen[0].info
 
 
-@pytest.mark.parametrize("where", ["/dev/full", "file size limit"])
+@pytest.mark.parametrize("where", ["/dev/full", "file size limit", "stdout to /dev/full"])
 def test_an_output_without_room_is_one_clear_error(make_pot, tmp_path, where):
-    """A write that fails for want of room (a full disk: /dev/full; a file-size limit, which the
-    temporary file beside the output runs into) ends in one line naming the output, exit code 1,
-    and leaves the earlier output as it was."""
+    """A write that fails for want of room (a full disk: /dev/full, named or behind a shell
+    redirection of `-o /dev/stdout`; a file-size limit, which the temporary file beside the
+    output runs into) ends in one line naming the output, exit code 1, and leaves the earlier
+    output as it was."""
     import resource
     import subprocess
     import sys
@@ -461,19 +462,21 @@ def test_an_output_without_room_is_one_clear_error(make_pot, tmp_path, where):
     write(tmp_path / "in.extxyz", [rattled_bulk(["Cu", "Al"], seed=s).repeat(2) for s in range(3)])
     out = tmp_path / "out.extxyz"
     out.write_text("earlier\n")
-    target = "/dev/full" if where == "/dev/full" else str(out)
+    target = {"/dev/full": "/dev/full", "stdout to /dev/full": "/dev/stdout"}.get(where, str(out))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
 
     def limit():  # the output is larger than this; the imports read, and write nothing
-        if where != "/dev/full":
+        if where == "file size limit":
             resource.setrlimit(resource.RLIMIT_FSIZE, (20000, 20000))
 
-    proc = subprocess.run([sys.executable, "-m", "aceuq", "evaluate", path, str(tmp_path / "in.extxyz"), "-o", target,
-                           "--no-progress"], capture_output=True, text=True, env=env, timeout=300, preexec_fn=limit)
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run([sys.executable, "-m", "aceuq", "evaluate", path, str(tmp_path / "in.extxyz"), "-o",
+                               target, "--no-progress"], stdout=full if target == "/dev/stdout" else subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, env=env, timeout=300, preexec_fn=limit)
     assert proc.returncode == 1, proc.stderr
     assert proc.stderr.strip().splitlines() == [
         f"aceuq evaluate: error: output '{target}': cannot be written "
-        f"({'No space left on device' if where == '/dev/full' else 'File too large'})"]
+        f"({'File too large' if where == 'file size limit' else 'No space left on device'})"]
     assert out.read_text() == "earlier\n"
     assert not [f for f in os.listdir(tmp_path) if f.startswith(".aceuq-")]
 

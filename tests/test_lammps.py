@@ -679,6 +679,18 @@ def test_gamma_refused_without_active_set_is_not_asked_again(make_pot, cual_asi)
     np.testing.assert_allclose(gamma, ActiveSet.load(asi, pot).gamma(atoms)[0], rtol=1e-10, atol=1e-12)
 
 
+def test_pair_coeff_again_without_an_active_set_drops_the_earlier_one(cual_asi, make_pot):
+    """pair_coeff re-issued without an active set (another potential): γ is then undefined, as
+    for a first pair_coeff without one, not graded against the earlier potential's set. A
+    pair_coeff that maps no type at all is refused."""
+    path, pot, asi = cual_asi
+    msg = lammps_error(f"pair_style aceuq\npair_coeff * * {path} {asi} Cu\n"
+                       f"pair_coeff * * {make_pot('CuAl_cheblinear')} Cu\nfix g all pair 1 aceuq gamma 1\nrun 0")
+    assert "no active set" in msg
+    msg = lammps_error(f"pair_style aceuq\npair_coeff * * {path} NULL")
+    assert "maps no atom type to an element (all NULL)" in msg
+
+
 def test_active_set_of_another_potential(cual_asi, make_pot, tmp_path):
     _, _, asi = cual_asi  # Cu and Al arrays: the Cu-only potential has no Al
     msg = lammps_error(f"pair_style aceuq\npair_coeff * * {make_pot('Cu_fs2')} {asi} Cu")

@@ -510,11 +510,11 @@ def test_minimization_writes_the_iterations_a_dump_writes(setup, tmp_path):
     assert sum("> upper" in line for line in log.read_text().splitlines()) == 1
 
 
-@pytest.mark.parametrize("hybrid", [False, True])
+@pytest.mark.parametrize("hybrid", [None, "pair_modify compute no", "pair_modify pair aceuq compute no"])
 def test_pair_modify_compute_no_is_refused(setup, tmp_path, hybrid):
     """pair_modify compute no: the pair style is not called, so no γ is computed; the fix would
     report (and write with the new positions) the γ of the last step that was. Refused, for the
-    style and for a hybrid style as a whole."""
+    style, for a hybrid style as a whole and for its aceuq sub-style alone."""
     path, pot, asi, atoms, gamma, lower = setup
     with system(setup, md=True) as lmp:
         if hybrid:
@@ -522,7 +522,7 @@ def test_pair_modify_compute_no_is_refused(setup, tmp_path, hybrid):
                                 f"pair_coeff * * aceuq {path} {asi} Al Cu\npair_coeff * * zero")
         lmp.command(f"fix x all aceuq/extrapolation 1 lower {lower} upper 1e9 file {tmp_path / 'x.extxyz'}")
         lmp.command("run 0")
-        lmp.command("pair_modify compute no")
+        lmp.command(hybrid or "pair_modify compute no")
         with pytest.raises(Exception, match="pair_modify compute no: pair_style aceuq computes no gamma"):
             lmp.command("run 5")
 
