@@ -312,3 +312,9 @@ def test_rank1_and_rank2_forms():
 def test_invalid_specs_raise(mus, ns, ls, LS):
     with pytest.raises(ValueError):
         _core.b_function_couplings(mus, ns, ls, LS)
+
+
+def test_spherical_harmonics_refuse_an_lmax_beyond_int_indices():
+    """lmax 70000 overflowed the int (l, m) index (undefined behaviour); potential files stop at 50."""
+    with pytest.raises(ValueError, match=r"lmax must be within 0..10000, got 70000"):
+        _core.spherical_harmonics(70000, np.array([[0.0, 0.0, 1.0]]))

@@ -245,6 +245,20 @@ def test_angular_coupling_work_is_bounded(tmp_path):
     assert real.n_functions("Cu") == 2
 
 
+def test_an_intermediate_lint_beyond_the_sum_of_ls_is_refused(tmp_path):
+    """lint is an intermediate angular momentum of the coupling: at most the sum of the ls it
+    couples. An edited 1100000000 overflowed int sizes (a 12.8 GB table at 20000): one clear
+    error naming the file and the function."""
+    pair = "{type: Cu Cu, nr: [1], nl: [0], c: [1.0]}"
+    for lint in ("[1100000000, 1100000000]", "[20000, 20000]", "[5, 5]"):
+        rank4 = f"{{type: Cu Cu Cu Cu Cu, nr: [1,1,1,1], nl: [1,1,1,1], lint: {lint}, c: [1.0]}}"
+        expect_error(tiny_potential(tmp_path, "lint.yaml", [pair, rank4], lmax=1),
+                     r"lint\.yaml': block 'Cu': function with .*LS=\[.*\]\): LS must be >= 0 "
+                     r"and <= the sum of ls \(4\)")
+    rank4 = "{type: Cu Cu Cu Cu Cu, nr: [1,1,1,1], nl: [1,1,1,1], lint: [2, 2], c: [1.0]}"
+    assert aceuq.Potential(tiny_potential(tmp_path, "ok.yaml", [pair, rank4], lmax=1)).n_functions("Cu") == 2
+
+
 def test_radial_table_size_is_bounded(tmp_path):
     """The spline table has (rcut/DeltaSplineBins + 1) nodes x (nradbase + nradmax (lmax+1) + 1)
     functions x 4 doubles: a few edited numbers asked for GBs (std::bad_alloc), and the node

@@ -130,6 +130,18 @@ def test_shared_projection_path_equals_member_by_member(cu_ensemble):
     g.potential.set_coefficients("Cu", own)
 
 
+def test_members_of_a_structure_without_atoms(cu_ensemble):
+    """No atoms: every member's energy is 0 and its per-atom arrays are empty (the binding copied
+    0 bytes from an empty vector's null data(), which memcpy does not allow)."""
+    from ase import Atoms
+
+    g = cu_ensemble.groups[0]
+    r = g.potential.evaluate_ensemble(Atoms(), g.members)
+    assert r["energy"].tolist() == [0.0] * len(g.members)
+    assert r["energies"].shape == (len(g.members), 0) and r["forces"].shape == (len(g.members), 0, 3)
+    assert not r["virial"].any()
+
+
 def test_members_differing_only_in_the_core_density_cut_are_not_evaluated_as_one(potential_dir, tmp_path):
     """Members that share a basis are evaluated together with one potential's embedding; two that
     differ only in rho_core_cut must not share it: each member's energy in the ensemble equals

@@ -384,3 +384,14 @@ def test_bad_shapes_raise():
         neighbor_list(np.zeros((4, 3)), np.eye(2), [True] * 3, 3.0)
     with pytest.raises(ValueError):
         neighbor_list(np.zeros((4, 3)), np.eye(3), [True, True], 3.0)
+
+
+def test_extreme_cutoffs_of_an_open_system():
+    """The size estimate of an open system divides by its extent: a cutoff of 1e300 (inf/inf)
+    or 1e-200 around one atom (0/0) made it NaN, cast to a size (undefined; 'vector::reserve' here).
+    Both are searched as any other."""
+    pos = np.array([[0.0, 0.0, 0.0], [1.0, 0.0, 0.0]])
+    res = neighbor_list(pos, np.zeros((3, 3)), np.zeros(3, bool), 1e300)
+    assert list(res["index"]) == [1, 0] and list(res["offsets"]) == [0, 1, 2]
+    res = neighbor_list(pos[:1], np.zeros((3, 3)), np.zeros(3, bool), 1e-200)
+    assert len(res["index"]) == 0

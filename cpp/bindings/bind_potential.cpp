@@ -175,9 +175,10 @@ void bind_potential(py::module_& m) {
                  py::array_t<double> f({M, py::ssize_t(n), py::ssize_t(3)}), vir({M, py::ssize_t(3), py::ssize_t(3)});
                  for (py::ssize_t k = 0; k < M; ++k) {
                      energy.mutable_at(k) = r[k].energy;
-                     std::memcpy(energies.mutable_data(k), r[k].energies.data(), n * sizeof(double));
+                     if (n > 0)    // (an empty vector's data() may be null, which memcpy may not take)
+                         std::memcpy(energies.mutable_data(k), r[k].energies.data(), n * sizeof(double));
                      if (forces) {
-                         std::memcpy(f.mutable_data(k), r[k].forces.data(), 3 * n * sizeof(double));
+                         if (n > 0) std::memcpy(f.mutable_data(k), r[k].forces.data(), 3 * n * sizeof(double));
                          std::memcpy(vir.mutable_data(k), r[k].virial.data(), 9 * sizeof(double));
                      }
                  }

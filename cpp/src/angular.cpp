@@ -44,7 +44,9 @@ inline int lm_index(int l, int m) { return l * (l + 1) / 2 + m; }
 }  // namespace
 
 SphericalHarmonics::SphericalHarmonics(int lmax) : lmax_(lmax) {
-    if (lmax < 0) throw std::invalid_argument("SphericalHarmonics: lmax must be >= 0, got " + std::to_string(lmax));
+    // (potential files stop at lmax 50; 10000 keeps every index within an int)
+    if (lmax < 0 || lmax > 10000)
+        throw std::invalid_argument("SphericalHarmonics: lmax must be within 0..10000, got " + std::to_string(lmax));
     const int n = lm_index(lmax, lmax) + 1;
     a_.assign(n, 0.0);
     b_.assign(n, 0.0);
@@ -224,10 +226,14 @@ BCouplings couple_b_function(const std::vector<int>& mus, const std::vector<int>
     if (int(LS.size()) != nL)
         throw std::invalid_argument(what + "LS must have " + std::to_string(nL) + " entries for rank " +
                                     std::to_string(rank));
-    for (int L : LS)
-        if (L < 0) throw std::invalid_argument(what + "LS must be >= 0");
     int lsum = 0;
     for (int l : ls) lsum += l;
+    // an intermediate L couples some of the ls, so it cannot exceed their sum (nor would the
+    // sizes computed from it fit in an int)
+    for (int L : LS)
+        if (L < 0 || L > lsum)
+            throw std::invalid_argument(what + "LS must be >= 0 and <= the sum of ls (" + std::to_string(lsum) +
+                                        "), got " + std::to_string(L));
     if (lsum % 2 != 0) throw std::invalid_argument(what + "sum of ls must be even (parity-invariant function)");
     // The root couples its two children to L = 0, which needs them equal.
     if (rank == 1 && ls[0] != 0) throw std::invalid_argument(what + "rank-1 functions need ls = [0]");

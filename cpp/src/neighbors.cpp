@@ -259,8 +259,10 @@ NeighborList build_neighbor_list(int n, const double* positions, const double* c
         for (int d = 0; d < 3; ++d) vol *= per[d] ? h[d] : std::max((hi[d] - lo[d]) * h[d], cutoff);
         double per_atom = 4.18879 * cutoff * cutoff * cutoff * n / vol;
         if (!(per[0] || per[1] || per[2])) per_atom = std::min(per_atom, static_cast<double>(n));
-        double est = n * per_atom;
-        std::size_t reserve = static_cast<std::size_t>(std::min(est * 1.1 + 16.0, 3e7));
+        const double est = n * per_atom;
+        // (NaN, as inf/inf for a huge cutoff of an open system, reserves the least)
+        std::size_t reserve = est * 1.1 + 16.0 < 3e7 ? static_cast<std::size_t>(est * 1.1 + 16.0)
+                                                     : (std::isnan(est) ? 16 : std::size_t(30000000));
         nl.index.reserve(reserve);
         nl.dist.reserve(reserve);
         nl.dvec.reserve(3 * reserve);
