@@ -481,6 +481,31 @@ def test_an_output_without_room_is_one_clear_error(make_pot, tmp_path, where):
     assert not [f for f in os.listdir(tmp_path) if f.startswith(".aceuq-")]
 
 
+def test_an_output_named_as_a_pickle_or_compressed_file_is_refused(make_pot, tmp_path, capsys):
+    """evaluate, gamma and select write extended XYZ text: under pace_select's selected.pkl.gz, or
+    a .gz, readers (aceuq's own) would take it for a pickle or gzip and fail. Refused before any
+    work, naming the output; an .extxyz beside it is written (and read back)."""
+    from aceuq.data import read_structures
+
+    path = make_pot("CuAl_sbessel")
+    data = tmp_path / "in.extxyz"
+    write(data, [rattled_bulk(["Cu", "Al"], seed=s) for s in range(12)])
+    asi = tmp_path / "g.asi"
+    assert main(["activeset", path, str(data), "-o", str(asi), "--no-progress"]) == 0
+    verbs = {"evaluate": [path, str(data)], "gamma": [path, str(asi), str(data)],
+             "select": [path, str(data), "--active-set", str(asi), "-n", "1"]}
+    for verb, args in verbs.items():
+        for name, what in (("selected.pkl.gz", "a pacemaker DataFrame pickle"), ("o.extxyz.gz", "a compressed file")):
+            capsys.readouterr()
+            assert main([verb, *args, "-o", str(tmp_path / name), "--no-progress"]) == 1
+            err = capsys.readouterr().err
+            assert f"output '{tmp_path / name}': aceuq writes extended XYZ text, but the name says {what}" in err, err
+            assert not (tmp_path / name).exists()
+        assert main([verb, *args, "-o", str(tmp_path / f"{verb}.extxyz"), "--no-progress"]) == 0
+        if verb != "select":  # (which selects none of the active set's own structures)
+            assert len(read_structures([str(tmp_path / f"{verb}.extxyz")])) == 12
+
+
 def test_structure_files_may_follow_options(make_pot, tmp_path, capsys):
     """evaluate, gamma, select and activeset take structure files before and after options
     (`-o OUT` between two files): every file is read."""

@@ -291,6 +291,20 @@ def file_sha256(path: PathLike) -> str:
     return h.hexdigest()
 
 
+def check_structures_output(path: PathLike) -> str:
+    """check_output for a file of structures, which aceuq writes as extended XYZ text: a name that
+    says another format (pace_select's selected.pkl.gz, a .gz) would be taken for it by readers,
+    aceuq's and pacemaker's included, which then fail on the text."""
+    name = os.path.basename(os.fspath(path)).lower()
+    for suffixes, what in (((".pkl", ".pckl", ".pkl.gz", ".pkl.gzip", ".pckl.gz", ".pckl.gzip"),
+                            "a pacemaker DataFrame pickle"),
+                           ((".gz", ".gzip", ".bz2", ".xz", ".zip"), "a compressed file")):
+        if name.endswith(suffixes):
+            raise InputError(f"output '{os.fspath(path)}': aceuq writes extended XYZ text, but the name says {what}, "
+                             f"which readers (aceuq's and pacemaker's too) would take it for: name it .extxyz")
+    return check_output(path)
+
+
 def check_output(path: PathLike, folder: bool = False) -> str:
     """Fail before any work, with one InputError, when ``path`` (a file, or with ``folder`` a
     folder) cannot be written: a long run should not end in a traceback. Folders made for the

@@ -47,6 +47,7 @@ class Selection:
     new_rows: List[int]                      # rows each brought into the active sets
     max_gamma: np.ndarray                    # (n_candidates,) max gamma of each candidate vs the initial set
     notes: List[str] = field(default_factory=list)
+    counted: bool = False                    # max_gamma is over the counted atoms only (not whole structures)
 
 
 @dataclass
@@ -111,12 +112,14 @@ def select_structures(potential: Potential, candidates: Sequence[Atoms], active_
                      f"have atoms with gamma above 1 + tol)" if one_shot else
                      f"only {len(chosen)} of {n} requested structures add rows to the active set; "
                      f"the other candidates interpolate")
-    return Selection(chosen, brought, max_gamma, notes)
+    return Selection(chosen, brought, max_gamma, notes, counted=counted is not None)
 
 
 def selected_frames(candidates: Sequence[Atoms], selection: Selection) -> List[Atoms]:
     """The selected candidates in the order chosen, as copies (with any stored energies and forces)
-    labelled ``candidate_index``, ``max_gamma`` (vs the initial active set), ``active_rows_added``."""
+    labelled ``candidate_index``, ``max_gamma`` (vs the initial active set; ``counted_max_gamma``,
+    of the counted atoms only, where the selection counted some: a cut-out keeps its own
+    ``max_gamma``, the simulation's), ``active_rows_added``."""
     from ase.calculators.calculator import all_properties
     from ase.calculators.singlepoint import SinglePointCalculator
 
@@ -131,7 +134,7 @@ def selected_frames(candidates: Sequence[Atoms], selection: Selection) -> List[A
         if kept:
             a.calc = SinglePointCalculator(a, **kept)
         a.info["candidate_index"] = int(i)
-        a.info["max_gamma"] = float(selection.max_gamma[i])
+        a.info["counted_max_gamma" if selection.counted else "max_gamma"] = float(selection.max_gamma[i])
         a.info["active_rows_added"] = int(rows)
         out.append(a)
     return out

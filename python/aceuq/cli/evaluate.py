@@ -10,7 +10,7 @@ from ase.stress import full_3x3_to_voigt_6_stress
 
 from .._core import InputError
 from . import add_elements_option, summary_stream
-from ..data import check_output, read_structures, set_results, structure_label, write_extxyz_atomic
+from ..data import check_structures_output, read_structures, set_results, structure_label, write_extxyz_atomic
 from ..potential import Potential
 from ..progress import progress as show_progress
 
@@ -51,7 +51,7 @@ def main(argv=None) -> int:
     structure_files = args.inputs if args.ensemble else args.inputs[1:]
     out = []
     try:
-        check_output(args.output)
+        check_structures_output(args.output)
         if args.ensemble:
             from ..ensemble import Ensemble
 

@@ -10,7 +10,7 @@ from ase.calculators.singlepoint import SinglePointCalculator
 from .._core import InputError
 from . import add_elements_option, summary_stream
 from ..activeset import ActiveSet
-from ..data import check_output, file_sha256, read_structures, write_extxyz_atomic
+from ..data import check_structures_output, file_sha256, read_structures, write_extxyz_atomic
 from ..maxvol import DEFAULT_TOL
 from ..metrics import ErrorMap
 from ..potential import Potential
@@ -44,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = build_parser().parse_intermixed_args(argv)  # files may follow options, as in evaluate
     try:
-        check_output(args.output)
+        check_structures_output(args.output)
         pot = Potential(args.potential)
         aset = ActiveSet.load(args.active_set, pot, assign=args.assign)
         error_map = _load_error_map(args.error_map) if args.error_map else None

@@ -7,7 +7,7 @@ import sys
 from .._core import InputError
 from . import add_elements_option, number, summary_stream
 from ..activeset import ActiveSet
-from ..data import check_output, read_structures, write_extxyz_atomic
+from ..data import check_structures_output, read_structures, write_extxyz_atomic
 from ..maxvol import DEFAULT_MAX_ITERS, DEFAULT_TOL
 from ..potential import Potential
 from ..select import select_structures, selected_frames
@@ -41,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = build_parser().parse_intermixed_args(argv)  # files may follow options, as in evaluate
     try:
-        check_output(args.output)
+        check_structures_output(args.output)
         pot = Potential(args.potential)
         aset = ActiveSet.load(args.active_set, pot, assign=args.assign)
         frames = read_structures(args.candidates, args.elements, progress=not args.no_progress)
