@@ -44,6 +44,7 @@ def small_cell(elements, seed=1):
 def slab(elements, seed=2, vacuum=8.0, periodic_z=False):
     """fcc(111) slab; periodic_z=True is the same slab as a fully periodic cell with vacuum."""
     a = fcc111(elements[0], size=(2, 2, 3), a=LATTICE[elements[0]], vacuum=vacuum)
+    del a.info["adsorbate_info"]  # ase.build's dict, which extxyz cannot hold (ASE warns when writing it)
     a = _occupy(a, elements, seed)
     a.rattle(0.05, seed=seed)
     a.pbc = [True, True, periodic_z]

@@ -34,6 +34,7 @@ def emt_groups(n_per_group=8, seed=0):
         a.rattle(0.04, seed=int(rng.integers(1 << 30)))
         frames.append(_label(a, "bulk"))
         s = fcc111("Cu", size=(2, 2, 4), vacuum=5.0, a=3.61)
+        del s.info["adsorbate_info"]  # ase.build's dict, which extxyz cannot hold (ASE warns when writing it)
         s.rattle(0.04, seed=int(rng.integers(1 << 30)))
         frames.append(_label(s, "surface"))
         v = bulk("Cu", "fcc", a=3.61, cubic=True).repeat((2, 2, 2))
