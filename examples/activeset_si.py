@@ -2,8 +2,9 @@
 
 A linear ACE is fitted (pyace, the optional fitting extra) to the Elastic + Vacancy frames of
 ../shared/data/mlearn-Si/train.extxyz; active sets are built on the same frames, global (one per
-element) and clustered (k chosen automatically); held-out Elastic (test split), Surface and
-high-temperature (>= 2530 K) AIMD-NVT frames are graded. Prints per-atom gamma median, p95, max.
+element) and clustered (k chosen automatically); held-out Elastic and Vacancy (test split),
+Surface, and AIMD-NVT frames of >= 2530 K and of <= 843 K are graded. Prints per-atom gamma
+median, p95, max.
 
     python examples/activeset_si.py [DATA_DIR] [--clusters auto|K]
 """

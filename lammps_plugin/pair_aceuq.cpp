@@ -358,6 +358,9 @@ void PairACEUQ::coeff(int narg, char **arg)
     const char *el = elements_arg[t - 1];
     if (strcmp(el, "NULL") == 0) continue;
     type_map[t] = potential->element_index(el);
+    if (type_map[t] < 0 && t == 1 && !has_active_set && platform::file_is_readable(el))    // one name too few
+      error->all(FLERR, "pair_coeff for pair_style aceuq: {}; got the file '{}' (an active set?) and {} element "
+                 "name{} after the potential", usage, el, ntypes - 1, ntypes == 2 ? "" : "s");
     if (type_map[t] < 0)
       error->all(FLERR, "pair_style aceuq: element '{}' (atom type {}) is not in potential '{}' (elements: {})",
                  el, t, pot_path, Core::element_list(*potential));
@@ -504,7 +507,8 @@ void PairACEUQ::grow_peratom()
 void *PairACEUQ::extract(const char *name, int &dim)
 {
   dim = 0;
-  if (strcmp(name, "gamma_flag") == 0) return (void *) &gamma_flag;
+  // fix pair asks for each per-atom value it reads: the cluster comes with gamma
+  if (strcmp(name, "gamma_flag") == 0 || strcmp(name, "cluster_flag") == 0) return (void *) &gamma_flag;
   if (strcmp(name, "pair_seconds") == 0) return (void *) &pair_seconds;
   if (strcmp(name, "gamma_seconds") == 0) return (void *) &gamma_seconds;
   return nullptr;

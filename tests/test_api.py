@@ -114,9 +114,9 @@ def test_selected_frames_of_candidates_carrying_a_calculator(make_pot, tmp_path)
         assert f.calc is None if i != len(cands) - 1 else f.get_potential_energy() == pot.evaluate(cands[i]).energy
 
 
-def test_one_structure_or_none(make_pot):
+def test_one_structure_or_none(make_pot, tmp_path):
     """projections and build_active_set take one Atoms as evaluate and gamma do; selecting from no
-    candidates is one clear error."""
+    candidates is one clear error, and so is a file name given as structures."""
     from aceuq.select import select_structures
 
     pot = aceuq.Potential(make_pot("CuAl_sbessel"))
@@ -128,6 +128,19 @@ def test_one_structure_or_none(make_pot):
     assert set(built.elements) == {"Cu", "Al"}
     with pytest.raises(ValueError, match="no structures to select from"):
         select_structures(pot, [], None, 1)
+    # the active set's potential may be given as its file
+    saved = built.save(str(tmp_path / "one.casi"))
+    aset = ActiveSet.load(saved, make_pot("CuAl_sbessel"))
+    np.testing.assert_array_equal(aset.gamma(atoms)[0], ActiveSet.load(saved, pot).gamma(atoms)[0])
+    # a file name where structures belong says to read the file; so does a list holding one
+    path = str(tmp_path / "x.extxyz")
+    for call in (lambda: pot.evaluate(path), lambda: pot.projections(path), lambda: aset.gamma(path),
+                 lambda: build_active_set(pot, path), lambda: select_structures(pot, path, aset, 1)):
+        with pytest.raises(TypeError, match=r"ase.Atoms or a list of them, not the file name '.*x.extxyz': read it "
+                                            r"first"):
+            call()
+    with pytest.raises(TypeError, match=r"Potential.evaluate: item 1 is a str, not an ase.Atoms"):
+        pot.evaluate([atoms, path])
 
 
 def test_infinite_scores_rank_above_huge_finite_ones():

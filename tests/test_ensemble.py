@@ -269,6 +269,11 @@ def test_cli_ensemble_bad_training_data(cu_frames, tmp_path, capsys):
         assert main(["ensemble", str(data), "-n", "2", *given, "-o", out, "--no-progress"]) == 1
         err = capsys.readouterr().err
         assert "element(s) Ni given but in no training structure" in err and "Traceback" not in err
+    mixed = tmp_path / "mixed.extxyz"  # Cu and Al, fitted as Cu only: the training frame is named
+    ase.io.write(mixed, labelled(emt_training_set(["Cu", "Al"], n=12, seed=1)), format="extxyz")
+    assert main(["ensemble", str(mixed), "-n", "2", "-e", "Cu", "-o", out, "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert f"structure file '{mixed}', frame 0: a training structure has Al, not among the elements given (Cu)" in err
     del frames[2].info["energy"]
     ase.io.write(data, frames, format="extxyz")
     assert main(["ensemble", str(data), "-n", "2", "-o", out, "--no-progress"]) == 1
@@ -389,6 +394,8 @@ def test_cli_evaluate_with_ensemble(cu_frames, cu_ensemble, tmp_path):
         np.testing.assert_allclose(g.arrays["forces_std"], r.forces_std, atol=1e-7)
         np.testing.assert_allclose(g.arrays["force_uncertainty"], r.force_uncertainty, atol=1e-7)
         np.testing.assert_allclose(g.get_forces(), r.forces, atol=1e-7)
+        assert r.stress_std is not None and np.abs(r.stress_std).max() > 0
+        np.testing.assert_allclose(g.info["stress_std"], r.stress_std, rtol=1e-7, atol=1e-12)
 
 
 def _pyace_linear_fit(basis_path, frames, e0, out):
@@ -644,3 +651,27 @@ def test_sigterm_while_calibrating_leaves_no_staging_folder(cu_frames, tmp_path,
         fit_ensemble(cu_frames[:12], 2, str(out), seed=1, calibration_frames=cu_frames[12:16])
     assert not out.exists()
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+
+
+def test_ill_conditioned_member_fits_give_one_warning(cu_frames):
+    """scikit-learn warns once per ill-conditioned ridge fit (a study fits dozens): one warning
+    counts them, and the coefficients are those of the plain fit."""
+    import warnings
+
+    from sklearn.linear_model import Ridge
+
+    from aceuq.ensemble import design_matrix, fit_members, make_basis, reference_energies, resample
+
+    frames = cu_frames[:12]
+    e0 = reference_energies(frames, ["Cu"])
+    dm = design_matrix(make_basis("small", ["Cu"], 5.0), frames, e0, workers=1)
+    samples = resample(len(frames), 3, True, 0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        coefs = fit_members(dm, samples, alpha=1e-12)
+    assert [str(w.message)[:80] for w in caught] == [
+        "ridge fit: the normal equations of 3 of 3 members were ill-conditioned (scikit-l"]
+    X, y = dm.rows(samples[1], 1.0, None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        np.testing.assert_array_equal(coefs[1], Ridge(alpha=1e-12, fit_intercept=False).fit(X, y).coef_)

@@ -386,6 +386,19 @@ def test_cluster_read_before_any_grading_is_minus_one(cual_asi):
     assert np.all(cluster_of == -1) and np.all(gamma == 0)
 
 
+def test_fix_pair_may_ask_for_the_cluster_alone(cual_asi, tmp_path):
+    """fix pair ... aceuq cluster 1 (gamma read but not asked for): asking for the cluster grades,
+    as asking for γ does; both equal the Python core's."""
+    path, pot, _ = cual_asi
+    casi = random_casi(tmp_path / "CuAl.casi", pot, 6)
+    atoms = to_lammps_frame(rattled_bulk(["Cu", "Al"], seed=8))
+    _, gamma, cluster_of = run_gamma(path, atoms, ["Cu", "Al"], casi, fix="fix g all pair 1 aceuq gamma 0 cluster 1")
+    ref_gamma, ref_cluster = ActiveSet.load(casi, pot).gamma(atoms)
+    assert len(set(ref_cluster)) > 1
+    np.testing.assert_array_equal(cluster_of, ref_cluster)
+    np.testing.assert_allclose(gamma, ref_gamma, rtol=1e-10, atol=1e-12)
+
+
 def test_null_type_is_skipped(make_pot):
     """Atoms of a NULL type get nothing from aceuq (hybrid/overlay convention)."""
     path = make_pot("Cu_fs2")
@@ -689,6 +702,18 @@ def test_pair_coeff_again_without_an_active_set_drops_the_earlier_one(cual_asi, 
     assert "no active set" in msg
     msg = lammps_error(f"pair_style aceuq\npair_coeff * * {path} NULL")
     assert "maps no atom type to an element (all NULL)" in msg
+
+
+def test_files_in_the_wrong_place_are_named_as_such(cual_asi):
+    """An active set given and one element name too few, an active set in the place of the
+    potential, or a potential in the place of the active set: errors that say so."""
+    path, pot, asi = cual_asi
+    msg = lammps_error(f"pair_style aceuq\npair_coeff * * {path} {asi}")
+    assert f"got the file '{asi}' (an active set?) and 0 element names after the potential" in msg, msg
+    msg = lammps_error(f"pair_style aceuq\npair_coeff * * {asi} {path} Cu")
+    assert "a zip archive (an active set, .asi or .casi, in the place of the potential?)" in msg, msg
+    msg = lammps_error(f"pair_style aceuq\npair_coeff * * {path} {path} Cu")
+    assert "not a zip file but text (a potential .yaml or a structure file in the place of an active set?" in msg
 
 
 def test_active_set_of_another_potential(cual_asi, make_pot, tmp_path):

@@ -289,7 +289,13 @@ std::map<std::string, NpyArray> read_npz(const std::string& path) {
     }
     if (eocd == std::string::npos) {
         if (size >= 4 && le32(b) == kLocalSig) fail(path, "truncated zip archive (no end of central directory)");
-        fail(path, "not a zip file");
+        // text where an archive belongs: most often files given in the wrong order
+        bool text = true;
+        for (std::size_t k = 0; k < std::min<std::size_t>(size, 256); ++k)
+            text = text && (b[k] >= 0x20 || b[k] == '\n' || b[k] == '\r' || b[k] == '\t');
+        fail(path, text ? "not a zip file but text (a potential .yaml or a structure file in the place of an "
+                          "active set? .asi and .casi files are NumPy archives)"
+                        : "not a zip file");
     }
     if (eocd >= 20 && le32(b + eocd - 20) == kZip64LocatorSig)
         fail(path, "zip64 archives are not supported");

@@ -352,6 +352,11 @@ std::shared_ptr<Potential> Potential::load(const std::string& path) {
         std::ifstream probe(path);
         if (!probe) throw InputError("potential file '" + path + "': cannot be opened (missing or unreadable)");
         if (std::filesystem::is_directory(path)) rd.fail("is a directory, not a potential file");
+        char magic[4] = {0, 0, 0, 0};
+        probe.read(magic, 4);
+        if (std::string(magic, 4) == std::string("PK\x03\x04", 4))
+            rd.fail("a zip archive (an active set, .asi or .casi, in the place of the potential?), not a "
+                    "pacemaker potential .yaml");
     }
     YAML::Node root;
     try {

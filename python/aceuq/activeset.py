@@ -54,7 +54,7 @@ from . import _core
 from ._core import InputError
 from .data import atomic_output, sigterm_as_exit
 from .maxvol import DEFAULT_MAX_ITERS, DEFAULT_RANK_RTOL, DEFAULT_TOL, ActiveSetMatrix, select_active_set
-from .potential import Potential
+from .potential import Potential, as_frames
 from .progress import progress as show_progress
 
 CASI_FORMAT = "aceuq.casi"
@@ -237,8 +237,11 @@ class ActiveSet:
         self._fingerprint = potential.active_set_fingerprint(self.mode)  # what the file was checked against
 
     @classmethod
-    def load(cls, path, potential: Potential, assign: Optional[str] = None) -> "ActiveSet":
+    def load(cls, path, potential: Union[Potential, str], assign: Optional[str] = None) -> "ActiveSet":
+        """The active set at ``path`` (.asi or .casi) of ``potential`` (a Potential, or its file)."""
         path = os.fspath(path)
+        if not isinstance(potential, Potential):
+            potential = Potential(os.fspath(potential))
         if not os.path.exists(path):
             raise InputError(f"active set '{path}': no such file")
         grader = _core.Grader(path, potential._pot)
@@ -289,7 +292,7 @@ class ActiveSet:
         Structures are graded a batch at a time (about GAMMA_BATCH_VALUES projection values), so
         a long trajectory needs no more memory than its structures and their grades."""
         single = isinstance(structures, Atoms)
-        frames = [structures] if single else list(structures)
+        frames = as_frames(structures, "ActiveSet.gamma")
         self.check_potential(self.potential)
         width = max(self.potential.n_projections(el, self.mode) for el in self.potential.elements)
         out: List[Tuple[np.ndarray, np.ndarray]] = []
@@ -377,7 +380,7 @@ def build_active_set(potential: Potential, structures: Sequence[Atoms], clusters
     # (SIGTERM, e.g. `timeout`, ends the build as an exception does, so the spilled projections go)
     with sigterm_as_exit(), tempfile.TemporaryDirectory(prefix="aceuq-projections-") as spill:
         if projections is None:
-            structures = [structures] if isinstance(structures, Atoms) else list(structures)
+            structures = as_frames(structures, "build_active_set")
             # Projections beyond half the memory limit go to memory-mapped files; global MaxVol
             # then streams them in batches.
             n_atoms = sum(len(a) for a in structures)

@@ -199,6 +199,12 @@ def fit_elements(frames: Sequence[Atoms], elements: Optional[Sequence[str]]) -> 
     if absent:
         raise InputError(f"element(s) {', '.join(absent)} given but in no training structure: their functions "
                          f"would stay unfitted (zero), and would take part of the basis from the others")
+    if elements:  # (before the calibration structures are checked against them)
+        for k, a in enumerate(frames):
+            other = sorted(set(a.get_chemical_symbols()) - set(elements))
+            if other:
+                raise InputError(f"{structure_label(a, k)}: a training structure has {', '.join(other)}, not among "
+                                 f"the elements given ({' '.join(sorted(set(elements)))})")
     return sorted(set(elements) if elements else present)
 
 
@@ -376,13 +382,29 @@ def resample(n: int, n_members: int, bootstrap: bool, seed: int, fraction: float
 def fit_members(dm: DesignMatrix, samples: Sequence[np.ndarray], alpha: float = 1e-5,
                 energy_weight: float = 1.0, progress: bool = False,
                 reference_energy: Optional[Dict] = None) -> List[np.ndarray]:
-    """Ridge coefficients (pyace LinearACEFit's model: no intercept) for each resample."""
+    """Ridge coefficients (pyace LinearACEFit's model: no intercept) for each resample.
+
+    scikit-learn warns for each fit whose regularised normal equations are ill-conditioned (small
+    alpha on correlated B functions, as in pyace's fit): one warning in all says how many were."""
+    import warnings
+
+    from scipy.linalg import LinAlgWarning
     from sklearn.linear_model import Ridge
 
-    coefs = []
+    coefs, ill = [], 0
     for s in show_progress(samples, progress, "fit members"):
         X, y = dm.rows(s, energy_weight, reference_energy)
-        coefs.append(Ridge(alpha=alpha, fit_intercept=False, solver="auto").fit(X, y).coef_.copy())
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", LinAlgWarning)
+            coefs.append(Ridge(alpha=alpha, fit_intercept=False, solver="auto").fit(X, y).coef_.copy())
+        ill += any(issubclass(w.category, LinAlgWarning) for w in caught)
+        for w in caught:  # anything else as it was
+            if not issubclass(w.category, LinAlgWarning):
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    if ill:
+        warnings.warn(f"ridge fit: the normal equations of {ill} of {len(samples)} members were ill-conditioned "
+                      f"(scikit-learn's LinAlgWarning, as in pyace's linear fit): their coefficients are less "
+                      f"precise; compare the RMSEs, or regularise more (alpha)", RuntimeWarning, stacklevel=2)
     return coefs
 
 

@@ -30,6 +30,21 @@ class EvaluationResult:
     projections: Optional[np.ndarray] = None  # (n_atoms, width); rows of each element padded with zeros
 
 
+def as_frames(structures, what: str = "structures") -> List[Atoms]:
+    """The structures of an argument that takes one ase.Atoms or several (a list of one for a
+    single one); a file name, or anything else, is refused with a TypeError that says what to do."""
+    if isinstance(structures, Atoms):
+        return [structures]
+    if isinstance(structures, (str, bytes, os.PathLike)):
+        raise TypeError(f"{what}: ase.Atoms or a list of them, not the file name {os.fspath(structures)!r}: read "
+                        f"it first (aceuq.data.read_structures, or ase.io.read(path, ':'))")
+    frames = list(structures)
+    for i, a in enumerate(frames):
+        if not isinstance(a, Atoms):
+            raise TypeError(f"{what}: item {i} is a {type(a).__name__}, not an ase.Atoms")
+    return frames
+
+
 class Potential:
     """A pacemaker B-basis ACE potential.
 
@@ -144,7 +159,7 @@ class Potential:
             raise ValueError(f"projections must be one of {_MODES}, got {projections!r}")
         if isinstance(atoms, Atoms):
             return self._evaluate_one(atoms, forces, projections)
-        frames = list(atoms)
+        frames = as_frames(atoms, "Potential.evaluate")
         return [self._evaluate_one(a, forces, projections, index=i)
                 for i, a in enumerate(show_progress(frames, progress, "evaluate", unit="struct"))]
 
@@ -207,7 +222,7 @@ class Potential:
         """
         if mode not in ("linear", "full"):
             raise ValueError("mode must be 'linear' or 'full'")
-        frames = [structures] if isinstance(structures, Atoms) else list(structures)  # one structure, or many
+        frames = as_frames(structures, "Potential.projections")  # one structure, or many
         wanted = [np.arange(len(a)) for a in frames] if atoms is None else \
             [np.flatnonzero(m) for m in atom_masks(atoms, frames)]
         types = []

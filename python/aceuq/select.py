@@ -33,7 +33,7 @@ from ase import Atoms
 
 from .activeset import ActiveSet
 from .maxvol import DEFAULT_MAX_ITERS, DEFAULT_SPREAD_RTOL, DEFAULT_TOL, gamma_of, maxvol, swap_limit
-from .potential import Potential, atom_masks
+from .potential import Potential, as_frames, atom_masks
 from .progress import progress as show_progress
 
 
@@ -73,7 +73,7 @@ def select_structures(potential: Potential, candidates: Sequence[Atoms], active_
     counted: per candidate, a boolean mask of the atoms whose environments count (default: all);
     e.g. the atoms of a cut-out far enough inside it to see all their neighbours, not its
     surface, whose environments exist in no simulation."""
-    candidates = list(candidates)
+    candidates = as_frames(candidates, "select_structures")
     if n < 1:
         raise ValueError("n must be at least 1")
     if not candidates:

@@ -66,6 +66,8 @@ def main(argv=None) -> int:
                 _keep_reference(atoms, a)
                 set_results(a, props)  # (labels the input held there are kept as ref_*)
                 a.info["energy_std"] = r.energy_std
+                if r.stress_std is not None:
+                    a.info["stress_std"] = r.stress_std  # (ASE's Voigt order; not calibrated)
                 a.arrays["energies_std"] = r.energies_std
                 a.arrays["forces_std"] = r.forces_std
                 a.arrays["force_uncertainty"] = r.force_uncertainty
