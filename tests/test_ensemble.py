@@ -67,6 +67,8 @@ def test_sigma_matches_pyace_ensemble_calculator(cu_ensemble):
         # the manifest's reference energies shift the mean, not the spread
         e0 = cu_ensemble.reference_energy["Cu"]
         assert mine.energy == pytest.approx(p.energy + e0 * len(atoms), abs=1e-8)
+        np.testing.assert_allclose(mine.energies, p.energies + e0, rtol=0, atol=1e-9)  # each atom's too
+        assert mine.energies.sum() == pytest.approx(mine.energy, abs=1e-8)
 
 
 def test_ensemble_calculator_ase_names(cu_ensemble):
@@ -651,6 +653,24 @@ def test_sigterm_while_calibrating_leaves_no_staging_folder(cu_frames, tmp_path,
         fit_ensemble(cu_frames[:12], 2, str(out), seed=1, calibration_frames=cu_frames[12:16])
     assert not out.exists()
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+
+
+def test_rows_with_reference_energies_equal_a_matrix_built_with_them(cu_frames):
+    """DesignMatrix.rows(reference_energy=e0), as the study fits every member, subtracts each
+    structure's reference energy per atom from its energy row: the same targets as pyace's design
+    matrix built with e0; the force rows are unchanged."""
+    from aceuq.ensemble import design_matrix, make_basis, reference_energies
+
+    frames = emt_training_set(["Cu", "Al"], n=6, seed=5)
+    bb = make_basis("small", ["Al", "Cu"], 5.0)
+    e0 = reference_energies(frames, list(bb.elements_name))
+    assert len(set(e0.values())) == 2 and all(e0.values())
+    plain, shifted = design_matrix(bb, frames, {}, workers=1), design_matrix(bb, frames, e0, workers=1)
+    picks = np.array([0, 2, 2, 5])
+    X, y = plain.rows(picks, reference_energy=e0)
+    X_ref, y_ref = shifted.rows(picks)
+    np.testing.assert_allclose(y, y_ref, rtol=0, atol=1e-10)
+    np.testing.assert_array_equal(X, X_ref)
 
 
 def test_ill_conditioned_member_fits_give_one_warning(cu_frames):

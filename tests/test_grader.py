@@ -518,6 +518,32 @@ def test_min_assignment_ties_go_to_the_first_cluster(cual, tmp_path, rng):
         np.testing.assert_allclose(gamma, ref_gamma, rtol=1e-12)
 
 
+def test_nearest_centre_with_sparse_components_and_tied_centres(cual, tmp_path, rng):
+    """Nearest-centre assignment against the definition on two valid .casi files: components whose
+    rows are zero on different functions (the transform reads every function some row uses), and
+    two identical centres, where an atom belongs to the first of them (numpy's argmin)."""
+    _, pot, _ = cual
+    el = "Cu"
+    n = pot.n_functions(el)
+    b = rng.normal(size=(300, n))
+    inv = [rng.normal(size=(n, n)) / np.sqrt(n) + np.eye(n) for _ in range(3)]
+    base = dict(mean=rng.normal(size=n), scale=rng.uniform(0.5, 2.0, size=n))
+    sparse = rng.normal(size=(2, n)) / np.sqrt(n)
+    sparse[0, : n // 2] = 0.0
+    tied = rng.normal(size=(3, 3)) * 0.3
+    tied[1] = tied[0]
+    cases = {"sparse": dict(base, inv=inv[:2], components=sparse, centers=rng.normal(size=(2, 2)) * 0.3),
+             "tied": dict(base, inv=inv, components=rng.normal(size=(3, n)) / np.sqrt(n), centers=tied)}
+    for name, s in cases.items():
+        sets = {el: s, "Al": {"inv": [np.eye(pot.n_functions("Al"))]}}
+        g = _core.Grader(write_casi(tmp_path / f"{name}.casi", pot, sets, assign="nearest"), pot._pot)
+        gamma, cluster = g.grade(pot._pot.element_index(el), b)
+        ref_gamma, ref_cluster = reference_grade(s, b, "nearest")
+        assert len(set(ref_cluster)) == len(s["inv"]) - (name == "tied"), name  # every cluster but the tied copy
+        np.testing.assert_array_equal(cluster, ref_cluster, err_msg=name)
+        np.testing.assert_allclose(gamma, ref_gamma, rtol=1e-12, err_msg=name)
+
+
 @pytest.mark.parametrize("assign", ["nearest", "min"])
 def test_clusters_without_transform_are_refused(cual, tmp_path, rng, assign):
     """Only a one-cluster element may omit centers, mean, scale and components: an element of two

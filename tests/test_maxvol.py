@@ -87,6 +87,17 @@ def test_rank_deficient_data_is_graded_sanely(rng):
     assert st.rank == 5 and mv.gamma_of(A, st.inverse).max() <= 1.001 + 1e-9
 
 
+def test_directions_discarded_by_rank_rtol_still_cover_the_training_rows(rng):
+    """A rank_rtol that discards directions the data do span (their spread decays to 1e-5): the
+    spread added along them covers the training rows on both sides, so every one still grades
+    <= 1 + tol (numpy's max |b A^-1| here)."""
+    Q = np.linalg.qr(rng.normal(size=(12, 12)))[0]
+    A = (rng.normal(size=(400, 12)) * np.logspace(0, -5, 12)) @ Q
+    m = mv.select_active_set(A, rank_rtol=1e-3)
+    assert m.rank < 12
+    assert np.abs(A @ m.inverse).max() <= 1.001 + 1e-9
+
+
 def test_a_nearly_vanishing_function_is_floored_not_scaled_up(rng):
     """A function (column) at 1e-22 on every training row, i.e. zero up to rounding: the rank cut
     sees it as missing (rank 9 of 10), and a new atom with a small value there (1e-10) gets a

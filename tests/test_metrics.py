@@ -223,3 +223,55 @@ def test_novelty_rates_count_strictly_above_the_threshold():
     assert d.false_alarm_rate == 0.0
     assert d.detection_rate == 0.5
     assert d.threshold == 2.0
+
+
+def test_calibration_factor_of_an_under_confident_sigma_solves_its_equation(rng):
+    """With a floor, the factor a solves mean(e² / ((a σ)² + f²)) / dof = 1 (scipy's brentq here),
+    also where σ is too large (a < 1: σ three times the spread gives a ≈ 1/3)."""
+    from scipy.optimize import brentq
+
+    sigma = rng.uniform(0.05, 0.5, 3000)
+    err = np.linalg.norm(rng.normal(size=(3000, 3)) * sigma[:, None], axis=1)
+    raw, floor = 3.0 * sigma, 1e-4
+    root = np.exp(brentq(lambda la: np.mean(err ** 2 / (np.exp(2 * la) * raw ** 2 + floor ** 2)) / 3 - 1, -50, 5))
+    assert 0.3 < root < 0.37
+    assert metrics.calibration_factor(err, raw, dof=3, floor=floor) == pytest.approx(root, rel=1e-6)
+
+
+def test_ence_is_the_mean_relative_gap_to_rmv(rng):
+    """ENCE = mean over bins of |RMV − RMSE| / RMV (Levi et al.), from the curve's own bins: about 2
+    for a σ three times too small."""
+    sigma = rng.lognormal(size=30000)
+    err = np.linalg.norm(sigma[:, None] * rng.normal(size=(sigma.size, 3)), axis=1)
+    c = metrics.reliability_curve(err, sigma / 3, n_bins=10, dof=3)
+    assert c.ence == pytest.approx(np.mean(np.abs(c.rmv - c.rmse) / c.rmv), rel=1e-12)
+    assert 1.8 < c.ence < 2.2
+
+
+def test_signed_errors_are_taken_as_their_size(rng):
+    """Signed residuals (dof 1, energies): the calibration curve compares |e|/σ with the central
+    interval, so calibrated Gaussian residuals lie on the diagonal; an error map predicts |e|
+    (scikit-learn's isotonic regression of |e| on log score)."""
+    from scipy.stats import chi
+    from sklearn.isotonic import IsotonicRegression
+
+    sigma = rng.lognormal(-2, 1, 20000)
+    e = sigma * rng.normal(size=sigma.size)
+    p, observed = metrics.calibration_curve(e, sigma, dof=1)
+    np.testing.assert_allclose(observed, [np.mean(np.abs(e) / sigma <= chi.ppf(q, 1)) for q in p], atol=1e-12)
+    assert metrics.miscalibration_area(e, sigma, dof=1) < 0.01
+    gamma = rng.lognormal(size=3000)
+    err = 0.05 * gamma * rng.normal(size=3000)
+    iso = IsotonicRegression(increasing=True, out_of_bounds="clip").fit(np.log(gamma), np.abs(err))
+    grid = np.array([0.5, 1.0, 2.0, 5.0])
+    np.testing.assert_allclose(metrics.ErrorMap.fit(gamma, err)(grid), iso.predict(np.log(grid)), rtol=1e-12)
+
+
+def test_log_pearson_leaves_out_zero_errors(rng):
+    """pearson(log=True) correlates the logs of the pairs where both are positive: exact
+    predictions (error 0) are left out, not a log of 0 that makes the result NaN."""
+    u = rng.lognormal(size=500)
+    e = u * rng.lognormal(sigma=0.7, size=500)
+    e[:3] = 0.0
+    expected = stats.pearsonr(np.log(u[3:]), np.log(e[3:])).statistic
+    assert metrics.pearson(u, e, log=True) == pytest.approx(expected, rel=1e-12)
