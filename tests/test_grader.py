@@ -529,7 +529,8 @@ def test_nearest_centre_with_sparse_components_and_tied_centres(cual, tmp_path, 
     inv = [rng.normal(size=(n, n)) / np.sqrt(n) + np.eye(n) for _ in range(3)]
     base = dict(mean=rng.normal(size=n), scale=rng.uniform(0.5, 2.0, size=n))
     sparse = rng.normal(size=(2, n)) / np.sqrt(n)
-    sparse[0, : n // 2] = 0.0
+    sparse[0, : n // 2] = 0.0  # each row zero where the other is not: every function used by one
+    sparse[1, n // 2:] = 0.0
     tied = rng.normal(size=(3, 3)) * 0.3
     tied[1] = tied[0]
     cases = {"sparse": dict(base, inv=inv[:2], components=sparse, centers=rng.normal(size=(2, 2)) * 0.3),

@@ -135,6 +135,7 @@ def test_selected_frames_keep_labels_and_the_candidates_max_gamma(cu2, tmp_path)
         b.calc = EMT()
         e, f = b.get_potential_energy(), b.get_forces()
         b.calc = SinglePointCalculator(b, energy=e, forces=f)
+        b.info["counted_max_gamma"] = 0.123  # an earlier selection's (of cut-outs): not carried over
         labelled.append(b)
     path = tmp_path / "cands.extxyz"
     write(path, labelled, format="extxyz")
@@ -149,6 +150,7 @@ def test_selected_frames_keep_labels_and_the_candidates_max_gamma(cu2, tmp_path)
         assert a.info["candidate_index"] == i
         assert a.info["active_rows_added"] == rows
         assert a.info["max_gamma"] == pytest.approx(gammas[i][0].max(), rel=1e-10)
+        assert "counted_max_gamma" not in a.info
         np.testing.assert_array_equal(a.positions, ref[i].positions)
         assert a.get_potential_energy() == ref[i].get_potential_energy()
         np.testing.assert_array_equal(a.get_forces(), ref[i].get_forces())

@@ -134,6 +134,7 @@ def selected_frames(candidates: Sequence[Atoms], selection: Selection) -> List[A
         if kept:
             a.calc = SinglePointCalculator(a, **kept)
         a.info["candidate_index"] = int(i)
+        a.info.pop("counted_max_gamma", None)  # an earlier selection's, of another active set
         a.info["counted_max_gamma" if selection.counted else "max_gamma"] = float(selection.max_gamma[i])
         a.info["active_rows_added"] = int(rows)
         out.append(a)
