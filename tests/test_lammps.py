@@ -623,45 +623,43 @@ def test_gamma_when_an_element_gains_atoms_between_steps(cual_asi):
     np.testing.assert_allclose(after, ActiveSet.load(asi, pot).gamma(changed)[0], rtol=1e-10, atol=1e-12)
 
 
-def test_reissued_pair_style_goes_back_to_the_file_s_assignment(cual_asi, tmp_path):
-    """pair_style aceuq re-issued without 'assign' keeps the coefficients (a LAMMPS convention)
-    but not an earlier 'assign min': the .casi's own rule applies again."""
+def _gamma_after(cual_asi, tmp_path, seed, then):
+    """γ from LAMMPS of a .casi whose own rule is 'nearest', set up with 'assign min' and then the
+    commands then(lmp, path, casi) gives; and the γ of each rule from the Python core."""
     path, pot, _ = cual_asi
     casi = random_casi(tmp_path / "CuAl.casi", pot, 5)  # says: nearest
-    atoms = to_lammps_frame(rattled_bulk(["Cu", "Al"], seed=22))
+    atoms = to_lammps_frame(rattled_bulk(["Cu", "Al"], seed=seed))
     lmp = new_lammps()
     try:
         create_system(lmp, atoms, ["Cu", "Al"])
         set_aceuq(lmp, path, ["Cu", "Al"], casi, "assign min")
-        lmp.commands_string("pair_style aceuq\nfix g all pair 1 aceuq gamma 1\nrun 0")
+        then(lmp, path, casi)
+        lmp.commands_string("fix g all pair 1 aceuq gamma 1\nrun 0")
         gamma = np.array(lmp.gather("f_g", 1, 1)[: len(atoms)])
     finally:
         lmp.close()
     nearest, _ = ActiveSet.load(casi, pot, "nearest").gamma(atoms)
     smallest, _ = ActiveSet.load(casi, pot, "min").gamma(atoms)
     assert np.abs(nearest - smallest).max() > 1e-3  # the two rules differ here
+    return gamma, nearest, smallest
+
+
+def test_reissued_pair_style_goes_back_to_the_file_s_assignment(cual_asi, tmp_path):
+    """pair_style aceuq re-issued without 'assign' keeps the coefficients (a LAMMPS convention)
+    but not an earlier 'assign min': the .casi's own rule applies again."""
+    gamma, nearest, _ = _gamma_after(cual_asi, tmp_path, 22, lambda lmp, path, casi: lmp.command("pair_style aceuq"))
     np.testing.assert_allclose(gamma, nearest, rtol=1e-12, atol=1e-12)
 
 
 def test_refused_pair_style_keeps_the_earlier_assignment(cual_asi, tmp_path):
     """A pair_style aceuq refused (unknown assign value) changes nothing, as a refused pair_coeff:
     the earlier 'assign min' still applies after pair_coeff is issued again."""
-    path, pot, _ = cual_asi
-    casi = random_casi(tmp_path / "CuAl.casi", pot, 5)  # says: nearest
-    atoms = to_lammps_frame(rattled_bulk(["Cu", "Al"], seed=23))
-    lmp = new_lammps()
-    try:
-        create_system(lmp, atoms, ["Cu", "Al"])
-        set_aceuq(lmp, path, ["Cu", "Al"], casi, "assign min")
+    def refused_then_coeff(lmp, path, casi):
         with pytest.raises(Exception, match="unknown value 'bogus' for assign"):
             lmp.command("pair_style aceuq assign bogus")
-        lmp.commands_string(f"pair_coeff * * {path} {casi} Cu Al\nfix g all pair 1 aceuq gamma 1\nrun 0")
-        gamma = np.array(lmp.gather("f_g", 1, 1)[: len(atoms)])
-    finally:
-        lmp.close()
-    nearest, _ = ActiveSet.load(casi, pot, "nearest").gamma(atoms)
-    smallest, _ = ActiveSet.load(casi, pot, "min").gamma(atoms)
-    assert np.abs(nearest - smallest).max() > 1e-3  # the two rules differ here
+        lmp.command(f"pair_coeff * * {path} {casi} Cu Al")
+
+    gamma, _, smallest = _gamma_after(cual_asi, tmp_path, 23, refused_then_coeff)
     np.testing.assert_allclose(gamma, smallest, rtol=1e-12, atol=1e-12)
 
 
