@@ -271,7 +271,7 @@ void PairACEUQ::compute_gamma()
 
 void PairACEUQ::settings(int narg, char **arg)
 {
-  // read whole before anything changes: a refused pair_style leaves the earlier one in force
+  // read whole before anything changes: a refused pair_style aceuq keeps the earlier settings
   aceuq::Assign assign = aceuq::Assign::Nearest;
   bool assign_given = false;
   int iarg = 0;
