@@ -317,6 +317,38 @@ def test_sigterm_while_writing_leaves_no_temporary(make_pot, tmp_path):
     pytest.fail("no signal reached a run while it was writing")
 
 
+def test_ctrl_c_is_one_line(make_pot, tmp_path):
+    """Ctrl-C (SIGINT) while the output is written: one line saying so, exit code 130 (as shells
+    report an interrupt), the earlier output kept and no temporary left; not a traceback."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    path = make_pot("CuAl_sbessel")
+    write(tmp_path / "in.extxyz", [rattled_bulk(["Cu", "Al"], seed=s).repeat(2) for s in range(300)])
+    out = tmp_path / "o" / "out.extxyz"
+    out.parent.mkdir()
+    for _ in range(5):  # (a signal that comes after the write finished is tried again)
+        out.write_text("earlier\n")
+        proc = subprocess.Popen([sys.executable, "-m", "aceuq", "evaluate", path, str(tmp_path / "in.extxyz"),
+                                 "-o", str(out), "--no-progress"], stderr=subprocess.PIPE, text=True,
+                                env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+        deadline = time.time() + 120
+        while time.time() < deadline and not any(p.name.endswith(".tmp") for p in out.parent.iterdir()):
+            time.sleep(0.01)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+        assert sorted(p.name for p in out.parent.iterdir()) == ["out.extxyz"]
+        if proc.returncode == 130:
+            assert err == "aceuq evaluate: interrupted\n"
+            assert out.read_text() == "earlier\n"
+            return
+        assert proc.returncode == 0, err
+    pytest.fail("no signal reached a run while it was writing")
+
+
 def test_elements_must_be_element_symbols():
     from aceuq.data import parse_elements
 

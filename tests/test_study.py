@@ -205,6 +205,15 @@ def test_study_end_to_end(emt_data, tmp_path, capsys):
     # liquid-like atoms are predicted larger errors than bulk ones
     assert np.mean([a.info["max_force_error_estimate"] for a in liquid]) > \
         np.mean([a.info["max_force_error_estimate"] for a in bulk_])
+    # a run into the same folder that fails part-way (here on its data) leaves this run's error
+    # maps, beside the report they belong to, and no staging folder
+    maps = {p: p.read_bytes() for p in (out / "error_maps").rglob("*.json")}
+    bad = tmp_path / "bad.extxyz"
+    bad.write_text("not a structure\n")
+    cfg.write_text(cfg.read_text().replace(f"data: [{emt_data}]", f"data: [{bad}]"))
+    assert main(["study", str(cfg), "-o", str(out), "--no-progress"]) == 1
+    assert maps and {p: p.read_bytes() for p in (out / "error_maps").rglob("*.json")} == maps
+    assert not [p for p in os.listdir(out) if p.startswith(".aceuq-")]
 
 
 def test_study_in_full_mode_keeps_its_global_set_as_casi(emt_data, tmp_path):

@@ -522,9 +522,10 @@ def _rows_of(p, keep: np.ndarray):
 # ======================================================================= the study
 class Study:
     def __init__(self, cfg: Dict, output_dir: str, progress: bool = True, workers: int = 2,
-                 models_dir: Optional[str] = None):
+                 models_dir: Optional[str] = None, error_maps_dir: Optional[str] = None):
         self.cfg, self.out, self.progress, self.workers = cfg, output_dir, progress, workers
         self.models_dir = models_dir or os.path.join(output_dir, "models")
+        self.error_maps_dir = error_maps_dir or os.path.join(output_dir, "error_maps")
         self.frames = read_structures(cfg["data"], progress=progress)
         self.labels = group_labels(self.frames, cfg)
         self.groups = sorted(set(self.labels))
@@ -634,7 +635,7 @@ class Study:
         m.n_functions = int(dm.X.shape[1])
         if gamma_method_names(self.gamma_cfg):
             pot, proj = self.projections(basis, ens.paths[0])
-            m.add_gamma(pot, proj, self.gamma_cfg, folder, os.path.join(self.out, "error_maps", f"{tag}-seed{seed}"))
+            m.add_gamma(pot, proj, self.gamma_cfg, folder, os.path.join(self.error_maps_dir, f"{tag}-seed{seed}"))
             for n in m.notes:
                 self.notes.append(f"{tag}, seed {seed}: {n}")
         return m
@@ -1037,18 +1038,28 @@ def run_study(config, output_dir: str, progress: bool = True, workers: int = 2) 
     check_output(output_dir, folder=True)
     keep = bool(cfg["keep_models"])
     # models that are not kept live in a temporary folder inside DIR, so an earlier run's kept
-    # models/ stay; the error maps of an earlier run into DIR are replaced by this run's; SIGTERM
-    # ends the run as an exception does, so the temporary models go too
+    # models/ stay; the error maps are written beside DIR/error_maps and replace an earlier run's
+    # only once the report is written (an interrupted run leaves the earlier run whole); SIGTERM
+    # ends the run as an exception does, so the temporary folders go too
     with sigterm_as_exit():
         os.makedirs(output_dir, exist_ok=True)
-        shutil.rmtree(os.path.join(output_dir, "error_maps"), ignore_errors=True)
         models = os.path.join(output_dir, "models") if keep else tempfile.mkdtemp(prefix=".aceuq-models-",
                                                                                   dir=output_dir)
+        maps = tempfile.mkdtemp(prefix=".aceuq-error-maps-", dir=output_dir)
         try:
-            study = Study(cfg, output_dir, progress, workers, models_dir=models)
+            study = Study(cfg, output_dir, progress, workers, models_dir=models, error_maps_dir=maps)
             summary = study.run()
             study.write(summary)
+            final = os.path.join(output_dir, "error_maps")
+            if os.path.exists(final):
+                old = tempfile.mkdtemp(prefix=".aceuq-old-error-maps-", dir=output_dir)
+                os.rename(final, os.path.join(old, "error_maps"))
+                os.rename(maps, final)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.rename(maps, final)
         finally:
+            shutil.rmtree(maps, ignore_errors=True)
             if not keep:
                 shutil.rmtree(models, ignore_errors=True)
     return summary

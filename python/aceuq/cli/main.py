@@ -33,6 +33,9 @@ def main(argv=None) -> int:
     module = importlib.import_module(f"aceuq.cli.{verb}")
     try:
         return module.main(rest)
+    except KeyboardInterrupt:  # Ctrl-C: outputs are written whole or not at all, so nothing to show
+        print(f"aceuq {verb}: interrupted", file=sys.stderr)
+        return 130
     except BrokenPipeError:
         if not _stdout_closed_by_reader():  # e.g. -o FIFO whose reader left: an error to report
             print(f"aceuq {verb}: error: the reader of the output closed it before the end", file=sys.stderr)
