@@ -365,10 +365,7 @@ void PairACEUQ::coeff(int narg, char **arg)
       error->all(FLERR, "pair_style aceuq: element '{}' (atom type {}) is not in potential '{}' (elements: {})",
                  el, t, pot_path, Core::element_list(*potential));
   }
-  int count = 0;
-  for (int i = 1; i <= ntypes; i++)
-    for (int j = i; j <= ntypes; j++) count += (type_map[i] >= 0 && type_map[j] >= 0) ? 1 : 0;
-  if (count == 0)
+  if (std::none_of(type_map.begin() + 1, type_map.end(), [](int mu) { return mu >= 0; }))
     error->all(FLERR, "pair_coeff for pair_style aceuq maps no atom type to an element (all NULL)");
 
   std::shared_ptr<aceuq::Grader> grader;

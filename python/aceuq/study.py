@@ -1050,14 +1050,13 @@ def run_study(config, output_dir: str, progress: bool = True, workers: int = 2) 
             study = Study(cfg, output_dir, progress, workers, models_dir=models, error_maps_dir=maps)
             summary = study.run()
             study.write(summary)
-            final = os.path.join(output_dir, "error_maps")
-            if os.path.exists(final):
+            final, old = os.path.join(output_dir, "error_maps"), None
+            if os.path.exists(final):  # moved aside first: a rename cannot replace a folder
                 old = tempfile.mkdtemp(prefix=".aceuq-old-error-maps-", dir=output_dir)
                 os.rename(final, os.path.join(old, "error_maps"))
-                os.rename(maps, final)
+            os.rename(maps, final)
+            if old:
                 shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.rename(maps, final)
         finally:
             shutil.rmtree(maps, ignore_errors=True)
             if not keep:
