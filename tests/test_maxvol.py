@@ -130,3 +130,22 @@ def test_working_set_in_memory(rng):
     C = np.asfortranarray(rng.normal(size=(50, 7)))
     i, j, big = mv._largest(C)
     assert big == np.abs(C).max() and abs(C[i, j]) == big
+
+
+def test_a_working_set_that_misses_a_direction_is_finished_over_all_rows(monkeypatch):
+    """Rows of largest leverage that all sit on outliers of 24 directions hold no extreme of the
+    25th, so MaxVol on them alone leaves ordinary rows above 1 + tol; with refinement cut short,
+    the final MaxVol over all rows must bring every row back within the tolerance."""
+    rng = np.random.default_rng(0)
+    n, p = 6000, 25
+    A = rng.normal(size=(n, p))
+    outliers = rng.permutation(n)[: 30 * (p - 1)].reshape(p - 1, 30)
+    for d in range(p - 1):
+        A[outliers[d], d] = rng.choice([-1, 1], 30) * rng.uniform(50, 100, 30)
+    graded = []
+    grade_top = mv._grade_top
+    monkeypatch.setattr(mv, "_grade_top", lambda *a: graded.append(grade_top(*a)[0]) or grade_top(*a))
+    m = mv.select_active_set(A, max_refinements=0, pacemaker_start=False)
+    assert graded[0] > 1.01  # the working set's MaxVol did leave rows outside the tolerance
+    assert mv.gamma_of(A, m.inverse).max() <= 1 + 1e-3 + 1e-9
+    assert abs(m.max_gamma - mv.gamma_of(A, m.inverse).max()) < 1e-9
