@@ -343,7 +343,15 @@ FixACEUQExtrapolation::Verdict FixACEUQExtrapolation::grade_step()
   MPI_Allreduce(&local_above, &n_above, 1, MPI_INT, MPI_SUM, world);
   max_gamma = v.max_gamma = std::max(gmax, 0.0);
   v.atom = (tagint) gtag;
-  if (v.max_gamma > lower) write_frame(above, v);
+  if (v.max_gamma > lower) {
+    write_frame(above, v);
+    // rank 0 wrote the text; every rank reports the same counts (f_ID[3], f_ID[4] in an input
+    // script's `if` must not differ between ranks)
+    int written[2] = {v.frames, v.cutouts};
+    MPI_Bcast(written, 2, MPI_INT, 0, world);
+    v.frames = written[0];
+    v.cutouts = written[1];
+  }
   return v;
 }
 

@@ -2,7 +2,8 @@
 fix aceuq/extrapolation, writing frames (or cut-outs) to OUT.
 
 usage: mpiexec -n N python lammps_extrapolation_driver.py POTENTIAL ACTIVESET STRUCTURE.npz OUT LOWER [CUTOUT]
-Prints rank 0's `VECTOR [max γ, atoms above lower, frames, cut-outs]` (the fix's global vector).
+Prints rank 0's `VECTOR [max γ, atoms above lower, frames, cut-outs]` (the fix's global vector)
+and `SAME True` when every rank holds the same vector (an input script's `if` on it runs on all).
 """
 import json
 import sys
@@ -24,8 +25,10 @@ def main(argv):
     lmp.command(f"fix x all aceuq/extrapolation 1 lower {lower} upper 1e9 file {out}{cutout}")
     lmp.command("run 0")
     vector = [lmp.extract_fix("x", 0, 1, k) for k in range(4)]  # max γ, atoms above lower, frames, cut-outs
+    every = MPI.COMM_WORLD.gather(vector, root=0)
     if MPI.COMM_WORLD.Get_rank() == 0:
         print("VECTOR", json.dumps(vector))
+        print("SAME", all(v == vector for v in every))
     lmp.close()
 
 

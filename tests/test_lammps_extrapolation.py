@@ -791,6 +791,7 @@ def test_two_ranks_write_the_same_frames(setup, tmp_path):
             assert proc.returncode == 0, proc.stdout + proc.stderr
             texts[n] = read(out, ":")
             vectors[n] = json.loads(proc.stdout.split("VECTOR", 1)[1].splitlines()[0])
+            assert "SAME True" in proc.stdout  # frames and cut-outs written are counted on every rank
         # the fix's global values are over all ranks: max γ and the count above lower of the whole box
         for n in (1, 2):
             assert vectors[n][0] == pytest.approx(gamma.max(), rel=1e-10)
