@@ -6,6 +6,8 @@ positions (no data-file rounding).
 """
 from __future__ import annotations
 
+import json
+
 import numpy as np
 from ase import Atoms
 from ase.data import atomic_masses, atomic_numbers
@@ -155,3 +157,33 @@ def driver_env() -> dict:
     env["PYTHONPATH"] = os.pathsep.join([os.path.dirname(os.path.dirname(aceuq.__file__)),
                                          os.path.dirname(os.path.abspath(__file__)), env.get("PYTHONPATH", "")])
     return env
+
+
+def write_casi(path, pot, sets, assign="nearest"):
+    arrays = {}
+    for el, s in sets.items():
+        for c, m in enumerate(s["inv"]):
+            arrays[f"{el}/inv/{c}"] = m
+        for part in ("centers", "mean", "scale", "components"):
+            arrays[f"{el}/{part}"] = s[part]
+    meta = {"format": "aceuq.casi", "version": 1, "elements": sorted(sets), "mode": "linear",
+            "fingerprint": pot.fingerprint, "assign": assign,
+            "clusters": {el: len(s["inv"]) for el, s in sets.items()},
+            "n_projections": {el: pot.n_projections(el) for el in sets}}
+    arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    with open(path, "wb") as fh:
+        np.savez(fh, **arrays)
+    return str(path)
+
+
+def random_casi(path, pot, seed, k=3, dim=4, assign="nearest"):
+    """A .casi of k random (well-conditioned) inverses per element and a random clustering map:
+    the grading rules do not depend on how the file was built."""
+    rng = np.random.default_rng(seed)
+    sets = {}
+    for el in pot.elements:
+        n = pot.n_functions(el)
+        sets[el] = {"inv": [rng.normal(size=(n, n)) / np.sqrt(n) + np.eye(n) for _ in range(k)],
+                    "mean": rng.normal(size=n), "scale": rng.uniform(0.5, 2.0, size=n),
+                    "components": rng.normal(size=(dim, n)) / np.sqrt(n), "centers": rng.normal(size=(k, dim))}
+    return write_casi(path, pot, sets, assign)

@@ -14,7 +14,7 @@ import aceuq  # noqa: E402
 from aceuq import lammps as aceuq_lammps  # noqa: E402
 from aceuq.activeset import ActiveSet  # noqa: E402
 from lmp_helpers import (aceuq_virial_voigt, build_asi, create_system, driver_env, evaluate,  # noqa: E402
-                         reference_gamma, save_structure, set_aceuq, to_lammps_frame)
+                         random_casi, reference_gamma, save_structure, set_aceuq, to_lammps_frame, write_casi)
 from potentials import SPECS  # noqa: E402
 from structures import cluster, cubic_alloy, rattled_bulk, slab  # noqa: E402
 
@@ -531,38 +531,6 @@ def test_gamma_full_projections(make_pot, tmp_path):
     atoms = to_lammps_frame(rattled_bulk(["Cu"], seed=8))
     _, gamma, _ = run_gamma(path, atoms, ["Cu"], asi)
     np.testing.assert_allclose(gamma, reference_gamma(pot, asi, atoms, mode="full"), rtol=1e-8, atol=1e-10)
-
-
-def write_casi(path, pot, sets, assign="nearest"):
-    import json
-
-    arrays = {}
-    for el, s in sets.items():
-        for c, m in enumerate(s["inv"]):
-            arrays[f"{el}/inv/{c}"] = m
-        for part in ("centers", "mean", "scale", "components"):
-            arrays[f"{el}/{part}"] = s[part]
-    meta = {"format": "aceuq.casi", "version": 1, "elements": sorted(sets), "mode": "linear",
-            "fingerprint": pot.fingerprint, "assign": assign,
-            "clusters": {el: len(s["inv"]) for el, s in sets.items()},
-            "n_projections": {el: pot.n_projections(el) for el in sets}}
-    arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
-    with open(path, "wb") as fh:
-        np.savez(fh, **arrays)
-    return str(path)
-
-
-def random_casi(path, pot, seed, k=3, dim=4):
-    """A .casi of k random (well-conditioned) inverses per element and a random clustering map:
-    the grading rules do not depend on how the file was built."""
-    rng = np.random.default_rng(seed)
-    sets = {}
-    for el in pot.elements:
-        n = pot.n_functions(el)
-        sets[el] = {"inv": [rng.normal(size=(n, n)) / np.sqrt(n) + np.eye(n) for _ in range(k)],
-                    "mean": rng.normal(size=n), "scale": rng.uniform(0.5, 2.0, size=n),
-                    "components": rng.normal(size=(dim, n)) / np.sqrt(n), "centers": rng.normal(size=(k, dim))}
-    return write_casi(path, pot, sets)
 
 
 @pytest.mark.parametrize("assign", ["nearest", "min"])
