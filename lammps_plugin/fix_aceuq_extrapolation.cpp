@@ -24,6 +24,7 @@
 #include <sstream>
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 using namespace LAMMPS_NS;
@@ -177,12 +178,31 @@ void FixACEUQExtrapolation::init()
   // now, not at the first frame
   if (!file_started) {
     std::string why;
-    if (comm->me == 0) why = write_file("", !append_to_file);
+    if (comm->me == 0) {
+      why = clash_with_inputs();
+      if (why.empty()) why = write_file("", !append_to_file);
+    }
     int n = int(why.size());
     MPI_Bcast(&n, 1, MPI_INT, 0, world);
     if (n) error->all(FLERR, "fix aceuq/extrapolation: {}", why);
     file_started = true;
   }
+}
+
+// Why the frames file must not be written (it is a file pair_coeff read: frames written there would
+// replace the potential or the active set), or "".
+std::string FixACEUQExtrapolation::clash_with_inputs() const
+{
+  struct stat out;
+  if (::stat(filename.c_str(), &out) != 0) return "";    // not there yet: no clash
+  const auto &files = pair->input_files();
+  for (std::size_t k = 0; k < files.size(); ++k) {
+    struct stat in;
+    if (::stat(files[k].c_str(), &in) == 0 && in.st_dev == out.st_dev && in.st_ino == out.st_ino)
+      return fmt::format("file {} is the {} pair_coeff read ('{}'): frames written there would replace it",
+                         filename, k == 0 ? "potential" : "active set", files[k]);
+  }
+  return "";
 }
 
 // the element written for an atom type: the fix's element names if given, else pair_coeff's (X

@@ -96,6 +96,7 @@ class FixACEUQExtrapolation : public Fix {
   static std::map<const LAMMPS *, int> &halted_instances();
   void append(const std::string &text);
   std::string write_file(const std::string &text, bool start);
+  std::string clash_with_inputs() const;
 };
 
 }    // namespace LAMMPS_NS

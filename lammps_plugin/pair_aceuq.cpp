@@ -43,6 +43,7 @@ struct PairACEUQ::Core {
   bool assign_given = false;    // pair_style ... assign X overrides what a .casi file says
   aceuq::Assign file_assign = aceuq::Assign::Nearest;    // what it says
   std::vector<double> rcutsq;    // [mu_i * nel + mu_j]
+  std::vector<std::string> files;    // what pair_coeff read: the potential, and the active set if any
 
   // scratch for one central atom
   std::vector<int> mu_j, j_index;
@@ -385,6 +386,8 @@ void PairACEUQ::coeff(int narg, char **arg)
   }
 
   core->potential = potential;
+  core->files = {pot_path};
+  if (has_active_set) core->files.emplace_back(arg[3]);
   core->evaluator = std::make_unique<aceuq::AtomEvaluator>(core->potential);
   core->grader = grader;
   if (grader) {
@@ -524,7 +527,15 @@ void *PairACEUQ::extract_peratom(const char *name, int &ncol)
 
 double PairACEUQ::memory_usage()
 {
-  return Pair::memory_usage() + 2.0 * nmax_peratom * sizeof(double);
+  double bytes = Pair::memory_usage() + 2.0 * nmax_peratom * sizeof(double);
+  // the projections kept for grading (allocated on the first step that asks for gamma)
+  for (const auto &p : core->proj) bytes += double(p.capacity()) * sizeof(double);
+  return bytes;
+}
+
+const std::vector<std::string> &PairACEUQ::input_files() const
+{
+  return core->files;
 }
 
 /* ---------------------------------------------------------------------- */

@@ -13,6 +13,7 @@
 #include "pair.h"
 
 #include <string>
+#include <vector>
 
 namespace LAMMPS_NS {
 
@@ -36,6 +37,7 @@ class PairACEUQ : public Pair {
   bool has_active_set() const;
   const char *type_element(int itype) const;    // element symbol of a LAMMPS atom type
   double largest_cutoff() const;                 // over the pairs of types pair_coeff maps (also in a hybrid)
+  const std::vector<std::string> &input_files() const;    // the potential and active set pair_coeff read
 
  private:
   double type_pair_cutoff(int i, int j) const;

@@ -110,6 +110,33 @@ def test_unwritable_output_is_refused_before_the_work(make_pot, tmp_path, capsys
     assert [p.name for p in (tmp_path / "new").iterdir()] == ["o.extxyz"]  # no temporary left behind
 
 
+def test_an_output_that_names_an_input_is_refused(make_pot, tmp_path, capsys):
+    """-o naming a file the verb reads (the structures, the potential, the active set; also
+    through a link) would replace it: refused before any work, the input left as it was."""
+    import shutil
+
+    path = shutil.copy(make_pot("CuAl_sbessel"), tmp_path / "pot.yaml")
+    xyz = tmp_path / "s.extxyz"
+    write(xyz, [rattled_bulk(["Cu", "Al"], seed=s) for s in range(10)])
+    asi = tmp_path / "set.asi"
+    assert main(["activeset", str(path), str(xyz), "-o", str(asi), "--no-progress"]) == 0
+    os.symlink(xyz, tmp_path / "link.extxyz")
+    runs = [["evaluate", str(path), str(xyz), "-o", str(tmp_path / "link.extxyz")],
+            ["evaluate", str(path), str(xyz), "-o", str(path)],
+            ["gamma", str(path), str(asi), str(xyz), "-o", str(asi)],
+            ["select", str(path), str(xyz), "--active-set", str(asi), "-n", "1", "-o", str(xyz)],
+            ["activeset", str(path), str(xyz), "-o", str(xyz)]]
+    before = {f: f.read_bytes() for f in (path, xyz, asi)}
+    for argv in runs:
+        assert main(argv + ["--no-progress"]) == 1, argv
+        err = capsys.readouterr().err
+        assert "is the input" in err and "which writing it would replace" in err and "Traceback" not in err, err
+    assert {f: f.read_bytes() for f in before} == before
+    # an empty name (an unset shell variable in -o "$OUT") is refused before the work too
+    assert main(["activeset", str(path), str(xyz), "-o", "", "--no-progress"]) == 1
+    assert "output: the name is empty" in capsys.readouterr().err
+
+
 def test_output_is_replaced_whole_or_not_at_all(tmp_path):
     """atomic_output: what the block writes replaces the file only when the block ends without
     error; an error midway leaves the earlier file as it was, and no temporary beside it."""

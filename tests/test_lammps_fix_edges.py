@@ -308,3 +308,45 @@ def test_a_stopped_minimization_leaves_no_gamma_request_behind(setup, tmp_path):
         assert lmp.extract_pair("gamma_seconds") == g0
     finally:
         lmp.close()
+
+
+def test_frames_file_naming_an_input_of_pair_coeff_is_refused(setup, tmp_path):
+    """`file` naming the active set (or the potential) pair_coeff read would replace it with
+    frames: error->all, the file left as it was."""
+    import shutil
+
+    path, pot, asi, atoms = setup
+    mine = shutil.copy(asi, tmp_path / "mine.asi")
+    before = open(mine, "rb").read()
+    for target, what in ((mine, "active set"), (path, "potential")):
+        lmp = aceuq_lammps.make_lammps()
+        try:
+            create_system(lmp, atoms, ["Al", "Cu"])
+            set_aceuq(lmp, path, ["Al", "Cu"], str(mine))
+            lmp.command(f"fix x all aceuq/extrapolation 1 lower 1e-9 upper 1e12 file {target}")
+            with pytest.raises(Exception, match=f"is the {what} pair_coeff read"):
+                lmp.command("run 0")
+        finally:
+            lmp.close()
+    assert open(mine, "rb").read() == before
+
+
+def test_memory_reported_includes_the_projections_kept_for_grading(setup, tmp_path):
+    """LAMMPS's 'Per MPI rank memory allocation' counts the projections pair_style aceuq keeps
+    once γ has been asked for (n_projections doubles per graded atom)."""
+    path, pot, asi, _ = setup
+    atoms = to_lammps_frame(rattled_bulk(["Cu", "Al"], seed=21).repeat((4, 4, 2)))
+    log = tmp_path / "m.log"
+    lmp = aceuq_lammps.make_lammps()
+    try:
+        create_system(lmp, atoms, ["Al", "Cu"])
+        set_aceuq(lmp, path, ["Al", "Cu"], asi)
+        lmp.commands_string(f"log {log}\nrun 0\nfix g all pair 1 aceuq gamma 1\nrun 0\nrun 0")
+    finally:
+        lmp.close()
+    mbytes = [float(line.split("=")[1].split("|")[0]) for line in log.read_text().splitlines()
+              if line.startswith("Per MPI rank memory allocation")]
+    symbols = np.array(atoms.get_chemical_symbols())
+    kept = sum(np.sum(symbols == el) * pot.n_projections(el) * 8 for el in ("Al", "Cu")) / 2**20
+    # (and the per-atom γ and cluster arrays, ghosts included, allocated at the same time)
+    assert kept <= mbytes[2] - mbytes[0] <= 1.5 * kept

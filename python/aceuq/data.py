@@ -291,7 +291,7 @@ def file_sha256(path: PathLike) -> str:
     return h.hexdigest()
 
 
-def check_structures_output(path: PathLike) -> str:
+def check_structures_output(path: PathLike, inputs: Sequence[PathLike] = ()) -> str:
     """check_output for a file of structures, which aceuq writes as extended XYZ text: a name that
     says another format (pace_select's selected.pkl.gz, a .gz) would be taken for it by readers,
     aceuq's and pacemaker's included, which then fail on the text."""
@@ -302,15 +302,27 @@ def check_structures_output(path: PathLike) -> str:
         if name.endswith(suffixes):
             raise InputError(f"output '{os.fspath(path)}': aceuq writes extended XYZ text, but the name says {what}, "
                              f"which readers (aceuq's and pacemaker's too) would take it for: name it .extxyz")
-    return check_output(path)
+    return check_output(path, inputs=inputs)
 
 
-def check_output(path: PathLike, folder: bool = False) -> str:
+def check_output(path: PathLike, folder: bool = False, inputs: Sequence[PathLike] = ()) -> str:
     """Fail before any work, with one InputError, when ``path`` (a file, or with ``folder`` a
-    folder) cannot be written: a long run should not end in a traceback. Folders made for the
-    check are removed again; the run makes them when it writes."""
+    folder) cannot be written, or is one of the ``inputs`` (the run would replace a file it
+    reads: -o given the candidates, the potential or the active set): a long run should not end
+    in a traceback, nor in a lost input. Folders made for the check are removed again; the run
+    makes them when it writes."""
     path = os.fspath(path)
     kind = "output folder" if folder else "output"
+    if not path:
+        raise InputError(f"{kind}: the name is empty")
+    for source in inputs:
+        try:
+            same = os.path.samefile(path, source)
+        except OSError:  # either not there: no clash
+            same = False
+        if same:
+            raise InputError(f"{kind} '{path}': is the input '{os.fspath(source)}', which writing it would replace "
+                             f"(name another file)")
     if folder and os.path.exists(path) and not os.path.isdir(path):
         raise InputError(f"{kind} '{path}': exists and is not a folder")
     if not folder:

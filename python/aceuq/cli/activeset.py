@@ -56,7 +56,7 @@ def main(argv=None) -> int:
         print(f"aceuq activeset: error: {exc}", file=sys.stderr)
         return 2
     try:
-        check_output(args.output)
+        check_output(args.output, inputs=[args.potential, *args.structures])
         pot = Potential(args.potential)
         if not args.output.endswith(".casi"):  # known before the work: refused after it otherwise
             check_asi_holds(args.output, pot, "full" if args.full else "linear")

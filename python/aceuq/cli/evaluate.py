@@ -51,7 +51,7 @@ def main(argv=None) -> int:
     structure_files = args.inputs if args.ensemble else args.inputs[1:]
     out = []
     try:
-        check_structures_output(args.output)
+        check_structures_output(args.output, inputs=args.inputs)
         if args.ensemble:
             from ..ensemble import Ensemble
 

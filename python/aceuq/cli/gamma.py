@@ -44,7 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = build_parser().parse_intermixed_args(argv)  # files may follow options, as in evaluate
     try:
-        check_structures_output(args.output)
+        check_structures_output(args.output, inputs=[args.potential, args.active_set, *args.structures]
+                                + ([args.error_map] if args.error_map else []))
         pot = Potential(args.potential)
         aset = ActiveSet.load(args.active_set, pot, assign=args.assign)
         error_map = _load_error_map(args.error_map) if args.error_map else None

@@ -41,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = build_parser().parse_intermixed_args(argv)  # files may follow options, as in evaluate
     try:
-        check_structures_output(args.output)
+        check_structures_output(args.output, inputs=[args.potential, args.active_set, *args.candidates])
         pot = Potential(args.potential)
         aset = ActiveSet.load(args.active_set, pot, assign=args.assign)
         frames = read_structures(args.candidates, args.elements, progress=not args.no_progress)
