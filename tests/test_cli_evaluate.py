@@ -554,3 +554,27 @@ def test_structure_files_may_follow_options(make_pot, tmp_path, capsys):
     assert main(["select", path, str(a), "--active-set", str(asi), "-n", "1", "-o", str(out), str(b),
                  "--no-progress"]) == 0
     assert "12 candidate" in capsys.readouterr().out
+
+
+def test_reading_a_pickle_shows_progress_as_other_files_do(tmp_path, monkeypatch):
+    """The README: long loops show bars, reading the structure files included; a pacemaker
+    pickle is read row by row, with a bar that knows the row count."""
+    import pandas as pd
+
+    from aceuq import data
+
+    frames = [rattled_bulk(["Cu", "Al"], seed=s) for s in range(3)]
+    pkl = tmp_path / "d.pkl.gzip"
+    pd.DataFrame({"ase_atoms": frames, "energy": [0.0] * 3}).to_pickle(pkl, compression="gzip")
+    write(tmp_path / "d.extxyz", frames)
+    bars = []
+    real = data.show_progress
+
+    def spy(items, enabled, desc, unit=None, total=None):
+        bars.append((desc, enabled, total))
+        return real(items, enabled, desc, unit, total)
+
+    monkeypatch.setattr(data, "show_progress", spy)
+    for name in ("d.pkl.gzip", "d.extxyz"):
+        assert len(data.read_structures(str(tmp_path / name), progress=True)) == 3
+    assert ("reading d.pkl.gzip", True, 3) in bars and ("reading d.extxyz", True, None) in bars

