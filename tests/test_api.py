@@ -177,3 +177,24 @@ def test_precomputed_projections_of_the_other_mode_are_refused(make_pot, tmp_pat
     with pytest.raises(ValueError, match="given projections .* built on full projections"):
         build_active_set(pot, train, mode="full", projections=bare)
     assert build_active_set(pot, train, projections=bare).mode == "linear"
+
+
+def test_maxvol_arguments_are_checked_as_the_cli_checks_them(make_pot, tmp_path):
+    """tol NaN or max_iters 0 made select_structures return an empty selection silently, and a
+    rank_rtol or memory_limit the build cannot use failed deep inside it: each is a ValueError
+    naming the argument; memory_limit takes '2GB' as --memory-limit does."""
+    from aceuq.select import select_structures
+
+    pot = aceuq.Potential(make_pot("CuAl_sbessel"))
+    frames = [rattled_bulk(["Cu", "Al"], seed=s).repeat((3, 3, 2)) for s in range(3)]
+    built = build_active_set(pot, frames[0], memory_limit="2GB")
+    aset = ActiveSet.load(built.save(str(tmp_path / "a.asi")), pot)
+    assert len(select_structures(pot, frames[1:], aset, 1).indices) == 1
+    for kwargs in ({"tol": float("nan")}, {"tol": -1.0}, {"max_iters": 0}, {"max_iters": 2.5}):
+        with pytest.raises(ValueError, match=next(iter(kwargs))):
+            select_structures(pot, frames[1:], aset, 1, **kwargs)
+    for kwargs, name in (({"tol": float("nan")}, "tol"), ({"max_iters": -1}, "max_iters"),
+                         ({"rank_rtol": 5}, "rank_rtol"), ({"rank_rtol": float("nan")}, "rank_rtol"),
+                         ({"memory_limit": "abc"}, "memory limit"), ({"memory_limit": -5}, "memory limit")):
+        with pytest.raises(ValueError, match=name):
+            build_active_set(pot, frames[0], **kwargs)

@@ -170,6 +170,7 @@ def test_bad_config_names_the_file_and_the_problem(setup, tmp_path):
         "inf": (base.replace("upper: 12.0", "upper: .inf"), "'upper' must be a finite number"),
         "seed_float": (base.replace("seeds: [1, 2]", "seeds: [1.7]"), "'seeds' must be an integer"),
         "seed_huge": (base.replace("seeds: [1, 2]", "seeds: [99999999999]"), "seeds must be integers from 1"),
+        "steps_beyond_lammps": (base.replace("steps: 400", "steps: 3000000000"), "steps must be at most 2147483647"),
         "twice": (base.replace("seeds: [1, 2]", "seeds: [1, 1]"), "'seeds' lists a value twice"),
         "null": (base.replace("potential: Cu.yaml", "potential: null"), "'potential' must be a file name"),
         "elements": (base + "elements: Cu Qq\n", "not element symbols: Qq"),
@@ -569,3 +570,16 @@ def test_outputs_and_cutouts_are_checked_before_any_md(setup, tmp_path):
     with pytest.raises(aceuq.InputError, match=r"cutout 4 Å is below the potential's cutoff 5 Å"):
         run(_config(root, tmp_path, "b.yaml", cutout=4.0), str(tmp_path / "b"), progress=False)
     assert not (tmp_path / "b").exists()
+
+
+def test_a_periodic_start_cell_without_volume_is_refused():
+    """Three coplanar cell vectors (none zero) have no volume: one error naming the structure,
+    not LAMMPS failing on the data file's NaN tilts."""
+    from aceuq.explore import lammps_start
+
+    atoms = bulk("Cu", "fcc", a=3.61, cubic=True)
+    flat = atoms.copy()
+    flat.cell = [[3.61, 0, 0], [0, 3.61, 0], [3.61, 3.61, 0]]
+    with pytest.raises(aceuq.InputError, match="start 0: periodic along xyz but its cell has no volume"):
+        lammps_start(flat, "start 0", 5.0)
+    assert lammps_start(atoms, "start 0", 5.0).cell.volume == pytest.approx(3.61 ** 3)

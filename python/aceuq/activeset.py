@@ -53,7 +53,8 @@ from ase import Atoms
 from . import _core
 from ._core import InputError
 from .data import atomic_output, sigterm_as_exit
-from .maxvol import DEFAULT_MAX_ITERS, DEFAULT_RANK_RTOL, DEFAULT_TOL, ActiveSetMatrix, select_active_set
+from .maxvol import (DEFAULT_MAX_ITERS, DEFAULT_RANK_RTOL, DEFAULT_TOL, ActiveSetMatrix, check_maxvol_args, parse_memory,
+                     select_active_set)
 from .potential import Potential, as_frames
 from .progress import progress as show_progress
 
@@ -377,6 +378,10 @@ def build_active_set(potential: Potential, structures: Sequence[Atoms], clusters
         raise ValueError("assign must be 'nearest' or 'min'")
     if not (clusters == "auto" or (isinstance(clusters, (int, np.integer)) and clusters >= 1)):
         raise ValueError(f"clusters must be 'auto' or a positive integer, got {clusters!r}")
+    check_maxvol_args(tol, max_iters)
+    if not (isinstance(rank_rtol, (float, int)) and 0 < rank_rtol < 1):
+        raise ValueError(f"rank_rtol must be a number between 0 and 1, got {rank_rtol!r}")
+    memory_limit = parse_memory(memory_limit)  # also '2GB', as the CLI's --memory-limit
     # (SIGTERM, e.g. `timeout`, ends the build as an exception does, so the spilled projections go)
     with sigterm_as_exit(), tempfile.TemporaryDirectory(prefix="aceuq-projections-") as spill:
         if projections is None:

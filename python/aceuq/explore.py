@@ -134,6 +134,8 @@ def load_config(path) -> Dict:
         raise InputError(f"{where}: seeds must be integers from 1 to 2147483647 (LAMMPS velocity seeds), "
                          f"got {cfg['seeds']}")
     cfg["steps"] = number("steps", int, 0)
+    if cfg["steps"] > 2**31 - 1:  # LAMMPS's run takes a 32-bit step count
+        raise InputError(f"{where}: steps must be at most 2147483647 (a LAMMPS run), got {cfg['steps']}")
     cfg["every"] = number("every", int, 0)
     cfg["timestep"] = number("timestep", float, 0.0)
     cfg["lower"] = number("lower", float, 0.0)
@@ -207,7 +209,10 @@ def lammps_start(atoms, label: str, cutoff: float):
     open_axes = [k for k in range(3) if not a.pbc[k]]
     if open_axes:  # the cell along them need not hold the atoms (or exist): LAMMPS needs it to
         a.center(vacuum=cutoff, axis=open_axes)
-    if a.cell.rank < 3:
+    # (rank counts the non-zero vectors: three coplanar ones pass it, and LAMMPS then fails on the
+    # cell's NaN tilts)
+    lengths = np.prod(np.linalg.norm(a.cell.array, axis=1))
+    if a.cell.rank < 3 or abs(np.linalg.det(a.cell.array)) <= 1e-9 * lengths:
         raise InputError(f"{label}: periodic along {''.join('xyz'[k] for k in range(3) if a.pbc[k])} "
                          f"but its cell has no volume")
     return a

@@ -244,6 +244,16 @@ def swap_limit(tol: float) -> float:
     return 1.0 + max(tol, 1e-12)
 
 
+def check_maxvol_args(tol, max_iters, least_iters: int = 0) -> None:
+    """ValueError naming the argument unless tol is a finite number >= 0 and max_iters an integer
+    >= least_iters (the Python API takes what the CLI's options check)."""
+    if isinstance(tol, bool) or not isinstance(tol, (int, float, np.integer, np.floating)) or not (
+            np.isfinite(tol) and tol >= 0):
+        raise ValueError(f"tol must be a finite number >= 0, got {tol!r}")
+    if isinstance(max_iters, bool) or not isinstance(max_iters, (int, np.integer)) or max_iters < least_iters:
+        raise ValueError(f"max_iters must be an integer >= {least_iters}, got {max_iters!r}")
+
+
 def batch_rows_for(memory_limit: Optional[int], p: int) -> Optional[int]:
     """Rows that MaxVol may hold at once under memory_limit bytes (None: no limit)."""
     if memory_limit is None:
@@ -471,7 +481,9 @@ def parse_memory(text: Union[str, int, None]) -> Optional[int]:
     """'2GB', '500MB', '64kB', or a byte count -> bytes; None/'auto'/'none' -> None."""
     if text is None:
         return None
-    if isinstance(text, (int, np.integer)):
+    if isinstance(text, (int, np.integer)) and not isinstance(text, bool):
+        if text <= 0:
+            raise ValueError(f"memory limit must be a positive size in bytes, got {text}")
         return int(text)
     t = str(text).strip().upper().replace(" ", "")
     if t in ("", "AUTO", "NONE"):

@@ -32,7 +32,8 @@ import numpy as np
 from ase import Atoms
 
 from .activeset import ActiveSet
-from .maxvol import DEFAULT_MAX_ITERS, DEFAULT_SPREAD_RTOL, DEFAULT_TOL, gamma_of, maxvol, swap_limit
+from .maxvol import (DEFAULT_MAX_ITERS, DEFAULT_SPREAD_RTOL, DEFAULT_TOL, check_maxvol_args, gamma_of, maxvol,
+                     swap_limit)
 from .potential import Potential, as_frames, atom_masks
 from .progress import progress as show_progress
 
@@ -76,6 +77,7 @@ def select_structures(potential: Potential, candidates: Sequence[Atoms], active_
     candidates = as_frames(candidates, "select_structures")
     if n < 1:
         raise ValueError("n must be at least 1")
+    check_maxvol_args(tol, max_iters, least_iters=1)  # no swap allowed: nothing could be selected
     if not candidates:
         raise ValueError("candidates: no structures to select from")
     active_set.check_potential(potential)
