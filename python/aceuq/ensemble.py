@@ -185,7 +185,10 @@ class DesignMatrix:
         if reference_energy:
             e0 = np.array([reference_energy.get(el, 0.0) for el in self.elements])
             ye = ye - (self.composition[structures] @ e0) / self.n_atoms[structures]
-        X = np.vstack([energy_weight * self.X[structures], self.X[force_rows]])
+        # written in place: a vstack of the gathered blocks would hold the force rows twice
+        X = np.empty((len(structures) + len(force_rows), self.X.shape[1]))
+        np.multiply(self.X[structures], energy_weight, out=X[: len(structures)])
+        np.take(self.X, force_rows, axis=0, out=X[len(structures):])
         y = np.concatenate([energy_weight * ye, self.y[force_rows]])
         return X, y
 
@@ -345,7 +348,7 @@ def design_matrix(bbasis, frames: Sequence[Atoms], e0: Dict[str, float], workers
         failed = [where(sc) for p, (sc, _) in zip(procs, batch) if p.exitcode != 0]
         if failed:
             raise InputError(f"computing the design matrix failed on {'; '.join(failed)} (see the traceback above)")
-    X = np.frombuffer(shared).reshape(n_struct + 3 * n_atoms, ds.nfunc).copy()
+    X = np.frombuffer(shared).reshape(n_struct + 3 * n_atoms, ds.nfunc)  # the shared buffer itself, not a copy
     y = np.array(ds.get_target_vector(), copy=True)
     return DesignMatrix(X, y, np.array([len(a) for a in frames]), comp, elements)
 
@@ -401,6 +404,7 @@ def fit_members(dm: DesignMatrix, samples: Sequence[np.ndarray], alpha: float = 
         for w in caught:  # anything else as it was
             if not issubclass(w.category, LinAlgWarning):
                 warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        del X, y  # before the next member's rows are gathered: one member's rows in memory at a time
     if ill:
         warnings.warn(f"ridge fit: the normal equations of {ill} of {len(samples)} members were ill-conditioned "
                       f"(scikit-learn's LinAlgWarning, as in pyace's linear fit): their coefficients are less "

@@ -95,6 +95,8 @@ def select_structures(potential: Potential, candidates: Sequence[Atoms], active_
         np.maximum.at(max_gamma, p.structure, g)
         for cl in np.unique(c):
             sel = c == cl
+            if sel.all():  # one cluster (a global set): the rows themselves, not a copy of them all
+                sel = slice(None)
             m, inv = _whole(matrices[el][cl], data_inv[el][cl])
             groups[(el, int(cl))] = _Group(m, inv, p.values[sel], p.structure[sel], np.empty((0, m.shape[1])))
 
