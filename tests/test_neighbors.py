@@ -149,6 +149,24 @@ def test_tiny_periodic_cell_many_images():
     assert np.all(res["index"] == 0)
 
 
+def test_cells_no_matter_can_fill_are_refused_before_listing_neighbours():
+    """A periodic cell 1e-5 A thick (a unit mistake, a corrupted file) or atoms packed far denser
+    than matter would list millions of images per atom, gigabytes, before any distance is
+    checked: refused at once. Partly periodic cells are held to the thickness too. The bounds
+    leave real matter alone: the densest solid at a 12 A cutoff, thin periodic directions of
+    0.15 A."""
+    for pbc in (True, [False, False, True]):
+        with pytest.raises(ValueError, match="cell is 0.000010 A thick along lattice vector 3"):
+            neighbor_list(np.zeros((1, 3)), np.diag([2.5, 2.5, 1e-5]), pbc, 5.0)
+    crowded = bulk("Cu", "fcc", a=3.61, cubic=True)
+    crowded.set_cell(crowded.cell * 0.05, scale_atoms=True)
+    with pytest.raises(ValueError, match="far denser than matter"):
+        neighbor_list(crowded.positions, crowded.cell.array, True, 7.0)
+    diamond = bulk("C", "diamond", a=3.567)
+    assert len(neighbor_list(diamond.positions, diamond.cell.array, True, 12.0)["index"]) > 2000
+    assert len(neighbor_list(np.zeros((1, 3)), np.diag([5.0, 5.0, 0.15]), [True, True, True], 1.0)["index"]) > 0
+
+
 def test_tiny_cell_two_atoms_cutoff_larger_than_cell():
     atoms = Atoms("CuAu", positions=[[0.1, 0.2, 0.3], [1.2, 0.9, 1.1]],
                   cell=[[2.0, 0.1, 0.0], [0.3, 1.8, 0.0], [0.2, -0.4, 2.2]], pbc=True)

@@ -27,6 +27,11 @@ namespace {
 // Relative safety margin on bin thickness, so that rounding in the fractional coordinates
 // cannot put a pair just inside the cutoff outside the searched stencil.
 constexpr double kMargin = 1e-9;
+// Below these, a periodic structure is not matter: thinner than 0.1 A along a lattice direction
+// (each atom that close to its own images), or denser than 10^5 neighbours per atom within the
+// cutoff (over a hundred times diamond at a 10 A cutoff).
+constexpr double kMinThickness = 0.1;
+constexpr double kMaxNeighbours = 1e5;
 // Bins per cutoff length (bin thickness >= cutoff / kSub).
 constexpr long kSub = 2;
 
@@ -146,6 +151,26 @@ NeighborList build_neighbor_list(int n, const double* positions, const double* c
     for (int d = 0; d < 3; ++d)
         h[d] = 1.0 / std::sqrt(Binv[0][d] * Binv[0][d] + Binv[1][d] * Binv[1][d] +
                                Binv[2][d] * Binv[2][d]);
+    // A periodic cell so thin, or so crowded, that atoms sit closer to each other (or to their own
+    // images) than matter allows would have gigabytes of neighbours listed before the evaluator
+    // refuses the distances: refused here. (In the open directions the extent is the atoms' own.)
+    for (int d = 0; d < 3; ++d)
+        if (per[d] && h[d] < kMinThickness)
+            throw std::invalid_argument("neighbor_list: the periodic cell is " + std::to_string(h[d]) +
+                                        " A thick along lattice vector " + std::to_string(d + 1) +
+                                        ": every atom is that close to its own periodic images (atoms too close)");
+    if (np == 3 && cutoff > 0.0) {
+        const double volume = 1.0 / std::fabs(Binv[0][0] * (Binv[1][1] * Binv[2][2] - Binv[2][1] * Binv[1][2]) -
+                                              Binv[1][0] * (Binv[0][1] * Binv[2][2] - Binv[2][1] * Binv[0][2]) +
+                                              Binv[2][0] * (Binv[0][1] * Binv[1][2] - Binv[1][1] * Binv[0][2]));
+        const double per_atom = n / volume * 4.0 / 3.0 * M_PI * cutoff * cutoff * cutoff;
+        if (per_atom > kMaxNeighbours)
+            throw std::invalid_argument("neighbor_list: " + std::to_string(n) + " atoms in a periodic cell of " +
+                                        std::to_string(volume) + " A^3 would have about " +
+                                        std::to_string(static_cast<long long>(per_atom)) +
+                                        " neighbours each within the cutoff, far denser than matter "
+                                        "(atoms too close, or a cell in the wrong units?)");
+    }
 
     // ---- 2. fractional coordinates, wrapping ----------------------------------------------
     std::vector<double> frac(3 * static_cast<std::size_t>(n));
