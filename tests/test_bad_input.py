@@ -128,6 +128,26 @@ def test_atoms_too_close_is_an_error_not_a_crash(good):
         pot.evaluate_ensemble(atoms, [member, member])
 
 
+def test_no_element_a_nul_in_a_name_and_a_coarse_spline_grid(good, tmp_path):
+    """An atomic number beyond the periodic table is an InputError (not an IndexError); a file name
+    with a NUL is refused (C++ would read another file, the name up to the NUL); a distance below
+    a coarse DeltaSplineBins' first node says where that node is and that the grid may be why."""
+    from ase import Atoms
+
+    pot = aceuq.Potential(good)
+    with pytest.raises(InputError, match="atomic number 130 is no element"):
+        pot.evaluate(Atoms(numbers=[29, 130], positions=[[0, 0, 0], [2.5, 0, 0]]))
+    with pytest.raises(InputError, match="cannot hold a NUL character"):
+        aceuq.Potential(good + "\0junk")
+    text = open(good).read()
+    assert "DeltaSplineBins: 0.001" in text
+    coarse = tmp_path / "coarse.yaml"
+    coarse.write_text(text.replace("DeltaSplineBins: 0.001", "DeltaSplineBins: 2.5"))
+    with pytest.raises(InputError, match=r"below the first spline node, at 2\.50* \(atoms too close, or the "
+                                         r"potential's DeltaSplineBins is too coarse\)"):
+        aceuq.Potential(str(coarse)).evaluate(bulk("Cu", "fcc", a=3.5))  # neighbours at 2.47
+
+
 def test_non_finite_and_out_of_range_numbers(tmp_path, good):
     """A potential with nan/inf, or a size that would allocate without bound, is refused when read
     (before: nan energies from LAMMPS, or std::bad_alloc)."""

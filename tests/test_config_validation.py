@@ -86,6 +86,7 @@ MANIFEST_CASES = {
     "one_member": (lambda m: m.update(members=m["members"][:1]), "at least 2"),
     "members_not_a_list": (lambda m: m.update(members="member_000.yaml"), "'members' must be a list"),
     "elements_differ": (lambda m: m.update(elements=["Al"]), "'elements'"),
+    "later_version": (lambda m: m.update(version=2), "version 2; this aceuq reads version 1"),
 }
 
 
@@ -135,6 +136,7 @@ ERROR_MAPS = {
     "power_missing_b": ({"method": "power", "a": 0.1}, "power 'b'"),
     "fitted_for_not_mapping": ({"log_score": [0.0], "error": [0.1], "fitted_for": ["x"]}, "'fitted_for'"),
     "fitted_for_number": ({"log_score": [0.0], "error": [0.1], "fitted_for": {"assign": 3}}, "'fitted_for'"),
+    "later_version": ({"log_score": [0.0], "error": [0.1], "version": 2}, "version 2; this aceuq reads version 1"),
 }
 
 

@@ -462,7 +462,10 @@ void RadialTable::evaluate(double r, RadialValues& out) const {
     // Same failure as the reference for distances inside the first grid interval.
     if (!(x >= 1.0))
         throw std::invalid_argument("radial lookup: distance " + std::to_string(r) +
-                                    " is below the first spline node (atoms too close)");
+                                    " is below the first spline node, at " + std::to_string(1.0 / rscale_) +
+                                    " (atoms too close" +
+                                    (1.0 / rscale_ > 0.5 ? std::string(", or the potential's DeltaSplineBins is too coarse)")
+                                                         : std::string(")")));
     if (x >= double(nlut_)) {
         std::fill(out.gr.begin(), out.gr.end(), 0.0);
         std::fill(out.dgr.begin(), out.dgr.end(), 0.0);

@@ -588,6 +588,8 @@ def check_manifest(man, path: str) -> List[str]:
     where = f"ensemble manifest '{path}'"
     if not isinstance(man, dict) or man.get("format") != FORMAT:
         raise InputError(f"{where}: not an aceuq ensemble manifest (needs \"format\": \"{FORMAT}\")")
+    if man.get("version", 1) != 1:  # a later layout may mean something else by the same keys
+        raise InputError(f"{where}: version {man.get('version')!r}; this aceuq reads version 1 (upgrade aceuq)")
     members = man.get("members")
     if not isinstance(members, list) or not members:
         raise InputError(f"{where}: 'members' must be a list of member potential files, got {members!r}")

@@ -266,6 +266,8 @@ class ErrorMap:
         if not isinstance(d, dict) or d.get("format") != "aceuq-error-map":
             what = f"format {d.get('format')!r}" if isinstance(d, dict) else f"a JSON {type(d).__name__}"
             raise InputError(f"{source}: not an aceuq error map ({what})")
+        if d.get("version", 1) != 1:  # a later layout may mean something else by the same keys
+            raise InputError(f"{source}: version {d.get('version')!r}; this aceuq reads version 1 (upgrade aceuq)")
         method = d.get("method")
         if method not in ("isotonic", "power"):
             raise InputError(f"{source}: 'method' must be 'isotonic' or 'power', got {method!r}")

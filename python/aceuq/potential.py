@@ -9,6 +9,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Union
 
 import numpy as np
 from ase import Atoms
+from ase.data import chemical_symbols
 
 from . import _core
 from ._core import InputError
@@ -55,6 +56,8 @@ class Potential:
 
     def __init__(self, path: Union[str, os.PathLike]):
         self.path = os.fspath(path)
+        if "\0" in self.path:  # C++ would read the name up to the NUL: another file
+            raise InputError(f"potential {self.path!r}: a file name cannot hold a NUL character")
         self._pot = _core.Potential(self.path)
         self._threads = threading.local()
         self._coefficients_version = 0  # set_coefficients() calls so far (the fingerprints' cache key)
@@ -138,6 +141,11 @@ class Potential:
     def types_of(self, atoms: Atoms) -> np.ndarray:
         """The potential's element index of each atom (its order in `elements`); InputError for an
         element the potential does not describe."""
+        numbers = atoms.numbers
+        if len(numbers) and (numbers.min() < 0 or numbers.max() >= len(chemical_symbols)):
+            bad = numbers[(numbers < 0) | (numbers >= len(chemical_symbols))][0]
+            raise InputError(f"atomic number {int(bad)} is no element (potential '{self.path}' describes "
+                             f"{', '.join(self.elements)})")
         symbols = atoms.get_chemical_symbols()
         lookup = {el: self._pot.element_index(el) for el in set(symbols)}
         missing = sorted(el for el, mu in lookup.items() if mu < 0)
