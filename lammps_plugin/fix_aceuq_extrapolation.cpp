@@ -195,7 +195,11 @@ void FixACEUQExtrapolation::init()
     }
     int n = int(why.size());
     MPI_Bcast(&n, 1, MPI_INT, 0, world);
-    if (n) error->all(FLERR, "fix aceuq/extrapolation: {}", why);
+    if (n) {    // the reason on every rank (each one's exception, through the library interface, says it)
+      why.resize(n);
+      MPI_Bcast(&why[0], n, MPI_CHAR, 0, world);
+      error->all(FLERR, "fix aceuq/extrapolation: {}", why);
+    }
     file_started = true;
   }
 }

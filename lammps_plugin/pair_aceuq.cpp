@@ -26,6 +26,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdlib>
 #include <cstring>
 #include <exception>
 #include <memory>
@@ -386,8 +387,16 @@ void PairACEUQ::coeff(int narg, char **arg)
   }
 
   core->potential = potential;
-  core->files = {pot_path};
-  if (has_active_set) core->files.emplace_back(arg[3]);
+  // as absolute paths: a later `shell cd` must not make them name other files (the fix's frames
+  // file is made absolute when the fix is defined, and compared with these)
+  auto absolute = [](const std::string &path) {
+    char *resolved = ::realpath(path.c_str(), nullptr);
+    const std::string out = resolved ? resolved : path;
+    std::free(resolved);
+    return out;
+  };
+  core->files = {absolute(pot_path)};
+  if (has_active_set) core->files.push_back(absolute(arg[3]));
   core->evaluator = std::make_unique<aceuq::AtomEvaluator>(core->potential);
   core->grader = grader;
   if (grader) {

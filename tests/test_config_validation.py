@@ -109,6 +109,17 @@ def test_malformed_manifest_calculator(ens_dir, tmp_path):
         ACECalculator(folder)
 
 
+def test_evaluate_refuses_an_output_that_is_a_file_of_the_ensemble(ens_dir, train_file, tmp_path, capsys):
+    """-o naming the manifest or a member of the --ensemble would replace it: refused, the
+    ensemble left loadable."""
+    folder = shutil.copytree(ens_dir, tmp_path / "ens")
+    members = Ensemble.load(str(folder)).paths
+    for target in (os.path.join(folder, "ensemble.json"), members[0]):
+        rc = main(["evaluate", "--ensemble", str(folder), train_file, "-o", target, "--no-progress"])
+        assert rc == 1 and "is the input" in one_error_line(capsys.readouterr().err, "evaluate")
+    assert Ensemble.load(str(folder)).paths == members
+
+
 def test_valid_manifests_still_load(ens_dir, tmp_path):
     """Optional parts: no calibration block (uncalibrated), no floor (older files), no reference energies."""
     def edit(m):

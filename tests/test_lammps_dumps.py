@@ -161,6 +161,13 @@ def test_a_dump_or_xyz_whose_atom_count_disagrees_is_an_error_naming_it(tmp_path
     for name in ("cut.extxyz", "huge.extxyz"):
         with pytest.raises(aceuq.InputError, match=r"frame 1 \(line 9\) announces .* atoms, but the file ends"):
             read_structures(str(tmp_path / name))
+    # where a count belongs, a blank line ends the frames, as ASE reads them: a footer after it is
+    # no frame; a file the check cannot decode is still one error naming it
+    (tmp_path / "footer.extxyz").write_text("".join(lines) + "\n2 frames written by a script\n")
+    assert len(read(tmp_path / "footer.extxyz", ":")) == len(read_structures(str(tmp_path / "footer.extxyz"))) == 2
+    (tmp_path / "latin1.xyz").write_bytes(b"1\ncomment \xe9\nCu 0 0 0\n")
+    with pytest.raises(aceuq.InputError, match="latin1.xyz': cannot be read by ASE \\(UnicodeDecodeError"):
+        read_structures(str(tmp_path / "latin1.xyz"))
 
 
 @pytest.mark.parametrize("compress", [None, "gz", "bz2", "xz"])

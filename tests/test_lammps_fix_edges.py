@@ -329,6 +329,21 @@ def test_frames_file_naming_an_input_of_pair_coeff_is_refused(setup, tmp_path):
         finally:
             lmp.close()
     assert open(mine, "rb").read() == before
+    # relative names, then `shell cd`: pair_coeff's files are compared where they are, not by name
+    (tmp_path / "sub").mkdir()
+    here = os.getcwd()
+    os.chdir(tmp_path)
+    lmp = aceuq_lammps.make_lammps()
+    try:
+        create_system(lmp, atoms, ["Al", "Cu"])
+        set_aceuq(lmp, path, ["Al", "Cu"], "mine.asi")
+        lmp.commands_string("fix x all aceuq/extrapolation 1 lower 1e-9 upper 1e12 file mine.asi\nshell cd sub")
+        with pytest.raises(Exception, match="is the active set pair_coeff read"):
+            lmp.command("run 0")
+    finally:
+        lmp.close()
+        os.chdir(here)
+    assert open(mine, "rb").read() == before
 
 
 def test_memory_reported_includes_the_projections_kept_for_grading(setup, tmp_path):

@@ -130,9 +130,9 @@ def _read_ase(path: str, type_elements: Optional[List[str]] = None, progress: bo
                          "give the elements of types 1, 2, ... as in pair_coeff (-e/--elements \"Ni Nb\" for "
                          "evaluate, gamma, select and activeset; elements: in an explore config; elements= in "
                          "Python)")
-    if dump_columns is None and _xyz_name(path):
-        _check_xyz_counts(path)
     try:
+        if dump_columns is None and _xyz_name(path):
+            _check_xyz_counts(path)
         each = _dump_frames(path) if dump_columns is not None else ase.io.iread(path, index=":", parallel=False)
         frames = list(show_progress(each, progress, f"reading {os.path.basename(path)}", unit="frame"))
     except InputError:
@@ -173,8 +173,8 @@ def _check_xyz_counts(path: str) -> None:
             if skip:
                 skip -= 1
                 continue
-            if not line.strip():  # blank lines between (and after) frames
-                continue
+            if not line.strip():  # where a count belongs, a blank line ends the frames (as ASE reads them)
+                return
             try:
                 announced = int(line.split()[0])
             except ValueError:

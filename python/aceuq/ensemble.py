@@ -188,7 +188,7 @@ class DesignMatrix:
         # written in place: a vstack of the gathered blocks would hold the force rows twice
         X = np.empty((len(structures) + len(force_rows), self.X.shape[1]))
         np.multiply(self.X[structures], energy_weight, out=X[: len(structures)])
-        np.take(self.X, force_rows, axis=0, out=X[len(structures):])
+        np.take(self.X, force_rows, axis=0, out=X[len(structures):], mode="clip")  # (valid rows; 'raise' buffers)
         y = np.concatenate([energy_weight * ye, self.y[force_rows]])
         return X, y
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 import numpy as np
@@ -51,11 +52,12 @@ def main(argv=None) -> int:
     structure_files = args.inputs if args.ensemble else args.inputs[1:]
     out = []
     try:
-        check_structures_output(args.output, inputs=args.inputs)
         if args.ensemble:
-            from ..ensemble import Ensemble
+            from ..ensemble import MANIFEST, Ensemble
 
-            ens = Ensemble.load(args.ensemble)
+            ens = Ensemble.load(args.ensemble)  # (reads small files only: its manifest and members)
+            manifest = os.path.join(args.ensemble, MANIFEST) if os.path.isdir(args.ensemble) else args.ensemble
+            check_structures_output(args.output, inputs=[*args.inputs, manifest, *ens.paths])
             frames = read_structures(structure_files, args.elements, progress=not args.no_progress)
             for atoms in show_progress(frames, not args.no_progress, "evaluate", unit="struct"):
                 r = ens.evaluate(atoms, forces=True, calibrated=not args.uncalibrated)
@@ -73,6 +75,7 @@ def main(argv=None) -> int:
                 a.arrays["force_uncertainty"] = r.force_uncertainty
                 out.append(a)
         else:
+            check_structures_output(args.output, inputs=args.inputs)
             pot = Potential(args.inputs[0])
             frames = read_structures(structure_files, args.elements, progress=not args.no_progress)
             for atoms, res in zip(frames, pot.evaluate(frames, forces=True, progress=not args.no_progress)):
