@@ -70,20 +70,31 @@ def _require_pyace(what: str):
 
 
 # ======================================================================= basis
-def default_cutoff(frames: Sequence[Atoms]) -> float:
-    """A cutoff from the data: 2.2× the median nearest-neighbour distance, within [4, 7] Å."""
-    from ase.neighborlist import neighbor_list
-
+def default_cutoff(frames: Sequence[Atoms], progress: bool = False) -> float:
+    """A cutoff from the data: 2.2× the median nearest-neighbour distance over all atoms (so not
+    the order of the structures), within [4, 7] Å."""
     nn = []
-    for atoms in frames[: min(len(frames), 50)]:
-        i, d = neighbor_list("id", atoms, 4.0)
-        if d.size:
-            m = np.full(len(atoms), np.inf)
-            np.minimum.at(m, i, d)
-            nn.append(m[np.isfinite(m)])
+    for atoms in show_progress(frames, progress, "cutoff from the data", unit="struct"):
+        nl = _neighbours(atoms, 4.0)
+        if nl["dist"].size:
+            counts = np.diff(nl["offsets"])
+            has = counts > 0
+            nn.append(np.minimum.reduceat(nl["dist"], nl["offsets"][:-1][has]))
     if not nn:
         return 5.0
     return float(np.clip(round(2.2 * float(np.median(np.concatenate(nn))), 1), 4.0, 7.0))
+
+
+def _neighbours(atoms: Atoms, cutoff: float) -> Dict[str, np.ndarray]:
+    """aceuq's neighbour list of a structure (CSR: ``offsets``, ``index``, ``dist``); a structure
+    the search refuses (no volume, far denser than matter) is an InputError naming it."""
+    from ._core import neighbor_list
+
+    try:
+        return neighbor_list(np.asarray(atoms.positions, dtype=float), np.asarray(atoms.cell.array, dtype=float),
+                             np.asarray(atoms.pbc, dtype=bool), float(cutoff))
+    except ValueError as exc:
+        raise InputError(f"{structure_label(atoms, None)}: {exc}") from None
 
 
 def basis_potential_config(basis: str, elements: Optional[Sequence[str]], cutoff: float) -> Dict:
@@ -358,15 +369,14 @@ _OVERLAP = 0.1  # Å: atoms closer than this are taken to be the same atom writt
 
 def _check_fittable(atoms: Atoms, index: int) -> None:
     """A training structure pyace's design matrix can take: some atoms, none on top of another."""
-    from ase.neighborlist import neighbor_list
-
     if len(atoms) == 0:
         raise InputError(f"{structure_label(atoms, index)}: a training structure without atoms")
-    i, j, d = neighbor_list("ijd", atoms, _OVERLAP)
-    if len(d):
-        k = int(np.argmin(d))
-        raise InputError(f"{structure_label(atoms, index)}: atoms {i[k]} and {j[k]} are {d[k]:.3g} Å apart "
-                         "(on top of each other)")
+    nl = _neighbours(atoms, _OVERLAP)
+    if len(nl["dist"]):
+        k = int(np.argmin(nl["dist"]))
+        i = int(np.searchsorted(nl["offsets"], k, side="right") - 1)
+        raise InputError(f"{structure_label(atoms, index)}: atoms {i} and {int(nl['index'][k])} are "
+                         f"{nl['dist'][k]:.3g} Å apart (on top of each other)")
 
 
 def resample(n: int, n_members: int, bootstrap: bool, seed: int, fraction: float = 0.8) -> List[np.ndarray]:
@@ -399,7 +409,8 @@ def fit_members(dm: DesignMatrix, samples: Sequence[np.ndarray], alpha: float = 
         X, y = dm.rows(s, energy_weight, reference_energy)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", LinAlgWarning)
-            coefs.append(Ridge(alpha=alpha, fit_intercept=False, solver="auto").fit(X, y).coef_.copy())
+            # (copy_X False: X is this member's own rows, dropped after the fit)
+            coefs.append(Ridge(alpha=alpha, fit_intercept=False, solver="auto", copy_X=False).fit(X, y).coef_.copy())
         ill += any(issubclass(w.category, LinAlgWarning) for w in caught)
         for w in caught:  # anything else as it was
             if not issubclass(w.category, LinAlgWarning):
@@ -485,7 +496,7 @@ def fit_ensemble(frames: Sequence[Atoms], n_members: int, output_dir: str, basis
             if foreign:
                 raise InputError(f"{structure_label(atoms, k)}: a calibration structure has {', '.join(foreign)}, "
                                  f"which the members are not fitted for (elements {' '.join(elements)})")
-    bbasis = make_basis(basis, elements, float(cutoff) if cutoff is not None else default_cutoff(frames))
+    bbasis = make_basis(basis, elements, float(cutoff) if cutoff is not None else default_cutoff(frames, progress))
     cutoff = float(bbasis.cutoffmax)  # what the members have (a basis config's rcut, not the argument)
     e0 = reference_energies(frames, list(bbasis.elements_name))
     dm = design_matrix(bbasis, frames, e0, workers=workers, progress=progress)

@@ -457,7 +457,8 @@ class Model:
         return Scores(raw, si, len(idx), sigma=cal / np.sqrt(3.0))
 
     # ---------------------------------------------------------------- γ
-    def add_gamma(self, potential, projections: Dict, gcfg: Dict, folder: str, error_map_dir: Optional[str]):
+    def add_gamma(self, potential, projections: Dict, gcfg: Dict, folder: str, error_map_dir: Optional[str],
+                  progress: bool = False):
         """Build the global and clustered active sets of the training atoms, grade every frame."""
         from .activeset import ActiveSet, build_active_set
 
@@ -471,7 +472,8 @@ class Model:
         for stem, k, assigns in builds:
             try:
                 extra = {} if gcfg.get("rank_rtol") is None else {"rank_rtol": gcfg["rank_rtol"]}
-                built = build_active_set(potential, None, clusters=k, mode=gcfg["mode"], projections=subset, **extra)
+                built = build_active_set(potential, None, clusters=k, mode=gcfg["mode"], projections=subset,
+                                         progress=progress, **extra)
             except (InputError, ValueError, np.linalg.LinAlgError) as exc:
                 self.notes.append(f"{stem}: no active set ({exc})")
                 continue
@@ -530,7 +532,7 @@ class Study:
         self.labels = group_labels(self.frames, cfg)
         self.groups = sorted(set(self.labels))
         self.elements = cfg["elements"] or sorted({s for a in self.frames for s in a.get_chemical_symbols()})
-        self.cutoff = float(cfg["cutoff"] or ens_mod.default_cutoff(self.frames))  # of the preset bases
+        self.cutoff = float(cfg["cutoff"] or ens_mod.default_cutoff(self.frames, progress))  # of the preset bases
         where = f"study config '{cfg['_path']}'" if cfg.get("_path") else "study config"
         self._bb: Dict[str, object] = {}
         self._dm: Dict[str, tuple] = {}
@@ -597,7 +599,8 @@ class Study:
     def design(self, basis: str):
         if basis not in self._dm:
             bb = self._bb[basis] if basis in self._bb else ens_mod.make_basis(basis, self.elements, self.cutoff)
-            self._dm[basis] = (bb, ens_mod.design_matrix(bb, self.frames, {}, workers=self.workers))
+            self._dm[basis] = (bb, ens_mod.design_matrix(bb, self.frames, {}, workers=self.workers,
+                                                         progress=self.progress))
         return self._dm[basis]
 
     def projections(self, basis: str, member_path: str):
@@ -606,7 +609,7 @@ class Study:
             from .potential import Potential
 
             pot = Potential(member_path)
-            self._proj[basis] = (pot, pot.projections(self.frames, mode=self.gamma_cfg["mode"]))
+            self._proj[basis] = (pot, pot.projections(self.frames, mode=self.gamma_cfg["mode"], progress=self.progress))
         return self._proj[basis]
 
     def fit(self, basis: str, train_idx: np.ndarray, cal_idx: np.ndarray, seed: int, tag: str) -> Model:
@@ -635,7 +638,8 @@ class Study:
         m.n_functions = int(dm.X.shape[1])
         if gamma_method_names(self.gamma_cfg):
             pot, proj = self.projections(basis, ens.paths[0])
-            m.add_gamma(pot, proj, self.gamma_cfg, folder, os.path.join(self.error_maps_dir, f"{tag}-seed{seed}"))
+            m.add_gamma(pot, proj, self.gamma_cfg, folder, os.path.join(self.error_maps_dir, f"{tag}-seed{seed}"),
+                        self.progress)
             for n in m.notes:
                 self.notes.append(f"{tag}, seed {seed}: {n}")
         return m
