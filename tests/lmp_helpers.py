@@ -7,6 +7,7 @@ positions (no data-file rounding).
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 from ase import Atoms
@@ -187,3 +188,19 @@ def random_casi(path, pot, seed, k=3, dim=4, assign="nearest"):
                     "mean": rng.normal(size=n), "scale": rng.uniform(0.5, 2.0, size=n),
                     "components": rng.normal(size=(dim, n)) / np.sqrt(n), "centers": rng.normal(size=(k, dim))}
     return write_casi(path, pot, sets, assign)
+
+
+def cual_box_with_asi(make_pot, folder):
+    """(potential path, Potential, .asi path, atoms): the CuAl_sbessel potential, a QR active set of
+    EMT training structures written into ``folder``, and a rattled Cu/Al box with some
+    environments outside the training set (the fix tests' common set-up)."""
+    import aceuq
+    from potentials import emt_training_set
+    from structures import rattled_bulk
+
+    path = make_pot("CuAl_sbessel")
+    pot = aceuq.Potential(path)
+    asi = build_asi(pot, os.path.join(folder, "CuAl.asi"), emt_training_set(["Cu", "Al"], n=12, seed=3))
+    atoms = to_lammps_frame(rattled_bulk(["Cu", "Al"], seed=21).repeat((2, 1, 1)))
+    atoms.rattle(0.25, seed=9)
+    return path, pot, asi, atoms

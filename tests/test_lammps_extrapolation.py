@@ -14,7 +14,7 @@ pytest.importorskip("lammps")
 
 import aceuq  # noqa: E402
 from aceuq import lammps as aceuq_lammps  # noqa: E402
-from lmp_helpers import (build_asi, create_system, driver_env, reference_gamma, save_structure,  # noqa: E402
+from lmp_helpers import (create_system, cual_box_with_asi, driver_env, reference_gamma, save_structure,  # noqa: E402
                          set_aceuq, to_lammps_frame)
 from structures import rattled_bulk  # noqa: E402
 
@@ -28,13 +28,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 @pytest.fixture(scope="module")
 def setup(make_pot, tmp_path_factory):
-    from potentials import emt_training_set
-
-    path = make_pot("CuAl_sbessel")
-    pot = aceuq.Potential(path)
-    asi = build_asi(pot, tmp_path_factory.mktemp("xasi") / "CuAl.asi", emt_training_set(["Cu", "Al"], n=12, seed=3))
-    atoms = to_lammps_frame(rattled_bulk(["Cu", "Al"], seed=21).repeat((2, 1, 1)))
-    atoms.rattle(0.25, seed=9)  # some environments outside the training set
+    path, pot, asi, atoms = cual_box_with_asi(make_pot, str(tmp_path_factory.mktemp("xasi")))
     gamma = reference_gamma(pot, asi, atoms)
     g = np.sort(gamma)
     lower = float(0.5 * (g[-4] + g[-5]))  # four atoms above it, none close to it

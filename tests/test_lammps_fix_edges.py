@@ -9,22 +9,15 @@ import numpy as np
 import pytest
 from ase.io import read
 
-import aceuq
 from aceuq import lammps as aceuq_lammps
 from aceuq.activeset import ActiveSet
-from lmp_helpers import build_asi, create_system, random_casi, reference_gamma, set_aceuq, to_lammps_frame
+from lmp_helpers import cual_box_with_asi, create_system, random_casi, reference_gamma, set_aceuq, to_lammps_frame
 from structures import rattled_bulk
 
 
 @pytest.fixture(scope="module")
 def setup(make_pot, tmp_path_factory):
-    from potentials import emt_training_set
-    path = make_pot("CuAl_sbessel")
-    pot = aceuq.Potential(path)
-    asi = build_asi(pot, tmp_path_factory.mktemp("xasi") / "CuAl.asi", emt_training_set(["Cu", "Al"], n=12, seed=3))
-    atoms = to_lammps_frame(rattled_bulk(["Cu", "Al"], seed=21).repeat((2, 1, 1)))
-    atoms.rattle(0.25, seed=9)
-    return path, pot, asi, atoms
+    return cual_box_with_asi(make_pot, str(tmp_path_factory.mktemp("xasi")))
 
 
 def lammps_with(setup, atoms=None, active_set=True, elements=("Al", "Cu")):
@@ -137,10 +130,8 @@ def test_cutout_holds_atoms_at_exactly_r(setup, tmp_path):
     path, pot, asi, _ = setup
     atoms = bulk("Cu", "fcc", a=4.0, cubic=True).repeat((3, 3, 3))
     out = tmp_path / "c.extxyz"
-    lmp = aceuq_lammps.make_lammps()
+    lmp = lammps_with(setup, atoms, elements=("Cu",))
     try:
-        create_system(lmp, atoms, ["Cu"])
-        set_aceuq(lmp, path, ["Cu"], asi)
         lmp.command(f"fix x all aceuq/extrapolation 1 lower 1e-12 upper 1e12 file {out} cutout 4.0")
         lmp.command("run 0")
     finally:
@@ -238,10 +229,8 @@ def test_cutout_below_cutoff_warned_with_one_atom_type(setup, tmp_path):
     path, pot, asi, atoms = setup
     big = to_lammps_frame(rattled_bulk(["Cu"], seed=2).repeat((2, 2, 2)))
     log = tmp_path / "w.log"
-    lmp = aceuq_lammps.make_lammps()
+    lmp = lammps_with(setup, big, elements=("Cu",))
     try:
-        create_system(lmp, big, ["Cu"])
-        set_aceuq(lmp, path, ["Cu"], asi)
         lmp.command(f"log {log}")
         lmp.command(f"fix x all aceuq/extrapolation 1 lower 1e9 upper 1e12 file {tmp_path / 'w.extxyz'} cutout 3.0")
         lmp.command("run 0")
