@@ -332,7 +332,10 @@ def test_a_signal_while_writing_leaves_the_earlier_output(make_pot, tmp_path, na
         out.write_text("earlier\n")
         proc = subprocess.Popen([sys.executable, "-m", "aceuq", "evaluate", path, str(tmp_path / "in.extxyz"),
                                  "-o", str(out), "--no-progress"], stderr=subprocess.PIPE, text=True,
-                                env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+                                env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+                                # a test run started with SIGINT ignored (a background job, nohup)
+                                # would pass that on, and Ctrl-C would never reach the verb
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         deadline = time.time() + 120
         while time.time() < deadline and not any(p.name.endswith(".tmp") for p in out.parent.iterdir()):
             time.sleep(0.01)

@@ -363,6 +363,11 @@ def test_ensemble_with_fewer_than_10_structures_is_not_calibrated(tmp_path, caps
     assert "σ is calibrated on 1 structures only: its factors are uncertain" in err
     man = json.loads((out10 / "ensemble.json").read_text())
     assert man["fit"]["n_structures"] == 9 and man["calibration"]["n_structures"] == 1
+    # a --holdout that rounds to all of them leaves nothing to fit: one error naming it
+    assert main(["ensemble", str(ten), "-n", "2", "-o", str(tmp_path / "e0"), "--holdout", "0.95",
+                 "--no-progress", "--workers", "1"]) == 1
+    assert "--holdout 0.95 of 10 structures holds out all of them" in one_error_line(capsys.readouterr().err,
+                                                                                       "ensemble")
 
 
 # ---------------------------------------------------------------- 8. configs that are not text, and bad values

@@ -73,6 +73,9 @@ def main(argv=None) -> int:
             calib = read_structures(args.calibration_data, progress=not args.no_progress)
         elif args.holdout > 0:
             n_hold = int(round(args.holdout * len(frames)))
+            if n_hold >= len(frames) >= 10:
+                raise InputError(f"--holdout {args.holdout:g} of {len(frames)} structures holds out all of them: "
+                                 f"none is left to fit (a smaller --holdout, or --calibration-data)")
             if len(frames) < 10 or n_hold < 1:
                 note = f"only {len(frames)} structures: σ is not calibrated (use --calibration-data)"
             else:
