@@ -127,7 +127,6 @@ def test_cutout_holds_atoms_at_exactly_r(setup, tmp_path):
     """'one open cluster of radius R': an fcc crystal of a = 4 Å and R = 4 Å, second neighbours at
     exactly R (to the bit) are in every cut-out: 1 + 12 + 6 atoms."""
     from ase.build import bulk
-    path, pot, asi, _ = setup
     atoms = bulk("Cu", "fcc", a=4.0, cubic=True).repeat((3, 3, 3))
     out = tmp_path / "c.extxyz"
     lmp = lammps_with(setup, atoms, elements=("Cu",))
@@ -226,7 +225,6 @@ def test_nonpositive_n_and_cutout_are_refused(setup, tmp_path):
 
 def test_cutout_below_cutoff_warned_with_one_atom_type(setup, tmp_path):
     """The cut-out radius is checked against the cutoff also when one atom type is mapped."""
-    path, pot, asi, atoms = setup
     big = to_lammps_frame(rattled_bulk(["Cu"], seed=2).repeat((2, 2, 2)))
     log = tmp_path / "w.log"
     lmp = lammps_with(setup, big, elements=("Cu",))
