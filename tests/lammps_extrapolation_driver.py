@@ -23,7 +23,13 @@ def main(argv):
     create_system(lmp, atoms, elements)
     set_aceuq(lmp, potential, elements, active_set)
     lmp.command(f"fix x all aceuq/extrapolation 1 lower {lower} upper 1e9 file {out}{cutout}")
-    lmp.command("run 0")
+    try:
+        lmp.command("run 0")
+    except Exception as exc:  # an error->all: every rank's own exception, with its message
+        text = " ".join(str(exc).split())  # one line (the message holds LAMMPS's "Last input line")
+        print(f"ERROR rank {MPI.COMM_WORLD.Get_rank()}: {text}\n", end="", flush=True)
+        lmp.close()
+        return
     vector = [lmp.extract_fix("x", 0, 1, k) for k in range(4)]  # max γ, atoms above lower, frames, cut-outs
     every = MPI.COMM_WORLD.gather(vector, root=0)
     if MPI.COMM_WORLD.Get_rank() == 0:

@@ -798,6 +798,26 @@ def test_two_ranks_write_the_same_frames(setup, tmp_path):
             np.testing.assert_allclose(a.arrays["gamma"], b.arrays["gamma"], rtol=1e-10)
 
 
+def test_a_refusal_on_two_ranks_says_why_on_each(setup, tmp_path):
+    """A frames file that is pair_coeff's active set is refused on every rank with the reason
+    (rank 0 decides; the others' exceptions, through the library interface, say it too), and the
+    active set is left as it was."""
+    import shutil
+
+    mpiexec = aceuq_lammps.mpiexec_path()
+    path, pot, asi, atoms, gamma, lower = setup
+    mine = shutil.copy(asi, tmp_path / "mine.asi")
+    before = open(mine, "rb").read()
+    save_structure(tmp_path / "s.npz", atoms)
+    cmd = [mpiexec, "-n", "2", sys.executable, os.path.join(HERE, "lammps_extrapolation_driver.py"),
+           path, str(mine), str(tmp_path / "s.npz"), str(mine), str(lower)]
+    proc = subprocess.run(cmd, env=driver_env(), capture_output=True, text=True, timeout=120)
+    for rank in (0, 1):
+        line = next((ln for ln in proc.stdout.splitlines() if ln.startswith(f"ERROR rank {rank}:")), "")
+        assert "is the active set pair_coeff read" in line, proc.stdout + proc.stderr
+    assert open(mine, "rb").read() == before
+
+
 def test_a_timestep_is_graded_once_as_lammps_fix_pair_does(setup, tmp_path):
     """Both fix pair and the fix handle a timestep once (so `run 0` then `run N` does not write
     step 0 twice): a configuration changed at the same step (displace_atoms, then run 0) keeps the
