@@ -137,9 +137,10 @@ NeighborList build_neighbor_list(int n, const double* positions, const double* c
 
     // inverse: Binv[k][d] = (column d is the reciprocal vector g_d, with a_e . g_d = delta_ed)
     double Binv[3][3];
+    double det;  // of the basis: the cell's volume when all three directions are periodic
     {
         Vec3 c0 = cross(B[1], B[2]), c1 = cross(B[2], B[0]), c2 = cross(B[0], B[1]);
-        double det = B[0][0] * c0.x + B[0][1] * c0.y + B[0][2] * c0.z;
+        det = B[0][0] * c0.x + B[0][1] * c0.y + B[0][2] * c0.z;
         const Vec3 g[3] = {c0, c1, c2};
         for (int d = 0; d < 3; ++d) {
             Binv[0][d] = g[d].x / det;
@@ -160,9 +161,7 @@ NeighborList build_neighbor_list(int n, const double* positions, const double* c
                                         " A thick along lattice vector " + std::to_string(d + 1) +
                                         ": every atom is that close to its own periodic images (atoms too close)");
     if (np == 3 && cutoff > 0.0) {
-        const double volume = 1.0 / std::fabs(Binv[0][0] * (Binv[1][1] * Binv[2][2] - Binv[2][1] * Binv[1][2]) -
-                                              Binv[1][0] * (Binv[0][1] * Binv[2][2] - Binv[2][1] * Binv[0][2]) +
-                                              Binv[2][0] * (Binv[0][1] * Binv[1][2] - Binv[1][1] * Binv[0][2]));
+        const double volume = std::fabs(det);
         const double per_atom = n / volume * 4.0 / 3.0 * M_PI * cutoff * cutoff * cutoff;
         if (per_atom > kMaxNeighbours)
             throw std::invalid_argument("neighbor_list: " + std::to_string(n) + " atoms in a periodic cell of " +

@@ -53,8 +53,8 @@ from ase import Atoms
 from . import _core
 from ._core import InputError
 from .data import atomic_output, sigterm_as_exit
-from .maxvol import (DEFAULT_MAX_ITERS, DEFAULT_RANK_RTOL, DEFAULT_TOL, ActiveSetMatrix, check_maxvol_args, parse_memory,
-                     select_active_set)
+from .maxvol import (DEFAULT_MAX_ITERS, DEFAULT_RANK_RTOL, DEFAULT_TOL, ActiveSetMatrix, check_maxvol_args,
+                     parse_memory, select_active_set)
 from .potential import Potential, as_frames
 from .progress import progress as show_progress
 

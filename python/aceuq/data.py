@@ -331,6 +331,15 @@ def is_integer(v) -> bool:
     return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
 
 
+def check_version(doc: Dict, where: str, supported: int = 1) -> None:
+    """InputError unless the JSON document ``doc`` (a manifest, an error map) is of the layout
+    version this aceuq reads (absent: the first); a later layout may mean something else by the
+    same keys."""
+    if doc.get("version", 1) != supported:
+        raise InputError(f"{where}: version {doc.get('version')!r}; this aceuq reads version {supported} "
+                         f"(upgrade aceuq)")
+
+
 def file_sha256(path: PathLike) -> str:
     """The SHA-256 of a file's bytes (which active set an error map was fitted for)."""
     import hashlib

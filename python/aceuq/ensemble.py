@@ -42,7 +42,7 @@ from ase import Atoms
 from . import metrics
 from ._core import InputError
 from .calculator import ACECalculator
-from .data import (atomic_path, check_output, is_integer, is_number, read_yaml_config, sigterm_as_exit,
+from .data import (atomic_path, check_output, check_version, is_integer, is_number, read_yaml_config, sigterm_as_exit,
                    structure_label)
 from .potential import Potential, stress_from_virial
 from .progress import progress as show_progress
@@ -599,8 +599,7 @@ def check_manifest(man, path: str) -> List[str]:
     where = f"ensemble manifest '{path}'"
     if not isinstance(man, dict) or man.get("format") != FORMAT:
         raise InputError(f"{where}: not an aceuq ensemble manifest (needs \"format\": \"{FORMAT}\")")
-    if man.get("version", 1) != 1:  # a later layout may mean something else by the same keys
-        raise InputError(f"{where}: version {man.get('version')!r}; this aceuq reads version 1 (upgrade aceuq)")
+    check_version(man, where)
     members = man.get("members")
     if not isinstance(members, list) or not members:
         raise InputError(f"{where}: 'members' must be a list of member potential files, got {members!r}")

@@ -262,12 +262,12 @@ class ErrorMap:
         """The map of a :meth:`to_dict` mapping, validated: one :class:`aceuq.InputError` (a
         ValueError) naming ``source`` and the key otherwise, never a failure at evaluation."""
         from ._core import InputError
+        from .data import check_version
 
         if not isinstance(d, dict) or d.get("format") != "aceuq-error-map":
             what = f"format {d.get('format')!r}" if isinstance(d, dict) else f"a JSON {type(d).__name__}"
             raise InputError(f"{source}: not an aceuq error map ({what})")
-        if d.get("version", 1) != 1:  # a later layout may mean something else by the same keys
-            raise InputError(f"{source}: version {d.get('version')!r}; this aceuq reads version 1 (upgrade aceuq)")
+        check_version(d, source)
         method = d.get("method")
         if method not in ("isotonic", "power"):
             raise InputError(f"{source}: 'method' must be 'isotonic' or 'power', got {method!r}")

@@ -141,10 +141,9 @@ class Potential:
     def types_of(self, atoms: Atoms) -> np.ndarray:
         """The potential's element index of each atom (its order in `elements`); InputError for an
         element the potential does not describe."""
-        numbers = atoms.numbers
-        if len(numbers) and (numbers.min() < 0 or numbers.max() >= len(chemical_symbols)):
-            bad = numbers[(numbers < 0) | (numbers >= len(chemical_symbols))][0]
-            raise InputError(f"atomic number {int(bad)} is no element (potential '{self.path}' describes "
+        bad = atoms.numbers[(atoms.numbers < 0) | (atoms.numbers >= len(chemical_symbols))]
+        if len(bad):
+            raise InputError(f"atomic number {int(bad[0])} is no element (potential '{self.path}' describes "
                              f"{', '.join(self.elements)})")
         symbols = atoms.get_chemical_symbols()
         lookup = {el: self._pot.element_index(el) for el in set(symbols)}

@@ -35,9 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="elements of the potential (default: those in the data); it takes several words, so "
                         "give it after the data files or end it with another option")
     p.add_argument("--cutoff", type=number(float, above=0),
-                   help="radial cutoff in Å of a preset basis (default: 2.2x the median nearest-neighbour distance over all "
-                        "atoms, within 4-7 Å); "
-                        "a --basis CONFIG.yaml sets its own (its bonds' rcut, as in a pacemaker input) and takes "
+                   help="radial cutoff in Å of a preset basis (default: 2.2x the median nearest-neighbour distance "
+                        "over all atoms, within 4-7 Å); a --basis CONFIG.yaml sets its own (its bonds' rcut, as in a pacemaker input) and takes "
                         "no --cutoff")
     p.add_argument("--alpha", type=number(float, minimum=0), default=1e-5,
                    help="ridge regularisation (default 1e-5)")
